@@ -1,0 +1,107 @@
+"""Key files on disk: secret keys (0600, never overwritten) and verifier keys.
+
+Parsing and cryptography live in :mod:`verify.keys`; this module only reads and
+writes files and obtains passphrases (environment variable or terminal prompt).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from rebuild.errors import InputError, StorageError, UsageError
+from rebuild.fsio import atomic_write, read_bounded, read_text_bounded
+from verify.errors import KeyFormatError, PassphraseError
+from verify.keys import (
+    MAX_KEY_TEXT,
+    SigningKey,
+    VerifierKey,
+    decode_secret_key_file,
+    encode_secret_key_file,
+    secret_key_file_is_encrypted,
+)
+
+PASSPHRASE_ENV = "REBUILD_PASSPHRASE"  # noqa: S105 (a variable name, not a secret)
+
+
+def passphrase_from_env(var: str) -> bytes:
+    value = os.environ.get(var)
+    if value is None:
+        raise UsageError(f"environment variable {var} is not set")
+    if not value:
+        raise UsageError(f"environment variable {var} is empty")
+    return value.encode()
+
+
+def prompt_new_passphrase() -> bytes:
+    if not sys.stdin.isatty():
+        raise UsageError("cannot prompt for a passphrase: standard input is not a terminal")
+    first = getpass.getpass("New passphrase: ")
+    if not first:
+        raise UsageError("empty passphrase")
+    if getpass.getpass("Repeat passphrase: ") != first:
+        raise UsageError("passphrases do not match")
+    return first.encode()
+
+
+def generate_key_files(
+    name: str, out: Path, passphrase: bytes | None, **kdf: int
+) -> tuple[SigningKey, Path]:
+    """Create ``out`` (secret, 0600) and ``out.pub``; refuse to overwrite either."""
+    pub_path = out.with_name(out.name + ".pub")
+    for p in (out, pub_path):
+        if p.exists() or p.is_symlink():
+            raise StorageError(f"{p}: already exists; refusing to overwrite")
+    try:
+        key = SigningKey.generate(name)
+    except KeyFormatError as e:
+        raise UsageError(f"invalid key name {name!r}: {e}") from None
+    secret = encode_secret_key_file(key, passphrase, **kdf)
+    atomic_write(out, secret, mode=0o600, overwrite=False)
+    try:
+        atomic_write(pub_path, (key.verifier_key().encode() + "\n").encode(), overwrite=False)
+    except BaseException:
+        # Never leave a secret key without its public half: undo the first write.
+        out.unlink(missing_ok=True)
+        raise
+    return key, pub_path
+
+
+def load_signing_key(path: str | os.PathLike[str], passphrase_env: str | None = None) -> SigningKey:
+    """Load a secret key file, decrypting with a passphrase when it is protected."""
+    p = Path(path)
+    data = read_bounded(p, MAX_KEY_TEXT)
+    passphrase: bytes | None = None
+    if secret_key_file_is_encrypted(data):
+        var = passphrase_env or PASSPHRASE_ENV
+        if os.environ.get(var):
+            passphrase = passphrase_from_env(var)
+        elif sys.stdin.isatty():
+            passphrase = getpass.getpass(f"Passphrase for {p}: ").encode()
+        else:
+            raise UsageError(f"{p}: key is passphrase-protected; set {var} or run on a terminal")
+    try:
+        return decode_secret_key_file(data, passphrase)
+    except KeyFormatError as e:
+        raise InputError(f"{p}: {e}") from None
+    except PassphraseError as e:
+        raise InputError(f"{p}: {e}") from None
+
+
+def load_verifier_key(spec: str | os.PathLike[str]) -> VerifierKey:
+    """A verifier key from a file (``.pub``) or given literally as ``name+id+key``."""
+    text = str(spec)
+    p = Path(text)
+    if p.exists():
+        text = read_text_bounded(p, MAX_KEY_TEXT).strip()
+        where = str(p)
+    elif text.count("+") >= 2 and "/" not in text.split("+", 1)[0]:
+        where = "verifier key"
+    else:
+        raise InputError(f"{p}: no such file")
+    try:
+        return VerifierKey.parse(text)
+    except KeyFormatError as e:
+        raise InputError(f"{where}: {e}") from None

@@ -1,0 +1,51 @@
+"""Typed errors for the consumer side.
+
+Two families, as in python-tuf: :class:`TrustError` means the bytes were
+examined and must not be trusted (a negative verdict, CLI exit 1);
+:class:`FormatError` means the input could not be understood at all (CLI exit
+2). Callers catch the family they can act on; nothing here ever exits.
+"""
+
+
+class VerifyError(Exception):
+    """Base class of every error raised by :mod:`verify`."""
+
+
+class FormatError(VerifyError):
+    """Input is malformed, oversized or of the wrong type: it cannot be judged."""
+
+
+class KeyFormatError(FormatError):
+    """A key (verifier key, secret key file) is malformed or inconsistent."""
+
+
+class NoteFormatError(FormatError):
+    """A signed note is malformed."""
+
+
+class EnvelopeFormatError(FormatError):
+    """A DSSE envelope or in-toto statement is malformed."""
+
+
+class PassphraseError(VerifyError):
+    """A secret key file could not be decrypted with the passphrase given."""
+
+
+class TrustError(VerifyError):
+    """The input is well-formed but fails verification: do not trust it."""
+
+
+class SignatureError(TrustError):
+    """A signature is invalid, or no trusted key signed."""
+
+
+class ThresholdError(TrustError):
+    """Fewer distinct trusted keys than required agreed."""
+
+
+class ProofError(TrustError):
+    """A Merkle inclusion or consistency proof does not verify."""
+
+
+class DigestMismatchError(TrustError):
+    """Bytes do not match the digest a signed statement commits to."""

@@ -1,0 +1,273 @@
+"""Ed25519 keys named and identified the C2SP signed-note way.
+
+A verifier key is ``<name>+<hex key ID>+<base64(type || public key)>`` where
+the key ID is the first four bytes of SHA-256(name || 0x0A || type || public
+key). Every key in the system (maintainer, rebuilder, log, witness) is written
+this way. Type 0x01 is a plain Ed25519 signed-note key; type 0x04 is a
+tlog-cosignature/v1 witness key (the same Ed25519 key pair, a different
+signed message and key ID).
+
+Secret keys use Go's ``PRIVATE+KEY+<name>+<hex key ID>+base64(0x01 || seed)``
+text, optionally wrapped in a passphrase-protected JSON envelope
+(Argon2id + XSalsa20-Poly1305 secretbox). This module parses and produces
+bytes; it never touches files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import struct
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Final
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from verify.errors import KeyFormatError, PassphraseError
+
+ALG_ED25519: Final = 0x01
+ALG_COSIGNATURE_V1: Final = 0x04
+KNOWN_ALGORITHMS: Final = frozenset({ALG_ED25519, ALG_COSIGNATURE_V1})
+
+PRIVATE_KEY_PREFIX: Final = "PRIVATE+KEY+"
+ENCRYPTED_FORMAT: Final = "rebuild-secret-key/v1"
+MAX_KEY_TEXT: Final = 4096
+# Bounds on attacker-chosen KDF parameters read from a key file: refuse to
+# burn more than 1 GiB or an absurd number of passes on a hostile file.
+MAX_MEMLIMIT: Final = 1 << 30
+MAX_OPSLIMIT: Final = 16
+
+
+def is_valid_name(name: str) -> bool:
+    """A key name: non-empty UTF-8 with no '+' and no Unicode white space."""
+    if not name or "+" in name:
+        return False
+    return not any(ch.isspace() or unicodedata.category(ch) == "Zs" for ch in name)
+
+
+def compute_key_hash(name: str, algorithm: int, public_key: bytes) -> int:
+    """The 32-bit key ID: SHA-256(name || 0x0A || type || key)[:4], big-endian."""
+    digest = hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public_key).digest()
+    return int(struct.unpack(">I", digest[:4])[0])
+
+
+def _b64decode_strict(text: str, what: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise KeyFormatError(f"{what}: invalid base64") from None
+    # b64decode tolerates some non-canonical encodings; insist on round-trip.
+    if base64.b64encode(raw).decode() != text:
+        raise KeyFormatError(f"{what}: non-canonical base64")
+    return raw
+
+
+@dataclass(frozen=True)
+class VerifierKey:
+    """A parsed C2SP verifier key."""
+
+    name: str
+    key_hash: int
+    algorithm: int
+    public_key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not is_valid_name(self.name):
+            raise KeyFormatError(f"invalid key name {self.name!r}")
+        if self.algorithm not in KNOWN_ALGORITHMS:
+            raise KeyFormatError(f"unsupported key type 0x{self.algorithm:02x}")
+        if len(self.public_key) != 32:
+            raise KeyFormatError("Ed25519 public key must be 32 bytes")
+        if compute_key_hash(self.name, self.algorithm, self.public_key) != self.key_hash:
+            raise KeyFormatError(f"key ID does not match key for {self.name!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> VerifierKey:
+        """Parse ``name+hash+base64``; the base64 may itself contain '+'."""
+        text = text.strip()
+        if len(text) > MAX_KEY_TEXT:
+            raise KeyFormatError("verifier key too long")
+        parts = text.split("+", 2)
+        if len(parts) != 3:
+            raise KeyFormatError("verifier key must be name+keyid+key")
+        name, hash_hex, b64 = parts
+        if not is_valid_name(name):
+            raise KeyFormatError(f"invalid key name {name!r}")
+        if len(hash_hex) != 8 or any(c not in "0123456789abcdef" for c in hash_hex):
+            raise KeyFormatError("key ID must be 8 lowercase hex digits")
+        raw = _b64decode_strict(b64, "verifier key")
+        if len(raw) != 33:
+            raise KeyFormatError("verifier key must encode a type byte and 32 key bytes")
+        if raw[0] not in KNOWN_ALGORITHMS:
+            raise KeyFormatError(f"unsupported key type 0x{raw[0]:02x}")
+        return cls(name, int(hash_hex, 16), raw[0], raw[1:])
+
+    def encode(self) -> str:
+        keydata = base64.b64encode(bytes([self.algorithm]) + self.public_key).decode()
+        return f"{self.name}+{self.key_hash:08x}+{keydata}"
+
+    def __str__(self) -> str:
+        return self.encode()
+
+    @property
+    def key_id(self) -> str:
+        return f"{self.key_hash:08x}"
+
+    def verify_raw(self, message: bytes, signature: bytes) -> bool:
+        """Check a raw 64-byte Ed25519 signature over ``message``."""
+        if len(signature) != 64:
+            return False
+        try:
+            nacl.signing.VerifyKey(self.public_key).verify(message, signature)
+        except nacl.exceptions.BadSignatureError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An Ed25519 secret key with its signed-note name."""
+
+    name: str
+    seed: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not is_valid_name(self.name):
+            raise KeyFormatError(f"invalid key name {self.name!r}")
+        if len(self.seed) != 32:
+            raise KeyFormatError("Ed25519 seed must be 32 bytes")
+
+    @classmethod
+    def generate(cls, name: str) -> SigningKey:
+        return cls(name, nacl.utils.random(32))
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(nacl.signing.SigningKey(self.seed).verify_key)
+
+    def verifier_key(self, algorithm: int = ALG_ED25519) -> VerifierKey:
+        pub = self.public_key
+        return VerifierKey(self.name, compute_key_hash(self.name, algorithm, pub), algorithm, pub)
+
+    def sign_raw(self, message: bytes) -> bytes:
+        return bytes(nacl.signing.SigningKey(self.seed).sign(message).signature)
+
+    def encode(self) -> str:
+        """Go's ``PRIVATE+KEY+name+hash+base64(0x01||seed)`` form."""
+        key_hash = compute_key_hash(self.name, ALG_ED25519, self.public_key)
+        b64 = base64.b64encode(bytes([ALG_ED25519]) + self.seed).decode()
+        return f"{PRIVATE_KEY_PREFIX}{self.name}+{key_hash:08x}+{b64}"
+
+    @classmethod
+    def parse(cls, text: str) -> SigningKey:
+        text = text.strip()
+        if not text.startswith(PRIVATE_KEY_PREFIX):
+            raise KeyFormatError("secret key must start with PRIVATE+KEY+")
+        parts = text[len(PRIVATE_KEY_PREFIX) :].split("+", 2)
+        if len(parts) != 3:
+            raise KeyFormatError("secret key must be PRIVATE+KEY+name+keyid+key")
+        name, hash_hex, b64 = parts
+        if len(hash_hex) != 8 or any(c not in "0123456789abcdef" for c in hash_hex):
+            raise KeyFormatError("secret key ID must be 8 lowercase hex digits")
+        raw = _b64decode_strict(b64, "secret key")
+        if len(raw) != 33 or raw[0] != ALG_ED25519:
+            raise KeyFormatError("secret key must encode type 0x01 and a 32-byte seed")
+        key = cls(name, raw[1:])
+        if compute_key_hash(name, ALG_ED25519, key.public_key) != int(hash_hex, 16):
+            raise KeyFormatError(f"secret key ID does not match key for {name!r}")
+        return key
+
+
+def encode_secret_key_file(
+    key: SigningKey,
+    passphrase: bytes | None,
+    *,
+    opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
+    memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
+) -> bytes:
+    """Serialize a secret key file, encrypting it when a passphrase is given."""
+    plain = key.encode().encode() + b"\n"
+    if passphrase is None:
+        return plain
+    if not passphrase:
+        raise PassphraseError("empty passphrase")
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    box_key = nacl.pwhash.argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit
+    )
+    nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+    ct = nacl.secret.SecretBox(box_key).encrypt(plain, nonce).ciphertext
+    doc = {
+        "format": ENCRYPTED_FORMAT,
+        "name": key.name,
+        "verifier_key": key.verifier_key().encode(),
+        "kdf": {
+            "algorithm": "argon2id",
+            "salt": base64.b64encode(salt).decode(),
+            "opslimit": opslimit,
+            "memlimit": memlimit,
+        },
+        "cipher": {
+            "algorithm": "xsalsa20-poly1305",
+            "nonce": base64.b64encode(nonce).decode(),
+            "ciphertext": base64.b64encode(ct).decode(),
+        },
+    }
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def secret_key_file_is_encrypted(data: bytes) -> bool:
+    return data.lstrip().startswith(b"{")
+
+
+def decode_secret_key_file(data: bytes, passphrase: bytes | None) -> SigningKey:
+    """Parse a secret key file made by :func:`encode_secret_key_file`."""
+    if len(data) > MAX_KEY_TEXT:
+        raise KeyFormatError("secret key file too large")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyFormatError("secret key file is not UTF-8 text") from None
+    if not secret_key_file_is_encrypted(data):
+        return SigningKey.parse(text)
+    try:
+        doc = json.loads(text)
+        if doc["format"] != ENCRYPTED_FORMAT:
+            raise KeyFormatError(f"unknown secret key format {doc['format']!r}")
+        kdf, cipher = doc["kdf"], doc["cipher"]
+        if kdf["algorithm"] != "argon2id" or cipher["algorithm"] != "xsalsa20-poly1305":
+            raise KeyFormatError("unsupported secret key encryption")
+        opslimit, memlimit = kdf["opslimit"], kdf["memlimit"]
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        nonce = base64.b64decode(cipher["nonce"], validate=True)
+        ct = base64.b64decode(cipher["ciphertext"], validate=True)
+    except KeyFormatError:
+        raise
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise KeyFormatError("encrypted secret key file is malformed") from None
+    if not (isinstance(opslimit, int) and isinstance(memlimit, int)):
+        raise KeyFormatError("encrypted secret key file has non-integer KDF limits")
+    if not (1 <= opslimit <= MAX_OPSLIMIT and 8192 <= memlimit <= MAX_MEMLIMIT):
+        raise KeyFormatError("encrypted secret key file has out-of-range KDF limits")
+    if len(salt) != nacl.pwhash.argon2id.SALTBYTES or len(nonce) != 24:
+        raise KeyFormatError("encrypted secret key file has a bad salt or nonce length")
+    if passphrase is None:
+        raise PassphraseError("secret key is passphrase-protected and no passphrase was given")
+    box_key = nacl.pwhash.argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE, passphrase, salt, opslimit=opslimit, memlimit=memlimit
+    )
+    try:
+        plain = nacl.secret.SecretBox(box_key).decrypt(ct, nonce)
+    except nacl.exceptions.CryptoError:
+        raise PassphraseError("wrong passphrase (or the key file was altered)") from None
+    try:
+        return SigningKey.parse(plain.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise KeyFormatError("decrypted secret key is not text") from None
