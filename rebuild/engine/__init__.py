@@ -1,0 +1,1 @@
+"""The rebuild engine: build plans, the verify pipeline and its result."""

@@ -1,0 +1,45 @@
+"""A build plan: exactly what one hermetic build needs, fetched and pinned.
+
+A plan is produced on the host by a strategy (a recipe, or inference for a
+PyPI wheel) after every input has been fetched and checked. It decides
+nothing by itself and holds no secrets; the runner executes it with no
+network, and the pipeline compares what it produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BUILD_DIR = "/build/src"
+OUTPUT_DIR = "/out"
+
+
+@dataclass(frozen=True)
+class InputMount:
+    """A host directory or file mounted read-only into the build container."""
+
+    host: Path
+    container: str
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Inputs, command and normalisation of one build.
+
+    ``source_dir`` is copied fresh for every build and mounted writable at
+    :data:`BUILD_DIR` (backends such as setuptools write into the tree);
+    ``inputs`` are mounted read-only. ``output`` is the file name (a glob
+    pattern for recipes) expected in :data:`OUTPUT_DIR` afterwards.
+    """
+
+    environment: str
+    command: tuple[str, ...]
+    source_dir: Path
+    source_date_epoch: int
+    sde_rule: str
+    output: str
+    inputs: tuple[InputMount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    details: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

@@ -1,0 +1,118 @@
+"""The value ``rebuild verify`` produces: a frozen, JSON-ready result.
+
+Decides nothing; it records. The one invariant it enforces is the product's
+first rule: the verdict ``reproduced`` is only constructible when the two
+sha256 digests are present and equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Verdict = Literal["reproduced", "mismatch", "failed", "error"]
+StepStatus = Literal["ok", "failed", "error", "skipped"]
+STEPS: tuple[str, ...] = ("fetch", "environment", "build", "compare", "attest", "publish")
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """One pipeline step, how it ended, and how long it took."""
+
+    name: str
+    status: StepStatus
+    seconds: float
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class LogEntryRef:
+    """Where the attestation landed in the audit log."""
+
+    url: str
+    index: int
+    proof: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "index": self.index, "proof": self.proof}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Everything one ``rebuild verify`` run found out."""
+
+    target: str
+    verdict: Verdict
+    package: str | None
+    version: str | None
+    artifact: str | None
+    upstream_sha256: str | None
+    rebuilt_sha256: str | None
+    causes: tuple[str, ...]
+    steps: tuple[StepTiming, ...]
+    report_dir: str
+    build_log: str | None = None
+    rebuilt_artifact: str | None = None
+    diff_report: str | None = None
+    diff_report_sha256: str | None = None
+    attestation: str | None = None
+    log_entry: LogEntryRef | None = None
+    environment: str | None = None
+    environment_lock: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    recipe_sha256: str | None = None
+    source_date_epoch: int | None = None
+    sde_rule: str | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict == "reproduced" and (
+            self.upstream_sha256 is None or self.upstream_sha256 != self.rebuilt_sha256
+        ):
+            raise ValueError("verdict reproduced requires equal sha256 digests")
+        if self.verdict == "mismatch" and (
+            self.rebuilt_sha256 is None or self.upstream_sha256 == self.rebuilt_sha256
+        ):
+            raise ValueError("verdict mismatch requires two different sha256 digests")
+
+    @property
+    def exit_code(self) -> int:
+        return {"reproduced": 0, "mismatch": 1, "failed": 1, "error": 2}[self.verdict]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "verdict": self.verdict,
+            "package": self.package,
+            "version": self.version,
+            "artifact": self.artifact,
+            "upstream_sha256": self.upstream_sha256,
+            "rebuilt_sha256": self.rebuilt_sha256,
+            "causes": list(self.causes),
+            "steps": [s.to_json() for s in self.steps],
+            "report_dir": self.report_dir,
+            "build_log": self.build_log,
+            "rebuilt_artifact": self.rebuilt_artifact,
+            "diff_report": self.diff_report,
+            "diff_report_sha256": self.diff_report_sha256,
+            "attestation": self.attestation,
+            "log_entry": self.log_entry.to_json() if self.log_entry else None,
+            "environment": self.environment,
+            "environment_lock_sha256": self.environment_lock,
+            "source": self.source,
+            "recipe_sha256": self.recipe_sha256,
+            "source_date_epoch": self.source_date_epoch,
+            "source_date_epoch_rule": self.sde_rule,
+            "message": self.message,
+            "details": self.details,
+            "exit_code": self.exit_code,
+        }

@@ -1,0 +1,56 @@
+"""A minimal PEP 517 frontend that runs *inside* the build container.
+
+It is mounted read-only and run as ``python3 pep517_frontend.py SITE OUTDIR``
+with the unpacked source as the working directory. It uses only the standard
+library: the build requirements are already unpacked into SITE (resolved
+and hashed on the host), so nothing is installed and nothing is fetched. It
+calls the backend named by ``[build-system]`` (PEP 517/518 defaults when the
+table is missing) and prints the wheel's file name on its last line.
+
+This file must never import from :mod:`rebuild`; it runs in a different
+Python, with no network, as an unprivileged user.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import site
+import sys
+import tomllib
+from typing import Any
+
+_LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+
+
+def _load_backend() -> Any:
+    build_system: dict[str, Any] = {}
+    if os.path.exists("pyproject.toml"):
+        with open("pyproject.toml", "rb") as f:
+            build_system = tomllib.load(f).get("build-system", {})
+    name = build_system.get("build-backend", _LEGACY_BACKEND)
+    for entry in build_system.get("backend-path", []):
+        # PEP 517: in-tree backends, resolved relative to the source root.
+        sys.path.insert(0, os.path.abspath(entry))
+    module_name, _, attr = name.partition(":")
+    backend: Any = importlib.import_module(module_name)
+    for part in filter(None, attr.split(".")):
+        backend = getattr(backend, part)
+    return backend
+
+
+def main(argv: list[str]) -> int:
+    site_dir, outdir = argv[1], argv[2]
+    # addsitedir (not PYTHONPATH) so .pth files run, e.g. setuptools' distutils shim.
+    site.addsitedir(site_dir)
+    backend = _load_backend()
+    hook = getattr(backend, "get_requires_for_build_wheel", None)
+    extra = hook({}) if hook is not None else []
+    print(f"rebuild-frontend: backend {backend.__name__} asks for {list(extra)}", flush=True)
+    name = backend.build_wheel(outdir, {})
+    print(name, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
