@@ -82,7 +82,7 @@ def _check_text(value: object, what: str, limit: int = MAX_TEXT, *, multiline: b
         raise _fail(what, "must not be empty")
     if len(value) > limit:
         raise _fail(what, f"longer than {limit} characters")
-    allowed = "\n\t" if multiline else ""
+    allowed = "\n\r\t" if multiline else ""
     for ch in value:
         if (ch < "\x20" and ch not in allowed) or ch == "\x7f":
             raise _fail(what, "contains a control character")
