@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BUILD_DIR = "/build/src"
+BUILD_DIR = "/build"
 OUTPUT_DIR = "/out"
 
 
@@ -28,9 +28,9 @@ class InputMount:
 class BuildPlan:
     """Inputs, command and normalisation of one build.
 
-    ``source_dir`` is copied fresh for every build and mounted writable at
-    :data:`BUILD_DIR` (backends such as setuptools write into the tree);
-    ``inputs`` are mounted read-only. ``output`` is the file name (a glob
+    ``source_dir`` is mounted read-only and copied by the runner into the
+    writable :data:`BUILD_DIR` (backends such as setuptools write into the
+    tree); ``inputs`` are staged under ``/rebuild``, read-only. ``output`` is the file name (a glob
     pattern for recipes) expected in :data:`OUTPUT_DIR` afterwards.
     """
 

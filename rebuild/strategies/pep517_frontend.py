@@ -41,6 +41,9 @@ def _load_backend() -> Any:
 
 def main(argv: list[str]) -> int:
     site_dir, outdir = argv[1], argv[2]
+    if "--unset-source-date-epoch" in argv[3:]:
+        # The published wheel was built without it (see the strategy's rule).
+        os.environ.pop("SOURCE_DATE_EPOCH", None)
     # addsitedir (not PYTHONPATH) so .pth files run, e.g. setuptools' distutils shim.
     site.addsitedir(site_dir)
     backend = _load_backend()

@@ -102,6 +102,7 @@ class WheelFacts:
 
     generator: Generator
     uniform_time: int | None  # the one timestamp every entry shares, if any
+    wheel_file_time: tuple[int, int, int, int, int, int]  # date_time of dist-info/WHEEL
 
 
 def read_wheel_facts(wheel: Path) -> WheelFacts:
@@ -120,6 +121,7 @@ def read_wheel_facts(wheel: Path) -> WheelFacts:
                 raise InputError(f"{wheel}: WHEEL file larger than {_MAX_METADATA} bytes")
             text = zf.read(wheel_files[0]).decode("utf-8", errors="replace")
             times = {i.date_time for i in infos}
+            wheel_file_time = wheel_files[0].date_time
     except (zipfile.BadZipFile, OSError) as e:
         raise InputError(f"{wheel}: not a readable wheel: {e}") from None
     gen = next(
@@ -132,7 +134,9 @@ def read_wheel_facts(wheel: Path) -> WheelFacts:
     if len(times) == 1:
         # Build containers run with TZ=UTC, so local time and UTC coincide.
         uniform = calendar.timegm((*next(iter(times)), 0, 0, 0))
-    return WheelFacts(generator=parse_generator(gen), uniform_time=uniform)
+    return WheelFacts(
+        generator=parse_generator(gen), uniform_time=uniform, wheel_file_time=wheel_file_time
+    )
 
 
 def _zip_time(epoch: int) -> int:
@@ -202,11 +206,35 @@ def build_requirements(gen: Generator, build_system: dict[str, Any]) -> list[str
     return out
 
 
-def choose_source_date_epoch(sdist: SdistFacts, wheel: WheelFacts) -> tuple[int, str]:
-    """Pick SOURCE_DATE_EPOCH and name the rule that chose it."""
+# flit_core stamps dist-info entries with this date when SOURCE_DATE_EPOCH is
+# unset (and takes every other entry's time from the file's mtime).
+_FLIT_NO_SDE = (2016, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class EpochChoice:
+    """SOURCE_DATE_EPOCH for the build, or the decision to leave it unset."""
+
+    value: int
+    rule: str
+    unset: bool = False
+
+
+def choose_source_date_epoch(sdist: SdistFacts, wheel: WheelFacts) -> EpochChoice:
+    """Pick SOURCE_DATE_EPOCH from the evidence and name the rule that chose it."""
+    if (
+        wheel.generator.family == "flit"
+        and wheel.uniform_time is None
+        and wheel.wheel_file_time == _FLIT_NO_SDE
+    ):
+        # The maintainer built without SOURCE_DATE_EPOCH: entries carry the
+        # source files' mtimes, which the sdist preserved and the unpacker kept.
+        return EpochChoice(sdist.max_mtime, "unset (flit: wheel built without it)", unset=True)
     if wheel.uniform_time is not None and wheel.uniform_time != _zip_time(sdist.max_mtime):
-        return wheel.uniform_time, "published wheel entries' common timestamp (sdist differs)"
-    return sdist.max_mtime, "newest sdist member mtime"
+        return EpochChoice(
+            wheel.uniform_time, "published wheel entries' common timestamp (sdist differs)"
+        )
+    return EpochChoice(sdist.max_mtime, "newest sdist member mtime")
 
 
 def plan_pypi_wheel(
@@ -232,13 +260,16 @@ def plan_pypi_wheel(
     if site_dir.exists():
         shutil.rmtree(site_dir)
     install_wheelhouse(wh, site_dir)
-    sde, rule = choose_source_date_epoch(sd, facts)
+    epoch = choose_source_date_epoch(sd, facts)
+    command: tuple[str, ...] = ("python3", "/rebuild/frontend.py", "/rebuild/site", OUTPUT_DIR)
+    if epoch.unset:
+        command += ("--unset-source-date-epoch",)
     return BuildPlan(
         environment=ENVIRONMENT,
-        command=("python3", "/rebuild/frontend.py", "/rebuild/site", OUTPUT_DIR),
+        command=command,
         source_dir=sd.root,
-        source_date_epoch=sde,
-        sde_rule=rule,
+        source_date_epoch=epoch.value,
+        sde_rule=epoch.rule,
         output=wheel.name,
         inputs=(
             InputMount(FRONTEND, "/rebuild/frontend.py"),

@@ -1,0 +1,136 @@
+"""``rebuild verify``: rebuild a published artifact and report the verdict.
+
+Only renders: the pipeline (:mod:`rebuild.engine.pipeline`) decides and
+returns a frozen result. Exit 0 reproduced, 1 mismatch or failed, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rebuild.cli._output import Output
+from rebuild.engine.pipeline import (
+    DEFAULT_TIMEOUT,
+    VerifyOptions,
+    default_report_dir,
+    parse_target,
+    verify,
+)
+from rebuild.engine.result import VerifyResult
+from rebuild.errors import UsageError
+from rebuild.keystore import load_signing_key
+
+_STYLE = {
+    "reproduced": "bold green",
+    "mismatch": "bold red",
+    "failed": "bold red",
+    "error": "bold yellow",
+}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="rebuild a published artifact and compare it bit for bit",
+        description=(
+            "TARGET is pypi:NAME==VERSION (sdist and wheel from pip's configured index, "
+            "recipe inferred), RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT (a maintainer's "
+            "signed release statement; with --maintainer-key its signature must verify). "
+            "Steps: fetch, environment, build (no network), compare sha256, diagnose a "
+            "mismatch, attest (--key), publish (--log). Exit 0 reproduced, 1 mismatch or "
+            "failed, 2 error."
+        ),
+    )
+    p.add_argument("target", nargs="+", metavar="TARGET", help="what to rebuild (see above)")
+    p.add_argument("--key", type=Path, metavar="K", help="sign a rebuild attestation with K")
+    p.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable for K")
+    p.add_argument(
+        "--maintainer-key",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="trusted maintainer verifier key for a release statement (repeatable)",
+    )
+    p.add_argument("--log", metavar="URL", help="submit the attestation to this audit log")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="D",
+        help="where build log, rebuilt artifact, reports and attestation go "
+        "(default ./rebuild-reports/<target>-<time>)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"build time limit in seconds (default {DEFAULT_TIMEOUT:.0f})",
+    )
+    p.add_argument("--keep-work", action="store_true", help="keep unpacked sources and wheels")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.set_defaults(func=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    if args.timeout <= 0 or args.timeout > 24 * 3600:
+        raise UsageError("--timeout must be between 0 and 86400 seconds")
+    target = parse_target(args.target, args.maintainer_key)
+    key = load_signing_key(args.key, args.passphrase_env) if args.key else None
+    report_dir = args.report_dir or default_report_dir(target)
+    opts = VerifyOptions(
+        report_dir=report_dir,
+        timeout=args.timeout,
+        signing_key=key,
+        log_url=args.log,
+        keep_work=args.keep_work,
+    )
+
+    def progress(step: str, event: str, elapsed: float) -> None:
+        if event == "start":
+            out.note(f"▶ {step} …")
+        else:
+            out.note(f"  {step}: {event} ({elapsed:.1f}s)")
+
+    result = verify(target, opts, progress)
+    out.result(result.to_json(), lambda c: _render(c, result))
+    return result.exit_code
+
+
+def _render(c: Console, r: VerifyResult) -> None:
+    t = Table(title=f"rebuild verify {r.target}", show_header=True)
+    t.add_column("step")
+    t.add_column("status")
+    t.add_column("seconds", justify="right")
+    t.add_column("detail", overflow="fold")
+    for s in r.steps:
+        t.add_row(s.name, s.status, f"{s.seconds:.1f}", s.detail)
+    c.print(t)
+    c.print(f"verdict: [{_STYLE[r.verdict]}]{r.verdict}[/]")
+    if r.artifact:
+        c.print(f"artifact: {r.artifact}", markup=False)
+    c.print(f"upstream sha256: {r.upstream_sha256}", markup=False)
+    c.print(f"rebuilt  sha256: {r.rebuilt_sha256}", markup=False)
+    if r.causes:
+        c.print("causes:", markup=False)
+        for cause in r.causes:
+            c.print(f"  - {cause}", markup=False)
+    if r.message:
+        c.print(f"message: {r.message}", markup=False)
+    for label, value in (
+        ("build log", r.build_log),
+        ("diff report", r.diff_report),
+        ("attestation", r.attestation),
+        ("report dir", r.report_dir),
+    ):
+        if value:
+            c.print(f"{label}: {value}", markup=False)
+    if r.log_entry:
+        c.print(f"log index: {r.log_entry.index} at {r.log_entry.url}", markup=False)
+        if r.log_entry.proof:
+            c.print(r.log_entry.proof, markup=False)

@@ -1,0 +1,76 @@
+"""Steps 5 and 6: sign a rebuild attestation; publish it to the audit log.
+
+Builds the in-toto rebuild predicate from what the pipeline found and signs
+it as a DSSE envelope. Decides nothing about the verdict; the predicate's
+own validation refuses an attestation that contradicts its digests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rebuild.engine.result import LogEntryRef, Verdict
+from rebuild.errors import InputError, ToolError
+from verify.errors import VerifyError
+from verify.intoto import (
+    EnvironmentRef,
+    GitSource,
+    RebuildPredicate,
+    SdistSource,
+    Subject,
+    make_statement,
+    sign_statement,
+)
+
+_UNKNOWN = "0" * 64
+
+
+def rebuild_attestation(
+    *,
+    key: Any,
+    artifact_name: str,
+    artifact_sha256: str,
+    package: str,
+    version: str,
+    verdict: Verdict,
+    source: GitSource | SdistSource,
+    recipe_sha256: str | None,
+    environment: str,
+    environment_lock: str | None,
+    tool_version: str,
+    started_at: int,
+    finished_at: int,
+    rebuilt_sha256: str | None,
+    diff_report_sha256: str | None,
+    causes: tuple[str, ...],
+) -> bytes:
+    """The signed envelope bytes of one rebuild attestation."""
+    try:
+        predicate = RebuildPredicate(
+            package=package,
+            version=version,
+            verdict=verdict,
+            source=source,
+            # An error before the recipe or lock were known is attested with
+            # an all-zero digest: present, and matching nothing.
+            recipe_sha256=recipe_sha256 or _UNKNOWN,
+            environment=EnvironmentRef(
+                environment, (environment_lock or _UNKNOWN).removeprefix("sha256:")
+            ),
+            tool_version=tool_version,
+            started_at=started_at,
+            finished_at=finished_at,
+            rebuilt_sha256=rebuilt_sha256,
+            diff_report_sha256=diff_report_sha256,
+            causes=tuple(c[:200] for c in causes[:32]),
+        )
+        statement = make_statement([Subject(artifact_name, artifact_sha256)], predicate)
+        data: bytes = sign_statement(statement, [key])
+    except VerifyError as e:
+        raise InputError(f"cannot form the rebuild attestation: {e}") from None
+    return data
+
+
+def publish(log_url: str, attestation: Any) -> LogEntryRef:
+    """Submit the attestation to the log (needs the log client)."""
+    raise ToolError(f"{log_url}: publishing needs the log client, not available in this build")
