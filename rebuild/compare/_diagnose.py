@@ -27,6 +27,9 @@ from pathlib import Path
 
 from rebuild.compare._errors import ArchiveFormatError
 from rebuild.compare._model import Difference, Side
+from rebuild.compare._phar import Phar
+from rebuild.compare._pharview import phar_view, signature_differences
+from rebuild.compare._tar import tar_view
 from rebuild.compare._view import ArchiveView
 from rebuild.compare._zipview import zip_view
 
@@ -193,7 +196,7 @@ def compare_views(e: ArchiveView, a: ArchiveView) -> tuple[list[Difference], _Co
             )
         if x.metadata != y.metadata:
             diffs.append(Difference("metadata", n, "entry metadata differs"))
-        if x.layout != y.layout:
+        if x.layout != y.layout or (x.compression == y.compression and x.derived != y.derived):
             diffs.append(Difference("layout", n, "entry header layout differs"))
         same, raw_same = contents.same(n)
         if not same:
@@ -340,10 +343,53 @@ def wheel_record_diagnosis(
 # --- dispatch -----------------------------------------------------------------
 
 
-def _view(fmt: str, side: _Side) -> ArchiveView:
+def _view(fmt: str, side: _Side) -> tuple[ArchiveView, Phar | None]:
     if fmt in {"zip", "wheel"}:
-        return zip_view(side.buf, fmt)
+        return zip_view(side.buf, fmt), None
+    if fmt == "phar":
+        return phar_view(side.buf)
+    if fmt == "tar":
+        return tar_view(side.buf), None
     raise ArchiveFormatError(f"{side.path}: no diagnosis for format {fmt}")
+
+
+# Special members of tar- and zip-based phars and the kind a change to them is.
+_PHAR_MEMBERS = {
+    ".phar/stub.php": "stub",
+    ".phar/alias.txt": "alias",
+    ".phar/.metadata.bin": "metadata",
+    ".phar/signature.bin": "signature",
+}
+
+
+def _phar_member_kind(name: str | None) -> str | None:
+    if name is None:
+        return None
+    if name in _PHAR_MEMBERS:
+        return _PHAR_MEMBERS[name]
+    if name.startswith(".phar/.metadata/") and name.endswith("/.metadata.bin"):
+        return "metadata"
+    return None
+
+
+def phar_members(diffs: list[Difference]) -> list[Difference]:
+    """Re-classify content changes of a tar/zip-based phar's ``.phar/`` members."""
+    out: list[Difference] = []
+    for d in diffs:
+        kind = _phar_member_kind(d.path)
+        if kind is not None and d.kind in {"content", "added", "removed"}:
+            out.append(Difference(kind, d.path, f"{d.detail} ({d.path})", d.expected, d.actual))
+        else:
+            out.append(d)
+    real = [d for d in out if d.cause() is not None and d.kind != "signature"]
+    if real:
+        out = [
+            Difference(d.kind, d.path, d.detail, d.expected, d.actual, explained_by_others=True)
+            if d.kind == "signature" and d.path == ".phar/signature.bin" and d.expected
+            else d
+            for d in out
+        ]
+    return out
 
 
 def diagnose(expected: Path, actual: Path) -> Diagnosis:
@@ -364,10 +410,11 @@ def diagnose(expected: Path, actual: Path) -> Diagnosis:
     notes: list[str] = []
     with ExitStack() as stack:
         views: dict[str, ArchiveView] = {}
+        phars: dict[str, Phar | None] = {}
         broken: list[Difference] = []
         for side, path in (("expected", expected), ("actual", actual)):
             try:
-                views[side] = _view(fe, _Side(path, stack))
+                views[side], phars[side] = _view(fe, _Side(path, stack))
             except ArchiveFormatError as err:
                 broken.append(
                     Difference("format", None, f"cannot be parsed as {fe}: {err}", side=side)  # type: ignore[arg-type]
@@ -380,6 +427,13 @@ def diagnose(expected: Path, actual: Path) -> Diagnosis:
             diffs, contents = compare_views(e, a)
             if fmt == "wheel":
                 diffs = wheel_record_diagnosis(e, a, contents, diffs)
+            pe, pa = phars["expected"], phars["actual"]
+            if pe is not None and pa is not None:
+                diffs += signature_differences(pe, pa, diffs)
+            names = {x.name for x in e.entries} | {x.name for x in a.entries}
+            if fmt in {"zip", "tar"} and ".phar/stub.php" in names:
+                fmt = f"phar-{fmt}"
+                diffs = phar_members(diffs)
         except SideError as err:
             return Diagnosis(
                 fmt,

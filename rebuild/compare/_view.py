@@ -20,6 +20,9 @@ class Entry:
     compression: tuple[object, ...]
     metadata: tuple[object, ...]
     layout: tuple[object, ...]
+    # Fields dictated by the compression method (a zip's "version needed"):
+    # compared as layout only when the compression is the same.
+    derived: tuple[object, ...] = ()
     show_time: str = ""
     show_perm: str = ""
     show_comp: str = ""

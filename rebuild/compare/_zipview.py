@@ -1,11 +1,12 @@
-"""Adapt a parsed zip to the neutral diagnosis model (see _diagnose.Entry).
+"""Adapt a parsed zip to the neutral diagnosis model (see _view.Entry).
 
 Which zip field counts as what is decided here, once: DOS time/date and the
 time-carrying extra fields are timestamps; the creating system, external
 attributes and uid/gid extra fields are permissions; the method and the
 deflate-option flag bits are compression; comments, the UTF-8 flag, the
-internal attributes and unknown extra fields are metadata; versions, the
-data-descriptor flag, zip64 fields and inter-entry gaps are layout.
+internal attributes and unknown extra fields are metadata; the data-descriptor
+flag, zip64 fields and inter-entry gaps are layout, and so are the zip spec
+versions, but only when the method is the same (the method dictates them).
 """
 
 from __future__ import annotations
@@ -92,15 +93,13 @@ def _entry(e: ZipEntry) -> Entry:
             _other(e.local_extra),
         ),
         layout=(
-            e.version_made_by & 0xFF,
-            e.version_needed,
-            e.local_version,
             e.flags & ~(_COMPRESSION_FLAGS | _UTF8_FLAG),
             e.local_flags & ~(_COMPRESSION_FLAGS | _UTF8_FLAG),
             _pick(e.extra, frozenset({EXTRA_ZIP64})),
             _pick(e.local_extra, frozenset({EXTRA_ZIP64})),
             e.gap,
         ),
+        derived=(e.version_made_by & 0xFF, e.version_needed, e.local_version),
         show_time=dos_datetime(e.dos_date, e.dos_time) + extra_ts,
         show_perm=_show_perm(e),
         show_comp=f"{METHOD_NAMES.get(e.method, str(e.method))} (flags {e.flags & 6:#x})",

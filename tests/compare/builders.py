@@ -44,6 +44,7 @@ def write_wheel(
     record: bytes | None = None,
 ) -> Path:
     """Write a wheel with RECORD last; every entry gets the same date, mode, method."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     names = list(order) if order is not None else sorted(files)
     rec = record if record is not None else record_for(files, names)
     with zipfile.ZipFile(path, "w") as z:
