@@ -21,16 +21,19 @@ import hashlib
 import io
 import mmap
 import re
+import struct
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from rebuild.compare._decompress import Codec
 from rebuild.compare._errors import ArchiveFormatError
 from rebuild.compare._model import Difference, Side
 from rebuild.compare._phar import Phar
 from rebuild.compare._pharview import phar_view, signature_differences
 from rebuild.compare._tar import tar_view
 from rebuild.compare._view import ArchiveView
+from rebuild.compare._wrapped import header_differences, unwrap
 from rebuild.compare._zipview import zip_view
 
 SNIFF = 1024
@@ -395,6 +398,55 @@ def phar_members(diffs: list[Difference]) -> list[Difference]:
 def diagnose(expected: Path, actual: Path) -> Diagnosis:
     """Classify the differences between two (different) artifacts."""
     fe, fa = sniff_format(expected), sniff_format(actual)
+    if fe == fa and fe in {"gzip", "bzip2"}:
+        return _diagnose_wrapped(expected, actual, fe)
+    return _diagnose(expected, actual, fe, fa)
+
+
+def _diagnose_wrapped(expected: Path, actual: Path, fmt: str) -> Diagnosis:
+    codec: Codec = "gzip" if fmt == "gzip" else "bzip2"
+    suffix = ".gz" if fmt == "gzip" else ".bz2"
+    with ExitStack() as stack:
+        unwrapped: dict[str, tuple[Path, str]] = {}
+        broken: list[Difference] = []
+        for side, path in (("expected", expected), ("actual", actual)):
+            try:
+                unwrapped[side] = unwrap(path, codec, stack)
+            except ArchiveFormatError as err:
+                broken.append(Difference("format", None, str(err), side=side))  # type: ignore[arg-type]
+        if broken:
+            return Diagnosis(fmt, tuple(broken))
+        diffs: list[Difference] = []
+        notes: list[str] = []
+        if fmt == "gzip":
+            try:
+                diffs += header_differences(expected, actual)
+            except (ArchiveFormatError, struct.error, IndexError) as err:
+                diffs.append(Difference("format", None, f"gzip header: {err}"))
+        (pe, se), (pa, sa) = unwrapped["expected"], unwrapped["actual"]
+        inner_fmt = sniff_format(pe)
+        if se != sa:
+            # A different payload always compresses differently: not a cause of its own.
+            diffs = [d for d in diffs if d.kind != "compression"]
+            fi, fa = inner_fmt, sniff_format(pa)
+            if fi in {"gzip", "bzip2"} or fa in {"gzip", "bzip2"}:
+                fi = fa = "file"  # one level of wrapping only
+            inner = _diagnose(pe, pa, fi, fa)
+            diffs += inner.differences
+            notes += inner.notes
+            inner_fmt = inner.format
+        if se == sa and not any(d.cause() for d in diffs):
+            diffs.append(
+                Difference(
+                    "compression",
+                    None,
+                    f"same payload, compressed differently ({fmt})",
+                )
+            )
+    return Diagnosis(f"{inner_fmt}{suffix}", tuple(diffs), tuple(notes))
+
+
+def _diagnose(expected: Path, actual: Path, fe: str, fa: str) -> Diagnosis:
     if {fe, fa} == {"zip", "wheel"}:
         fe = fa = "wheel"
     if fe != fa:

@@ -237,3 +237,43 @@ def test_zip_based_phar_stub_and_timestamps_are_classified(tmp_path: Path) -> No
         a, _zip_phar(tmp_path / "c.phar.zip", stub=b"<?php echo 1; __HALT_COMPILER();")
     )
     assert result.causes == ("stub",)
+
+
+# --- whole-file compression -------------------------------------------------
+
+
+def _gz(path: Path, payload: bytes, *, mtime: int = 0, level: int = 9) -> Path:
+    import gzip
+
+    with (
+        path.open("wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=mtime, compresslevel=level, filename="") as g,
+    ):
+        g.write(payload)
+    return path
+
+
+def test_gzipped_phar_differing_only_in_gzip_mtime_is_timestamps(tmp_path: Path) -> None:
+    payload = build_phar(DEMO_FILES)
+    a = _gz(tmp_path / "a.phar.gz", payload)
+    b = _gz(tmp_path / "b.phar.gz", payload, mtime=1_700_000_000)
+    result = compare(a, b)
+    assert (result.format, result.causes) == ("phar.gz", ("timestamps",))
+
+
+def test_gzipped_phar_recompressed_at_another_level_is_compression(tmp_path: Path) -> None:
+    payload = build_phar(DEMO_FILES) * 3
+    a = _gz(tmp_path / "a.phar.gz", payload, level=9)
+    b = _gz(tmp_path / "b.phar.gz", payload, level=1)
+    assert compare(a, b).causes == ("compression",)
+
+
+def test_gzipped_phar_with_a_changed_entry_is_diagnosed_inside(tmp_path: Path) -> None:
+    a = _gz(tmp_path / "a.phar.gz", build_phar(DEMO_FILES))
+    changed = (
+        DEMO_FILES[0],
+        dataclasses.replace(DEMO_FILES[1], data=b"<?php evil();\n"),
+        DEMO_FILES[2],
+    )
+    b = _gz(tmp_path / "b.phar.gz", build_phar(changed))
+    assert compare(a, b).causes == ("content:src/App.php",)
