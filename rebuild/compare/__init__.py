@@ -17,11 +17,14 @@ from rebuild.compare._errors import (
     TarFormatError,
     ZipFormatError,
 )
+from rebuild.compare._html import render_html_report, store_html_report, write_html_report
 from rebuild.compare._model import Comparison, Difference, DiffoscopeRun, ReportFile
+from rebuild.compare._vocab import DESCRIPTIONS, describe
 
 __all__ = [
     "DEFAULT_DIFFOSCOPE",
     "DEFAULT_TIMEOUT",
+    "DESCRIPTIONS",
     "ArchiveFormatError",
     "Comparison",
     "Difference",
@@ -33,4 +36,8 @@ __all__ = [
     "ZipFormatError",
     "compare",
     "comparison_report_bytes",
+    "describe",
+    "render_html_report",
+    "store_html_report",
+    "write_html_report",
 ]

@@ -132,8 +132,9 @@ def run_diffoscope(
             "--timeout",
             str(max(1, int(timeout * 0.8))),
             "--",
-            str(expected),
-            str(actual),
+            # diffoscope runs in a scratch directory: give it absolute paths.
+            str(expected.resolve()),
+            str(actual.resolve()),
         ]
         # A new session, so a timeout kills diffoscope and every tool it started.
         proc = subprocess.Popen(
