@@ -209,12 +209,10 @@ class LogServer:
                 self._committed.set()
                 continue
 
-            def persist() -> None:
-                self.store.record_cosigned(signed.size, cosigned.note)
-                self.store.publish(cosigned.note, signed.size)
-
             try:
-                await loop.run_in_executor(self._storage, persist)
+                await loop.run_in_executor(
+                    self._storage, self._persist_cosigned, signed.size, cosigned.note
+                )
             except StorageError as e:
                 log.error("publishing checkpoint %d failed: %s", signed.size, e)
                 await asyncio.sleep(WITNESS_RETRY_SECONDS)
@@ -222,6 +220,10 @@ class LogServer:
                 continue
             log.info("published checkpoint %d cosigned by %s", signed.size, cosigned.witnesses)
             self._refresh_published()
+
+    def _persist_cosigned(self, size: int, note: str) -> None:
+        self.store.record_cosigned(size, note)
+        self.store.publish(note, size)
 
     async def _wait_published(self, size: int, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -394,7 +396,9 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     scheme = "https" if ssl_context else "http"
     if ready is not None:
-        ready(f"{scheme}://{host}:{port}")
+        bound = runner.addresses[0][1] if runner.addresses else port
+        shown = f"[{host}]" if ":" in host else host
+        ready(f"{scheme}://{shown}:{bound}")
     try:
         await stop.wait()
     finally:
