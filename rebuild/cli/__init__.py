@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.release",
     "rebuild.cli.env",
     "rebuild.cli.diff",
+    "rebuild.cli.log",
     "rebuild.cli.verify",
 )
 

@@ -1,0 +1,182 @@
+"""A blocking HTTP client for one log: add, prove, look up, read tiles.
+
+The CLI's only network seam to a log. It refuses plain HTTP except to
+loopback (:func:`rebuild.log.urls.check_url`), never follows redirects (a
+redirect could downgrade to http or leave the log), bounds every response,
+and turns every network failure into :class:`~rebuild.errors.TransportError`.
+It verifies nothing: callers hand what it returns to :mod:`verify`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from rebuild.errors import TransportError
+from rebuild.log.urls import check_url, client_ssl_context
+from verify.errors import VerifyError
+from verify.merkle import HASH_SIZE
+from verify.tiles import TILE_WIDTH, Tile
+
+MAX_CHECKPOINT: Final = 1 << 20
+MAX_TILE: Final = TILE_WIDTH * (2 + 0xFFFF)  # an entry bundle at worst
+MAX_JSON: Final = 4 << 20
+USER_AGENT: Final = "rebuild-log-client/1"
+
+
+class NotFoundError(TransportError):
+    """The log answered 404 for a resource."""
+
+
+class HTTPStatusError(TransportError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LogClient:
+    """Talks to the log whose tlog-tiles prefix is ``url``."""
+
+    def __init__(self, url: str, ca_bundle: Path | None = None, timeout: float = 30.0) -> None:
+        self.url = check_url(url, "log URL")
+        parts = urlsplit(self.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or ""
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = timeout
+        self._ssl: ssl.SSLContext | None = client_ssl_context(ca_bundle) if self._https else None
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout, context=self._ssl
+                )
+            else:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout
+                )
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> LogClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, limit: int = MAX_JSON
+    ) -> tuple[int, str, bytes]:
+        """One request; returns (status, content type, body). Retries a stale keep-alive once."""
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read(limit + 1)
+                if len(data) > limit:
+                    self.close()
+                    raise TransportError(f"{self.url}{path}: response larger than {limit} bytes")
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return resp.status, resp.getheader("Content-Type", ""), data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self.close()
+                if attempt == 1:
+                    raise TransportError(f"{self.url}{path}: {e}") from None
+            except ssl.SSLError as e:
+                self.close()
+                raise TransportError(f"{self.url}{path}: TLS error: {e.reason}") from None
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                raise TransportError(f"{self.url}{path}: {type(e).__name__}: {e}") from None
+        raise TransportError(f"{self.url}{path}: request failed")  # pragma: no cover
+
+    def _get(self, path: str, limit: int) -> bytes:
+        status, _, data = self.request("GET", path, limit=limit)
+        if status == 404:
+            raise NotFoundError(f"{self.url}{path}: not found")
+        if status != 200:
+            raise HTTPStatusError(f"{self.url}{path}: HTTP {status}: {_snippet(data)}", status)
+        return data
+
+    def _json(self, data: bytes, path: str) -> dict[str, Any]:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise TransportError(f"{self.url}{path}: response is not JSON") from None
+        if not isinstance(doc, dict):
+            raise TransportError(f"{self.url}{path}: response is not a JSON object")
+        return doc
+
+    # --- the read API (tlog-tiles) ------------------------------------------
+
+    def checkpoint(self) -> bytes:
+        return self._get("/checkpoint", MAX_CHECKPOINT)
+
+    def tile(self, tile: Tile) -> bytes:
+        """A tile at exactly ``tile.width``; a partial one falls back to the full tile."""
+        try:
+            return self._get("/" + tile.path(), MAX_TILE)
+        except NotFoundError:
+            if not tile.is_partial or tile.is_entries:
+                raise
+        data = self._get("/" + tile.full().path(), MAX_TILE)
+        return data[: tile.width * HASH_SIZE]
+
+    # --- the write and lookup API ---------------------------------------------
+
+    def add(self, entry: bytes, *, wait: bool) -> dict[str, Any]:
+        path = "/add?wait=1" if wait else "/add"
+        status, _, data = self.request("POST", path, body=entry)
+        if status not in (200, 202):
+            raise HTTPStatusError(f"{self.url}/add: HTTP {status}: {_snippet(data)}", status)
+        doc = self._json(data, "/add")
+        if not isinstance(doc.get("index"), int) or not isinstance(doc.get("leaf_hash"), str):
+            raise TransportError(f"{self.url}/add: response lacks index and leaf_hash")
+        return doc
+
+    def proof(self, index: int) -> bytes:
+        return self._get(f"/proof/{index}", MAX_CHECKPOINT * 2)
+
+    def lookup_leaf(self, leaf: bytes) -> int | None:
+        try:
+            doc = self._json(self._get(f"/lookup/leaf/{leaf.hex()}", MAX_JSON), "/lookup/leaf")
+        except NotFoundError:
+            return None
+        index = doc.get("index")
+        if not isinstance(index, int) or index < 0:
+            raise TransportError(f"{self.url}/lookup/leaf: response lacks an index")
+        return index
+
+    def lookup_subject(self, digest: bytes) -> list[int]:
+        doc = self._json(self._get(f"/lookup/sha256/{digest.hex()}", MAX_JSON), "/lookup")
+        indexes = doc.get("indexes")
+        if not isinstance(indexes, list) or not all(isinstance(i, int) for i in indexes):
+            raise TransportError(f"{self.url}/lookup/sha256: response lacks indexes")
+        return [int(i) for i in indexes]
+
+
+def _snippet(data: bytes) -> str:
+    text = data[:300].decode("utf-8", "replace").strip()
+    try:
+        doc = json.loads(text)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+            return str(doc["error"])
+    except (ValueError, VerifyError):
+        pass
+    return text

@@ -1,0 +1,603 @@
+"""The log's storage engine: tiles as files, an SQLite index, one writer.
+
+Layout of a log directory ``D`` (everything under ``D/checkpoint`` and
+``D/tile/`` is exactly what a static web server or object store serves)::
+
+    D/checkpoint                     the published (cosigned) checkpoint
+    D/tile/<L>/<N>[.p/<W>]           hash tiles (C2SP tlog-tiles)
+    D/tile/entries/<N>[.p/<W>]       entry bundles (uint16 length-prefixed)
+    D/state/lock                     one server per directory (flock)
+    D/state/index.sqlite             committed size, leaf and subject index,
+                                     every checkpoint ever signed
+
+Durability protocol for one batch (sizes ``S`` to ``S'``):
+
+1. write every new tile and bundle to a temporary name, fsync it, rename it
+   into place, fsync each directory touched; files beyond ``S`` are not part
+   of any committed tree, so nothing visible changes meaning;
+2. in one SQLite transaction (WAL, ``synchronous=FULL``): the new leaf and
+   subject rows, the size ``S'`` and the checkpoint signed for ``S'``;
+3. only then are the batch's entries acknowledged.
+
+A crash before step 2 leaves files beyond the committed size, which
+:meth:`LogStore.open` deletes; a crash after it loses nothing. A checkpoint is
+signed only inside the transaction that commits its size, and the root for a
+committed size never changes, so the log never signs two different
+checkpoints for one size (``open`` refuses to start if the tiles disagree with
+the last signature). This module never serves HTTP and never talks to
+witnesses; it must never acknowledge anything it has not made durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from rebuild.errors import StorageError
+from rebuild.fsio import atomic_write, fsync_dir
+from verify import merkle
+from verify.checkpoint import Checkpoint, sign_checkpoint
+from verify.errors import VerifyError
+from verify.keys import SigningKey
+from verify.note import split_note
+from verify.tiles import (
+    ENTRIES,
+    TILE_WIDTH,
+    Tile,
+    TileHashes,
+    encode_entry_bundle,
+    level_width,
+    parse_entry_bundle,
+    split_hashes,
+    tile_for,
+)
+
+# The largest batch one transaction integrates. Bounds the work per commit
+# and how far beyond the committed size an interrupted batch can have
+# written files (recovery probes that far).
+MAX_BATCH: Final = 4096
+_PROBE_TILES: Final = MAX_BATCH // TILE_WIDTH + 2
+MAX_LOOKUP_RESULTS: Final = 1000
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leaves(hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subjects(
+    digest BLOB NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY(digest, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signed(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, size INTEGER NOT NULL,
+    root BLOB NOT NULL, note TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS signed_size ON signed(size);
+CREATE TABLE IF NOT EXISTS cosigned(size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An entry waiting to be sequenced (already checked by the caller)."""
+
+    data: bytes
+    leaf: bytes
+    subjects: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sequenced:
+    """Where an entry ended up; ``duplicate`` when it was already in the log."""
+
+    index: int
+    leaf: bytes
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    size: int
+    root: bytes
+    note: str
+
+
+@dataclass(frozen=True)
+class _Edge:
+    """The right edge of the committed tree: all a writer keeps in memory."""
+
+    size: int
+    levels: tuple[tuple[bytes, ...], ...]  # hashes of the partial tile per level
+    bundle: tuple[bytes, ...]  # entries of the partial entry bundle
+
+
+def edge_root(levels: Sequence[Sequence[bytes]]) -> bytes:
+    """Root of the tree whose right edge is ``levels`` (see :class:`_Edge`)."""
+    peaks: list[bytes] = []  # perfect subtrees, left (largest) to right
+    for level in reversed(range(len(levels))):
+        hashes = levels[level]
+        i = 0
+        for bit in reversed(range(8)):
+            if len(hashes) & (1 << bit):
+                peaks.append(merkle.root(hashes[i : i + (1 << bit)]))
+                i += 1 << bit
+    if not peaks:
+        return merkle.EMPTY_ROOT
+    acc = peaks[-1]
+    for p in reversed(peaks[:-1]):
+        acc = merkle.node_hash(p, acc)
+    return acc
+
+
+class LogStore:
+    """One log directory, opened by exactly one process.
+
+    Mutating methods (:meth:`integrate`, :meth:`publish`,
+    :meth:`record_cosigned`) must be called from a single thread; reads of
+    tiles, proofs and lookups may run on another.
+    """
+
+    def __init__(self, directory: Path, key: SigningKey, origin: str) -> None:
+        self.dir = directory
+        self.key = key
+        self.origin = origin
+        self.state_dir = directory / "state"
+        self._lock_fd = -1
+        self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._edge = _Edge(0, (), ())
+        self._latest: SignedCheckpoint | None = None
+        self._published_size = -1
+
+    # --- opening and recovery ---------------------------------------------
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], key: SigningKey, origin: str) -> LogStore:
+        """Lock ``directory``, recover it to its last committed size, return it."""
+        store = cls(Path(directory), key, origin)
+        try:
+            store._open()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _open(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "tile").mkdir(exist_ok=True)
+            self.state_dir.mkdir(exist_ok=True)
+        except OSError as e:
+            raise StorageError(
+                f"{self.dir}: cannot create the log directory: {e.strerror}"
+            ) from None
+        self._lock()
+        db_path = self.state_dir / "index.sqlite"
+        try:
+            self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA cache_size=-16384")
+            self._db.executescript(_SCHEMA)
+            self._reader = sqlite3.connect(
+                f"file:{db_path}?mode=ro", uri=True, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise StorageError(f"{db_path}: cannot open the index: {e}") from None
+        self._check_identity()
+        size = self._meta_int("size", 0)
+        self._edge = self._load_edge(size)
+        self._remove_uncommitted(size)
+        root = edge_root(self._edge.levels)
+        latest = self.signed_at(size)
+        if latest is None:
+            if size != 0:
+                raise StorageError(f"{self.dir}: committed size {size} has no signed checkpoint")
+            latest = self._sign_and_record(0, root)
+        elif latest.root != root:
+            raise StorageError(
+                f"{self.dir}: tiles for size {size} do not match the checkpoint signed for it"
+            )
+        self._latest = latest
+        published = self._read_published_size()
+        self._published_size = published
+
+    def _lock(self) -> None:
+        path = self.state_dir / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StorageError(f"{path}: cannot open the lock file: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(
+                f"{self.dir}: another log server is using this directory (lock held)"
+            ) from None
+        self._lock_fd = fd
+
+    def _check_identity(self) -> None:
+        vkey = self.key.verifier_key().encode()
+        stored_key = self._meta("log_key")
+        stored_origin = self._meta("origin")
+        if stored_key is None:
+            self._db_exec_commit(
+                [
+                    ("INSERT INTO meta(k, v) VALUES ('log_key', ?)", (vkey,)),
+                    ("INSERT INTO meta(k, v) VALUES ('origin', ?)", (self.origin,)),
+                    ("INSERT INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,)),
+                ]
+            )
+            return
+        if stored_key != vkey:
+            raise StorageError(f"{self.dir}: this log was created with another key ({stored_key})")
+        if stored_origin != self.origin:
+            raise StorageError(
+                f"{self.dir}: this log's origin is {stored_origin!r}, not {self.origin!r}"
+            )
+
+    def _load_edge(self, size: int) -> _Edge:
+        levels: list[tuple[bytes, ...]] = []
+        level = 0
+        while level_width(size, level) > 0:
+            count = level_width(size, level)
+            width = count % TILE_WIDTH
+            if width:
+                tile = tile_for(size, level, count // TILE_WIDTH)
+                levels.append(tuple(split_hashes(self._read_tile_file(tile), width)))
+            else:
+                levels.append(())
+            level += 1
+        bundle: tuple[bytes, ...] = ()
+        if size % TILE_WIDTH:
+            tile = tile_for(size, ENTRIES, size // TILE_WIDTH)
+            bundle = tuple(self._read_bundle(tile))
+            if tuple(merkle.leaf_hash(e) for e in bundle) != levels[0]:
+                raise StorageError(
+                    f"{self.dir}: the partial entry bundle does not match the level-0 tile"
+                )
+        return _Edge(size, tuple(levels), bundle)
+
+    def _remove_uncommitted(self, size: int) -> None:
+        """Delete tiles an interrupted batch wrote beyond the committed size."""
+        touched: set[Path] = set()
+        level = ENTRIES
+        while True:
+            count = level_width(size, 0 if level == ENTRIES else level)
+            if level > 0 and level_width(size + MAX_BATCH, level) == 0:
+                break
+            first, width = divmod(count, TILE_WIDTH)
+            for n in range(first, first + _PROBE_TILES):
+                full = self.dir / Tile(level, n).path()
+                if full.exists():
+                    full.unlink()
+                    touched.add(full.parent)
+                pdir = full.with_name(full.name + ".p")
+                if pdir.is_dir():
+                    for child in pdir.iterdir():
+                        keep = n == first and child.name.isdigit() and int(child.name) <= width
+                        if not keep:
+                            child.unlink()
+                            touched.add(pdir)
+                parent = full.parent
+                if parent.is_dir():
+                    for child in parent.glob(".*.tmp"):
+                        child.unlink()
+            level = 0 if level == ENTRIES else level + 1
+        for tmp in self.dir.glob(".checkpoint.*.tmp"):
+            tmp.unlink()
+        for d in touched:
+            fsync_dir(d)
+
+    # --- reading ----------------------------------------------------------
+
+    def _read_tile_file(self, tile: Tile) -> bytes:
+        """A hash tile at ``tile.width``; a partial one may come from its full tile."""
+        path = self.dir / tile.path()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            if not tile.is_partial:
+                raise StorageError(f"{path}: tile missing") from None
+        full = self.dir / tile.full().path()
+        try:
+            return full.read_bytes()[: tile.width * merkle.HASH_SIZE]
+        except FileNotFoundError:
+            raise StorageError(f"{path}: tile missing (and no full tile)") from None
+
+    def _read_bundle(self, tile: Tile) -> list[bytes]:
+        path = self.dir / tile.path()
+        try:
+            return parse_entry_bundle(path.read_bytes(), tile.width)
+        except FileNotFoundError:
+            if not tile.is_partial:
+                raise StorageError(f"{path}: entry bundle missing") from None
+        except VerifyError as e:
+            raise StorageError(f"{path}: {e}") from None
+        full = self.dir / tile.full().path()
+        try:
+            return parse_entry_bundle(full.read_bytes(), TILE_WIDTH)[: tile.width]
+        except FileNotFoundError:
+            raise StorageError(f"{path}: entry bundle missing (and no full bundle)") from None
+        except VerifyError as e:
+            raise StorageError(f"{full}: {e}") from None
+
+    def tile_hashes(self, size: int) -> TileHashes:
+        """Subtree hashes of the committed tree of ``size`` leaves, from disk."""
+        if not 0 <= size <= self.size:
+            raise StorageError(f"size {size} is beyond the committed size {self.size}")
+        return TileHashes(size, self._read_tile_file)
+
+    def entry(self, index: int) -> bytes:
+        if not 0 <= index < self.size:
+            raise StorageError(f"index {index} is not below the committed size {self.size}")
+        tile = tile_for(self.size, ENTRIES, index // TILE_WIDTH)
+        return self._read_bundle(tile)[index % TILE_WIDTH]
+
+    @property
+    def size(self) -> int:
+        return self._edge.size
+
+    @property
+    def latest(self) -> SignedCheckpoint:
+        assert self._latest is not None
+        return self._latest
+
+    @property
+    def published_size(self) -> int:
+        return self._published_size
+
+    def _read_published_size(self) -> int:
+        try:
+            data = (self.dir / "checkpoint").read_bytes()
+            text, _ = split_note(data)
+            return int(text.split("\n")[1])
+        except (FileNotFoundError, VerifyError, ValueError, IndexError):
+            return -1
+
+    def published_note(self) -> bytes:
+        try:
+            return (self.dir / "checkpoint").read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"{self.dir}: no checkpoint published yet") from None
+
+    def signed_at(self, size: int) -> SignedCheckpoint | None:
+        row = self._conn.execute(
+            "SELECT root, note FROM signed WHERE size = ? ORDER BY seq DESC LIMIT 1", (size,)
+        ).fetchone()
+        return None if row is None else SignedCheckpoint(size, bytes(row[0]), str(row[1]))
+
+    def signed_history(self) -> list[SignedCheckpoint]:
+        """Every checkpoint this log ever signed, in signing order (for audits)."""
+        rows = self._conn.execute("SELECT size, root, note FROM signed ORDER BY seq").fetchall()
+        return [SignedCheckpoint(int(s), bytes(r), str(n)) for s, r, n in rows]
+
+    def lookup_subject(self, digest: bytes) -> list[int]:
+        rows = self._read.execute(
+            "SELECT idx FROM subjects WHERE digest = ? ORDER BY idx LIMIT ?",
+            (digest, MAX_LOOKUP_RESULTS),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def lookup_leaf(self, leaf: bytes) -> int | None:
+        row = self._read.execute("SELECT idx FROM leaves WHERE hash = ?", (leaf,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # --- writing ----------------------------------------------------------
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError(f"{self.dir}: log store is closed")
+        return self._db
+
+    @property
+    def _read(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StorageError(f"{self.dir}: log store is closed")
+        return self._reader
+
+    def _meta(self, k: str) -> object:
+        row = self._conn.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
+        return None if row is None else row[0]
+
+    def _meta_int(self, k: str, default: int) -> int:
+        v = self._meta(k)
+        return default if v is None else int(str(v))
+
+    def _db_exec_commit(self, statements: Iterable[tuple[str, tuple[object, ...]]]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, params in statements:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise StorageError(f"{self.state_dir}: index update failed: {e}") from None
+
+    def _sign(self, size: int, root: bytes) -> SignedCheckpoint:
+        existing = self.signed_at(size)
+        if existing is not None:
+            if existing.root != root:
+                raise StorageError(
+                    f"refusing to sign size {size} again with a different root (equivocation)"
+                )
+            return existing
+        note = sign_checkpoint(Checkpoint(self.origin, size, root), self.key)
+        return SignedCheckpoint(size, root, note)
+
+    def _sign_and_record(self, size: int, root: bytes) -> SignedCheckpoint:
+        signed = self._sign(size, root)
+        if self.signed_at(size) is None:
+            self._db_exec_commit(
+                [
+                    (
+                        "INSERT INTO signed(size, root, note) VALUES (?, ?, ?)",
+                        (size, signed.root, signed.note),
+                    )
+                ]
+            )
+        return signed
+
+    def integrate(self, batch: Sequence[Pending]) -> list[Sequenced]:
+        """Sequence ``batch`` durably; return where each entry is (see module doc)."""
+        if len(batch) > MAX_BATCH:
+            raise StorageError(f"batch of {len(batch)} entries exceeds {MAX_BATCH}")
+        conn = self._conn
+        edge = self._edge
+        size = edge.size
+        levels = [list(hs) for hs in edge.levels]
+        bundle = list(edge.bundle)
+        files: dict[str, bytes] = {}
+        became_full: list[Tile] = []
+        results: list[Sequenced] = []
+        leaf_rows: list[tuple[bytes, int]] = []
+        subject_rows: list[tuple[bytes, int]] = []
+        in_batch: dict[bytes, int] = {}
+        lookup = conn.execute
+        for p in batch:
+            idx = in_batch.get(p.leaf)
+            if idx is None:
+                row = lookup("SELECT idx FROM leaves WHERE hash = ?", (p.leaf,)).fetchone()
+                if row is not None:
+                    idx = int(row[0])
+            if idx is not None:
+                results.append(Sequenced(idx, p.leaf, True))
+                continue
+            idx = size
+            size += 1
+            in_batch[p.leaf] = idx
+            results.append(Sequenced(idx, p.leaf, False))
+            leaf_rows.append((p.leaf, idx))
+            subject_rows.extend((d, idx) for d in p.subjects)
+            bundle.append(p.data)
+            if len(bundle) == TILE_WIDTH:
+                t = Tile(ENTRIES, idx // TILE_WIDTH)
+                files[t.path()] = encode_entry_bundle(bundle)
+                became_full.append(t)
+                bundle = []
+            h = p.leaf
+            level = 0
+            while True:
+                if level == len(levels):
+                    levels.append([])
+                hashes = levels[level]
+                hashes.append(h)
+                if len(hashes) < TILE_WIDTH:
+                    break
+                t = Tile(level, idx >> (8 * (level + 1)))
+                files[t.path()] = b"".join(hashes)
+                became_full.append(t)
+                h = merkle.root(hashes)
+                levels[level] = []
+                level += 1
+        if size == edge.size:
+            return results
+        old_size = edge.size
+        for level, hashes in enumerate(levels):
+            if hashes and level_width(size, level) != level_width(old_size, level):
+                t = tile_for(size, level, level_width(size, level) // TILE_WIDTH)
+                files[t.path()] = b"".join(hashes)
+        if bundle:
+            t = tile_for(size, ENTRIES, size // TILE_WIDTH)
+            files[t.path()] = encode_entry_bundle(bundle)
+        self._write_files(files)
+        root = edge_root(levels)
+        signed = self._sign(size, root)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO leaves(hash, idx) VALUES (?, ?)", leaf_rows)
+            if subject_rows:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)", subject_rows
+                )
+            conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('size', ?)", (size,))
+            conn.execute(
+                "INSERT INTO signed(size, root, note) VALUES (?, ?, ?)",
+                (size, signed.root, signed.note),
+            )
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise StorageError(f"{self.state_dir}: committing a batch failed: {e}") from None
+        # Committed: from here on the batch is durable and may be acknowledged.
+        self._edge = _Edge(size, tuple(tuple(hs) for hs in levels), tuple(bundle))
+        self._latest = signed
+        for t in became_full:
+            # Partial tiles may go once the full tile exists (tlog-tiles).
+            shutil.rmtree(self.dir / (t.path() + ".p"), ignore_errors=True)
+        return results
+
+    def _write_files(self, files: dict[str, bytes]) -> None:
+        dirs: set[Path] = set()
+        try:
+            for rel, data in files.items():
+                path = self.dir / rel
+                parent = path.parent
+                if not parent.is_dir():
+                    missing = parent
+                    while not missing.parent.is_dir():
+                        missing = missing.parent
+                    parent.mkdir(parents=True, exist_ok=True)
+                    # fsync every new directory and the one it was created in
+                    p = parent
+                    while True:
+                        dirs.add(p)
+                        if p == missing:
+                            dirs.add(p.parent)
+                            break
+                        p = p.parent
+                tmp = parent / f".{path.name}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+                dirs.add(parent)
+            for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+                fsync_dir(d)
+        except OSError as e:
+            raise StorageError(f"{self.dir}: writing tiles failed: {e.strerror}") from None
+
+    # --- publishing -------------------------------------------------------
+
+    def publish(self, note: str, size: int) -> bool:
+        """Make ``note`` (for ``size``) the served checkpoint; never go backwards."""
+        if size < self._published_size:
+            return False
+        atomic_write(self.dir / "checkpoint", note.encode())
+        self._published_size = size
+        return True
+
+    def record_cosigned(self, size: int, note: str) -> None:
+        """Keep a cosigned checkpoint before publishing it (history for audits)."""
+        self._db_exec_commit(
+            [("INSERT OR REPLACE INTO cosigned(size, note) VALUES (?, ?)", (size, note))]
+        )
+
+    def close(self) -> None:
+        for conn in (self._reader, self._db):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        self._reader = self._db = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,123 @@
+"""The log's storage engine: tiles match the reference, recovery, the lock."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import pytest
+
+from rebuild.errors import StorageError
+from rebuild.log.store import LogStore, Pending
+from tests.conftest import load_vector
+from verify import merkle
+from verify.checkpoint import open_checkpoint
+from verify.keys import SigningKey
+from verify.tiles import TileHashes, entry_bundles, hash_tiles, parse_entry_bundle
+
+
+def _pending(data: bytes) -> Pending:
+    return Pending(data, merkle.leaf_hash(data))
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey.generate("log.test")
+
+
+def test_tiles_match_sunlight_reference_tree(tmp_path: Path, key: SigningKey) -> None:
+    """300 leaves written in uneven batches give byte-identical tiles to Sunlight's."""
+    vec = load_vector("sunlight-skylight-tiles.json")
+    leaves = [f"record {i}".encode() for i in range(300)]
+    with LogStore.open(tmp_path, key, "rome2026h1.example.org") as store:
+        for lo, hi in [(0, 1), (1, 7), (7, 255), (255, 256), (256, 300)]:
+            got = store.integrate([_pending(x) for x in leaves[lo:hi]])
+            assert [s.index for s in got] == list(range(lo, hi))
+        assert store.latest.root == base64.b64decode(vec["tree"]["root_b64"])
+        for path, b64 in vec["tiles_b64"].items():
+            assert (tmp_path / path).read_bytes() == base64.b64decode(b64), path
+        # every tile and bundle the size-300 tree needs is served, nothing else
+        served = {
+            str(p.relative_to(tmp_path)) for p in (tmp_path / "tile").rglob("*") if p.is_file()
+        }
+        assert served == {t.path() for t in hash_tiles(300) + entry_bundles(300)}
+        bundle = (tmp_path / "tile/entries/001.p/44").read_bytes()
+        assert parse_entry_bundle(bundle, 44) == leaves[256:300]
+        cp, _ = open_checkpoint(store.latest.note, key.verifier_key(), "rome2026h1.example.org")
+        assert cp.size == 300
+
+
+def test_duplicate_entry_gets_its_first_index(tmp_path: Path, key: SigningKey) -> None:
+    with LogStore.open(tmp_path, key, "o") as store:
+        first = store.integrate([_pending(b"a"), _pending(b"b"), _pending(b"a")])
+        assert [(s.index, s.duplicate) for s in first] == [(0, False), (1, False), (0, True)]
+        again = store.integrate([_pending(b"b")])
+        assert again[0].index == 1 and again[0].duplicate
+        assert store.size == 2
+
+
+def test_second_server_on_same_directory_is_refused(tmp_path: Path, key: SigningKey) -> None:
+    with LogStore.open(tmp_path, key, "o"), pytest.raises(StorageError, match="lock"):
+        LogStore.open(tmp_path, key, "o")
+
+
+def test_reopening_with_another_key_is_refused(tmp_path: Path, key: SigningKey) -> None:
+    LogStore.open(tmp_path, key, "o").close()
+    with pytest.raises(StorageError, match="another key"):
+        LogStore.open(tmp_path, SigningKey.generate("log.test"), "o")
+
+
+def test_interrupted_batch_leftovers_are_removed_on_restart(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    """Files a crashed batch wrote beyond the committed size never survive a restart."""
+    with LogStore.open(tmp_path, key, "o") as store:
+        store.integrate([_pending(b"%d" % i) for i in range(10)])
+        root10 = store.latest.root
+    # what a batch killed between writing tiles and committing leaves behind
+    stale = [
+        "tile/0/000.p/200",
+        "tile/0/001",
+        "tile/entries/000.p/11",
+        "tile/entries/000",
+        "tile/1/000.p/1",
+        "tile/0/.002.tmp",
+    ]
+    for rel in stale:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(os.urandom(64))
+    with LogStore.open(tmp_path, key, "o") as store:
+        assert store.size == 10 and store.latest.root == root10
+        for rel in stale:
+            assert not (tmp_path / rel).exists(), rel
+        got = store.integrate([_pending(b"x")])
+        assert got[0].index == 10
+        assert TileHashes(11, store._read_tile_file).root() == store.latest.root
+
+
+def test_tampered_tile_refuses_to_start(tmp_path: Path, key: SigningKey) -> None:
+    with LogStore.open(tmp_path, key, "o") as store:
+        store.integrate([_pending(b"%d" % i) for i in range(5)])
+    (tmp_path / "tile/0/000.p/5").write_bytes(os.urandom(5 * 32))
+    with pytest.raises(StorageError):
+        LogStore.open(tmp_path, key, "o")
+
+
+def test_proofs_from_disk_tiles_verify(tmp_path: Path, key: SigningKey) -> None:
+    data = [b"entry %d" % i for i in range(1000)]
+    with LogStore.open(tmp_path, key, "o") as store:
+        for lo in range(0, 1000, 333):
+            store.integrate([_pending(x) for x in data[lo : lo + 333]])
+        roots = {}
+        for size in (1, 255, 256, 257, 666, 1000):
+            roots[size] = merkle.root([merkle.leaf_hash(x) for x in data[:size]])
+        th = store.tile_hashes(1000)
+        assert th.root() == roots[1000] == store.latest.root
+        for i in (0, 255, 256, 999):
+            merkle.verify_inclusion(
+                merkle.leaf_hash(data[i]), i, 1000, th.inclusion_proof(i), roots[1000]
+            )
+        for old in (1, 255, 256, 257, 666):
+            merkle.verify_consistency(old, 1000, th.consistency_proof(old), roots[old], roots[1000])
+        assert store.entry(777) == data[777]
