@@ -14,14 +14,18 @@ from rich.console import Console
 from rich.table import Table
 
 from rebuild.cli._output import Output
+from rebuild.engine.fixtures import materialize
 from rebuild.engine.pipeline import (
     DEFAULT_TIMEOUT,
+    RecipeTarget,
+    Target,
     VerifyOptions,
     default_report_dir,
     parse_target,
     verify,
 )
 from rebuild.engine.result import VerifyResult
+from rebuild.engine.runner import lock_digest
 from rebuild.errors import UsageError
 from rebuild.keystore import load_signing_key
 
@@ -46,7 +50,15 @@ def register(sub: Any) -> None:
             "failed, 2 error."
         ),
     )
-    p.add_argument("target", nargs="+", metavar="TARGET", help="what to rebuild (see above)")
+    p.add_argument("target", nargs="*", metavar="TARGET", help="what to rebuild (see above)")
+    p.add_argument(
+        "--fixture",
+        metavar="NAME",
+        help="rebuild a fixture from fixtures/ instead of TARGET: make its tagged git "
+        "repository, fill in its recipe, verify its published artifact "
+        "(python-wheel, php-phar, php-nonrepro, evil)",
+    )
+    p.add_argument("--variant", metavar="V", help="fixture variant (evil: network|write|forever)")
     p.add_argument("--key", type=Path, metavar="K", help="sign a rebuild attestation with K")
     p.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable for K")
     p.add_argument(
@@ -80,9 +92,20 @@ def register(sub: Any) -> None:
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     if args.timeout <= 0 or args.timeout > 24 * 3600:
         raise UsageError("--timeout must be between 0 and 86400 seconds")
-    target = parse_target(args.target, args.maintainer_key)
     key = load_signing_key(args.key, args.passphrase_env) if args.key else None
-    report_dir = args.report_dir or default_report_dir(target)
+    if args.fixture:
+        if args.target:
+            raise UsageError("give either TARGET or --fixture, not both")
+        report_dir = args.report_dir or default_report_dir(
+            RecipeTarget(Path(f"fixture-{args.fixture}"), Path(args.variant or "default"))
+        )
+        made = materialize(
+            args.fixture, report_dir / "fixture", lock_for=lock_digest, variant=args.variant
+        )
+        target: Target = RecipeTarget(made.recipe, made.artifact)
+    else:
+        target = parse_target(args.target, args.maintainer_key)
+        report_dir = args.report_dir or default_report_dir(target)
     opts = VerifyOptions(
         report_dir=report_dir,
         timeout=args.timeout,

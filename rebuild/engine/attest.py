@@ -7,10 +7,15 @@ own validation refuses an attestation that contradicts its digests.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rebuild.engine.result import LogEntryRef, Verdict
-from rebuild.errors import InputError, ToolError
+from rebuild.errors import InputError, TransportError
+from rebuild.fsio import read_bounded
+from rebuild.log.client import LogClient
+from rebuild.log.entry import MAX_ENTRY_SIZE
+from verify import merkle
 from verify.errors import VerifyError
 from verify.intoto import (
     EnvironmentRef,
@@ -71,6 +76,19 @@ def rebuild_attestation(
     return data
 
 
-def publish(log_url: str, attestation: Any) -> LogEntryRef:
-    """Submit the attestation to the log (needs the log client)."""
-    raise ToolError(f"{log_url}: publishing needs the log client, not available in this build")
+def publish(log_url: str, attestation: Path, *, ca_bundle: Path | None = None) -> LogEntryRef:
+    """Submit the attestation envelope to the log; wait for its index and proof.
+
+    The log's answer is checked to be about these bytes (its leaf hash); the
+    proof itself is verified by whoever relies on it (``rebuild log verify-proof``,
+    the gate), not here.
+    """
+    entry = read_bounded(attestation, MAX_ENTRY_SIZE)
+    with LogClient(log_url, ca_bundle) as client:
+        doc = client.add(entry, wait=True)
+    if doc["leaf_hash"] != merkle.leaf_hash(entry).hex():
+        raise TransportError(f"{log_url}: the log reports a leaf hash that is not this entry's")
+    proof = doc.get("proof")
+    return LogEntryRef(
+        url=log_url, index=int(doc["index"]), proof=proof if isinstance(proof, str) else None
+    )

@@ -1,75 +1,39 @@
-"""Step 4b: explain a mismatch.
+"""Step 4b: explain a mismatch through the comparison seam.
 
-Hands the two artifacts to the comparison seam and returns its causes and
-the digest of the stored report, which goes into the attestation. Decides
-no verdict: by the time this runs the sha256s already differ.
-
-Until the format-aware comparison lands, the real diffoscope is run with a
-timeout and its text output is the stored report; the causes are the
-archive members diffoscope names as differing.
+Hands the two artifacts to :func:`rebuild.compare.compare` (format-aware
+diagnosis plus the real diffoscope, with a timeout) and returns its causes,
+the stored comparison report and that report's digest, which goes into the
+attestation. Decides no verdict: by the time this runs the sha256s differ.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
+from rebuild.compare import compare
 from rebuild.errors import ToolError
-from rebuild.fsio import atomic_write
 
 DIFFOSCOPE_TIMEOUT = 300.0
-MAX_REPORT = 16 * 1024 * 1024
-MAX_CAUSES = 16
 
 
 def explain(
     upstream: Path, rebuilt: Path, report_dir: Path
 ) -> tuple[list[str], Path, str, dict[str, Any]]:
-    """Return (causes, report path, report sha256, details)."""
-    exe = shutil.which("diffoscope")
-    if exe is None:
-        raise ToolError("diffoscope is not installed (scripts/setup installs it)")
-    try:
-        proc = subprocess.run(
-            [
-                exe,
-                "--text",
-                "-",
-                "--no-progress",
-                "--exclude-directory-metadata=recursive",
-                str(upstream),
-                str(rebuilt),
-            ],
-            capture_output=True,
-            timeout=DIFFOSCOPE_TIMEOUT,
-            check=False,
-        )
-        text = proc.stdout[:MAX_REPORT]
-        status = f"exit {proc.returncode}"
-    except subprocess.TimeoutExpired as e:
-        text = (e.stdout or b"")[:MAX_REPORT] + b"\n[diffoscope timed out]\n"
-        status = "timeout"
-    report = report_dir / "diffoscope.txt"
-    atomic_write(report, text)
-    causes = _causes(text.decode("utf-8", "replace"))
-    return causes, report, hashlib.sha256(text).hexdigest(), {"diffoscope": status}
-
-
-_MEMBER = re.compile(r"^│?\s*├── (\S.*)$")
-
-
-def _causes(text: str) -> list[str]:
-    out: list[str] = []
-    for line in text.splitlines():
-        m = _MEMBER.match(line)
-        if m and "filetype" not in m.group(1) and not m.group(1).startswith("zipinfo"):
-            out.append(f"content:{m.group(1).strip()}")
-        elif "zipinfo" in line and "timestamps" not in out:
-            out.append("zip metadata (timestamps/permissions)")
-        if len(out) >= MAX_CAUSES:
-            break
-    return out or ["bytes differ"]
+    """Return (causes, comparison report path, its sha256, a summary for the result)."""
+    result = compare(
+        upstream, rebuilt, report_dir=report_dir / "diff", diffoscope_timeout=DIFFOSCOPE_TIMEOUT
+    )
+    if result.identical or result.report_sha256 is None:
+        raise ToolError("the comparison found the artifacts identical after their sha256s differed")
+    report = result.report("comparison-json")
+    if report is None:
+        raise ToolError("the comparison stored no report")
+    causes = list(result.causes) or ["bytes differ (no format-aware cause found)"]
+    details = {
+        "format": result.format,
+        "notes": list(result.notes),
+        "reports": [r.to_json() for r in result.reports],
+        "diffoscope": result.diffoscope.to_json() if result.diffoscope else None,
+    }
+    return causes, report.path, result.report_sha256, details

@@ -148,6 +148,7 @@ class _Run:
         self.causes: list[str] = []
         self.details: dict[str, Any] = {}
         self.started = int(time.time())
+        self.build_log: Path | None = None
 
     @contextmanager
     def step(self, name: str) -> Iterator[list[str]]:
@@ -189,7 +190,6 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
     rebuilt_sha: str | None = None
     diff_report: Path | None = None
     diff_sha: str | None = None
-    build_log: Path | None = None
     env_name: str | None = None
     env_lock: str | None = None
     try:
@@ -203,7 +203,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
             env_name, env_lock = _environment(run, plan, note)
         # Step 3: the hermetic build.
         with run.step("build") as note:
-            rebuilt, build_log = _build(run, plan, note)
+            rebuilt = _build(run, plan, note)
         # Step 4: compare sha256; diagnose on mismatch.
         with run.step("compare") as note:
             rebuilt_sha = sha256_file(rebuilt)
@@ -264,7 +264,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         causes=tuple(dict.fromkeys(run.causes)),
         steps=tuple(run.steps),
         report_dir=str(opts.report_dir),
-        build_log=str(build_log) if build_log else None,
+        build_log=str(run.build_log) if run.build_log and run.build_log.exists() else None,
         rebuilt_artifact=str(rebuilt) if rebuilt else None,
         diff_report=str(diff_report) if diff_report else None,
         diff_report_sha256=diff_sha,
@@ -326,11 +326,12 @@ def _environment(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[str, str]
 # -- step 3: build --------------------------------------------------------------------------
 
 
-def _build(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[Path, Path]:
+def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
     out_dir = run.report_dir / "rebuilt"
     if out_dir.exists():
         shutil.rmtree(out_dir)
     log_path = run.report_dir / "build.log"
+    run.build_log = log_path  # referenced by the result even when the build fails
     outcome = runner.run_plan(
         plan,
         source=plan.source_dir,
@@ -346,7 +347,7 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[Path, Path]:
     if len(produced) != 1:
         names = ", ".join(p.name for p in out_dir.iterdir()) or "nothing"
         raise _Failed(f"build produced {names}, expected one file matching {plan.output!r}")
-    return produced[0], log_path
+    return produced[0]
 
 
 # -- step 4: diagnose -----------------------------------------------------------------------

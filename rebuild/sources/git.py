@@ -90,15 +90,8 @@ def fetch_tagged_tree(url: str, tag: str, commit: str, work: Path) -> GitSource:
     if repo.exists():
         shutil.rmtree(repo)
     work.mkdir(parents=True, exist_ok=True)
-    _git(
-        ["clone", "--quiet", "--bare", "--no-tags", "--", url, str(repo)],
-        what=f"clone {url}",
-    )
-    _git(
-        ["fetch", "--quiet", "--", url, f"+refs/tags/{tag}:refs/tags/{tag}"],
-        cwd=repo,
-        what=f"fetch tag {tag} from {url}",
-    )
+    # A bare clone: branches and tags, no work tree, nothing checked out.
+    _git(["clone", "--quiet", "--bare", "--", url, str(repo)], what=f"clone {url}")
     try:
         resolved = _git(
             ["rev-parse", "--verify", "--end-of-options", f"refs/tags/{tag}^{{commit}}"],

@@ -484,6 +484,12 @@ def resolve_wheelhouse(
     undated resolution is kept and ``date_pinned`` says so.
     """
     py = python or sys.executable
+    if not requirements:
+        # A self-hosting backend with no requirements: an empty wheelhouse.
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        return Wheelhouse(directory=dest, entries=(), requested=(), date_pinned=False)
     constraints: dict[str, Version] = {}
     pinned = {canonicalize_name(r.split("==", 1)[0].strip()) for r in requirements if "==" in r}
     date_pinned = before is not None and index is not None

@@ -1,6 +1,6 @@
 """A minimal PEP 517 frontend that runs *inside* the build container.
 
-It is mounted read-only and run as ``python3 pep517_frontend.py SITE OUTDIR``
+It is mounted read-only and run as ``python3 -S pep517_frontend.py SITE OUTDIR``
 with the unpacked source as the working directory. It uses only the standard
 library: the build requirements are already unpacked into SITE (resolved
 and hashed on the host), so nothing is installed and nothing is fetched. It
@@ -17,19 +17,20 @@ import importlib
 import os
 import site
 import sys
+import time
 import tomllib
 from typing import Any
 
 _LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
 
 
-def _load_backend() -> Any:
+def _load_backend(ignore_backend_path: bool) -> Any:
     build_system: dict[str, Any] = {}
     if os.path.exists("pyproject.toml"):
         with open("pyproject.toml", "rb") as f:
             build_system = tomllib.load(f).get("build-system", {})
     name = build_system.get("build-backend", _LEGACY_BACKEND)
-    for entry in build_system.get("backend-path", []):
+    for entry in [] if ignore_backend_path else build_system.get("backend-path", []):
         # PEP 517: in-tree backends, resolved relative to the source root.
         sys.path.insert(0, os.path.abspath(entry))
     module_name, _, attr = name.partition(":")
@@ -40,16 +41,25 @@ def _load_backend() -> Any:
 
 
 def main(argv: list[str]) -> int:
-    site_dir, outdir = argv[1], argv[2]
-    if "--unset-source-date-epoch" in argv[3:]:
+    site_dir, outdir, options = argv[1], argv[2], argv[3:]
+    if "--unset-source-date-epoch" in options:
         # The published wheel was built without it (see the strategy's rule).
         os.environ.pop("SOURCE_DATE_EPOCH", None)
-    # addsitedir (not PYTHONPATH) so .pth files run, e.g. setuptools' distutils shim.
+    if "--tz" in options:
+        # A POSIX TZ rule (e.g. "GMT0BST,M3.5.0/1,M10.5.0"): needs no tzdata.
+        os.environ["TZ"] = options[options.index("--tz") + 1]
+        time.tzset()
+    if "--umask" in options:
+        os.umask(int(options[options.index("--umask") + 1], 8))
+    # Run with -S: the image's own dist-packages (Debian's setuptools) must not
+    # shadow the pinned requirements. addsitedir (not PYTHONPATH) so .pth
+    # files run, e.g. setuptools' distutils shim.
     site.addsitedir(site_dir)
-    backend = _load_backend()
+    backend = _load_backend("--ignore-backend-path" in options)
     hook = getattr(backend, "get_requires_for_build_wheel", None)
     extra = hook({}) if hook is not None else []
-    print(f"rebuild-frontend: backend {backend.__name__} asks for {list(extra)}", flush=True)
+    label = getattr(backend, "__name__", type(backend).__name__)
+    print(f"rebuild-frontend: backend {label} asks for {list(extra)}", flush=True)
     name = backend.build_wheel(outdir, {})
     print(name, flush=True)
     return 0

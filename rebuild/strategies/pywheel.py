@@ -28,6 +28,7 @@ import re
 import shutil
 import tomllib
 import zipfile
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +104,13 @@ class WheelFacts:
     generator: Generator
     uniform_time: int | None  # the one timestamp every entry shares, if any
     wheel_file_time: tuple[int, int, int, int, int, int]  # date_time of dist-info/WHEEL
+    entries: tuple[tuple[str, tuple[int, int, int, int, int, int], int], ...] = ()
+    """(name, date_time, permission bits) of every entry, in archive order."""
+
+    @property
+    def group_writable(self) -> bool:
+        """Entries carry g+w: the maintainer built with umask 002 (setuptools copies modes)."""
+        return any(mode & 0o020 for _, _, mode in self.entries)
 
 
 def read_wheel_facts(wheel: Path) -> WheelFacts:
@@ -122,6 +130,9 @@ def read_wheel_facts(wheel: Path) -> WheelFacts:
             text = zf.read(wheel_files[0]).decode("utf-8", errors="replace")
             times = {i.date_time for i in infos}
             wheel_file_time = wheel_files[0].date_time
+            entries = tuple(
+                (i.filename, i.date_time, (i.external_attr >> 16) & 0o777) for i in infos
+            )
     except (zipfile.BadZipFile, OSError) as e:
         raise InputError(f"{wheel}: not a readable wheel: {e}") from None
     gen = next(
@@ -135,7 +146,10 @@ def read_wheel_facts(wheel: Path) -> WheelFacts:
         # Build containers run with TZ=UTC, so local time and UTC coincide.
         uniform = calendar.timegm((*next(iter(times)), 0, 0, 0))
     return WheelFacts(
-        generator=parse_generator(gen), uniform_time=uniform, wheel_file_time=wheel_file_time
+        generator=parse_generator(gen),
+        uniform_time=uniform,
+        wheel_file_time=wheel_file_time,
+        entries=entries,
     )
 
 
@@ -179,12 +193,23 @@ def unpack_sdist(sdist: Path, dest: Path) -> SdistFacts:
     return SdistFacts(root=root, build_system=build_system, max_mtime=result.max_mtime)
 
 
+def builds_in_tree(gen: Generator, build_system: dict[str, Any]) -> bool:
+    """Was the wheel built by the sdist's own in-tree backend (``backend-path``)?
+
+    A backend that builds itself stamps a local version (pdm-backend writes
+    ``0.0.0+local``); a released version in the Generator line means the
+    maintainer's tool used that released backend and ignored backend-path
+    (poetry-core 1.9.0 was built by poetry-core 1.8.1).
+    """
+    return bool(build_system.get("backend-path")) and "+" in gen.requirement
+
+
 def build_requirements(gen: Generator, build_system: dict[str, Any]) -> list[str]:
     """The backend pin plus the sdist's other build requirements."""
     requires = build_system.get("requires", list(_DEFAULT_REQUIRES))
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise InputError("pyproject [build-system] requires is not a list of strings")
-    out = [gen.requirement]
+    out = [] if builds_in_tree(gen, build_system) else [gen.requirement]
     for raw in requires:
         try:
             req = Requirement(raw)
@@ -237,6 +262,71 @@ def choose_source_date_epoch(sdist: SdistFacts, wheel: WheelFacts) -> EpochChoic
     return EpochChoice(sdist.max_mtime, "newest sdist member mtime")
 
 
+_MAX_TZ_SAMPLES = 64
+
+
+def _matched_mtimes(sdist: SdistFacts, wheel: WheelFacts) -> list[tuple[int, tuple[int, ...]]]:
+    """(true mtime from the sdist, time shown in the wheel) for files in both."""
+    pairs: list[tuple[int, tuple[int, ...]]] = []
+    for name, date_time, _ in wheel.entries:
+        if ".dist-info/" in name or name.endswith("/"):
+            continue
+        for candidate in (sdist.root / name, sdist.root / "src" / name):
+            if candidate.is_file() and not candidate.is_symlink():
+                pairs.append((int(candidate.stat().st_mtime), date_time))
+                break
+        if len(pairs) >= _MAX_TZ_SAMPLES:
+            break
+    return pairs
+
+
+def _shown(mtime: int, zone: zoneinfo.ZoneInfo) -> tuple[int, ...]:
+    t = datetime.fromtimestamp(mtime, zone)
+    # zip keeps local wall-clock time in 2-second steps
+    return (t.year, t.month, t.day, t.hour, t.minute, t.second // 2 * 2)
+
+
+def _posix_rule(zone_name: str) -> str | None:
+    """The POSIX TZ string that ends a TZif file (RFC 8536 footer)."""
+    for base in zoneinfo.TZPATH:
+        path = Path(base) / zone_name
+        try:
+            if path.is_file() and path.stat().st_size < 1024 * 1024:
+                footer = path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+                text = footer.decode("ascii")
+                return text if text and text.isprintable() else None
+        except (OSError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def infer_time_zone(sdist: SdistFacts, wheel: WheelFacts) -> str | None:
+    """The maintainer's time zone, as a POSIX TZ string, from a file-mtime wheel.
+
+    Backends that take entry times from file mtimes (flit without
+    SOURCE_DATE_EPOCH) render them in local time; the sdist kept the true
+    mtimes. The first time zone (with its daylight-saving rule) that explains
+    every file seen in both is returned; None when UTC explains them or none
+    does. The container has no tzdata, hence the self-contained POSIX form.
+    """
+    pairs = _matched_mtimes(sdist, wheel)
+    utc = zoneinfo.ZoneInfo("UTC")
+    if not pairs or all(_shown(m, utc) == shown for m, shown in pairs):
+        return None
+    try:
+        names = sorted(zoneinfo.available_timezones())
+    except OSError:
+        return None
+    for name in names:
+        try:
+            zone = zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+        if all(_shown(m, zone) == shown for m, shown in pairs):
+            return _posix_rule(name)
+    return None
+
+
 def plan_pypi_wheel(
     *,
     index: PackageIndex,
@@ -261,9 +351,32 @@ def plan_pypi_wheel(
         shutil.rmtree(site_dir)
     install_wheelhouse(wh, site_dir)
     epoch = choose_source_date_epoch(sd, facts)
-    command: tuple[str, ...] = ("python3", "/rebuild/frontend.py", "/rebuild/site", OUTPUT_DIR)
+    # -S: no site-packages of the image; the pinned wheelhouse is the only one.
+    command: tuple[str, ...] = (
+        "python3",
+        "-S",
+        "/rebuild/frontend.py",
+        "/rebuild/site",
+        OUTPUT_DIR,
+    )
+    knobs: dict[str, Any] = {}
     if epoch.unset:
         command += ("--unset-source-date-epoch",)
+        # Entry times are local-time renderings of the mtimes: use the
+        # maintainer's time zone (the build otherwise runs with TZ=UTC).
+        tz = infer_time_zone(sd, facts)
+        if tz:
+            command += ("--tz", tz)
+            knobs["tz"] = tz
+    if facts.group_writable:
+        # setuptools copies build files with the process umask; the published
+        # modes show the maintainer's (the runner defaults to 022).
+        command += ("--umask", "002")
+        knobs["umask"] = "002"
+    if sd.build_system.get("backend-path") and not builds_in_tree(facts.generator, sd.build_system):
+        # The released backend named by Generator built it, not the in-tree copy.
+        command += ("--ignore-backend-path",)
+        knobs["ignore_backend_path"] = True
     return BuildPlan(
         environment=ENVIRONMENT,
         command=command,
@@ -282,5 +395,6 @@ def plan_pypi_wheel(
             "build_requirements": reqs,
             "wheelhouse": wh.to_json(),
             "build_dir": BUILD_DIR,
+            "knobs": knobs,
         },
     )

@@ -1,0 +1,42 @@
+"""Shared helpers for the engine's tests: real Docker, real git, real fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rebuild.engine.fixtures import MaterializedFixture, materialize
+from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
+from rebuild.engine.result import VerifyResult
+from rebuild.engine.runner import environment_image, lock_digest
+from rebuild.errors import ToolError
+
+
+@pytest.fixture(scope="session")
+def docker_envs() -> None:
+    """The python-3.11 and php-8.2 images, built (idempotently) if missing.
+
+    Skips only when no Docker engine answers at all (scripts/setup starts one).
+    """
+    try:
+        for name in ("python-3.11", "php-8.2"):
+            environment_image(name)
+    except ToolError as e:
+        if "no Docker engine answers" in str(e):
+            pytest.skip(f"no Docker engine: {e}")
+        raise
+
+
+def make_fixture(name: str, tmp: Path, variant: str | None = None) -> MaterializedFixture:
+    return materialize(name, tmp / "fixture", lock_for=lock_digest, variant=variant)
+
+
+def verify_fixture(
+    name: str, tmp: Path, *, variant: str | None = None, timeout: float = 300.0, key: object = None
+) -> VerifyResult:
+    made = make_fixture(name, tmp, variant)
+    return verify(
+        RecipeTarget(made.recipe, made.artifact),
+        VerifyOptions(report_dir=tmp / "report", timeout=timeout, signing_key=key),
+    )

@@ -1,0 +1,193 @@
+"""The PyPI wheel strategy's decisions, from real wheel and sdist bytes made here."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rebuild.errors import InputError
+from rebuild.recipe import parse_recipe
+from rebuild.strategies.pywheel import (
+    SdistFacts,
+    WheelFacts,
+    build_requirements,
+    choose_source_date_epoch,
+    parse_generator,
+    read_wheel_facts,
+    unpack_sdist,
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "family", "pin"),
+    [
+        ("hatchling 1.25.0", "hatchling", "hatchling==1.25.0"),
+        ("flit 3.9.0", "flit", "flit-core==3.9.0"),
+        ("poetry-core 1.9.0", "poetry-core", "poetry-core==1.9.0"),
+        ("pdm-backend (2.3.3)", "pdm-backend", "pdm-backend==2.3.3"),
+        ("setuptools (75.1.0)", "setuptools", "setuptools==75.1.0"),
+        ("bdist_wheel (0.43.0)", "setuptools", "wheel==0.43.0"),
+    ],
+)
+def test_generator_line_pins_the_backend(line: str, family: str, pin: str) -> None:
+    g = parse_generator(line)
+    assert (g.family, g.requirement) == (family, pin)
+
+
+@pytest.mark.parametrize("line", ["maturin (1.7.0)", "", "hatchling", "evil; rm -rf / 1.0"])
+def test_unknown_or_malformed_generator_is_refused(line: str) -> None:
+    with pytest.raises(InputError):
+        parse_generator(line)
+
+
+def test_build_requirements_replace_the_backend_and_honour_markers() -> None:
+    reqs = build_requirements(
+        parse_generator("hatchling 1.25.0"),
+        {
+            "requires": [
+                "hatchling>=1.0",
+                "hatch-vcs",
+                "tomli; python_version < '3.11'",
+                "hatch-fancy-pypi-readme>=23.2.0; python_version >= '3.8'",
+            ]
+        },
+    )
+    assert reqs == ["hatchling==1.25.0", "hatch-vcs", "hatch-fancy-pypi-readme>=23.2.0"]
+
+
+def test_legacy_setuptools_sdist_gets_pep518_defaults_and_setuptools() -> None:
+    reqs = build_requirements(parse_generator("bdist_wheel (0.38.4)"), {})
+    assert reqs == ["wheel==0.38.4", "setuptools>=40.8.0"]
+
+
+def _wheel(path: Path, entries: dict[str, tuple[int, int, int, int, int, int]], gen: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, dt in entries.items():
+            body = f"Wheel-Version: 1.0\nGenerator: {gen}\n" if name.endswith("/WHEEL") else "x"
+            zf.writestr(zipfile.ZipInfo(name, date_time=dt), body)
+    return path
+
+
+def _sdist_facts(mtime: int) -> SdistFacts:
+    return SdistFacts(root=Path("/nonexistent"), build_system={}, max_mtime=mtime)
+
+
+def test_uniform_wheel_time_equal_to_sdist_uses_the_sdist(tmp_path: Path) -> None:
+    t = (2024, 8, 6, 14, 27, 32)
+    w = read_wheel_facts(
+        _wheel(tmp_path / "a.whl", {"a/x.py": t, "a-1.dist-info/WHEEL": t}, "hatchling 1.25.0")
+    )
+    choice = choose_source_date_epoch(_sdist_facts(1722954453), w)
+    assert (choice.value, choice.unset) == (1722954453, False)
+    assert "sdist" in choice.rule
+
+
+def test_uniform_wheel_time_differing_from_sdist_uses_the_wheel(tmp_path: Path) -> None:
+    t = (2020, 2, 2, 0, 0, 0)  # hatchling's default when SOURCE_DATE_EPOCH was unset
+    w = read_wheel_facts(
+        _wheel(tmp_path / "b.whl", {"b/x.py": t, "b-1.dist-info/WHEEL": t}, "hatchling 1.25.0")
+    )
+    choice = choose_source_date_epoch(_sdist_facts(1722954453), w)
+    assert choice.value == 1580601600
+    assert "wheel" in choice.rule
+
+
+def test_flit_wheel_built_without_sde_is_rebuilt_without_it(tmp_path: Path) -> None:
+    w = read_wheel_facts(
+        _wheel(
+            tmp_path / "c.whl",
+            {"c/x.py": (2024, 9, 15, 18, 6, 54), "c-1.dist-info/WHEEL": (2016, 1, 1, 0, 0, 0)},
+            "flit 3.9.0",
+        )
+    )
+    assert isinstance(w, WheelFacts)
+    assert choose_source_date_epoch(_sdist_facts(1726423614), w).unset
+
+
+def test_wheel_without_generator_or_with_two_wheel_files_is_refused(tmp_path: Path) -> None:
+    t = (2024, 1, 1, 0, 0, 0)
+    p = tmp_path / "d.whl"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr(zipfile.ZipInfo("d-1.dist-info/WHEEL", date_time=t), "Wheel-Version: 1.0\n")
+    with pytest.raises(InputError, match="Generator"):
+        read_wheel_facts(p)
+    q = tmp_path / "e.whl"
+    with zipfile.ZipFile(q, "w") as zf:
+        for n in ("e-1.dist-info/WHEEL", "f-1.dist-info/WHEEL"):
+            zf.writestr(zipfile.ZipInfo(n, date_time=t), "Generator: flit 3.9.0\n")
+    with pytest.raises(InputError, match="exactly one"):
+        read_wheel_facts(q)
+
+
+def _sdist(path: Path, members: list[tuple[str, bytes | None, str | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data, link in members:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if link is not None:
+                info.type = tarfile.SYMTYPE
+                info.linkname = link
+                tf.addfile(info)
+            else:
+                assert data is not None
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_sdist_pyproject_symlinked_out_is_refused(tmp_path: Path) -> None:
+    arc = _sdist(tmp_path / "s.tar.gz", [("pkg-1/pyproject.toml", None, "../../../etc/passwd")])
+    with pytest.raises(InputError):
+        unpack_sdist(arc, tmp_path / "out")
+
+
+def test_sdist_with_two_top_level_directories_is_refused(tmp_path: Path) -> None:
+    arc = _sdist(tmp_path / "s.tar.gz", [("a/x", b"1", None), ("b/y", b"2", None)])
+    with pytest.raises(InputError, match="one top-level"):
+        unpack_sdist(arc, tmp_path / "out")
+
+
+def test_sdist_build_system_is_read_without_running_anything(tmp_path: Path) -> None:
+    arc = _sdist(
+        tmp_path / "s.tar.gz",
+        [
+            ("pkg-1/pyproject.toml", b'[build-system]\nrequires = ["flit_core>=3"]\n', None),
+            ("pkg-1/setup.py", b"raise SystemExit('must never run on the host')\n", None),
+        ],
+    )
+    facts = unpack_sdist(arc, tmp_path / "out")
+    assert facts.build_system == {"requires": ["flit_core>=3"]}
+    assert facts.max_mtime == 1_700_000_000
+
+
+def test_inferred_recipe_is_a_valid_recipe(tmp_path: Path) -> None:
+    from rebuild.engine.plan import BuildPlan
+    from rebuild.engine.targets import inferred_recipe
+    from rebuild.sources.pypi import IndexFile
+
+    plan = BuildPlan(
+        environment="python-3.11",
+        command=("python3", "/rebuild/frontend.py", "/rebuild/site", "/out"),
+        source_dir=tmp_path,
+        source_date_epoch=1722954453,
+        sde_rule="newest sdist member mtime",
+        output="demo-1.0-py3-none-any.whl",
+        details={
+            "generator": "hatchling 1.25.0",
+            "wheelhouse": {
+                "wheels": [{"name": "hatchling", "version": "1.25.0", "sha256": "ab" * 32}]
+            },
+        },
+    )
+    sdist = IndexFile(
+        "demo-1.0.tar.gz", "https://index.invalid/demo-1.0.tar.gz", "cd" * 32, 1, None, False
+    )
+    text = inferred_recipe("demo", "1.0", sdist, plan, "ef" * 32)
+    recipe = parse_recipe(text.encode())
+    assert recipe.source_date_epoch == 1722954453
+    assert recipe.environment.lock_sha256 == "ef" * 32
+    assert f"hatchling==1.25.0 --hash=sha256:{'ab' * 32}" in recipe.text
