@@ -24,6 +24,8 @@ PACKAGES: tuple[str, ...] = (
     "filelock==3.16.1",
     "jsonschema==4.23.0",
     "iniconfig==2.0.0",
+    "pygments==2.18.0",
+    "httpx==0.27.2",
     # flit_core
     "idna==3.10",
     "packaging==24.1",
@@ -31,11 +33,13 @@ PACKAGES: tuple[str, ...] = (
     "typing_extensions==4.12.2",
     "pyparsing==3.1.4",
     "wheel==0.44.0",
+    "markdown-it-py==3.0.0",
     # poetry-core
     "poetry-core==1.9.0",
     "tomlkit==0.13.2",
     "cleo==2.1.0",
     "crashtest==0.4.1",
+    "rich==13.8.1",
     # pdm-backend
     "typer==0.12.5",
     "fastapi==0.115.0",
@@ -48,6 +52,10 @@ PACKAGES: tuple[str, ...] = (
     "pytz==2024.2",
     "decorator==5.1.1",
     "toml==0.10.2",
+    "click==8.1.7",
+    "pluggy==1.5.0",
+    "sniffio==1.3.1",
+    "setuptools==75.1.0",
 )
 
 
