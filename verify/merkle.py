@@ -63,7 +63,12 @@ def _check_proof(proof: Sequence[bytes]) -> list[bytes]:
         raise ProofFormatError("proof must be a sequence of hashes, not one string")
     if len(proof) > MAX_PROOF_HASHES:
         raise ProofFormatError(f"proof has {len(proof)} hashes, more than {MAX_PROOF_HASHES}")
-    return [_check_hash(h, f"proof hash {i}") for i, h in enumerate(proof)]
+    out = [bytes(h) if isinstance(h, bytearray | memoryview) else h for h in proof]
+    for i, h in enumerate(out):
+        # The message is only formatted on failure: this runs per proof hash.
+        if not isinstance(h, bytes) or len(h) != HASH_SIZE:
+            _check_hash(h, f"proof hash {i}")
+    return out
 
 
 def root(leaf_hashes: Iterable[bytes]) -> bytes:
