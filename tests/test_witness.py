@@ -410,3 +410,30 @@ def test_cli_vkey_prints_the_cosignature_key(tmp_path: Path) -> None:
     )
     assert r.returncode == 0
     assert json.loads(r.stdout)["witness_verifier_key"] == witness_key(WKEY).encode()
+
+
+def test_cosigned_state_survives_sigkill_right_after_the_answer(tmp_path: Path) -> None:
+    """200 is only sent after the state is on disk: kill -9 straight after
+    the answer, restart, and the witness still refuses to go back."""
+    wkey, pub = _key_files(tmp_path)
+    args = ["--key", str(wkey), "--state", str(tmp_path / "state"), "--listen", "127.0.0.1:0"]
+    args += ["--log", str(pub)]
+
+    async def send(url: str, data: bytes) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as s:
+            status, text, _ = await post(s, url, data)
+            return status, text
+
+    proc, doc = _start_cli(args)
+    try:
+        assert asyncio.run(send(doc["url"], body(0, 10)))[0] == 200
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    proc, doc = _start_cli(args)  # the directory lock died with the process
+    try:
+        assert asyncio.run(send(doc["url"], body(0, 5))) == (409, "10\n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
