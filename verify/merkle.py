@@ -80,7 +80,8 @@ def root(leaf_hashes: Iterable[bytes]) -> bytes:
     # decreasing: the binary decomposition of the count so far.
     stack: list[tuple[int, bytes]] = []
     for i, h in enumerate(leaf_hashes):
-        node = _check_hash(h, f"leaf hash {i}")
+        # The error message is only formatted on failure: this runs per leaf.
+        node = h if type(h) is bytes and len(h) == HASH_SIZE else _check_hash(h, f"leaf hash {i}")
         height = 0
         while stack and stack[-1][0] == height:
             node = node_hash(stack.pop()[1], node)
