@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,15 @@ def register(sub: Any) -> None:
     k.set_defaults(func=cmd_vkey)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
     key = load_signing_key(args.key, args.passphrase_env)
     vkey = witness_key(key).encode()
@@ -71,6 +81,8 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     key = load_signing_key(args.key, args.passphrase_env)
     logs = [load_verifier_key(spec) for spec in args.log]
     tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    if tls is None and not _is_loopback(host):
+        out.note(f"warning: serving plain HTTP on {host}; use --tls-cert/--tls-key off loopback")
     logging.basicConfig(level=logging.WARNING, format="witness: %(levelname)s %(message)s")
     state = WitnessState(args.state)
     try:
