@@ -234,7 +234,10 @@ class Witness:
                 return _text(500, "witness state unavailable\n")
             have = stored.checkpoint.size if stored else 0
             if req.old_size != have:
-                return web.Response(status=409, text=f"{have}\n", content_type=SIZE_CONTENT_TYPE)
+                # Exactly "text/x.tlog.size", no charset parameter, as specified.
+                return web.Response(
+                    status=409, body=f"{have}\n".encode(), content_type=SIZE_CONTENT_TYPE
+                )
             # Step 5: the checkpoint must extend it (422).
             problem = self._consistency_problem(req, cp, stored)
             if problem:
