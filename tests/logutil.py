@@ -50,8 +50,8 @@ class Server:
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "rebuild", *args],
             env=cli_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=self._out,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while True:
