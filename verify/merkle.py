@@ -63,7 +63,12 @@ def _check_proof(proof: Sequence[bytes]) -> list[bytes]:
         raise ProofFormatError("proof must be a sequence of hashes, not one string")
     if len(proof) > MAX_PROOF_HASHES:
         raise ProofFormatError(f"proof has {len(proof)} hashes, more than {MAX_PROOF_HASHES}")
-    return [_check_hash(h, f"proof hash {i}") for i, h in enumerate(proof)]
+    out = [bytes(h) if isinstance(h, bytearray | memoryview) else h for h in proof]
+    for i, h in enumerate(out):
+        # The message is only formatted on failure: this runs per proof hash.
+        if not isinstance(h, bytes) or len(h) != HASH_SIZE:
+            _check_hash(h, f"proof hash {i}")
+    return out
 
 
 def root(leaf_hashes: Iterable[bytes]) -> bytes:
@@ -75,7 +80,8 @@ def root(leaf_hashes: Iterable[bytes]) -> bytes:
     # decreasing: the binary decomposition of the count so far.
     stack: list[tuple[int, bytes]] = []
     for i, h in enumerate(leaf_hashes):
-        node = _check_hash(h, f"leaf hash {i}")
+        # The error message is only formatted on failure: this runs per leaf.
+        node = h if type(h) is bytes and len(h) == HASH_SIZE else _check_hash(h, f"leaf hash {i}")
         height = 0
         while stack and stack[-1][0] == height:
             node = node_hash(stack.pop()[1], node)

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.env",
     "rebuild.cli.diff",
     "rebuild.cli.log",
+    "rebuild.cli.witness",
     "rebuild.cli.verify",
 )
 

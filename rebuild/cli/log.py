@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -150,7 +151,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     policy = _read_policy(args.witnesses) if args.witnesses else None
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="rebuild log serve: %(message)s"
+        level=logging.DEBUG if os.environ.get("REBUILD_LOG_DEBUG") else logging.INFO,
+        stream=sys.stderr,
+        format="rebuild log serve: %(message)s",
     )
     install_uvloop()
     store = LogStore.open(args.dir, key, origin)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,7 +23,7 @@ MAX_ENTRY_SIZE: Final = 64 * 1024
 MAX_SIGNATURES: Final = 64
 MAX_SUBJECTS: Final = 1024
 IN_TOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
-_HEX: Final = frozenset("0123456789abcdef")
+_SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class EntryError(InputError):
@@ -41,7 +42,7 @@ class EntryInfo:
 
 
 def is_sha256_hex(text: object) -> bool:
-    return isinstance(text, str) and len(text) == 64 and all(c in _HEX for c in text)
+    return isinstance(text, str) and _SHA256_HEX.fullmatch(text) is not None
 
 
 def _b64(text: str, what: str) -> bytes:

@@ -155,10 +155,13 @@ class LogServer:
                 self._wakeup.clear()
             if not batch:
                 continue
+            t0 = loop.time()
             try:
                 results = await loop.run_in_executor(
                     self._storage, self._integrate, [p for p, _ in batch]
                 )
+                ms = (loop.time() - t0) * 1000
+                log.debug("batch of %d integrated in %.1f ms", len(batch), ms)
             except StorageError as e:
                 log.error("batch of %d entries not integrated: %s", len(batch), e)
                 for _, fut in batch:

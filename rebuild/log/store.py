@@ -36,9 +36,10 @@ import os
 import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from rebuild.errors import StorageError
 from rebuild.fsio import atomic_write, fsync_dir
@@ -80,8 +81,9 @@ CREATE TABLE IF NOT EXISTS cosigned(size INTEGER PRIMARY KEY, note TEXT NOT NULL
 """
 
 
-@dataclass(frozen=True)
-class Pending:
+# Pending and Sequenced are NamedTuples rather than frozen dataclasses: one of
+# each is made per entry on the hot path, and a tuple is several times cheaper.
+class Pending(NamedTuple):
     """An entry waiting to be sequenced (already checked by the caller)."""
 
     data: bytes
@@ -89,8 +91,7 @@ class Pending:
     subjects: tuple[bytes, ...] = ()
 
 
-@dataclass(frozen=True)
-class Sequenced:
+class Sequenced(NamedTuple):
     """Where an entry ended up; ``duplicate`` when it was already in the log."""
 
     index: int
@@ -114,6 +115,27 @@ class _Edge:
     bundle: tuple[bytes, ...]  # entries of the partial entry bundle
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What integrating one batch will write and commit."""
+
+    edge: _Edge
+    results: list[Sequenced]
+    files: dict[str, bytes]
+    became_full: list[Tile]
+    leaf_rows: list[tuple[bytes, int]]
+    subject_rows: list[tuple[bytes, int]]
+
+
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """Root of a perfect subtree (2**k hashes); the writer's hot loop, unchecked."""
+    node = merkle.node_hash
+    level = list(hashes)
+    while len(level) > 1:
+        level = [node(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
 def edge_root(levels: Sequence[Sequence[bytes]]) -> bytes:
     """Root of the tree whose right edge is ``levels`` (see :class:`_Edge`)."""
     peaks: list[bytes] = []  # perfect subtrees, left (largest) to right
@@ -122,7 +144,7 @@ def edge_root(levels: Sequence[Sequence[bytes]]) -> bytes:
         i = 0
         for bit in reversed(range(8)):
             if len(hashes) & (1 << bit):
-                peaks.append(merkle.root(hashes[i : i + (1 << bit)]))
+                peaks.append(perfect_root(hashes[i : i + (1 << bit)]))
                 i += 1 << bit
     if not peaks:
         return merkle.EMPTY_ROOT
@@ -151,6 +173,7 @@ class LogStore:
         self._edge = _Edge(0, (), ())
         self._latest: SignedCheckpoint | None = None
         self._published_size = -1
+        self._io = ThreadPoolExecutor(16, thread_name_prefix="log-fsync")
 
     # --- opening and recovery ---------------------------------------------
 
@@ -450,6 +473,57 @@ class LogStore:
         if len(batch) > MAX_BATCH:
             raise StorageError(f"batch of {len(batch)} entries exceeds {MAX_BATCH}")
         conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Fast path: assume no entry is already in the log; the unique
+                # leaf index proves it (or refuses, and we look each one up).
+                plan = self._plan(batch, {})
+                conn.executemany("INSERT INTO leaves(hash, idx) VALUES (?, ?)", plan.leaf_rows)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                known: dict[bytes, int] = {}
+                for p in batch:
+                    row = conn.execute(
+                        "SELECT idx FROM leaves WHERE hash = ?", (p.leaf,)
+                    ).fetchone()
+                    if row is not None:
+                        known[p.leaf] = int(row[0])
+                plan = self._plan(batch, known)
+                conn.executemany("INSERT INTO leaves(hash, idx) VALUES (?, ?)", plan.leaf_rows)
+            if plan.edge.size == self._edge.size:
+                conn.execute("ROLLBACK")
+                return plan.results
+            self._write_files(plan.files)
+            signed = self._sign(plan.edge.size, edge_root(plan.edge.levels))
+            if plan.subject_rows:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)", plan.subject_rows
+                )
+            conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('size', ?)", (plan.edge.size,))
+            conn.execute(
+                "INSERT INTO signed(size, root, note) VALUES (?, ?, ?)",
+                (signed.size, signed.root, signed.note),
+            )
+            conn.execute("COMMIT")
+        except BaseException as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise StorageError(f"{self.state_dir}: committing a batch failed: {e}") from None
+            raise
+        # Committed: from here on the batch is durable and may be acknowledged.
+        self._edge = plan.edge
+        self._latest = signed
+        if plan.became_full:
+            # Partial tiles may go once the full tile exists (tlog-tiles); off
+            # the commit path, since nothing durable depends on it.
+            self._io.submit(self._collect_partials, plan.became_full)
+        return plan.results
+
+    def _plan(self, batch: Sequence[Pending], known: dict[bytes, int]) -> _Plan:
+        """Assign indexes and compute every tile the batch changes (no I/O)."""
         edge = self._edge
         size = edge.size
         levels = [list(hs) for hs in edge.levels]
@@ -459,23 +533,19 @@ class LogStore:
         results: list[Sequenced] = []
         leaf_rows: list[tuple[bytes, int]] = []
         subject_rows: list[tuple[bytes, int]] = []
-        in_batch: dict[bytes, int] = {}
-        lookup = conn.execute
+        seen = dict(known)
         for p in batch:
-            idx = in_batch.get(p.leaf)
-            if idx is None:
-                row = lookup("SELECT idx FROM leaves WHERE hash = ?", (p.leaf,)).fetchone()
-                if row is not None:
-                    idx = int(row[0])
+            idx = seen.get(p.leaf)
             if idx is not None:
                 results.append(Sequenced(idx, p.leaf, True))
                 continue
             idx = size
             size += 1
-            in_batch[p.leaf] = idx
+            seen[p.leaf] = idx
             results.append(Sequenced(idx, p.leaf, False))
             leaf_rows.append((p.leaf, idx))
-            subject_rows.extend((d, idx) for d in p.subjects)
+            for d in p.subjects:
+                subject_rows.append((d, idx))
             bundle.append(p.data)
             if len(bundle) == TILE_WIDTH:
                 t = Tile(ENTRIES, idx // TILE_WIDTH)
@@ -494,81 +564,75 @@ class LogStore:
                 t = Tile(level, idx >> (8 * (level + 1)))
                 files[t.path()] = b"".join(hashes)
                 became_full.append(t)
-                h = merkle.root(hashes)
+                h = perfect_root(hashes)
                 levels[level] = []
                 level += 1
-        if size == edge.size:
-            return results
         old_size = edge.size
-        for level, hashes in enumerate(levels):
-            if hashes and level_width(size, level) != level_width(old_size, level):
-                t = tile_for(size, level, level_width(size, level) // TILE_WIDTH)
-                files[t.path()] = b"".join(hashes)
-        if bundle:
-            t = tile_for(size, ENTRIES, size // TILE_WIDTH)
-            files[t.path()] = encode_entry_bundle(bundle)
-        self._write_files(files)
-        root = edge_root(levels)
-        signed = self._sign(size, root)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO leaves(hash, idx) VALUES (?, ?)", leaf_rows)
-            if subject_rows:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)", subject_rows
-                )
-            conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('size', ?)", (size,))
-            conn.execute(
-                "INSERT INTO signed(size, root, note) VALUES (?, ?, ?)",
-                (size, signed.root, signed.note),
-            )
-            conn.execute("COMMIT")
-        except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise StorageError(f"{self.state_dir}: committing a batch failed: {e}") from None
-        # Committed: from here on the batch is durable and may be acknowledged.
-        self._edge = _Edge(size, tuple(tuple(hs) for hs in levels), tuple(bundle))
-        self._latest = signed
-        for t in became_full:
-            # Partial tiles may go once the full tile exists (tlog-tiles).
-            shutil.rmtree(self.dir / (t.path() + ".p"), ignore_errors=True)
-        return results
+        if size != old_size:
+            for level, hashes in enumerate(levels):
+                if hashes and level_width(size, level) != level_width(old_size, level):
+                    t = tile_for(size, level, level_width(size, level) // TILE_WIDTH)
+                    files[t.path()] = b"".join(hashes)
+            if bundle:
+                t = tile_for(size, ENTRIES, size // TILE_WIDTH)
+                files[t.path()] = encode_entry_bundle(bundle)
+        new_edge = _Edge(size, tuple(tuple(hs) for hs in levels), tuple(bundle))
+        return _Plan(new_edge, results, files, became_full, leaf_rows, subject_rows)
 
     def _write_files(self, files: dict[str, bytes]) -> None:
+        """Write new tile files durably: each file and its directory, fsynced in parallel.
+
+        Files are written in place, not via a temporary name: every path here
+        lies beyond the committed tree, so until the SQLite commit nothing
+        refers to it, the HTTP server does not serve it, and recovery deletes
+        it after a crash. That saves a rename round, and issuing all fsyncs at
+        once lets the filesystem fold them into one journal commit: a batch
+        costs about two fsync latencies (this, then SQLite's) however many
+        tiles it touches.
+        """
         dirs: set[Path] = set()
+        fds: list[int] = []
         try:
-            for rel, data in files.items():
-                path = self.dir / rel
-                parent = path.parent
-                if not parent.is_dir():
-                    missing = parent
-                    while not missing.parent.is_dir():
-                        missing = missing.parent
-                    parent.mkdir(parents=True, exist_ok=True)
-                    # fsync every new directory and the one it was created in
-                    p = parent
-                    while True:
-                        dirs.add(p)
-                        if p == missing:
-                            dirs.add(p.parent)
-                            break
-                        p = p.parent
-                tmp = parent / f".{path.name}.tmp"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
+            try:
+                for rel, data in files.items():
+                    path = self.dir / rel
+                    parent = path.parent
+                    if not parent.is_dir():
+                        self._make_dirs(parent, dirs)
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    fds.append(fd)
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
+                    dirs.add(parent)
+                syncs = [self._io.submit(os.fsync, fd) for fd in fds]
+                syncs += [self._io.submit(fsync_dir, d) for d in dirs]
+                for f in syncs:
+                    f.result()
+            finally:
+                for fd in fds:
                     os.close(fd)
-                os.replace(tmp, path)
-                dirs.add(parent)
-            for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-                fsync_dir(d)
         except OSError as e:
             raise StorageError(f"{self.dir}: writing tiles failed: {e.strerror}") from None
+
+    @staticmethod
+    def _make_dirs(parent: Path, dirs: set[Path]) -> None:
+        """mkdir -p, remembering every new directory and its parent for fsync."""
+        missing = parent
+        while not missing.parent.is_dir():
+            missing = missing.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        p = parent
+        while True:
+            dirs.add(p)
+            if p == missing:
+                dirs.add(p.parent)
+                return
+            p = p.parent
+
+    def _collect_partials(self, tiles: list[Tile]) -> None:
+        for t in tiles:
+            shutil.rmtree(self.dir / (t.path() + ".p"), ignore_errors=True)
 
     # --- publishing -------------------------------------------------------
 
@@ -592,6 +656,7 @@ class LogStore:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
         self._reader = self._db = None
+        self._io.shutdown(wait=True)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1

@@ -1,0 +1,181 @@
+"""Append throughput and memory of ``rebuild log serve`` under concurrent HTTP clients.
+
+Starts the real server (``python -m rebuild log serve``) as a subprocess on
+127.0.0.1, then drives it from this process with many keep-alive HTTP/1.1
+connections (raw asyncio streams on uvloop, so the load generator costs as
+little CPU as possible on a 2-core machine). Every request adds a distinct
+~1 KiB in-toto DSSE envelope and is answered only once durable. Prints the
+overall and worst-window rates, latency percentiles, and the server's peak
+RSS after each milestone.
+
+    python benchmarks/bench_log_append.py --entries 100000 --connections 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def envelope(i: int, size: int) -> bytes:
+    digest = hashlib.sha256(b"%d" % i).hexdigest()
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": f"artifact-{i}.whl", "digest": {"sha256": digest}}],
+        "predicateType": "https://example.org/bench/v1",
+        "predicate": {"pad": ""},
+    }
+    raw = json.dumps(statement).encode()
+    statement["predicate"] = {"pad": "x" * max(0, (size - 200) * 3 // 4 - len(raw))}
+    payload = base64.b64encode(json.dumps(statement).encode()).decode()
+    env = {
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": payload,
+        "signatures": [{"keyid": "bench", "sig": base64.b64encode(b"s" * 64).decode()}],
+    }
+    return json.dumps(env).encode()
+
+
+def peak_rss_kib(pid: int) -> tuple[int, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return hwm, rss
+
+
+async def run_load(
+    port: int, total: int, connections: int, size: int, pid: int, milestones: list[int]
+) -> dict[str, object]:
+    counter = iter(range(total))
+    latencies: list[float] = []
+    done = 0
+    window: list[tuple[float, int]] = []
+    rss_at: dict[int, tuple[int, int]] = {}
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal done, errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = b"POST /add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        for i in counter:
+            body = envelope(i, size)
+            t0 = time.perf_counter()
+            writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            hdr = await reader.readuntil(b"\r\n\r\n")
+            k = hdr.lower().index(b"content-length:")
+            n = int(hdr[k + 15 : hdr.index(b"\r\n", k)])
+            await reader.readexactly(n)
+            latencies.append(time.perf_counter() - t0)
+            if not hdr.startswith(b"HTTP/1.1 200"):
+                errors += 1
+            done += 1
+            if milestones and done >= milestones[0]:
+                rss_at[milestones.pop(0)] = peak_rss_kib(pid)
+        writer.close()
+
+    async def sampler() -> None:
+        while True:
+            window.append((time.perf_counter(), done))
+            await asyncio.sleep(1.0)
+
+    start = time.perf_counter()
+    s = asyncio.create_task(sampler())
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - start
+    s.cancel()
+    window.append((time.perf_counter(), done))
+    # worst 10-second window (sustained rate), ignoring the first second of ramp-up
+    rates = []
+    for a in range(1, len(window)):
+        for b in range(a + 1, len(window)):
+            if window[b][0] - window[a][0] >= 10.0:
+                rates.append((window[b][1] - window[a][1]) / (window[b][0] - window[a][0]))
+                break
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    return {
+        "entries": done,
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "entries_per_second": round(done / elapsed),
+        "worst_10s_window_per_second": round(min(rates)) if rates else None,
+        "latency_ms_p50": round(pct(0.50), 1),
+        "latency_ms_p99": round(pct(0.99), 1),
+        "latency_ms_max": round(latencies[-1] * 1000, 1),
+        "server_peak_rss_mib_at": {
+            str(k): round(v[0] / 1024, 1) for k, v in sorted(rss_at.items())
+        },
+        "entry_bytes": len(envelope(0, size)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--batch-ms", type=float, default=5.0)
+    ap.add_argument("--dir", type=Path, help="log directory (default: a temp dir)")
+    args = ap.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="bench-log-", dir=args.dir) as tmp:
+        key = Path(tmp) / "log.key"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        subprocess.run(
+            [sys.executable, "-m", "rebuild", "key", "generate", "bench.log", "--out", str(key)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        server = subprocess.Popen(
+            [sys.executable, "-m", "rebuild", "log", "serve", "--dir", str(Path(tmp) / "log"),
+             "--key", str(key), "--listen", "127.0.0.1:0", "--batch-ms", str(args.batch_ms)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stderr is not None
+            line = server.stderr.readline()
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            if not m:
+                raise SystemExit(f"server did not start: {line}{server.stderr.read()}")
+            port = int(m.group(1))
+            milestones = [m for m in (10_000, 100_000, 1_000_000) if m <= args.entries]
+            result = asyncio.run(
+                run_load(port, args.entries, args.connections, args.size, server.pid, milestones)
+            )
+            result["server_final_peak_rss_mib"] = round(peak_rss_kib(server.pid)[0] / 1024, 1)
+            result["connections"] = args.connections
+            result["batch_ms"] = args.batch_ms
+            du = subprocess.run(["du", "-sm", str(Path(tmp) / "log")], capture_output=True,
+                                text=True, check=False)
+            result["log_dir_mib"] = du.stdout.split()[0] if du.stdout else None
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Helpers for tests that run ``rebuild log serve`` (and witnesses) as real subprocesses."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(
+    *args: str, check: bool = False, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "rebuild", *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+def make_key(directory: Path, name: str) -> Path:
+    out = directory / name
+    run_cli("key", "generate", name, "--out", str(out), check=True)
+    return out
+
+
+class Server:
+    """A CLI server subprocess; its URL is read from its 'listening on' line."""
+
+    def __init__(self, args: list[str], log: Path, timeout: float = 30.0) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "rebuild", *args],
+            env=cli_env(),
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            text = log.read_text(errors="replace")
+            m = re.search(r"listening on (https?://\S+)", text)
+            if m:
+                self.url = m.group(1)
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start: {text}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._out.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        self._out.close()
+
+
+def envelope(tag: str, subject: bytes | None = None) -> bytes:
+    """A DSSE envelope around an in-toto statement whose subject is ``subject``."""
+    digest = hashlib.sha256(subject if subject is not None else tag.encode()).hexdigest()
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": tag, "digest": {"sha256": digest}}],
+        "predicateType": "https://example.org/test/v1",
+        "predicate": {"tag": tag},
+    }
+    return json.dumps(
+        {
+            "payloadType": "application/vnd.in-toto+json",
+            "payload": base64.b64encode(json.dumps(statement).encode()).decode(),
+            "signatures": [{"keyid": "test", "sig": base64.b64encode(b"x" * 64).decode()}],
+        }
+    ).encode()
