@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from rebuild.cli._output import Output
@@ -131,17 +130,17 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     }
 
     def human(c: Console) -> None:
-        t = Table(show_header=False, box=None, pad_edge=False)
-        t.add_column(style="bold")
-        t.add_column()
-        t.add_row("verdict", Text("valid", style="green"))
-        t.add_row("artifact", Text(f"{args.artifact} (subject {check.subject.name})"))
-        t.add_row("sha256", Text(check.artifact_sha256))
-        t.add_row("release", Text(f"{pred.package} {pred.version}"))
-        t.add_row("signed by", Text(", ".join(signers)))
-        t.add_row("source", Text(_source_text(pred.source)))
-        t.add_row("recipe", Text(f"sha256 {pred.recipe_sha256}"))
-        c.print(t)
+        c.print(
+            Text.assemble(
+                ("valid", "bold green"),
+                f": {args.artifact} is release {pred.package} {pred.version}",
+            )
+        )
+        c.print(f"  sha256     {check.artifact_sha256}", markup=False)
+        c.print(f"  subject    {check.subject.name}", markup=False)
+        c.print(f"  signed by  {', '.join(signers)}", markup=False)
+        c.print(f"  source     {_source_text(pred.source)}", markup=False)
+        c.print(f"  recipe     sha256 {pred.recipe_sha256}", markup=False)
 
     out.result(doc, human)
     return 0
