@@ -26,7 +26,7 @@ from verify.intoto import (
     make_statement,
     sign_statement,
 )
-from verify.keys import SigningKey
+from verify.keys import ALG_COSIGNATURE_V1, SigningKey
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
@@ -307,6 +307,41 @@ def test_sign_to_an_explicit_out_path(rel: Release) -> None:
     out.mkdir()
     assert rel.sign("--out", out / "r.json")[0] == 0
     assert rel.verify(out / "r.json")[0] == 0
+
+
+def test_sign_refuses_to_write_the_envelope_over_its_own_inputs(rel: Release) -> None:
+    before = rel.artifact.read_bytes()
+    code, _, err = rel.sign("--out", rel.artifact, "--force")
+    assert code == 2
+    one_line(err, "is the ARTIFACT file")
+    assert rel.artifact.read_bytes() == before
+    code, _, err = rel.sign("--out", rel.key, "--force")
+    assert code == 2
+    one_line(err, "is the --key file")
+
+
+def test_a_fifo_as_artifact_is_refused_not_hashed_forever(rel: Release) -> None:
+    rel.artifact.unlink()
+    os.mkfifo(rel.artifact)
+    # Opening a FIFO for reading blocks until a writer appears; give it one.
+    writer = subprocess.Popen(["sh", "-c", f"exec cat /dev/zero > '{rel.artifact}'"])
+    try:
+        code, _, err = rel.sign()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert code == 2
+    one_line(err, rel.artifact, "not a regular file")
+
+
+def test_witness_key_given_as_maintainer_key_is_refused(rel: Release) -> None:
+    rel.sign()
+    witness = rel.root / "witness.pub"
+    witness.write_text(rel.signing_key.verifier_key(ALG_COSIGNATURE_V1).encode() + "\n")
+    rel.pub = witness
+    code, _, err = rel.verify()
+    assert code == 2
+    one_line(err, witness, "cannot sign releases")
 
 
 def test_exit_codes_of_the_real_process(rel: Release) -> None:

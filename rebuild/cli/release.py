@@ -10,13 +10,14 @@ from rich.console import Console
 from rich.text import Text
 
 from rebuild.cli._output import Output
-from rebuild.errors import UsageError
+from rebuild.errors import InputError, UsageError
 from rebuild.fsio import atomic_write
 from rebuild.keystore import load_signing_key, load_verifier_key
 from rebuild.recipe import load_recipe
 from rebuild.release import release_statement, sign_release, verify_release
 from verify.dsse import key_hint
 from verify.intoto import GitSource, Source
+from verify.keys import ALG_ED25519
 
 
 def register(sub: Any) -> None:
@@ -82,6 +83,9 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
     dest: Path = args.out or artifact.with_name(artifact.name + ".release.json")
     if dest.exists() and not args.force:
         raise UsageError(f"{dest}: already exists; use --force to replace it")
+    for name, src in (("ARTIFACT", artifact), ("--recipe", args.recipe), ("--key", args.key)):
+        if _same_file(dest, src):
+            raise UsageError(f"{dest}: is the {name} file; refusing to write the envelope over it")
     recipe = load_recipe(args.recipe)
     statement = release_statement([artifact], recipe, package=args.package, version=args.version)
     key = load_signing_key(args.key, args.passphrase_env)
@@ -112,8 +116,20 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     trusted = [load_verifier_key(k) for k in args.key_file]
+    for spec, key in zip(args.key_file, trusted, strict=True):
+        if key.algorithm != ALG_ED25519:
+            raise InputError(
+                f"{spec}: a type 0x{key.algorithm:02x} (witness) key cannot sign releases"
+            )
     check = verify_release(args.artifact, args.statement, trusted)
     pred = check.predicate
     signers = [key_hint(k) for k in check.signers]
