@@ -42,7 +42,11 @@ def register(sub: Any) -> None:
     s.add_argument("--package", metavar="P", help="fail unless the recipe is for package P")
     s.add_argument("--version", metavar="V", help="fail unless the recipe is for version V")
     s.add_argument("--force", action="store_true", help="replace an existing envelope file")
-    s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable for K")
+    s.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="take K's passphrase from VAR (default: REBUILD_PASSPHRASE, else a prompt)",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_sign)
 
