@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     try:
         with p.open("rb") as f:
+            # A FIFO or device would never end (or would change under us).
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise InputError(f"{p}: not a regular file")
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
     except FileNotFoundError:

@@ -119,7 +119,7 @@ def load_json(data: bytes, what: str, limit: int) -> Any:
         )
     except json.JSONDecodeError as e:
         raise EnvelopeFormatError(
-            f"{what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+            f"{what} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno})"
         ) from None
     except RecursionError:
         raise EnvelopeFormatError(f"{what} is nested too deeply") from None

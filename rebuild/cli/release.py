@@ -7,17 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from rebuild.cli._output import Output
-from rebuild.errors import UsageError
+from rebuild.errors import InputError, UsageError
 from rebuild.fsio import atomic_write
 from rebuild.keystore import load_signing_key, load_verifier_key
 from rebuild.recipe import load_recipe
 from rebuild.release import release_statement, sign_release, verify_release
 from verify.dsse import key_hint
 from verify.intoto import GitSource, Source
+from verify.keys import ALG_ED25519
 
 
 def register(sub: Any) -> None:
@@ -42,7 +42,11 @@ def register(sub: Any) -> None:
     s.add_argument("--package", metavar="P", help="fail unless the recipe is for package P")
     s.add_argument("--version", metavar="V", help="fail unless the recipe is for version V")
     s.add_argument("--force", action="store_true", help="replace an existing envelope file")
-    s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable for K")
+    s.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="take K's passphrase from VAR (default: REBUILD_PASSPHRASE, else a prompt)",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_sign)
 
@@ -83,6 +87,9 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
     dest: Path = args.out or artifact.with_name(artifact.name + ".release.json")
     if dest.exists() and not args.force:
         raise UsageError(f"{dest}: already exists; use --force to replace it")
+    for name, src in (("ARTIFACT", artifact), ("--recipe", args.recipe), ("--key", args.key)):
+        if _same_file(dest, src):
+            raise UsageError(f"{dest}: is the {name} file; refusing to write the envelope over it")
     recipe = load_recipe(args.recipe)
     statement = release_statement([artifact], recipe, package=args.package, version=args.version)
     key = load_signing_key(args.key, args.passphrase_env)
@@ -113,8 +120,20 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     trusted = [load_verifier_key(k) for k in args.key_file]
+    for spec, key in zip(args.key_file, trusted, strict=True):
+        if key.algorithm != ALG_ED25519:
+            raise InputError(
+                f"{spec}: a type 0x{key.algorithm:02x} (witness) key cannot sign releases"
+            )
     check = verify_release(args.artifact, args.statement, trusted)
     pred = check.predicate
     signers = [key_hint(k) for k in check.signers]
@@ -131,17 +150,17 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     }
 
     def human(c: Console) -> None:
-        t = Table(show_header=False, box=None, pad_edge=False)
-        t.add_column(style="bold")
-        t.add_column()
-        t.add_row("verdict", Text("valid", style="green"))
-        t.add_row("artifact", Text(f"{args.artifact} (subject {check.subject.name})"))
-        t.add_row("sha256", Text(check.artifact_sha256))
-        t.add_row("release", Text(f"{pred.package} {pred.version}"))
-        t.add_row("signed by", Text(", ".join(signers)))
-        t.add_row("source", Text(_source_text(pred.source)))
-        t.add_row("recipe", Text(f"sha256 {pred.recipe_sha256}"))
-        c.print(t)
+        c.print(
+            Text.assemble(
+                ("valid", "bold green"),
+                f": {args.artifact} is release {pred.package} {pred.version}",
+            )
+        )
+        c.print(f"  sha256     {check.artifact_sha256}", markup=False)
+        c.print(f"  subject    {check.subject.name}", markup=False)
+        c.print(f"  signed by  {', '.join(signers)}", markup=False)
+        c.print(f"  source     {_source_text(pred.source)}", markup=False)
+        c.print(f"  recipe     sha256 {pred.recipe_sha256}", markup=False)
 
     out.result(doc, human)
     return 0
