@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,6 +268,9 @@ def run_build(
     }
     tmpfs_opts = "rw,nosuid,nodev,exec"
     c = _docker.client()
+    # A unique name lets the cleanup find the container even when Ctrl-C lands
+    # between the engine creating it and the SDK returning its handle.
+    name = f"rebuild-build-{uuid.uuid4().hex[:16]}"
     container: Any = None
     started = time.monotonic()
     timed_out = False
@@ -277,6 +281,7 @@ def run_build(
             container = c.containers.create(
                 image.id,
                 ["sh", "-c", _WRAPPER, "rebuild-build", *argv],
+                name=name,
                 user=f"{BUILD_UID}:{BUILD_GID}",
                 hostname=HOSTNAME,
                 working_dir="/",
@@ -322,9 +327,10 @@ def run_build(
                 oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             _write_log(container, log_path, limits, timed_out, duration)
     finally:
-        if container is not None:
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
+        with contextlib.suppress(Exception):
+            if container is None:
+                container = c.containers.get(name)
+            container.remove(force=True)
     outputs, problems = collect_outputs(out_dir, limits)
     return RunResult(
         environment=environment,

@@ -1,0 +1,334 @@
+"""Environments and the hermetic runner against the real Docker engine.
+
+The session fixture builds the environments with the code ``rebuild env
+build`` runs (a no-op when scripts/setup already built them). Every test
+checks that no build container is left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rebuild.cli import main
+from rebuild.envs import _docker
+from rebuild.envs.definition import (
+    LABEL_LOCK_DIGEST,
+    LABEL_NAME,
+    build_order,
+    default_containers_dir,
+    list_definitions,
+    load_definition,
+    load_lock,
+)
+from rebuild.envs.images import DriftError, build_environment, check_environment
+from rebuild.envs.mirror import resolve_mirrors
+from rebuild.envs.runner import RUN_LABEL, Limits, RunResult, run_build
+
+pytestmark = pytest.mark.docker
+
+SDE = 1_700_000_000
+
+
+@pytest.fixture(scope="session")
+def environments() -> list[str]:
+    names = list_definitions()
+    for d in build_order(names):
+        build_environment(d, lambda: resolve_mirrors("bookworm"))
+    return names
+
+
+def _containers_of(tmp_path: Path) -> list[str]:
+    """Containers (any state) that mount something under this test's tmp_path.
+
+    Other work may run builds on the same engine at the same time, so a test
+    only counts the containers made for its own directories.
+    """
+    c = _docker.client()
+    found = []
+    for container in c.containers.list(all=True, filters={"label": RUN_LABEL}):
+        sources = [m.get("Source", "") for m in container.attrs.get("Mounts", [])]
+        if any(s.startswith(str(tmp_path)) for s in sources):
+            found.append(container.short_id)
+    return found
+
+
+@pytest.fixture
+def no_leftovers(environments: list[str], tmp_path: Path) -> Iterator[None]:
+    yield
+    assert _containers_of(tmp_path) == []
+
+
+def _run(tmp_path: Path, script: str, **kw: Any) -> RunResult:
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "hello.txt").write_text("hello\n")
+    return run_build(
+        kw.pop("environment", "python-3.11"),
+        ["sh", "-c", script],
+        out_dir=tmp_path / "out",
+        log_path=tmp_path / "build.log",
+        source_date_epoch=SDE,
+        source_dir=src,
+        **kw,
+    )
+
+
+def test_second_env_build_is_a_noop_and_fast(
+    environments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    assert main(["env", "build", "--all", "--json"]) == 0
+    elapsed = time.monotonic() - started
+    doc = json.loads(capsys.readouterr().out)
+    assert {e["name"] for e in doc["environments"]} == set(environments)
+    assert all(e["built"] is False for e in doc["environments"])
+    assert elapsed < 10
+
+
+def test_env_check_passes_for_a_fresh_image(
+    environments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["env", "check", "php-8.2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    lock = load_lock(load_definition("php-8.2"))
+    assert doc["matches"] is True and doc["lock_digest"] == lock.digest
+    assert doc["drift"] == {
+        "missing": [],
+        "extra": [],
+        "changed": [],
+        "files": [],
+        "architecture": None,
+    }
+
+
+def test_env_list_reports_lock_digests_and_present_images(
+    environments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["env", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["environments"]}
+    for name in environments:
+        lock = load_lock(load_definition(name))
+        assert rows[name]["lock_digest"] == lock.digest
+        assert rows[name]["present"] is True
+
+
+@pytest.fixture
+def tampered_env(environments: list[str], tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A copy of php-8.2 named drift-probe whose image was modified after locking.
+
+    A package is purged, another's recorded version is changed, a package that
+    is not in the lock is registered, and the ini file is rewritten; the
+    result is committed and tagged as if it were the environment's image.
+    """
+    containers = tmp_path / "containers"
+    shutil.copytree(default_containers_dir(), containers)
+    probe = containers / "drift-probe"
+    (containers / "php-8.2").rename(probe)
+    toml = probe / "environment.toml"
+    toml.write_text(toml.read_text().replace('name = "php-8.2"', 'name = "drift-probe"'))
+    php_lock = load_lock(load_definition("php-8.2"))
+    lock = dataclasses.replace(php_lock, name="drift-probe")
+    (probe / "lock.json").write_bytes(lock.canonical_bytes())
+    c = _docker.client()
+    tamper = (
+        "dpkg --purge --force-depends php8.2-readline >/dev/null 2>&1; "
+        "sed -i '/^Package: psmisc$/,/^$/s/^Version: .*/Version: 99.0-evil/' "
+        "/var/lib/dpkg/status; "
+        "printf '\\nPackage: evil-tool\\nStatus: install ok installed\\nVersion: 1.0\\n"
+        "Architecture: amd64\\n' >> /var/lib/dpkg/status; "
+        "echo 'phar.readonly = On' > /etc/php/8.2/cli/conf.d/99-rebuild.ini"
+    )
+    container = c.containers.create(
+        php_lock.image_tag, ["sh", "-c", tamper], network_mode="none", labels={RUN_LABEL: "t"}
+    )
+    try:
+        container.start()
+        assert container.wait(timeout=60)["StatusCode"] == 0
+        repo, _, tag = lock.image_tag.rpartition(":")
+        container.commit(
+            repository=repo,
+            tag=tag,
+            changes=[f"LABEL {LABEL_NAME}=drift-probe {LABEL_LOCK_DIGEST}={lock.digest}"],
+        )
+    finally:
+        container.remove(force=True)
+    try:
+        yield containers, lock.image_tag
+    finally:
+        c.images.remove(lock.image_tag, force=True)
+
+
+def test_env_check_lists_drift_of_a_modified_image_and_exits_1(
+    tampered_env: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    containers, _ = tampered_env
+    monkeypatch.setenv("REBUILD_CONTAINERS_DIR", str(containers))
+    assert main(["env", "check", "drift-probe", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    drift = doc["drift"]
+    assert doc["matches"] is False
+    assert any(m.startswith("php8.2-readline=") for m in drift["missing"])
+    assert drift["extra"] == ["evil-tool=1.0 (amd64)"]
+    assert any("psmisc" in ch and "99.0-evil" in ch for ch in drift["changed"])
+    assert [f.split(":")[0] for f in drift["files"]] == ["/etc/php/8.2/cli/conf.d/99-rebuild.ini"]
+    report = check_environment(load_definition("drift-probe", containers))
+    assert not report.ok
+
+
+def test_runner_refuses_a_drifted_image(
+    tampered_env: tuple[Path, str], tmp_path: Path, no_leftovers: None
+) -> None:
+    containers, _ = tampered_env
+    with pytest.raises(DriftError, match="does not match its lock"):
+        _run(tmp_path, "php -v", environment="drift-probe", containers_dir=containers)
+    assert not (tmp_path / "build.log").exists()
+
+
+def test_build_that_tries_the_network_has_none(tmp_path: Path, no_leftovers: None) -> None:
+    # 192.0.2.1 is TEST-NET-1 (documentation only). With no interface but
+    # loopback there is no route, so connect() fails in the kernel: nothing is sent.
+    r = _run(
+        tmp_path,
+        "ls /sys/class/net > /out/ifaces; "
+        "python3 -c \"import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)\"",
+    )
+    assert r.exit_code != 0 and not r.timed_out and not r.ok
+    assert (tmp_path / "out" / "ifaces").read_text().split() == ["lo"]
+    assert "Network is unreachable" in r.log_path.read_text()
+
+
+def test_build_cannot_write_outside_build_tmp_and_out(tmp_path: Path, no_leftovers: None) -> None:
+    r = _run(
+        tmp_path,
+        "for p in /etc/evil /usr/bin/evil /evil /var/evil /src/evil /root/evil /home/evil; do "
+        '  if touch "$p" 2>/dev/null; then echo "wrote $p"; fi; done > /out/escaped; '
+        "touch /build/ok /tmp/ok && echo fine > /out/ok",
+    )
+    assert r.ok, r.describe()
+    assert (tmp_path / "out" / "escaped").read_text() == ""
+    assert [o.path for o in r.outputs] == ["escaped", "ok"]
+
+
+def test_fork_bomb_is_stopped_by_the_pids_limit(tmp_path: Path, no_leftovers: None) -> None:
+    bomb = (
+        "import os, sys, time\n"
+        "n = 0\n"
+        "while n < 10000:\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        print('limited at', n, flush=True); sys.exit(3)\n"
+        "    if pid == 0:\n"
+        "        time.sleep(60); os._exit(0)\n"
+        "    n += 1\n"
+    )
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "bomb.py").write_text(bomb)
+    r = _run(tmp_path, "python3 bomb.py", limits=Limits(pids=64, timeout_s=60))
+    assert r.exit_code == 3, r.log_path.read_text()
+    count = int(r.log_path.read_text().split("limited at")[1].split()[0])
+    assert 0 < count < 64
+
+
+def test_endless_build_is_killed_at_the_timeout_and_removed(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    started = time.monotonic()
+    r = _run(tmp_path, "echo started; sleep 1000", limits=Limits(timeout_s=2))
+    assert r.timed_out and r.exit_code is None and not r.ok
+    assert time.monotonic() - started < 20
+    log = r.log_path.read_text()
+    assert "started" in log and "timeout" in log
+
+
+def test_ctrl_c_during_a_build_leaves_no_container(tmp_path: Path, no_leftovers: None) -> None:
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+
+    def interrupt() -> None:
+        # Wait until the build container exists, then deliver SIGINT to the
+        # main thread as a terminal's Ctrl-C would.
+        deadline = time.monotonic() + 30
+        while not _containers_of(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    t = threading.Thread(target=interrupt)
+    t.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path, "sleep 1000", limits=Limits(timeout_s=120))
+    finally:
+        t.join()
+
+
+def test_build_runs_as_fixed_non_root_user_with_normalized_environment(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    r = _run(
+        tmp_path,
+        "id -u > /out/uid; id -g >> /out/uid; umask > /out/umask; hostname > /out/hostname; "
+        "env | sort > /out/env; pwd > /out/pwd; cp hello.txt /out/; "
+        "date +%Z > /out/tz; touch made; stat -c %a made > /out/mode",
+        env={"EXTRA": "1"},
+    )
+    assert r.ok, r.describe()
+    out = tmp_path / "out"
+    assert out.joinpath("uid").read_text().split() == ["1000", "1000"]
+    assert out.joinpath("umask").read_text().strip() == "0022"
+    assert out.joinpath("mode").read_text().strip() == "644"
+    assert out.joinpath("hostname").read_text().strip() == "rebuild"
+    assert out.joinpath("pwd").read_text().strip() == "/build"
+    assert out.joinpath("tz").read_text().strip() == "UTC"
+    assert out.joinpath("hello.txt").read_text() == "hello\n"
+    env = dict(line.split("=", 1) for line in out.joinpath("env").read_text().splitlines())
+    assert env["SOURCE_DATE_EPOCH"] == str(SDE)
+    assert env["TZ"] == "UTC" and env["LC_ALL"] == "C.UTF-8" and env["LANG"] == "C.UTF-8"
+    assert env["EXTRA"] == "1"
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_symlink_left_in_outputs_to_a_host_file_is_a_problem(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    r = _run(tmp_path, "ln -s /etc/shadow /out/artifact.whl; echo x > /out/real")
+    assert r.exit_code == 0 and not r.ok
+    assert r.problems == ("output artifact.whl is not a regular file",)
+    assert [o.path for o in r.outputs] == ["real"]
+
+
+def test_memory_hog_is_killed_at_the_memory_limit(tmp_path: Path, no_leftovers: None) -> None:
+    r = _run(
+        tmp_path,
+        "python3 -c \"b = bytearray(512 * 1024 * 1024); print('survived')\"",
+        limits=Limits(memory_bytes=128 * 1024 * 1024, timeout_s=60),
+    )
+    assert not r.ok and r.exit_code != 0
+    assert "survived" not in r.log_path.read_text()
+
+
+def test_php_environment_can_build_a_phar(tmp_path: Path, no_leftovers: None) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "index.php").write_text("<?php echo 'hi';\n")
+    r = _run(
+        tmp_path,
+        'php -r \'$p = new Phar("/out/app.phar"); $p->buildFromDirectory("/build"); '
+        '$p->setStub($p->createDefaultStub("index.php"));\' && php /out/app.phar',
+        environment="php-8.2",
+    )
+    assert r.ok, r.log_path.read_text()
+    assert [o.path for o in r.outputs] == ["app.phar"]
+    assert r.log_path.read_text().endswith("hi")
