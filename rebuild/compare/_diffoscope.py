@@ -161,13 +161,15 @@ def run_diffoscope(
                 (),
             )
         seconds = time.monotonic() - start
-        if proc.returncode not in (0, 1):
+        wrote_json = (out / "report.json").is_file()
+        if proc.returncode not in (0, 1) or not wrote_json:
             with (out / "stderr.txt").open("rb") as errf:
                 errf.seek(0, os.SEEK_END)
                 errf.seek(max(0, errf.tell() - 4096))
                 err = errf.read()
             tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-            note = f"diffoscope failed (exit {proc.returncode}): {tail[0][:300]}"
+            what = "" if wrote_json else ", no report written"
+            note = f"diffoscope failed (exit {proc.returncode}{what}): {tail[0][:300]}"
             return DiffoscopeOutput(
                 DiffoscopeRun("failed", version, proc.returncode, None, seconds, note),
                 None,
