@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from rebuild.cli._output import Output
 from rebuild.compare import DEFAULT_DIFFOSCOPE, DEFAULT_TIMEOUT, compare, store_html_report
@@ -80,7 +81,8 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         table = Table("cause", "meaning", "differences", title="Causes")
         for cause in result.causes:
             n = sum(1 for d in result.differences if d.cause() == cause)
-            table.add_row(cause, describe(cause), str(n))
+            # Entry names are attacker-chosen: never let rich read them as markup.
+            table.add_row(Text(cause), Text(describe(cause)), str(n))
         c.print(table)
         c.print(f"expected sha256 {result.expected_sha256}", markup=False)
         c.print(f"actual   sha256 {result.actual_sha256}", markup=False)

@@ -36,7 +36,8 @@ from rebuild.compare._view import ArchiveView
 from rebuild.compare._wrapped import header_differences, unwrap
 from rebuild.compare._zipview import zip_view
 
-SNIFF = 1024
+# Enough for PHP's default phar stub (about 7 KiB) and typical custom stubs.
+SNIFF = 64 << 10
 CHUNK = 1 << 20
 MAX_RECORD_SIZE = 64 << 20
 

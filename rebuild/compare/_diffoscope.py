@@ -137,19 +137,21 @@ def run_diffoscope(
             str(actual.resolve()),
         ]
         # A new session, so a timeout kills diffoscope and every tool it started.
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=_env(),
-            cwd=tmp,
-            start_new_session=True,
-        )
+        # stderr goes to a file, so a chatty diffoscope cannot grow our memory.
+        with (out / "stderr.txt").open("wb") as errf:
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=errf,
+                env=_env(),
+                cwd=tmp,
+                start_new_session=True,
+            )
         try:
-            _, err = proc.communicate(timeout=max(0.1, timeout - (time.monotonic() - start)))
+            proc.wait(timeout=max(0.1, timeout - (time.monotonic() - start)))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            proc.wait()
             note = f"diffoscope did not finish within {timeout:g} s; it was stopped"
             return DiffoscopeOutput(
                 DiffoscopeRun("timeout", version, None, None, time.monotonic() - start, note),
@@ -159,9 +161,15 @@ def run_diffoscope(
                 (),
             )
         seconds = time.monotonic() - start
-        if proc.returncode not in (0, 1):
+        wrote_json = (out / "report.json").is_file()
+        if proc.returncode not in (0, 1) or not wrote_json:
+            with (out / "stderr.txt").open("rb") as errf:
+                errf.seek(0, os.SEEK_END)
+                errf.seek(max(0, errf.tell() - 4096))
+                err = errf.read()
             tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-            note = f"diffoscope failed (exit {proc.returncode}): {tail[0][:300]}"
+            what = "" if wrote_json else ", no report written"
+            note = f"diffoscope failed (exit {proc.returncode}{what}): {tail[0][:300]}"
             return DiffoscopeOutput(
                 DiffoscopeRun("failed", version, proc.returncode, None, seconds, note),
                 None,

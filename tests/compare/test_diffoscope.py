@@ -72,3 +72,38 @@ def test_same_comparison_stores_the_same_report_digest(tmp_path: Path) -> None:
     second = compare(a, b, report_dir=tmp_path / "r2", diffoscope=None)
     assert first.report_sha256 is not None
     assert first.report_sha256 == second.report_sha256
+
+
+@needs_diffoscope
+def test_diffoscope_lacking_zipinfo_is_noted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real missing tool: diffoscope runs with a PATH that holds only diff(1)."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    diff = shutil.which("diff")
+    assert diff is not None
+    (bin_dir / "diff").symlink_to(diff)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    a, b = _pair(tmp_path)
+    result = compare(a, b, report_dir=tmp_path / "r", diffoscope_timeout=120)
+    assert result.diffoscope is not None and result.diffoscope.status == "ran"
+    assert any("lacked tools" in n and "zipinfo" in n for n in result.notes)
+    assert result.causes == ("timestamps",)
+
+
+@needs_diffoscope
+def test_diffoscope_crashing_without_diff_is_noted_and_diagnosis_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """diffoscope 240 crashes when diff(1) is missing; that is a note, not trouble."""
+    (tmp_path / "empty-bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    a, b = _pair(tmp_path)
+    result = compare(a, b, report_dir=tmp_path / "r", diffoscope_timeout=120)
+    assert result.diffoscope is not None and result.diffoscope.status == "failed"
+    assert any(n.startswith("diffoscope failed") for n in result.notes)
+    assert [r.kind for r in result.reports] == ["comparison-json"]
+    assert result.causes == ("timestamps",)
