@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rebuild.cli._output import Output
@@ -114,13 +115,29 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         keep_work=args.keep_work,
     )
 
-    def progress(step: str, event: str, elapsed: float) -> None:
-        if event == "start":
-            out.note(f"▶ {step} …")
-        else:
-            out.note(f"  {step}: {event} ({elapsed:.1f}s)")
+    bar = Progress(
+        SpinnerColumn(finished_text="•"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=out.err,
+        transient=False,
+        disable=out.json_mode,
+    )
+    tasks: dict[str, TaskID] = {}
 
-    result = verify(target, opts, progress)
+    def progress(step: str, event: str, elapsed: float) -> None:
+        if out.json_mode:
+            if event != "start":
+                out.note(f"{step}: {event} ({elapsed:.1f}s)")
+            return
+        if event == "start":
+            tasks[step] = bar.add_task(step, total=1)
+        else:
+            task = tasks.get(step) or bar.add_task(step, total=1)
+            bar.update(task, completed=1, description=f"{step}: {event} ({elapsed:.1f}s)")
+
+    with bar:
+        result = verify(target, opts, progress)
     out.result(result.to_json(), lambda c: _render(c, result))
     return result.exit_code
 
