@@ -24,8 +24,11 @@ It never executes anything from the sdist or the wheel on the host.
 from __future__ import annotations
 
 import calendar
+import os
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 import zipfile
 import zoneinfo
@@ -109,8 +112,13 @@ class WheelFacts:
 
     @property
     def group_writable(self) -> bool:
-        """Entries carry g+w: the maintainer built with umask 002 (setuptools copies modes)."""
-        return any(mode & 0o020 for _, _, mode in self.entries)
+        """Entries carry g+w: the maintainer built with umask 002 (setuptools copies modes).
+
+        RECORD is left out: the wheel package writes it with a fixed 0o664.
+        """
+        return any(
+            mode & 0o020 for name, _, mode in self.entries if not name.endswith(".dist-info/RECORD")
+        )
 
 
 def read_wheel_facts(wheel: Path) -> WheelFacts:
@@ -317,14 +325,61 @@ def infer_time_zone(sdist: SdistFacts, wheel: WheelFacts) -> str | None:
         names = sorted(zoneinfo.available_timezones())
     except OSError:
         return None
+    # Zones where maintainers commonly live first; among equals the first wins.
+    names = [n for n in _COMMON_ZONES if n in names] + names
     for name in names:
         try:
             zone = zoneinfo.ZoneInfo(name)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             continue
-        if all(_shown(m, zone) == shown for m, shown in pairs):
-            return _posix_rule(name)
+        if not all(_shown(m, zone) == shown for m, shown in pairs):
+            continue
+        rule = _posix_rule(name)
+        # The container only gets the POSIX rule (no history): it must give
+        # the same wall-clock times as the full zone for these files.
+        if rule and _rule_reproduces(rule, pairs):
+            return rule
     return None
+
+
+_COMMON_ZONES = (
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Helsinki",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "America/Sao_Paulo",
+    "Asia/Kolkata",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+)
+
+
+def _rule_reproduces(rule: str, pairs: list[tuple[int, tuple[int, ...]]]) -> bool:
+    """Evaluate a POSIX TZ rule the way the build will: TZ=rule in a child Python."""
+    code = (
+        "import sys, time\n"
+        "for t in map(int, sys.argv[1:]):\n"
+        "    lt = time.localtime(t)\n"
+        "    print(*lt[:5], lt[5] // 2 * 2)\n"
+    )
+    env = {"TZ": rule, "PATH": os.environ.get("PATH", "")}
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", code, *(str(m) for m, _ in pairs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    got = [tuple(int(x) for x in line.split()) for line in proc.stdout.splitlines()]
+    return proc.returncode == 0 and got == [tuple(shown) for _, shown in pairs]
 
 
 def plan_pypi_wheel(

@@ -191,3 +191,64 @@ def test_inferred_recipe_is_a_valid_recipe(tmp_path: Path) -> None:
     assert recipe.source_date_epoch == 1722954453
     assert recipe.environment.lock_sha256 == "ef" * 32
     assert f"hatchling==1.25.0 --hash=sha256:{'ab' * 32}" in recipe.text
+
+
+def test_self_built_backend_is_used_in_tree_but_a_released_one_is_pinned() -> None:
+    from rebuild.strategies.pywheel import builds_in_tree
+
+    in_tree = {"requires": [], "backend-path": ["src"], "build-backend": "pdm.backend.intree"}
+    assert builds_in_tree(parse_generator("pdm-backend (0.0.0+local)"), in_tree)
+    assert build_requirements(parse_generator("pdm-backend (0.0.0+local)"), in_tree) == []
+    released = {"requires": [], "backend-path": ["src"]}
+    assert not builds_in_tree(parse_generator("poetry-core 1.8.1"), released)
+    assert build_requirements(parse_generator("poetry-core 1.8.1"), released) == [
+        "poetry-core==1.8.1"
+    ]
+
+
+def test_umask_evidence_ignores_record_written_with_a_fixed_mode(tmp_path: Path) -> None:
+    t = (2024, 1, 1, 0, 0, 0)
+
+    def wheel(name: str, mode: int) -> WheelFacts:
+        p = tmp_path / name
+        with zipfile.ZipFile(p, "w") as zf:
+            for entry, m in (("m.py", mode), ("m-1.dist-info/WHEEL", 0o644)):
+                info = zipfile.ZipInfo(entry, date_time=t)
+                info.external_attr = (0o100000 | m) << 16
+                body = "Generator: bdist_wheel (0.43.0)\n" if entry.endswith("WHEEL") else "x"
+                zf.writestr(info, body)
+            rec = zipfile.ZipInfo("m-1.dist-info/RECORD", date_time=t)
+            rec.external_attr = 0o664 << 16
+            zf.writestr(rec, "")
+        return read_wheel_facts(p)
+
+    assert not wheel("a.whl", 0o644).group_writable
+    assert wheel("b.whl", 0o664).group_writable
+
+
+def test_maintainers_time_zone_with_daylight_saving_is_recovered(tmp_path: Path) -> None:
+    """Two files, one in summer and one in winter, shown as London wall-clock time."""
+    from rebuild.strategies.pywheel import infer_time_zone
+
+    root = tmp_path / "pkg-1"
+    (root / "pkg").mkdir(parents=True)
+    summer, winter = 1717978730, 1710065236  # 2024-06-10T00:18:50Z, 2024-03-10T10:07:16Z
+    for name, mtime in (("a.py", summer), ("b.py", winter)):
+        f = root / "pkg" / name
+        f.write_text("x")
+        import os
+
+        os.utime(f, (mtime, mtime))
+    w = read_wheel_facts(
+        _wheel(
+            tmp_path / "p.whl",
+            {
+                "pkg/a.py": (2024, 6, 10, 1, 18, 50),  # BST, UTC+1
+                "pkg/b.py": (2024, 3, 10, 10, 7, 16),  # GMT
+                "pkg-1.dist-info/WHEEL": (2016, 1, 1, 0, 0, 0),
+            },
+            "flit 3.9.0",
+        )
+    )
+    tz = infer_time_zone(SdistFacts(root=root, build_system={}, max_mtime=summer), w)
+    assert tz is not None and tz.endswith("M3.5.0/1,M10.5.0")
