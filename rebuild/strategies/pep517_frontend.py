@@ -60,7 +60,12 @@ def main(argv: list[str]) -> int:
     extra = hook({}) if hook is not None else []
     label = getattr(backend, "__name__", type(backend).__name__)
     print(f"rebuild-frontend: backend {label} asks for {list(extra)}", flush=True)
-    name = backend.build_wheel(outdir, {})
+    config: dict[str, list[str]] = {}
+    for i, opt in enumerate(options):
+        if opt == "--config-setting":
+            key, _, value = options[i + 1].partition("=")
+            config.setdefault(key, []).append(value)
+    name = backend.build_wheel(outdir, config)
     print(name, flush=True)
     return 0
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from rebuild.engine.plan import BUILD_DIR, OUTPUT_DIR, BuildPlan, InputMount
 from rebuild.errors import InputError
@@ -231,11 +232,19 @@ def build_requirements(gen: Generator, build_system: dict[str, Any]) -> list[str
             continue
         req.marker = None
         out.append(str(req))
-    # bdist_wheel came from the wheel package, so setuptools is needed too.
-    if gen.requirement.startswith("wheel==") and not any(
-        canonicalize_name(Requirement(r).name) == "setuptools" for r in out
-    ):
-        out.append("setuptools")
+    if gen.requirement.startswith("wheel=="):
+        # bdist_wheel came from the wheel package, so setuptools is needed too,
+        # and one older than 70.1: from then on setuptools ships its own
+        # bdist_wheel (which would have named itself in the Generator line).
+        kept = []
+        for r in out:
+            req = Requirement(r)
+            if canonicalize_name(req.name) == "setuptools":
+                req.specifier &= "<70.1"
+            kept.append(str(req))
+        out = kept
+        if not any(canonicalize_name(Requirement(r).name) == "setuptools" for r in out):
+            out.append("setuptools<70.1")
     return out
 
 
@@ -428,6 +437,16 @@ def plan_pypi_wheel(
         # modes show the maintainer's (the runner defaults to 022).
         command += ("--umask", "002")
         knobs["umask"] = "002"
+    if facts.generator.family == "setuptools" and ".py2.py3-" in f".{wheel.name.split('-', 2)[2]}":
+        # A universal wheel comes from `bdist_wheel --universal` given on the
+        # maintainer's command line; setuptools >= 64 takes it as a build
+        # option, older ones as a trailing global option.
+        setuptools = next((e for e in wh.entries if e.name.lower() == "setuptools"), None)
+        key = "--build-option"
+        if setuptools is not None and Version(setuptools.version) < Version("64"):
+            key = "--global-option"
+        command += ("--config-setting", f"{key}=--universal")
+        knobs["universal"] = key
     if sd.build_system.get("backend-path") and not builds_in_tree(facts.generator, sd.build_system):
         # The released backend named by Generator built it, not the in-tree copy.
         command += ("--ignore-backend-path",)
