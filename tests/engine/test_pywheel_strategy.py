@@ -60,8 +60,11 @@ def test_build_requirements_replace_the_backend_and_honour_markers() -> None:
 
 
 def test_legacy_setuptools_sdist_gets_pep518_defaults_and_setuptools() -> None:
+    """bdist_wheel from the wheel package means setuptools older than its own (70.1)."""
     reqs = build_requirements(parse_generator("bdist_wheel (0.38.4)"), {})
-    assert reqs == ["wheel==0.38.4", "setuptools>=40.8.0"]
+    assert reqs == ["wheel==0.38.4", "setuptools<70.1,>=40.8.0"]
+    reqs = build_requirements(parse_generator("bdist_wheel (0.38.4)"), {"requires": ["wheel"]})
+    assert reqs == ["wheel==0.38.4", "setuptools<70.1"]
 
 
 def _wheel(path: Path, entries: dict[str, tuple[int, int, int, int, int, int]], gen: str) -> Path:
