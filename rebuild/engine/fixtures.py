@@ -56,7 +56,8 @@ class MaterializedFixture:
 
 
 def fixtures_dir() -> Path:
-    return Path(os.environ.get("REBUILD_FIXTURES", FIXTURES_DIR))
+    """The ``fixtures/`` directory: $REBUILD_FIXTURES_DIR or the source tree's."""
+    return Path(os.environ.get("REBUILD_FIXTURES_DIR", FIXTURES_DIR))
 
 
 def load_fixture(name: str, base: Path | None = None) -> Fixture:
