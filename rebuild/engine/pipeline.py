@@ -356,6 +356,9 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
 def _diagnose(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str]:
     causes, report, digest, details = diagnose.explain(upstream, rebuilt, run.report_dir)
     run.causes.extend(causes)
+    # What the strategy already knew would stop a bit-identical rebuild.
+    if run.p.plan is not None:
+        run.causes.extend(run.p.plan.details.get("mismatch_hints", []))
     run.details["comparison"] = details
     return report, digest
 

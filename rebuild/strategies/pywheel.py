@@ -432,6 +432,12 @@ def plan_pypi_wheel(
         if tz:
             command += ("--tz", tz)
             knobs["tz"] = tz
+    hints: list[str] = []
+    if facts.uniform_time is None and not epoch.unset:
+        # Mixed entry times and no backend fallback that explains them: the
+        # maintainer built without SOURCE_DATE_EPOCH, so generated files carry
+        # their build clock, which nothing published records.
+        hints.append("published wheel built without SOURCE_DATE_EPOCH (mixed entry times)")
     if facts.group_writable:
         # setuptools copies build files with the process umask; the published
         # modes show the maintainer's (the runner defaults to 022).
@@ -470,5 +476,6 @@ def plan_pypi_wheel(
             "wheelhouse": wh.to_json(),
             "build_dir": BUILD_DIR,
             "knobs": knobs,
+            "mismatch_hints": hints,
         },
     )
