@@ -70,7 +70,10 @@ def register(sub: Any) -> None:
         metavar="PUB",
         help="trusted maintainer verifier key for a release statement (repeatable)",
     )
-    p.add_argument("--log", metavar="URL", help="submit the attestation to this audit log")
+    p.add_argument(
+        "--log", metavar="URL", help="submit the attestation to this audit log (needs --key)"
+    )
+    p.add_argument("--log-ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
     p.add_argument(
         "--report-dir",
         type=Path,
@@ -93,6 +96,8 @@ def register(sub: Any) -> None:
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     if args.timeout <= 0 or args.timeout > 24 * 3600:
         raise UsageError("--timeout must be between 0 and 86400 seconds")
+    if args.log and not args.key:
+        raise UsageError("--log publishes the signed attestation: give --key too")
     key = load_signing_key(args.key, args.passphrase_env) if args.key else None
     if args.fixture:
         if args.target:
@@ -112,6 +117,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         timeout=args.timeout,
         signing_key=key,
         log_url=args.log,
+        log_ca_bundle=args.log_ca_bundle,
         keep_work=args.keep_work,
     )
 

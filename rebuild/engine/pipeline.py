@@ -110,6 +110,7 @@ class VerifyOptions:
     timeout: float = DEFAULT_TIMEOUT
     signing_key: Any = None  # verify.keys.SigningKey; Any keeps this module import-light
     log_url: str | None = None
+    log_ca_bundle: Path | None = None
     keep_work: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -248,7 +249,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
     else:
         try:
             with run.step("publish"):
-                log_entry = _publish(opts.log_url, attestation)
+                log_entry = attest.publish(opts.log_url, attestation, ca_bundle=opts.log_ca_bundle)
         except OperationalError as e:
             verdict, message = "error", message or str(e)
 
@@ -399,10 +400,6 @@ def _attest(
     path = run.report_dir / "attestation.dsse.json"
     atomic_write(path, data)
     return path
-
-
-def _publish(log_url: str, attestation: Path) -> LogEntryRef:
-    return attest.publish(log_url, attestation)
 
 
 def default_report_dir(target: Target, base: Path | None = None) -> Path:

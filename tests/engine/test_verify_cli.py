@@ -156,3 +156,9 @@ def test_pypi_attrs_24_2_0_reproduces_bit_for_bit(tmp_path: Path) -> None:
     assert doc["upstream_sha256"] == doc["rebuilt_sha256"]
     assert p.returncode == 0
     assert os.path.isfile(doc["build_log"])
+
+
+def test_log_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
+    p = run_cli("verify", "--fixture", "python-wheel", "--log", "http://127.0.0.1:9", "--json")
+    assert p.returncode == 2
+    assert "--key" in json.loads(p.stdout)["error"]["message"]
