@@ -3,9 +3,10 @@
 1. Wall time of the whole pipeline (git clone + tag check + export, lock
    check, hermetic build, sha256 compare) on the python-wheel fixture, with
    the environment image already built.
-2. Wall time of a bare ``docker run --rm --network none`` of the same image
+2. The same build through the runner alone (``rebuild.envs.run_build``).
+3. Wall time of a bare ``docker run --rm --network none`` of the same image
    and build command on the same exported tree (no checks, no limits).
-3. SHA-256 throughput on a large file (rebuild.hashing.sha256_file, mmap).
+4. SHA-256 throughput on a large file (rebuild.hashing.sha256_file, mmap).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_verify.py [--runs N] [--hash-gib G]
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from rebuild.engine.fixtures import materialize
 from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
 from rebuild.engine.runner import environment_image, lock_digest
+from rebuild.envs import run_build
 from rebuild.hashing import sha256_file
 from rebuild.recipe import load_recipe
 from rebuild.sources.git import fetch_tagged_tree
@@ -39,8 +41,9 @@ def bench_verify(tmp: Path, i: int) -> float:
     return elapsed
 
 
-def bench_pair(tmp: Path, runs: int) -> tuple[list[float], list[float]]:
+def bench_pair(tmp: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
     verify_times: list[float] = []
+    runner_times: list[float] = []
     made = materialize("python-wheel", tmp / "fixture-bare", lock_for=lock_digest)
     recipe = load_recipe(made.recipe)
     src = recipe.source
@@ -53,6 +56,17 @@ def bench_pair(tmp: Path, runs: int) -> tuple[list[float], list[float]]:
         # Interleaved with the verify runs: the machine is shared, and load
         # drifts over a minute more than the difference being measured.
         verify_times.append(bench_verify(tmp, i))
+        t0 = time.perf_counter()
+        run = run_build(
+            "python-3.11",
+            recipe.command,
+            out_dir=tmp / f"runner-out{i}",
+            log_path=tmp / f"runner{i}.log",
+            source_date_epoch=1717243200,
+            source_dir=tree,
+        )
+        runner_times.append(time.perf_counter() - t0)
+        assert run.ok, run.describe()
         out = tmp / f"bare-out{i}"
         out.mkdir()
         os.chmod(out, 0o777)
@@ -87,7 +101,7 @@ def bench_pair(tmp: Path, runs: int) -> tuple[list[float], list[float]]:
             capture_output=True,
         )
         times.append(time.perf_counter() - t0)
-    return verify_times, times
+    return verify_times, runner_times, times
 
 
 def bench_hash(tmp: Path, gib: float) -> tuple[float, float, float]:
@@ -120,9 +134,10 @@ def main() -> None:
         tmp = Path(d)
         environment_image("python-3.11")  # built and lock-checked before timing
         bench_verify(tmp / "warm", 0)
-        v, b = bench_pair(tmp, args.runs)
-        mv, mb = statistics.median(v), statistics.median(b)
+        v, r, b = bench_pair(tmp, args.runs)
+        mv, mr, mb = statistics.median(v), statistics.median(r), statistics.median(b)
         print(f"rebuild verify (fixture wheel), median of {args.runs}: {mv:.3f} s  {v}")
+        print(f"runner only (run_build),        median of {args.runs}: {mr:.3f} s  {r}")
         print(f"bare docker run (same build),   median of {args.runs}: {mb:.3f} s  {b}")
         print(f"ratio verify / bare docker run: {mv / mb:.2f}x")
         gb, mmap_s, fd_s = bench_hash(tmp, args.hash_gib)
