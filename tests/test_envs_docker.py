@@ -30,9 +30,10 @@ from rebuild.envs.definition import (
     load_definition,
     load_lock,
 )
-from rebuild.envs.images import DriftError, build_environment, check_environment
+from rebuild.envs.images import DriftError, build_environment, check_environment, find_image
 from rebuild.envs.mirror import resolve_mirrors
 from rebuild.envs.runner import RUN_LABEL, Limits, RunResult, run_build
+from rebuild.errors import ToolError
 
 pytestmark = pytest.mark.docker
 
@@ -332,3 +333,53 @@ def test_php_environment_can_build_a_phar(tmp_path: Path, no_leftovers: None) ->
     assert r.ok, r.log_path.read_text()
     assert [o.path for o in r.outputs] == ["app.phar"]
     assert r.log_path.read_text().endswith("hi")
+
+
+def _probe_containers(tmp_path: Path, name: str, like: str) -> Path:
+    """A copy of containers/ with environment ``like`` renamed to ``name``."""
+    containers = tmp_path / "containers"
+    shutil.copytree(default_containers_dir(), containers)
+    probe = containers / name
+    (containers / like).rename(probe)
+    toml = probe / "environment.toml"
+    toml.write_text(toml.read_text().replace(f'name = "{like}"', f'name = "{name}"'))
+    return probe
+
+
+def test_lock_pinning_a_version_the_mirror_dropped_fails_with_relock_advice(
+    environments: list[str], tmp_path: Path
+) -> None:
+    """Debian point releases drop superseded versions; the build must say so, not drift."""
+    probe = _probe_containers(tmp_path, "gone-probe", "php-8.2")
+    lock = load_lock(load_definition("php-8.2"))
+    pkgs = tuple(
+        dataclasses.replace(p, version="99.0-gone1") if p.name == "php8.2-cli" else p
+        for p in lock.packages
+    )
+    gone = dataclasses.replace(lock, name="gone-probe", packages=pkgs)
+    (probe / "lock.json").write_bytes(gone.canonical_bytes())
+    d = load_definition("gone-probe", probe.parent)
+    with pytest.raises(ToolError, match=r"no longer has pinned versions \(php8.2-cli=99.0-gone1"):
+        build_environment(d, lambda: resolve_mirrors("bookworm"))
+    assert find_image(load_lock(d)) is None
+
+
+def test_env_lock_writes_a_canonical_lock_and_a_labelled_image(
+    environments: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = _probe_containers(tmp_path, "lock-probe", "php-8.2")
+    (probe / "lock.json").unlink()
+    monkeypatch.setenv("REBUILD_CONTAINERS_DIR", str(probe.parent))
+    assert main(["env", "lock", "lock-probe", "--json"]) == 0
+    d = load_definition("lock-probe", probe.parent)
+    lock = load_lock(d)  # refuses a non-canonical file
+    try:
+        image = find_image(lock)
+        assert image is not None and image.labels[LABEL_LOCK_DIGEST] == lock.digest
+        assert any(p.name == "php8.2-cli" for p in lock.packages)
+        assert lock.parent_lock_digest == load_lock(load_definition("debian-bookworm")).digest
+        assert check_environment(d).ok
+        # A second build of the fresh lock is a no-op.
+        assert not build_environment(d, lambda: resolve_mirrors("bookworm")).built
+    finally:
+        _docker.client().images.remove(lock.image_tag, force=True)

@@ -540,6 +540,10 @@ def build_environment(
             f"`rebuild env lock {definition.name}`: " + "; ".join(drift.lines()[:15])
         )
     record_check(image_id, lock.digest)
+    if existing is not None and existing.id != image_id:
+        # --force replaced it; drop the old copy unless something still uses it.
+        with contextlib.suppress(Exception):
+            _docker.client().images.remove(existing.id)
     return BuildOutcome(
         definition.name, lock.digest, image_id, lock.image_tag, True, time.monotonic() - started
     )

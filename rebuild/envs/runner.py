@@ -322,7 +322,8 @@ def run_build(
                 container.kill()
         duration = time.monotonic() - started
         with _docker.engine_errors("reading the build log"):
-            if not timed_out:
+            if not timed_out and exit_code != 0:
+                # Only a failed build can have been OOM-killed; spare the inspect otherwise.
                 container.reload()
                 oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             _write_log(container, log_path, limits, timed_out, duration)
