@@ -154,13 +154,13 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         rows.append(row)
 
     def human(c: Console) -> None:
-        t = Table("environment", "lock digest", "packages", "image", "present")
+        t = Table("environment", "identity (lock digest)", "packages", "on", "image built")
         for r in rows:
             t.add_row(
                 r["name"],
-                (r["lock_digest"] or "no lock")[:19],
+                (r["lock_digest"] or "no lock")[:19] + "…",
                 str(r.get("packages", "-")),
-                r["image"] or "-",
+                r["parent"] or r["base"] or "-",
                 "yes" if r["present"] else "no",
             )
         c.print(t)
