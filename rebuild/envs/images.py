@@ -334,7 +334,34 @@ def _workdir(prefix: str) -> Iterator[Path]:
     try:
         yield d
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        # debootstrap mounts /proc and /sys (and may bind /dev) inside its
+        # target; interrupted, it can leave them mounted. Never delete through
+        # a mount point: unmount first, and leave the folder if that fails.
+        if _unmount_under(d):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    try:
+        lines = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    points = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 1:
+            point = fields[1].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+    return points
+
+
+def _unmount_under(path: Path) -> bool:
+    """Unmount everything mounted below ``path``; True when nothing is left mounted."""
+    for point in sorted(_mounts_under(path), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    return not _mounts_under(path)
 
 
 def _debootstrap_rootfs(
