@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -202,3 +203,13 @@ def test_work_dir_with_a_leftover_mount_is_unmounted_not_deleted_through(tmp_pat
         assert images._mounts_under(work) == [str(target)]
     assert not work.exists()
     assert images._mounts_under(work) == []
+
+
+def test_env_build_with_a_non_http_mirror_flag_is_refused_before_any_work(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rebuild.cli import main
+
+    assert main(["env", "build", "--all", "--mirror", "ftp://mirror.test/debian", "--json"]) == 2
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert err["kind"] == "UsageError" and "--mirror" in err["message"]

@@ -26,7 +26,7 @@ from rebuild.envs.images import (
     find_image,
     lock_environment,
 )
-from rebuild.envs.mirror import Mirrors, resolve_mirrors
+from rebuild.envs.mirror import Mirrors, check_url, resolve_mirrors
 from rebuild.errors import OperationalError, UsageError
 
 
@@ -98,6 +98,12 @@ def register(sub: Any) -> None:
 
 
 def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:
+    # Bad flags are refused up front, even when no build turns out to need them.
+    if args.mirror:
+        check_url(args.mirror, "--mirror")
+    if args.security_mirror:
+        check_url(args.security_mirror, "--security-mirror")
+
     # Resolved lazily: a no-op build needs no mirror at all.
     @functools.cache
     def get() -> Mirrors:

@@ -310,16 +310,17 @@ def run_build(
             )
             container.start()
         started = time.monotonic()
-        try:
-            status = container.wait(timeout=limits.timeout_s)
-            exit_code = int(status.get("StatusCode", -1))
-        except requests.RequestException as e:
-            if time.monotonic() - started < limits.timeout_s - 1:
-                raise ToolError(f"lost the Docker engine while waiting for the build: {e}") from e
-            timed_out = True
-            # Kill now so the log ends here; the finally below removes it regardless.
-            with contextlib.suppress(Exception):
-                container.kill()
+        with _docker.engine_errors("waiting for the build"):
+            try:
+                status = container.wait(timeout=limits.timeout_s)
+                exit_code = int(status.get("StatusCode", -1))
+            except requests.RequestException as e:
+                if time.monotonic() - started < limits.timeout_s - 1:
+                    raise ToolError(f"lost the Docker engine during the build: {e}") from e
+                timed_out = True
+                # Kill now so the log ends here; the finally below removes it regardless.
+                with contextlib.suppress(Exception):
+                    container.kill()
         duration = time.monotonic() - started
         with _docker.engine_errors("reading the build log"):
             if not timed_out and exit_code != 0:
