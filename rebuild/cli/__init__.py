@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.key",
     "rebuild.cli.release",
     "rebuild.cli.witness",
+    "rebuild.cli.diff",
 )
 
 
