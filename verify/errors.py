@@ -27,6 +27,26 @@ class EnvelopeFormatError(FormatError):
     """A DSSE envelope or in-toto statement is malformed."""
 
 
+class ProofFormatError(FormatError):
+    """A Merkle proof, its arguments or a tlog-proof text are malformed.
+
+    Wrong hash lengths, an index outside the tree, a size beyond 2**63-1, a
+    tlog-proof that does not follow c2sp.org/tlog-proof@v1.
+    """
+
+
+class CheckpointFormatError(FormatError):
+    """A checkpoint body does not follow c2sp.org/tlog-checkpoint."""
+
+
+class TileFormatError(FormatError):
+    """A tlog-tiles path or tile's data is malformed or of the wrong width."""
+
+
+class PolicyError(FormatError):
+    """A tlog-policy text is malformed, ambiguous or beyond the limits."""
+
+
 class PassphraseError(VerifyError):
     """A secret key file could not be decrypted with the passphrase given."""
 
@@ -45,6 +65,10 @@ class ThresholdError(TrustError):
 
 class ProofError(TrustError):
     """A Merkle inclusion or consistency proof does not verify."""
+
+
+class OriginError(TrustError):
+    """A checkpoint is for another log (origin) than the one trusted."""
 
 
 class DigestMismatchError(TrustError):

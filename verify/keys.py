@@ -250,9 +250,10 @@ def decode_secret_key_file(data: bytes, passphrase: bytes | None) -> SigningKey:
         ct = base64.b64decode(cipher["ciphertext"], validate=True)
     except KeyFormatError:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise KeyFormatError("encrypted secret key file is malformed") from None
-    if not (isinstance(opslimit, int) and isinstance(memlimit, int)):
+    # type() rather than isinstance(): JSON true/false are ints to Python.
+    if not (type(opslimit) is int and type(memlimit) is int):
         raise KeyFormatError("encrypted secret key file has non-integer KDF limits")
     if not (1 <= opslimit <= MAX_OPSLIMIT and 8192 <= memlimit <= MAX_MEMLIMIT):
         raise KeyFormatError("encrypted secret key file has out-of-range KDF limits")
@@ -268,6 +269,11 @@ def decode_secret_key_file(data: bytes, passphrase: bytes | None) -> SigningKey:
     except nacl.exceptions.CryptoError:
         raise PassphraseError("wrong passphrase (or the key file was altered)") from None
     try:
-        return SigningKey.parse(plain.decode("utf-8"))
+        key = SigningKey.parse(plain.decode("utf-8"))
     except UnicodeDecodeError:
         raise KeyFormatError("decrypted secret key is not text") from None
+    # The clear-text name and verifier key are unauthenticated metadata that
+    # tools may show without decrypting; they must describe the key inside.
+    if doc.get("name") != key.name or doc.get("verifier_key") != key.verifier_key().encode():
+        raise KeyFormatError("encrypted secret key file's name or verifier_key does not match")
+    return key

@@ -22,7 +22,13 @@ EXIT_NEGATIVE = 1
 EXIT_ERROR = 2
 
 # Each module registers one top-level subcommand group via ``register(sub)``.
-COMMAND_MODULES: tuple[str, ...] = ("rebuild.cli.key", "rebuild.cli.env")
+COMMAND_MODULES: tuple[str, ...] = (
+    "rebuild.cli.key",
+    "rebuild.cli.release",
+    "rebuild.cli.witness",
+    "rebuild.cli.diff",
+    "rebuild.cli.env",
+)
 
 
 class _Parser(argparse.ArgumentParser):

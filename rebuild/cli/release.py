@@ -1,0 +1,166 @@
+"""``rebuild release``: sign a release statement offline, verify an artifact against one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+from rebuild.cli._output import Output
+from rebuild.errors import InputError, UsageError
+from rebuild.fsio import atomic_write
+from rebuild.keystore import load_signing_key, load_verifier_key
+from rebuild.recipe import load_recipe
+from rebuild.release import release_statement, sign_release, verify_release
+from verify.dsse import key_hint
+from verify.intoto import GitSource, Source
+from verify.keys import ALG_ED25519
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("release", help="sign and verify maintainer release statements")
+    rsub = p.add_subparsers(dest="release_command", metavar="ACTION", required=True)
+
+    s = rsub.add_parser(
+        "sign",
+        help="sign a release statement for ARTIFACT",
+        description=(
+            "Write a DSSE envelope holding an in-toto release statement: ARTIFACT's name and "
+            "sha256, the recipe's package, version and source, and the recipe text with its "
+            "digest, signed with the maintainer's secret key. Never overwrites without --force."
+        ),
+    )
+    s.add_argument("artifact", type=Path, metavar="ARTIFACT", help="the released file")
+    s.add_argument("--recipe", required=True, type=Path, metavar="R", help="build recipe (TOML)")
+    s.add_argument("--key", required=True, type=Path, metavar="K", help="secret key file")
+    s.add_argument(
+        "--out", type=Path, metavar="F", help="envelope file (default: ARTIFACT.release.json)"
+    )
+    s.add_argument("--package", metavar="P", help="fail unless the recipe is for package P")
+    s.add_argument("--version", metavar="V", help="fail unless the recipe is for version V")
+    s.add_argument("--force", action="store_true", help="replace an existing envelope file")
+    s.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="take K's passphrase from VAR (default: REBUILD_PASSPHRASE, else a prompt)",
+    )
+    s.add_argument("--json", action="store_true", help="print one JSON document")
+    s.set_defaults(func=cmd_sign)
+
+    v = rsub.add_parser(
+        "verify",
+        help="check ARTIFACT against a signed release statement",
+        description=(
+            "Exit 0 when a trusted maintainer key signed the statement and ARTIFACT's sha256 "
+            "is one of its subjects; 1 when the signature or the digest does not match; "
+            "2 when an input is unusable."
+        ),
+    )
+    v.add_argument("artifact", type=Path, metavar="ARTIFACT")
+    v.add_argument("--statement", required=True, type=Path, metavar="S", help="envelope file")
+    v.add_argument(
+        "--key-file",
+        required=True,
+        action="append",
+        metavar="PUB",
+        help="trusted maintainer verifier key (file or name+id+key); repeatable",
+    )
+    v.add_argument("--json", action="store_true", help="print one JSON document")
+    v.set_defaults(func=cmd_verify)
+
+
+def _source_doc(source: Source) -> dict[str, str]:
+    return source.to_dict()
+
+
+def _source_text(source: Source) -> str:
+    if isinstance(source, GitSource):
+        return f"git {source.url} {source.tag} @ {source.commit}"
+    return f"sdist {source.url} sha256 {source.sha256}"
+
+
+def cmd_sign(args: argparse.Namespace, out: Output) -> int:
+    artifact: Path = args.artifact
+    dest: Path = args.out or artifact.with_name(artifact.name + ".release.json")
+    if dest.exists() and not args.force:
+        raise UsageError(f"{dest}: already exists; use --force to replace it")
+    for name, src in (("ARTIFACT", artifact), ("--recipe", args.recipe), ("--key", args.key)):
+        if _same_file(dest, src):
+            raise UsageError(f"{dest}: is the {name} file; refusing to write the envelope over it")
+    recipe = load_recipe(args.recipe)
+    statement = release_statement([artifact], recipe, package=args.package, version=args.version)
+    key = load_signing_key(args.key, args.passphrase_env)
+    envelope = sign_release(statement, key)
+    atomic_write(dest, envelope + b"\n", overwrite=args.force)
+    subject = statement.subjects[0]
+    signer = key_hint(key.verifier_key())
+    doc = {
+        "statement_file": str(dest),
+        "artifact": subject.name,
+        "sha256": subject.sha256,
+        "package": recipe.package,
+        "version": recipe.version,
+        "source": _source_doc(recipe.source),
+        "recipe_sha256": recipe.sha256,
+        "signer": signer,
+        "envelope_bytes": len(envelope),
+    }
+
+    def human(c: Console) -> None:
+        c.print(f"signed {recipe.package} {recipe.version} as {signer}", markup=False)
+        c.print(f"  artifact  {subject.name}  sha256 {subject.sha256}", markup=False)
+        c.print(f"  source    {_source_text(recipe.source)}", markup=False)
+        c.print(f"  recipe    {args.recipe}  sha256 {recipe.sha256}", markup=False)
+        c.print(f"  wrote     {dest} ({len(envelope) + 1} bytes)", markup=False)
+
+    out.result(doc, human)
+    return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    trusted = [load_verifier_key(k) for k in args.key_file]
+    for spec, key in zip(args.key_file, trusted, strict=True):
+        if key.algorithm != ALG_ED25519:
+            raise InputError(
+                f"{spec}: a type 0x{key.algorithm:02x} (witness) key cannot sign releases"
+            )
+    check = verify_release(args.artifact, args.statement, trusted)
+    pred = check.predicate
+    signers = [key_hint(k) for k in check.signers]
+    doc = {
+        "verdict": "valid",
+        "artifact": str(args.artifact),
+        "sha256": check.artifact_sha256,
+        "subject": check.subject.name,
+        "package": pred.package,
+        "version": pred.version,
+        "source": _source_doc(pred.source),
+        "recipe_sha256": pred.recipe_sha256,
+        "signers": signers,
+    }
+
+    def human(c: Console) -> None:
+        c.print(
+            Text.assemble(
+                ("valid", "bold green"),
+                f": {args.artifact} is release {pred.package} {pred.version}",
+            )
+        )
+        c.print(f"  sha256     {check.artifact_sha256}", markup=False)
+        c.print(f"  subject    {check.subject.name}", markup=False)
+        c.print(f"  signed by  {', '.join(signers)}", markup=False)
+        c.print(f"  source     {_source_text(pred.source)}", markup=False)
+        c.print(f"  recipe     sha256 {pred.recipe_sha256}", markup=False)
+
+    out.result(doc, human)
+    return 0

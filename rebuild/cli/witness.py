@@ -1,0 +1,111 @@
+"""``rebuild witness``: run a C2SP tlog-witness, show its cosigning key."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rebuild.cli._output import Output
+from rebuild.errors import UsageError
+from rebuild.keystore import load_signing_key, load_verifier_key
+from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context
+from verify.cosignature import witness_key
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("witness", help="run a transparency-log witness (C2SP tlog-witness)")
+    wsub = p.add_subparsers(dest="witness_command", metavar="ACTION", required=True)
+
+    s = wsub.add_parser(
+        "serve",
+        help="serve POST /add-checkpoint and cosign consistent checkpoints",
+        description=(
+            "Cosign checkpoints of the given logs (C2SP tlog-witness) with cosignature/v1 "
+            "(Ed25519, key type 0x04). State (the last cosigned checkpoint per log) is kept "
+            "durably in --state, which one process at a time may use. Runs until SIGINT or "
+            "SIGTERM. With --json, prints one JSON document once listening."
+        ),
+    )
+    s.add_argument("--key", required=True, type=Path, metavar="FILE", help="witness secret key")
+    s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
+    s.add_argument("--state", required=True, type=Path, metavar="DIR", help="state directory")
+    s.add_argument("--listen", required=True, metavar="HOST:PORT", help="address (port 0: any)")
+    s.add_argument(
+        "--log",
+        required=True,
+        action="append",
+        metavar="VKEY",
+        help="a log's verifier key (name = origin), literal or .pub file; repeatable",
+    )
+    s.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this cert")
+    s.add_argument("--tls-key", type=Path, metavar="FILE", help="private key for --tls-cert")
+    s.add_argument("--json", action="store_true", help="print one JSON document")
+    s.set_defaults(func=cmd_serve)
+
+    k = wsub.add_parser(
+        "vkey",
+        help="print the witness's cosignature/v1 verifier key (for tlog-policy files)",
+    )
+    k.add_argument("--key", required=True, type=Path, metavar="FILE", help="witness secret key")
+    k.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
+    k.add_argument("--json", action="store_true", help="print one JSON document")
+    k.set_defaults(func=cmd_vkey)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
+    key = load_signing_key(args.key, args.passphrase_env)
+    vkey = witness_key(key).encode()
+    out.result({"name": key.name, "witness_verifier_key": vkey}, lambda c: c.print(vkey))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    host, port = parse_listen(args.listen)
+    key = load_signing_key(args.key, args.passphrase_env)
+    logs = [load_verifier_key(spec) for spec in args.log]
+    tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    if tls is None and not _is_loopback(host):
+        out.note(f"warning: serving plain HTTP on {host}; use --tls-cert/--tls-key off loopback")
+    logging.basicConfig(level=logging.WARNING, format="witness: %(levelname)s %(message)s")
+    state = WitnessState(args.state)
+    try:
+        witness = Witness(key, logs, state)
+        vkey = witness.vkey.encode()
+
+        def ready(url: str) -> None:
+            doc = {
+                "url": url,
+                "witness_verifier_key": vkey,
+                "logs": sorted(witness.logs),
+                "state": str(args.state),
+            }
+
+            def human(c: Console) -> None:
+                c.print(f"witness {key.name} listening on {url}")
+                c.print(f"verifier key: {vkey}")
+                for origin in sorted(witness.logs):
+                    c.print(f"witnessing: {origin}")
+
+            out.result(doc, human)
+
+        asyncio.run(serve_forever(witness, host, port, tls, ready))
+    finally:
+        state.close()
+    return 0

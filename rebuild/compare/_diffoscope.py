@@ -1,0 +1,205 @@
+"""The diffoscope seam: run the real diffoscope as a subprocess, bounded.
+
+It decides nothing about the verdict; it only produces reports for people.
+It must never hang (wall-clock timeout, the whole process group is killed),
+never produce unbounded output (diffoscope's own size caps plus a read cap),
+and never turn "diffoscope is missing" into a failed comparison: that is a
+note, and the format-aware diagnosis still answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rebuild.compare._model import DiffoscopeRun
+
+DEFAULT_DIFFOSCOPE = "/usr/bin/diffoscope"
+DEFAULT_TIMEOUT = 300.0
+# diffoscope's own report caps (bytes / lines) and our cap on what we read back.
+MAX_REPORT_SIZE = 16 << 20
+MAX_DIFF_BLOCK_LINES = 1024
+READ_CAP = 32 << 20
+SUPPORTED_JSON_VERSIONS = frozenset({1})
+# diffoscope says this in a comment when a tool it wants is not installed.
+MISSING_TOOL_MARKER = "not available in path"
+
+
+@dataclass(frozen=True)
+class DiffoscopeOutput:
+    run: DiffoscopeRun
+    json_report: bytes | None
+    html_report: bytes | None
+    text_report: bytes | None
+    missing_tools: tuple[str, ...]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "TMPDIR"}}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["LC_ALL"] = "C.UTF-8"
+    env["TZ"] = "UTC"
+    return env
+
+
+def diffoscope_version(executable: str, timeout: float = 30.0) -> str | None:
+    """``diffoscope --version`` (e.g. ``240``), or None when it cannot run."""
+    try:
+        proc = subprocess.run(
+            [executable, "--version"],
+            capture_output=True,
+            timeout=timeout,
+            env=_env(),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    words = proc.stdout.decode("utf-8", "replace").split()
+    return words[-1] if words else None
+
+
+def _read_capped(path: Path) -> bytes | None:
+    try:
+        with path.open("rb") as f:
+            data = f.read(READ_CAP + 1)
+    except OSError:
+        return None
+    return data[:READ_CAP] if data else None
+
+
+def _missing_tools(node: object, found: set[str], depth: int = 0) -> None:
+    # diffoscope nests details; walk them (bounded) for its missing-tool comments.
+    if depth > 64 or len(found) > 32:
+        return
+    if isinstance(node, dict):
+        for c in node.get("comments", []) or []:
+            if isinstance(c, str) and MISSING_TOOL_MARKER in c:
+                found.add(c.strip()[:200])
+        for d in node.get("details", []) or []:
+            _missing_tools(d, found, depth + 1)
+
+
+def run_diffoscope(
+    expected: Path,
+    actual: Path,
+    *,
+    executable: str = DEFAULT_DIFFOSCOPE,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> DiffoscopeOutput:
+    """Run diffoscope on two files; never raises for tool trouble (see ``run.status``)."""
+    start = time.monotonic()
+    version = diffoscope_version(executable)
+    if version is None:
+        note = (
+            f"diffoscope is not available ({executable} cannot be run); format-aware diagnosis only"
+        )
+        return DiffoscopeOutput(
+            DiffoscopeRun("missing", None, None, None, time.monotonic() - start, note),
+            None,
+            None,
+            None,
+            (),
+        )
+    with tempfile.TemporaryDirectory(prefix="rebuild-diffoscope-") as tmp:
+        out = Path(tmp)
+        argv = [
+            executable,
+            "--json",
+            str(out / "report.json"),
+            "--html",
+            str(out / "report.html"),
+            "--text",
+            str(out / "report.txt"),
+            "--text-color",
+            "never",
+            "--max-report-size",
+            str(MAX_REPORT_SIZE),
+            "--max-text-report-size",
+            str(MAX_REPORT_SIZE),
+            "--max-page-size",
+            str(MAX_REPORT_SIZE),
+            "--max-diff-block-lines",
+            str(MAX_DIFF_BLOCK_LINES),
+            # diffoscope's own soft limit, so it can still write partial reports.
+            "--timeout",
+            str(max(1, int(timeout * 0.8))),
+            "--",
+            # diffoscope runs in a scratch directory: give it absolute paths.
+            str(expected.resolve()),
+            str(actual.resolve()),
+        ]
+        # A new session, so a timeout kills diffoscope and every tool it started.
+        # stderr goes to a file, so a chatty diffoscope cannot grow our memory.
+        with (out / "stderr.txt").open("wb") as errf:
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=errf,
+                env=_env(),
+                cwd=tmp,
+                start_new_session=True,
+            )
+        try:
+            proc.wait(timeout=max(0.1, timeout - (time.monotonic() - start)))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            note = f"diffoscope did not finish within {timeout:g} s; it was stopped"
+            return DiffoscopeOutput(
+                DiffoscopeRun("timeout", version, None, None, time.monotonic() - start, note),
+                None,
+                None,
+                None,
+                (),
+            )
+        seconds = time.monotonic() - start
+        wrote_json = (out / "report.json").is_file()
+        if proc.returncode not in (0, 1) or not wrote_json:
+            with (out / "stderr.txt").open("rb") as errf:
+                errf.seek(0, os.SEEK_END)
+                errf.seek(max(0, errf.tell() - 4096))
+                err = errf.read()
+            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+            what = "" if wrote_json else ", no report written"
+            note = f"diffoscope failed (exit {proc.returncode}{what}): {tail[0][:300]}"
+            return DiffoscopeOutput(
+                DiffoscopeRun("failed", version, proc.returncode, None, seconds, note),
+                None,
+                None,
+                None,
+                (),
+            )
+        json_report = _read_capped(out / "report.json")
+        html_report = _read_capped(out / "report.html")
+        text_report = _read_capped(out / "report.txt")
+    fmt: int | None = None
+    missing: set[str] = set()
+    json_note: str | None = None
+    if json_report is not None:
+        try:
+            doc = json.loads(json_report)
+            raw = doc.get("diffoscope-json-version") if isinstance(doc, dict) else None
+            fmt = raw if isinstance(raw, int) else None
+            _missing_tools(doc, missing)
+        except (ValueError, RecursionError):
+            json_note = "diffoscope's JSON report could not be parsed; kept as is"
+        if fmt is not None and fmt not in SUPPORTED_JSON_VERSIONS:
+            json_note = f"diffoscope JSON format version {fmt} is unknown here; kept as is"
+    if missing:
+        lacked = "diffoscope lacked tools: " + " | ".join(sorted(missing))
+        json_note = f"{json_note}; {lacked}" if json_note else lacked
+    return DiffoscopeOutput(
+        DiffoscopeRun("ran", version, proc.returncode, fmt, seconds, json_note),
+        json_report,
+        html_report,
+        text_report,
+        tuple(sorted(missing)),
+    )
