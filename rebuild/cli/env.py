@@ -197,7 +197,9 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     outcomes: list[BuildOutcome] = []
     for d in _targets(args):
         with _progress(out, f"env {d.name}") as progress:
-            o = build_environment(d, _mirrors(args, _suite_of(d)), progress, force=args.force)
+            # --force rebuilds what was named, not the parents it stands on.
+            force = args.force and (args.all or d.name == args.name)
+            o = build_environment(d, _mirrors(args, _suite_of(d)), progress, force=force)
         outcomes.append(o)
         if not out.json_mode:
             what = f"built in {o.seconds:.1f} s" if o.built else "up to date"

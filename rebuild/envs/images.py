@@ -469,9 +469,16 @@ def _docker_build(
 _APT_CLEAN = "apt-get clean; rm -rf /var/lib/apt/lists/*"
 
 
-def _dockerfile(from_ref: str, definition: Definition, install: list[str], *, upgrade: bool) -> str:
+def _dockerfile(
+    from_ref: str, definition: Definition, install: list[str], *, upgrade: bool, pinned: bool
+) -> str:
     lines = [f"FROM {from_ref}"]
     run = "set -eu; export DEBIAN_FRONTEND=noninteractive; apt-get update -q"
+    if pinned:
+        # Installing exact versions, the Release file's freshness (Valid-Until)
+        # protects nothing: signatures and hashes are still checked, and this
+        # lets a snapshot archive of the lock's date serve an old lock.
+        run = run.replace("apt-get update", "apt-get -o Acquire::Check-Valid-Until=false update")
     if upgrade:
         run += "; apt-get upgrade -y -q"
     if install:
@@ -550,7 +557,7 @@ def build_environment(
             progress(f"installing {len(pins)} pinned packages")
             image_id, _ = _docker_build(
                 ctx,
-                _dockerfile(from_ref, definition, pins, upgrade=False),
+                _dockerfile(from_ref, definition, pins, upgrade=False, pinned=True),
                 lock.image_tag,
                 labels,
                 progress,
@@ -593,7 +600,11 @@ def lock_environment(
             image_id, _ = _docker_build(
                 ctx,
                 _dockerfile(
-                    from_ref, definition, list(definition.packages), upgrade=parent_lock is None
+                    from_ref,
+                    definition,
+                    list(definition.packages),
+                    upgrade=parent_lock is None,
+                    pinned=False,
                 ),
                 unlocked_tag,
                 {LABEL_NAME: definition.name},
