@@ -85,3 +85,27 @@ def test_no_engine_at_docker_host_is_a_clear_tool_error(
     monkeypatch.setattr(_docker, "_client", None)
     with pytest.raises(ToolError, match=r"no Docker engine answers at unix://.*run scripts/setup"):
         _call(tmp_path)
+
+
+def test_public_surface_of_rebuild_envs_is_pinned() -> None:
+    """Other parts (the verify engine) build on these names; changing them is a break."""
+    import rebuild.envs
+
+    assert sorted(rebuild.envs.__all__) == [
+        "BUILD_DIR",
+        "DEFAULT_LIMITS",
+        "Definition",
+        "DriftError",
+        "Limits",
+        "Lock",
+        "OUT_DIR",
+        "OutputFile",
+        "RunResult",
+        "SRC_DIR",
+        "load_definition",
+        "load_lock",
+        "run_build",
+        "verified_image",
+    ]
+    for name in rebuild.envs.__all__:
+        assert hasattr(rebuild.envs, name)
