@@ -71,7 +71,7 @@ def no_leftovers(environments: list[str], tmp_path: Path) -> Iterator[None]:
 
 def _run(tmp_path: Path, script: str, **kw: Any) -> RunResult:
     src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
+    src.mkdir(parents=True, exist_ok=True)
     (src / "hello.txt").write_text("hello\n")
     return run_build(
         kw.pop("environment", "python-3.11"),
@@ -383,3 +383,40 @@ def test_env_lock_writes_a_canonical_lock_and_a_labelled_image(
         assert not build_environment(d, lambda: resolve_mirrors("bookworm")).built
     finally:
         _docker.client().images.remove(lock.image_tag, force=True)
+
+
+def test_rebuilt_environment_image_is_found_again_after_the_old_one_is_deleted(
+    environments: list[str], tmp_path: Path, no_leftovers: None
+) -> None:
+    """The runner remembers verified images; a deleted one must not break the next build."""
+    from rebuild.envs.images import _docker_build
+
+    probe = _probe_containers(tmp_path, "moved-probe", "python-3.11")
+    lock = dataclasses.replace(load_lock(load_definition("python-3.11")), name="moved-probe")
+    (probe / "lock.json").write_bytes(lock.canonical_bytes())
+    labels = {LABEL_NAME: "moved-probe", LABEL_LOCK_DIGEST: lock.digest}
+    base_id = load_lock(load_definition("python-3.11"))
+    parent = find_image(base_id)
+    assert parent is not None
+    c = _docker.client()
+
+    def label_image(marker: str) -> str:
+        ctx = tmp_path / f"ctx-{marker}"
+        ctx.mkdir()
+        dockerfile = f"FROM {parent.id}\nLABEL org.rebuild.test.marker={marker}\n"
+        image_id, _ = _docker_build(
+            ctx, dockerfile, lock.image_tag, labels, lambda _: None, nocache=True
+        )
+        return image_id
+
+    first = label_image("one")
+    try:
+        r1 = _run(tmp_path / "a", "true", environment="moved-probe", containers_dir=probe.parent)
+        assert r1.ok and r1.image_id == first
+        c.images.remove(lock.image_tag, force=True)
+        second = label_image("two")
+        assert second != first
+        r2 = _run(tmp_path / "b", "true", environment="moved-probe", containers_dir=probe.parent)
+        assert r2.ok and r2.image_id == second
+    finally:
+        c.images.remove(lock.image_tag, force=True)

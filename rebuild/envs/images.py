@@ -288,28 +288,42 @@ def check_environment(definition: Definition, *, use_cache: bool = False) -> Che
     return CheckReport(definition.name, lock.digest, image, drift)
 
 
-def verified_image(name: str, containers_dir: Path | None = None) -> tuple[Lock, ImageRef]:
+_verified: dict[str, ImageRef] = {}
+
+
+def verified_image(
+    name: str, containers_dir: Path | None = None, *, refresh: bool = False
+) -> tuple[Lock, ImageRef]:
     """The image of environment ``name``, proven to match its lock (check cached by id).
 
+    Within a process the verified image is remembered per lock digest, so a
+    run costs no engine call here: an image id proven to match a lock keeps
+    matching it (ids are content digests), even if the tag moves meanwhile.
+    ``refresh`` looks the image up again (e.g. after it was deleted).
     Raises DriftError for a drifted image and ToolError when none is built.
     """
     definition = load_definition(name, containers_dir)
     lock = load_lock(definition)
+    with _checked_lock:
+        remembered = None if refresh else _verified.get(lock.digest)
+    if remembered is not None:
+        return lock, remembered
     image = find_image(lock)
     if image is None:
         raise ToolError(
             f"environment {name!r} is not built (no image {lock.image_tag} labelled "
             f"{lock.digest}); run: rebuild env build {name}"
         )
-    if is_check_cached(image.id, lock.digest):
-        return lock, image
-    drift = compare(lock, inspect_contents(image.id, [f.target for f in lock.files]))
-    if not drift.empty:
-        raise DriftError(
-            f"environment {name!r}: image {image.id[:19]} does not match its lock "
-            f"{lock.digest[:19]}; refusing to build with it: " + "; ".join(drift.lines()[:10])
-        )
-    record_check(image.id, lock.digest)
+    if not is_check_cached(image.id, lock.digest):
+        drift = compare(lock, inspect_contents(image.id, [f.target for f in lock.files]))
+        if not drift.empty:
+            raise DriftError(
+                f"environment {name!r}: image {image.id[:19]} does not match its lock "
+                f"{lock.digest[:19]}; refusing to build with it: " + "; ".join(drift.lines()[:10])
+            )
+        record_check(image.id, lock.digest)
+    with _checked_lock:
+        _verified[lock.digest] = image
     return lock, image
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import requests
 
 from rebuild.envs import _docker
@@ -276,38 +277,47 @@ def run_build(
     timed_out = False
     exit_code: int | None = None
     oom = False
+
+    def create(image_id: str) -> Any:
+        return c.containers.create(
+            image_id,
+            ["sh", "-c", _WRAPPER, "rebuild-build", *argv],
+            name=name,
+            user=f"{BUILD_UID}:{BUILD_GID}",
+            hostname=HOSTNAME,
+            working_dir="/",
+            environment=run_env,
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={
+                BUILD_DIR: (
+                    f"{tmpfs_opts},size={limits.build_tmpfs_bytes},"
+                    f"uid={BUILD_UID},gid={BUILD_GID},mode=0755"
+                ),
+                TMP_DIR: f"{tmpfs_opts},size={limits.tmp_tmpfs_bytes},mode=1777",
+            },
+            volumes=volumes,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            pids_limit=limits.pids,
+            ipc_mode="private",
+            labels={RUN_LABEL: environment},
+            log_config={
+                "type": "json-file",
+                "config": {"max-size": str(limits.max_log_bytes), "max-file": "1"},
+            },
+        )
+
     try:
         with _docker.engine_errors(f"starting the build in {environment}"):
-            container = c.containers.create(
-                image.id,
-                ["sh", "-c", _WRAPPER, "rebuild-build", *argv],
-                name=name,
-                user=f"{BUILD_UID}:{BUILD_GID}",
-                hostname=HOSTNAME,
-                working_dir="/",
-                environment=run_env,
-                network_mode="none",
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                read_only=True,
-                tmpfs={
-                    BUILD_DIR: (
-                        f"{tmpfs_opts},size={limits.build_tmpfs_bytes},"
-                        f"uid={BUILD_UID},gid={BUILD_GID},mode=0755"
-                    ),
-                    TMP_DIR: f"{tmpfs_opts},size={limits.tmp_tmpfs_bytes},mode=1777",
-                },
-                volumes=volumes,
-                mem_limit=limits.memory_bytes,
-                memswap_limit=limits.memory_bytes,
-                pids_limit=limits.pids,
-                ipc_mode="private",
-                labels={RUN_LABEL: environment},
-                log_config={
-                    "type": "json-file",
-                    "config": {"max-size": str(limits.max_log_bytes), "max-file": "1"},
-                },
-            )
+            try:
+                container = create(image.id)
+            except docker.errors.ImageNotFound:
+                # The remembered image was deleted (e.g. rebuilt): look it up again.
+                lock, image = verified_image(environment, containers_dir, refresh=True)
+                container = create(image.id)
             container.start()
         started = time.monotonic()
         with _docker.engine_errors("waiting for the build"):
