@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -185,3 +188,28 @@ def test_sources_template_drops_security_stanza_without_a_security_mirror() -> N
     assert "Suites: bookworm bookworm-updates" in full and "@" not in full
     only = render_sources(template, "bookworm", dataclasses.replace(m, security=None))
     assert "security" not in only and f"URIs: {ARCHIVE}\n" in only
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_work_dir_with_a_leftover_mount_is_unmounted_not_deleted_through(tmp_path: Path) -> None:
+    """An interrupted debootstrap leaves /proc-like mounts; cleanup must not recurse into them."""
+    from rebuild.envs import images
+
+    with images._workdir("rebuild-test-") as work:
+        target = work / "root" / "proc"
+        target.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(target)], check=True)
+        (target / "precious").write_text("x")
+        assert images._mounts_under(work) == [str(target)]
+    assert not work.exists()
+    assert images._mounts_under(work) == []
+
+
+def test_env_build_with_a_non_http_mirror_flag_is_refused_before_any_work(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rebuild.cli import main
+
+    assert main(["env", "build", "--all", "--mirror", "ftp://mirror.test/debian", "--json"]) == 2
+    err = json.loads(capsys.readouterr().out)["error"]
+    assert err["kind"] == "UsageError" and "--mirror" in err["message"]

@@ -30,9 +30,10 @@ from rebuild.envs.definition import (
     load_definition,
     load_lock,
 )
-from rebuild.envs.images import DriftError, build_environment, check_environment
+from rebuild.envs.images import DriftError, build_environment, check_environment, find_image
 from rebuild.envs.mirror import resolve_mirrors
 from rebuild.envs.runner import RUN_LABEL, Limits, RunResult, run_build
+from rebuild.errors import ToolError
 
 pytestmark = pytest.mark.docker
 
@@ -70,7 +71,7 @@ def no_leftovers(environments: list[str], tmp_path: Path) -> Iterator[None]:
 
 def _run(tmp_path: Path, script: str, **kw: Any) -> RunResult:
     src = tmp_path / "src"
-    src.mkdir(exist_ok=True)
+    src.mkdir(parents=True, exist_ok=True)
     (src / "hello.txt").write_text("hello\n")
     return run_build(
         kw.pop("environment", "python-3.11"),
@@ -332,3 +333,90 @@ def test_php_environment_can_build_a_phar(tmp_path: Path, no_leftovers: None) ->
     assert r.ok, r.log_path.read_text()
     assert [o.path for o in r.outputs] == ["app.phar"]
     assert r.log_path.read_text().endswith("hi")
+
+
+def _probe_containers(tmp_path: Path, name: str, like: str) -> Path:
+    """A copy of containers/ with environment ``like`` renamed to ``name``."""
+    containers = tmp_path / "containers"
+    shutil.copytree(default_containers_dir(), containers)
+    probe = containers / name
+    (containers / like).rename(probe)
+    toml = probe / "environment.toml"
+    toml.write_text(toml.read_text().replace(f'name = "{like}"', f'name = "{name}"'))
+    return probe
+
+
+def test_lock_pinning_a_version_the_mirror_dropped_fails_with_relock_advice(
+    environments: list[str], tmp_path: Path
+) -> None:
+    """Debian point releases drop superseded versions; the build must say so, not drift."""
+    probe = _probe_containers(tmp_path, "gone-probe", "php-8.2")
+    lock = load_lock(load_definition("php-8.2"))
+    pkgs = tuple(
+        dataclasses.replace(p, version="99.0-gone1") if p.name == "php8.2-cli" else p
+        for p in lock.packages
+    )
+    gone = dataclasses.replace(lock, name="gone-probe", packages=pkgs)
+    (probe / "lock.json").write_bytes(gone.canonical_bytes())
+    d = load_definition("gone-probe", probe.parent)
+    with pytest.raises(ToolError, match=r"no longer has pinned versions \(php8.2-cli=99.0-gone1"):
+        build_environment(d, lambda: resolve_mirrors("bookworm"))
+    assert find_image(load_lock(d)) is None
+
+
+def test_env_lock_writes_a_canonical_lock_and_a_labelled_image(
+    environments: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = _probe_containers(tmp_path, "lock-probe", "php-8.2")
+    (probe / "lock.json").unlink()
+    monkeypatch.setenv("REBUILD_CONTAINERS_DIR", str(probe.parent))
+    assert main(["env", "lock", "lock-probe", "--json"]) == 0
+    d = load_definition("lock-probe", probe.parent)
+    lock = load_lock(d)  # refuses a non-canonical file
+    try:
+        image = find_image(lock)
+        assert image is not None and image.labels[LABEL_LOCK_DIGEST] == lock.digest
+        assert any(p.name == "php8.2-cli" for p in lock.packages)
+        assert lock.parent_lock_digest == load_lock(load_definition("debian-bookworm")).digest
+        assert check_environment(d).ok
+        # A second build of the fresh lock is a no-op.
+        assert not build_environment(d, lambda: resolve_mirrors("bookworm")).built
+    finally:
+        _docker.client().images.remove(lock.image_tag, force=True)
+
+
+def test_rebuilt_environment_image_is_found_again_after_the_old_one_is_deleted(
+    environments: list[str], tmp_path: Path, no_leftovers: None
+) -> None:
+    """The runner remembers verified images; a deleted one must not break the next build."""
+    from rebuild.envs.images import _docker_build
+
+    probe = _probe_containers(tmp_path, "moved-probe", "python-3.11")
+    lock = dataclasses.replace(load_lock(load_definition("python-3.11")), name="moved-probe")
+    (probe / "lock.json").write_bytes(lock.canonical_bytes())
+    labels = {LABEL_NAME: "moved-probe", LABEL_LOCK_DIGEST: lock.digest}
+    base_id = load_lock(load_definition("python-3.11"))
+    parent = find_image(base_id)
+    assert parent is not None
+    c = _docker.client()
+
+    def label_image(marker: str) -> str:
+        ctx = tmp_path / f"ctx-{marker}"
+        ctx.mkdir()
+        dockerfile = f"FROM {parent.id}\nLABEL org.rebuild.test.marker={marker}\n"
+        image_id, _ = _docker_build(
+            ctx, dockerfile, lock.image_tag, labels, lambda _: None, nocache=True
+        )
+        return image_id
+
+    first = label_image("one")
+    try:
+        r1 = _run(tmp_path / "a", "true", environment="moved-probe", containers_dir=probe.parent)
+        assert r1.ok and r1.image_id == first
+        c.images.remove(lock.image_tag, force=True)
+        second = label_image("two")
+        assert second != first
+        r2 = _run(tmp_path / "b", "true", environment="moved-probe", containers_dir=probe.parent)
+        assert r2.ok and r2.image_id == second
+    finally:
+        c.images.remove(lock.image_tag, force=True)

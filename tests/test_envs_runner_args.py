@@ -72,3 +72,40 @@ def test_too_many_output_files_is_a_problem(tmp_path: Path) -> None:
         (out / f"f{i}").write_bytes(b"x")
     outputs, problems = collect_outputs(out, Limits(max_output_files=3))
     assert len(outputs) == 3 and problems == ["more than 3 output files"]
+
+
+def test_no_engine_at_docker_host_is_a_clear_tool_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real client pointed at a socket nothing listens on (no engine double)."""
+    from rebuild.envs import _docker
+    from rebuild.errors import ToolError
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    monkeypatch.setattr(_docker, "_client", None)
+    with pytest.raises(ToolError, match=r"no Docker engine answers at unix://.*run scripts/setup"):
+        _call(tmp_path)
+
+
+def test_public_surface_of_rebuild_envs_is_pinned() -> None:
+    """Other parts (the verify engine) build on these names; changing them is a break."""
+    import rebuild.envs
+
+    assert sorted(rebuild.envs.__all__) == [
+        "BUILD_DIR",
+        "DEFAULT_LIMITS",
+        "Definition",
+        "DriftError",
+        "Limits",
+        "Lock",
+        "OUT_DIR",
+        "OutputFile",
+        "RunResult",
+        "SRC_DIR",
+        "load_definition",
+        "load_lock",
+        "run_build",
+        "verified_image",
+    ]
+    for name in rebuild.envs.__all__:
+        assert hasattr(rebuild.envs, name)

@@ -25,10 +25,10 @@ EXIT_ERROR = 2
 COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.key",
     "rebuild.cli.release",
-    "rebuild.cli.env",
-    "rebuild.cli.diff",
-    "rebuild.cli.log",
     "rebuild.cli.witness",
+    "rebuild.cli.diff",
+    "rebuild.cli.env",
+    "rebuild.cli.log",
     "rebuild.cli.verify",
 )
 

@@ -26,7 +26,7 @@ from rebuild.envs.images import (
     find_image,
     lock_environment,
 )
-from rebuild.envs.mirror import Mirrors, resolve_mirrors
+from rebuild.envs.mirror import Mirrors, check_url, resolve_mirrors
 from rebuild.errors import OperationalError, UsageError
 
 
@@ -98,6 +98,12 @@ def register(sub: Any) -> None:
 
 
 def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:
+    # Bad flags are refused up front, even when no build turns out to need them.
+    if args.mirror:
+        check_url(args.mirror, "--mirror")
+    if args.security_mirror:
+        check_url(args.security_mirror, "--security-mirror")
+
     # Resolved lazily: a no-op build needs no mirror at all.
     @functools.cache
     def get() -> Mirrors:
@@ -154,13 +160,13 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         rows.append(row)
 
     def human(c: Console) -> None:
-        t = Table("environment", "lock digest", "packages", "image", "present")
+        t = Table("environment", "identity (lock digest)", "packages", "on", "image built")
         for r in rows:
             t.add_row(
                 r["name"],
-                (r["lock_digest"] or "no lock")[:19],
+                (r["lock_digest"] or "no lock")[:19] + "…",
                 str(r.get("packages", "-")),
-                r["image"] or "-",
+                r["parent"] or r["base"] or "-",
                 "yes" if r["present"] else "no",
             )
         c.print(t)
@@ -191,7 +197,9 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
     outcomes: list[BuildOutcome] = []
     for d in _targets(args):
         with _progress(out, f"env {d.name}") as progress:
-            o = build_environment(d, _mirrors(args, _suite_of(d)), progress, force=args.force)
+            # --force rebuilds what was named, not the parents it stands on.
+            force = args.force and (args.all or d.name == args.name)
+            o = build_environment(d, _mirrors(args, _suite_of(d)), progress, force=force)
         outcomes.append(o)
         if not out.json_mode:
             what = f"built in {o.seconds:.1f} s" if o.built else "up to date"

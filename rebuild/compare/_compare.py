@@ -27,6 +27,8 @@ from rebuild.compare._model import Comparison, ReportFile, causes_of
 from rebuild.compare._store import store_report
 
 COMPARISON_REPORT_TYPE = "https://rebuild.invalid/comparison/v1"
+# Details kept per comparison (causes are always computed from all of them).
+MAX_DIFFERENCES = 10_000
 
 
 def compare(
@@ -61,6 +63,11 @@ def compare(
         )
     diag: Diagnosis = diagnose(expected, actual)
     notes = list(diag.notes)
+    causes = causes_of(diag.differences)
+    differences = diag.differences[:MAX_DIFFERENCES]
+    if len(diag.differences) > MAX_DIFFERENCES:
+        omitted = len(diag.differences) - MAX_DIFFERENCES
+        notes.append(f"{omitted} further differences omitted from the details")
     reports: list[ReportFile] = []
     run = None
     if report_dir is not None and diffoscope is not None:
@@ -88,8 +95,8 @@ def compare(
         expected_size=e_size,
         actual_size=a_size,
         format=diag.format,
-        causes=causes_of(diag.differences),
-        differences=diag.differences,
+        causes=causes,
+        differences=differences,
         notes=tuple(notes),
         diffoscope=run,
         reports=tuple(reports),

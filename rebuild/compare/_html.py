@@ -49,6 +49,7 @@ code, .mono { font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, mono
               overflow-wrap: anywhere; }
 .cause { font-weight: 600; min-width: 16em; }
 td.num { text-align: right; width: 7em; }
+td.entry { min-width: 14em; }
 .explained { color: var(--muted); }
 pre { background: var(--bg); border: 1px solid var(--line); padding: 10px; overflow: auto;
       font: 13px/1.4 ui-monospace, monospace; }
@@ -149,7 +150,7 @@ def render_html_report(
             cls = ' class="explained"' if d.explained_by_others else ""
             parts.append(
                 f"<tr{cls}><td>{_e(d.kind)}{'/' + _e(d.side) if d.side else ''}</td>"
-                f'<td class="mono">{_e(d.path or "(archive)")}</td><td>{_e(d.detail)}'
+                f'<td class="mono entry">{_e(d.path or "(archive)")}</td><td>{_e(d.detail)}'
                 f"{' — explained by the others' if d.explained_by_others else ''}</td>"
                 f'<td class="mono">{_e(d.expected)}</td><td class="mono">{_e(d.actual)}</td></tr>'
             )
@@ -168,15 +169,15 @@ def render_html_report(
         parts.append("<h2>Context</h2>")
         parts.append(_kv_table(ctx, "context"))
     parts.append(
-        '<h2>Reports</h2><table id="reports"><thead><tr><th>kind</th><th>file</th>'
-        "<th>sha256</th><th>bytes</th></tr></thead><tbody>"
+        '<h2>Reports</h2><table id="reports"><thead><tr><th>kind</th>'
+        "<th>file (named by its sha256)</th><th>bytes</th></tr></thead><tbody>"
     )
     if not c.reports:
-        parts.append('<tr><td colspan="4">none stored</td></tr>')
+        parts.append('<tr><td colspan="3">none stored</td></tr>')
     for r in c.reports:
         parts.append(
-            f"<tr><td>{_e(r.kind)}</td><td>{_link(r, base)}</td>"
-            f'<td class="mono">{_e(r.sha256)}</td><td>{r.size}</td></tr>'
+            f'<tr><td>{_e(r.kind)}</td><td class="mono">{_link(r, base)}</td>'
+            f'<td class="num">{r.size}</td></tr>'
         )
     parts.append("</tbody></table>")
     if c.diffoscope is not None:

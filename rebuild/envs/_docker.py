@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,7 @@ def client() -> Any:
     global _client  # noqa: PLW0603 - one client per process: it pools connections
     with _lock:
         if _client is None:
+            _probe_unix_socket()
             try:
                 _client = docker.from_env(version="auto", timeout=DEFAULT_TIMEOUT_S)
             except (docker.errors.DockerException, requests.RequestException) as e:
@@ -43,6 +45,28 @@ def client() -> Any:
                     f"(or start dockerd) [{type(e).__name__}: {e}]"
                 ) from None
         return _client
+
+
+def _probe_unix_socket() -> None:
+    """Fail early, and cleanly, when the engine's unix socket does not answer.
+
+    The SDK negotiates the API version inside its constructor; when that
+    connection fails it leaks the socket, so the common case (no dockerd)
+    is caught here with a socket we close ourselves.
+    """
+    address = engine_address()
+    if not address.startswith("unix://"):
+        return
+    path = address.removeprefix("unix://")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise ToolError(
+                f"no Docker engine answers at {address}; run scripts/setup "
+                f"(or start dockerd) [{e.strerror or e}]"
+            ) from None
 
 
 @contextlib.contextmanager

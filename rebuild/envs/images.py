@@ -288,28 +288,42 @@ def check_environment(definition: Definition, *, use_cache: bool = False) -> Che
     return CheckReport(definition.name, lock.digest, image, drift)
 
 
-def verified_image(name: str, containers_dir: Path | None = None) -> tuple[Lock, ImageRef]:
+_verified: dict[str, ImageRef] = {}
+
+
+def verified_image(
+    name: str, containers_dir: Path | None = None, *, refresh: bool = False
+) -> tuple[Lock, ImageRef]:
     """The image of environment ``name``, proven to match its lock (check cached by id).
 
+    Within a process the verified image is remembered per lock digest, so a
+    run costs no engine call here: an image id proven to match a lock keeps
+    matching it (ids are content digests), even if the tag moves meanwhile.
+    ``refresh`` looks the image up again (e.g. after it was deleted).
     Raises DriftError for a drifted image and ToolError when none is built.
     """
     definition = load_definition(name, containers_dir)
     lock = load_lock(definition)
+    with _checked_lock:
+        remembered = None if refresh else _verified.get(lock.digest)
+    if remembered is not None:
+        return lock, remembered
     image = find_image(lock)
     if image is None:
         raise ToolError(
             f"environment {name!r} is not built (no image {lock.image_tag} labelled "
             f"{lock.digest}); run: rebuild env build {name}"
         )
-    if is_check_cached(image.id, lock.digest):
-        return lock, image
-    drift = compare(lock, inspect_contents(image.id, [f.target for f in lock.files]))
-    if not drift.empty:
-        raise DriftError(
-            f"environment {name!r}: image {image.id[:19]} does not match its lock "
-            f"{lock.digest[:19]}; refusing to build with it: " + "; ".join(drift.lines()[:10])
-        )
-    record_check(image.id, lock.digest)
+    if not is_check_cached(image.id, lock.digest):
+        drift = compare(lock, inspect_contents(image.id, [f.target for f in lock.files]))
+        if not drift.empty:
+            raise DriftError(
+                f"environment {name!r}: image {image.id[:19]} does not match its lock "
+                f"{lock.digest[:19]}; refusing to build with it: " + "; ".join(drift.lines()[:10])
+            )
+        record_check(image.id, lock.digest)
+    with _checked_lock:
+        _verified[lock.digest] = image
     return lock, image
 
 
@@ -334,7 +348,34 @@ def _workdir(prefix: str) -> Iterator[Path]:
     try:
         yield d
     finally:
-        shutil.rmtree(d, ignore_errors=True)
+        # debootstrap mounts /proc and /sys (and may bind /dev) inside its
+        # target; interrupted, it can leave them mounted. Never delete through
+        # a mount point: unmount first, and leave the folder if that fails.
+        if _unmount_under(d):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path.resolve()) + "/"
+    try:
+        lines = Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    points = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 1:
+            point = fields[1].replace("\\040", " ")
+            if point.startswith(prefix):
+                points.append(point)
+    return points
+
+
+def _unmount_under(path: Path) -> bool:
+    """Unmount everything mounted below ``path``; True when nothing is left mounted."""
+    for point in sorted(_mounts_under(path), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    return not _mounts_under(path)
 
 
 def _debootstrap_rootfs(
@@ -442,9 +483,16 @@ def _docker_build(
 _APT_CLEAN = "apt-get clean; rm -rf /var/lib/apt/lists/*"
 
 
-def _dockerfile(from_ref: str, definition: Definition, install: list[str], *, upgrade: bool) -> str:
+def _dockerfile(
+    from_ref: str, definition: Definition, install: list[str], *, upgrade: bool, pinned: bool
+) -> str:
     lines = [f"FROM {from_ref}"]
     run = "set -eu; export DEBIAN_FRONTEND=noninteractive; apt-get update -q"
+    if pinned:
+        # Installing exact versions, the Release file's freshness (Valid-Until)
+        # protects nothing: signatures and hashes are still checked, and this
+        # lets a snapshot archive of the lock's date serve an old lock.
+        run = run.replace("apt-get update", "apt-get -o Acquire::Check-Valid-Until=false update")
     if upgrade:
         run += "; apt-get upgrade -y -q"
     if install:
@@ -523,7 +571,7 @@ def build_environment(
             progress(f"installing {len(pins)} pinned packages")
             image_id, _ = _docker_build(
                 ctx,
-                _dockerfile(from_ref, definition, pins, upgrade=False),
+                _dockerfile(from_ref, definition, pins, upgrade=False, pinned=True),
                 lock.image_tag,
                 labels,
                 progress,
@@ -540,6 +588,10 @@ def build_environment(
             f"`rebuild env lock {definition.name}`: " + "; ".join(drift.lines()[:15])
         )
     record_check(image_id, lock.digest)
+    if existing is not None and existing.id != image_id:
+        # --force replaced it; drop the old copy unless something still uses it.
+        with contextlib.suppress(Exception):
+            _docker.client().images.remove(existing.id)
     return BuildOutcome(
         definition.name, lock.digest, image_id, lock.image_tag, True, time.monotonic() - started
     )
@@ -562,7 +614,11 @@ def lock_environment(
             image_id, _ = _docker_build(
                 ctx,
                 _dockerfile(
-                    from_ref, definition, list(definition.packages), upgrade=parent_lock is None
+                    from_ref,
+                    definition,
+                    list(definition.packages),
+                    upgrade=parent_lock is None,
+                    pinned=False,
                 ),
                 unlocked_tag,
                 {LABEL_NAME: definition.name},

@@ -36,7 +36,7 @@ class _Source:
     components: tuple[str, ...]
 
 
-def _check_url(url: str, what: str) -> str:
+def check_url(url: str, what: str) -> str:
     if not _URL_RE.match(url):
         raise UsageError(f"{what} {url!r} is not an http(s):// or file:// URL")
     return url.rstrip("/")
@@ -124,9 +124,9 @@ def resolve_mirrors(
     """Find the Debian archive (and security archive) mirror for ``suite``."""
     apt_archive, apt_security = _from_apt(suite, apt_dir)
     if mirror:
-        archive, origin = _check_url(mirror, "--mirror"), "--mirror"
+        archive, origin = check_url(mirror, "--mirror"), "--mirror"
     elif os.environ.get("REBUILD_DEBIAN_MIRROR"):
-        archive = _check_url(os.environ["REBUILD_DEBIAN_MIRROR"], "REBUILD_DEBIAN_MIRROR")
+        archive = check_url(os.environ["REBUILD_DEBIAN_MIRROR"], "REBUILD_DEBIAN_MIRROR")
         origin = "REBUILD_DEBIAN_MIRROR"
     elif apt_archive:
         archive, origin = apt_archive, f"apt sources in {apt_dir}"
@@ -136,9 +136,9 @@ def resolve_mirrors(
             "pass --mirror URL or set REBUILD_DEBIAN_MIRROR"
         )
     if security_mirror:
-        security: str | None = _check_url(security_mirror, "--security-mirror")
+        security: str | None = check_url(security_mirror, "--security-mirror")
     elif os.environ.get("REBUILD_DEBIAN_SECURITY_MIRROR"):
-        security = _check_url(
+        security = check_url(
             os.environ["REBUILD_DEBIAN_SECURITY_MIRROR"], "REBUILD_DEBIAN_SECURITY_MIRROR"
         )
     else:

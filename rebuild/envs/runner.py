@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import requests
 
 from rebuild.envs import _docker
@@ -276,53 +277,64 @@ def run_build(
     timed_out = False
     exit_code: int | None = None
     oom = False
+
+    def create(image_id: str) -> Any:
+        return c.containers.create(
+            image_id,
+            ["sh", "-c", _WRAPPER, "rebuild-build", *argv],
+            name=name,
+            user=f"{BUILD_UID}:{BUILD_GID}",
+            hostname=HOSTNAME,
+            working_dir="/",
+            environment=run_env,
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={
+                BUILD_DIR: (
+                    f"{tmpfs_opts},size={limits.build_tmpfs_bytes},"
+                    f"uid={BUILD_UID},gid={BUILD_GID},mode=0755"
+                ),
+                TMP_DIR: f"{tmpfs_opts},size={limits.tmp_tmpfs_bytes},mode=1777",
+            },
+            volumes=volumes,
+            mem_limit=limits.memory_bytes,
+            memswap_limit=limits.memory_bytes,
+            pids_limit=limits.pids,
+            ipc_mode="private",
+            labels={RUN_LABEL: environment},
+            log_config={
+                "type": "json-file",
+                "config": {"max-size": str(limits.max_log_bytes), "max-file": "1"},
+            },
+        )
+
     try:
         with _docker.engine_errors(f"starting the build in {environment}"):
-            container = c.containers.create(
-                image.id,
-                ["sh", "-c", _WRAPPER, "rebuild-build", *argv],
-                name=name,
-                user=f"{BUILD_UID}:{BUILD_GID}",
-                hostname=HOSTNAME,
-                working_dir="/",
-                environment=run_env,
-                network_mode="none",
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                read_only=True,
-                tmpfs={
-                    BUILD_DIR: (
-                        f"{tmpfs_opts},size={limits.build_tmpfs_bytes},"
-                        f"uid={BUILD_UID},gid={BUILD_GID},mode=0755"
-                    ),
-                    TMP_DIR: f"{tmpfs_opts},size={limits.tmp_tmpfs_bytes},mode=1777",
-                },
-                volumes=volumes,
-                mem_limit=limits.memory_bytes,
-                memswap_limit=limits.memory_bytes,
-                pids_limit=limits.pids,
-                ipc_mode="private",
-                labels={RUN_LABEL: environment},
-                log_config={
-                    "type": "json-file",
-                    "config": {"max-size": str(limits.max_log_bytes), "max-file": "1"},
-                },
-            )
+            try:
+                container = create(image.id)
+            except docker.errors.ImageNotFound:
+                # The remembered image was deleted (e.g. rebuilt): look it up again.
+                lock, image = verified_image(environment, containers_dir, refresh=True)
+                container = create(image.id)
             container.start()
         started = time.monotonic()
-        try:
-            status = container.wait(timeout=limits.timeout_s)
-            exit_code = int(status.get("StatusCode", -1))
-        except requests.RequestException as e:
-            if time.monotonic() - started < limits.timeout_s - 1:
-                raise ToolError(f"lost the Docker engine while waiting for the build: {e}") from e
-            timed_out = True
-            # Kill now so the log ends here; the finally below removes it regardless.
-            with contextlib.suppress(Exception):
-                container.kill()
+        with _docker.engine_errors("waiting for the build"):
+            try:
+                status = container.wait(timeout=limits.timeout_s)
+                exit_code = int(status.get("StatusCode", -1))
+            except requests.RequestException as e:
+                if time.monotonic() - started < limits.timeout_s - 1:
+                    raise ToolError(f"lost the Docker engine during the build: {e}") from e
+                timed_out = True
+                # Kill now so the log ends here; the finally below removes it regardless.
+                with contextlib.suppress(Exception):
+                    container.kill()
         duration = time.monotonic() - started
         with _docker.engine_errors("reading the build log"):
-            if not timed_out:
+            if not timed_out and exit_code != 0:
+                # Only a failed build can have been OOM-killed; spare the inspect otherwise.
                 container.reload()
                 oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             _write_log(container, log_path, limits, timed_out, duration)

@@ -277,3 +277,15 @@ def test_gzipped_phar_with_a_changed_entry_is_diagnosed_inside(tmp_path: Path) -
     )
     b = _gz(tmp_path / "b.phar.gz", build_phar(changed))
     assert compare(a, b).causes == ("content:src/App.php",)
+
+
+def test_many_timestamp_differences_keep_details_bounded(tmp_path: Path) -> None:
+    from rebuild.compare import _compare
+
+    files = {f"pkg/m{i:05d}.py": b"x" for i in range(_compare.MAX_DIFFERENCES + 50)}
+    a = write_wheel(tmp_path / "a.whl", files=files)
+    b = write_wheel(tmp_path / "b.whl", files=files, date_time=(2024, 1, 1, 0, 0, 0))
+    result = compare(a, b)
+    assert result.causes == ("timestamps",)
+    assert len(result.differences) == _compare.MAX_DIFFERENCES
+    assert any("further differences omitted" in n for n in result.notes)
