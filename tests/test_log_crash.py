@@ -33,7 +33,7 @@ WRITERS = 6
 
 def _writer(url: str, tag: str, acked: list[tuple[int, bytes]], lock: threading.Lock) -> None:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
     seq = 0
     try:
         while True:
@@ -54,7 +54,7 @@ def _writer(url: str, tag: str, acked: list[tuple[int, bytes]], lock: threading.
 
 def _observe(url: str, seen: dict[int, set[str]], stop: threading.Event) -> None:
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
     try:
         while not stop.is_set():
             conn.request("GET", "/checkpoint")

@@ -162,7 +162,10 @@ class LogServer:
                 )
                 ms = (loop.time() - t0) * 1000
                 log.debug("batch of %d integrated in %.1f ms", len(batch), ms)
-            except StorageError as e:
+            except Exception as e:
+                if not isinstance(e, StorageError):
+                    log.exception("internal error integrating a batch")
+                    e = StorageError(f"internal error: {type(e).__name__}")
                 log.error("batch of %d entries not integrated: %s", len(batch), e)
                 for _, fut in batch:
                     if not fut.done():
