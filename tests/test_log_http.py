@@ -85,11 +85,13 @@ def test_add_returns_index_and_leaf_hash_and_a_proof_that_verifies(log: Log) -> 
     assert verified.index == doc["index"]
 
 
-def test_readding_an_entry_returns_its_original_index(log: Log) -> None:
+def test_readding_an_entry_appends_it_and_lookup_finds_the_first(log: Log) -> None:
     body = envelope("twice")
     first = log.add(body)
     again = log.add(body)
-    assert again["index"] == first["index"] and again["duplicate"] is True
+    assert again["index"] != first["index"] and again["leaf_hash"] == first["leaf_hash"]
+    status, _, data = log.request("GET", f"/lookup/leaf/{first['leaf_hash']}")
+    assert status == 200 and json.loads(data)["index"] == first["index"]
 
 
 def test_oversized_entry_is_refused_with_413(log: Log) -> None:

@@ -190,7 +190,6 @@ def cmd_add(args: argparse.Namespace, out: Output) -> int:
     result = {
         "index": doc["index"],
         "leaf_hash": doc["leaf_hash"],
-        "duplicate": bool(doc.get("duplicate", False)),
         "proof": doc.get("proof"),
     }
     if doc["leaf_hash"] != merkle.leaf_hash(entry).hex():

@@ -340,15 +340,13 @@ class LogServer:
         if not request.query_string:
             # the hot path: format the small answer directly
             return web.Response(
-                body=b'{"index": %d, "leaf_hash": "%s", "duplicate": %s}'
-                % (seq.index, seq.leaf.hex().encode(), b"true" if seq.duplicate else b"false"),
+                body=b'{"index": %d, "leaf_hash": "%s"}' % (seq.index, seq.leaf.hex().encode()),
                 content_type="application/json",
                 headers=_NO_CACHE_HEADERS,
             )
         doc: dict[str, object] = {
             "index": seq.index,
             "leaf_hash": seq.leaf.hex(),
-            "duplicate": seq.duplicate,
         }
         if request.query.get("wait") in ("1", "true"):
             timeout = min(self.options.wait_timeout, MAX_WAIT_SECONDS)
