@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 IMMUTABLE: Final = "public, max-age=31536000, immutable"
 SHORT_LIVED: Final = "public, max-age=60"
 NO_CACHE: Final = "no-cache"
-MAX_QUEUE: Final = 200_000
+MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024  # beyond this, POST /add answers 503
 MAX_WAIT_SECONDS: Final = 60.0
 WITNESS_RETRY_SECONDS: Final = 1.0
 
@@ -92,6 +92,7 @@ class LogServer:
         self.witnesses = witnesses
         self.options = options
         self._queue: list[tuple[Pending, asyncio.Future[Sequenced]]] = []
+        self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._committed = asyncio.Event()
         self._published = asyncio.Event()
@@ -176,6 +177,7 @@ class LogServer:
                 await asyncio.sleep(self.options.batch_ms / 1000)
             batch = self._queue[:MAX_BATCH]
             del self._queue[:MAX_BATCH]
+            self._queued_bytes -= sum(len(p.data) for p, _ in batch)
             if not self._queue:
                 self._wakeup.clear()
             if not batch:
@@ -331,10 +333,11 @@ class LogServer:
             return _error(413, str(e))
         except EntryError as e:
             return _error(400, str(e))
-        if len(self._queue) >= MAX_QUEUE:
+        if self._queued_bytes + len(body) > MAX_QUEUED_BYTES:
             return _error(503, "log is overloaded; retry later")
         fut: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
         self._queue.append((Pending(body, merkle.leaf_hash(body), info.subjects), fut))
+        self._queued_bytes += len(body)
         self._wakeup.set()
         seq = await fut
         if not request.query_string:
