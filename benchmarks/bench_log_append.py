@@ -55,8 +55,14 @@ def peak_rss_kib(pid: int) -> tuple[int, int]:
     return hwm, rss
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_load(
-    port: int, total: int, connections: int, size: int, pid: int, milestones: list[int]
+    port: int, total: int, connections: int, *, size: int, pid: int, milestones: list[int]
 ) -> dict[str, object]:
     counter = iter(range(total))
     latencies: list[float] = []
@@ -91,9 +97,12 @@ async def run_load(
             await asyncio.sleep(1.0)
 
     start = time.perf_counter()
+    server_cpu0, client_cpu0 = cpu_seconds(pid), time.process_time()
     s = asyncio.create_task(sampler())
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - start
+    server_cpu = cpu_seconds(pid) - server_cpu0
+    client_cpu = time.process_time() - client_cpu0
     s.cancel()
     window.append((time.perf_counter(), done))
     # worst 10-second window (sustained rate), ignoring the first second of ramp-up
@@ -114,6 +123,8 @@ async def run_load(
         "seconds": round(elapsed, 2),
         "entries_per_second": round(done / elapsed),
         "worst_10s_window_per_second": round(min(rates)) if rates else None,
+        "server_cpu_us_per_entry": round(server_cpu / max(done, 1) * 1e6, 1),
+        "client_cpu_us_per_entry": round(client_cpu / max(done, 1) * 1e6, 1),
         "latency_ms_p50": round(pct(0.50), 1),
         "latency_ms_p99": round(pct(0.99), 1),
         "latency_ms_max": round(latencies[-1] * 1000, 1),
@@ -127,9 +138,9 @@ async def run_load(
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=100_000)
-    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--connections", type=int, default=512)
     ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--batch-ms", type=float, default=5.0)
+    ap.add_argument("--batch-ms", type=float, default=0.0)
     ap.add_argument("--dir", type=Path, help="log directory (default: a temp dir)")
     args = ap.parse_args()
     try:
@@ -148,8 +159,21 @@ def main() -> None:
             capture_output=True,
         )
         server = subprocess.Popen(
-            [sys.executable, "-m", "rebuild", "log", "serve", "--dir", str(Path(tmp) / "log"),
-             "--key", str(key), "--listen", "127.0.0.1:0", "--batch-ms", str(args.batch_ms)],
+            [
+                sys.executable,
+                "-m",
+                "rebuild",
+                "log",
+                "serve",
+                "--dir",
+                str(Path(tmp) / "log"),
+                "--key",
+                str(key),
+                "--listen",
+                "127.0.0.1:0",
+                "--batch-ms",
+                str(args.batch_ms),
+            ],
             env=env,
             stderr=subprocess.PIPE,
             text=True,
@@ -163,13 +187,21 @@ def main() -> None:
             port = int(m.group(1))
             milestones = [m for m in (10_000, 100_000, 1_000_000) if m <= args.entries]
             result = asyncio.run(
-                run_load(port, args.entries, args.connections, args.size, server.pid, milestones)
+                run_load(
+                    port,
+                    args.entries,
+                    args.connections,
+                    size=args.size,
+                    pid=server.pid,
+                    milestones=milestones,
+                )
             )
             result["server_final_peak_rss_mib"] = round(peak_rss_kib(server.pid)[0] / 1024, 1)
             result["connections"] = args.connections
             result["batch_ms"] = args.batch_ms
-            du = subprocess.run(["du", "-sm", str(Path(tmp) / "log")], capture_output=True,
-                                text=True, check=False)
+            du = subprocess.run(
+                ["du", "-sm", str(Path(tmp) / "log")], capture_output=True, text=True, check=False
+            )
             result["log_dir_mib"] = du.stdout.split()[0] if du.stdout else None
         finally:
             server.terminate()

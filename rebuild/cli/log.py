@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from rebuild.cli._output import Output
-from rebuild.errors import InputError, UsageError
+from rebuild.errors import InputError, TransportError, UsageError
 from rebuild.fsio import atomic_write, read_bounded, read_text_bounded
 from rebuild.keystore import load_signing_key, load_verifier_key
 from rebuild.log.client import LogClient
@@ -190,11 +190,10 @@ def cmd_add(args: argparse.Namespace, out: Output) -> int:
     result = {
         "index": doc["index"],
         "leaf_hash": doc["leaf_hash"],
-        "duplicate": bool(doc.get("duplicate", False)),
         "proof": doc.get("proof"),
     }
     if doc["leaf_hash"] != merkle.leaf_hash(entry).hex():
-        raise InputError(f"{args.log}: the log reports a leaf hash that is not this entry's")
+        raise TransportError(f"{args.log}: the log reports a leaf hash that is not this entry's")
     missing = wait and not isinstance(result["proof"], str)
     if missing:
         result["error"] = str(doc.get("error", "no proof returned"))

@@ -19,7 +19,9 @@ from typing import Any, Final
 
 from rebuild.errors import InputError
 
-MAX_ENTRY_SIZE: Final = 64 * 1024
+# 64 KiB less one byte: tlog-tiles entry bundles prefix each entry with a
+# big-endian uint16 length, so 65535 bytes is the most a bundle can hold.
+MAX_ENTRY_SIZE: Final = 64 * 1024 - 1
 MAX_SIGNATURES: Final = 64
 MAX_SUBJECTS: Final = 1024
 IN_TOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
@@ -46,13 +48,13 @@ def is_sha256_hex(text: object) -> bool:
 
 
 def _b64(text: str, what: str) -> bytes:
+    """Standard or URL-safe base64, padding optional (DSSE allows both), strictly."""
+    if "-" in text or "_" in text:
+        text = text.replace("-", "+").replace("_", "/")
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        try:  # DSSE allows URL-safe base64 too
-            return base64.urlsafe_b64decode(text)
-        except (binascii.Error, ValueError):
-            raise EntryError(f"{what} is not base64") from None
+        raise EntryError(f"{what} is not base64") from None
 
 
 def _subjects(payload: bytes) -> tuple[bytes, ...]:

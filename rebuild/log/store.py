@@ -7,17 +7,19 @@ Layout of a log directory ``D`` (everything under ``D/checkpoint`` and
     D/tile/<L>/<N>[.p/<W>]           hash tiles (C2SP tlog-tiles)
     D/tile/entries/<N>[.p/<W>]       entry bundles (uint16 length-prefixed)
     D/state/lock                     one server per directory (flock)
-    D/state/index.sqlite             committed size, leaf and subject index,
-                                     every checkpoint ever signed
+    D/state/log.sqlite               committed size, every checkpoint ever
+                                     signed (and cosigned)
+    D/state/index.sqlite             lookup index (derived; see rebuild.log.index)
 
 Durability protocol for one batch (sizes ``S`` to ``S'``):
 
 1. write every new tile and bundle to a temporary name, fsync it, rename it
    into place, fsync each directory touched; files beyond ``S`` are not part
    of any committed tree, so nothing visible changes meaning;
-2. in one SQLite transaction (WAL, ``synchronous=FULL``): the new leaf and
-   subject rows, the size ``S'`` and the checkpoint signed for ``S'``;
-3. only then are the batch's entries acknowledged.
+2. in one small SQLite transaction (WAL, ``synchronous=FULL``): the size
+   ``S'`` and the checkpoint signed for ``S'``;
+3. only then are the batch's entries acknowledged; the lookup index catches
+   up in the background (:mod:`rebuild.log.index`).
 
 A crash before step 2 leaves files beyond the committed size, which
 :meth:`LogStore.open` deletes; a crash after it loses nothing. A checkpoint is
@@ -43,6 +45,8 @@ from typing import Final, NamedTuple
 
 from rebuild.errors import StorageError
 from rebuild.fsio import atomic_write, fsync_dir
+from rebuild.log.entry import EntryError, check_entry
+from rebuild.log.index import LookupIndex
 from verify import merkle
 from verify.checkpoint import Checkpoint, sign_checkpoint
 from verify.errors import VerifyError
@@ -65,14 +69,10 @@ from verify.tiles import (
 # written files (recovery probes that far).
 MAX_BATCH: Final = 4096
 _PROBE_TILES: Final = MAX_BATCH // TILE_WIDTH + 2
-MAX_LOOKUP_RESULTS: Final = 1000
 SCHEMA_VERSION: Final = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS leaves(hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS subjects(
-    digest BLOB NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY(digest, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signed(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, size INTEGER NOT NULL,
     root BLOB NOT NULL, note TEXT NOT NULL);
@@ -81,8 +81,8 @@ CREATE TABLE IF NOT EXISTS cosigned(size INTEGER PRIMARY KEY, note TEXT NOT NULL
 """
 
 
-# Pending and Sequenced are NamedTuples rather than frozen dataclasses: one of
-# each is made per entry on the hot path, and a tuple is several times cheaper.
+# A NamedTuple rather than a frozen dataclass: one is made per entry on the
+# hot path, and a tuple is several times cheaper to build.
 class Pending(NamedTuple):
     """An entry waiting to be sequenced (already checked by the caller)."""
 
@@ -91,12 +91,12 @@ class Pending(NamedTuple):
     subjects: tuple[bytes, ...] = ()
 
 
-class Sequenced(NamedTuple):
-    """Where an entry ended up; ``duplicate`` when it was already in the log."""
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """Where an entry ended up."""
 
     index: int
     leaf: bytes
-    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class LogStore:
         self.state_dir = directory / "state"
         self._lock_fd = -1
         self._db: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._index: LookupIndex | None = None
         self._edge = _Edge(0, (), ())
         self._latest: SignedCheckpoint | None = None
         self._published_size = -1
@@ -198,16 +198,13 @@ class LogStore:
                 f"{self.dir}: cannot create the log directory: {e.strerror}"
             ) from None
         self._lock()
-        db_path = self.state_dir / "index.sqlite"
+        db_path = self.state_dir / "log.sqlite"
         try:
             self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA cache_size=-16384")
             self._db.executescript(_SCHEMA)
-            self._reader = sqlite3.connect(
-                f"file:{db_path}?mode=ro", uri=True, check_same_thread=False
-            )
         except sqlite3.Error as e:
             raise StorageError(f"{db_path}: cannot open the index: {e}") from None
         self._check_identity()
@@ -225,6 +222,8 @@ class LogStore:
                 f"{self.dir}: tiles for size {size} do not match the checkpoint signed for it"
             )
         self._latest = latest
+        self._index = LookupIndex(self.state_dir / "index.sqlite")
+        self._reindex(size)
         published = self._read_published_size()
         self._published_size = published
 
@@ -400,15 +399,45 @@ class LogStore:
         return [SignedCheckpoint(int(s), bytes(r), str(n)) for s, r, n in rows]
 
     def lookup_subject(self, digest: bytes) -> list[int]:
-        rows = self._read.execute(
-            "SELECT idx FROM subjects WHERE digest = ? ORDER BY idx LIMIT ?",
-            (digest, MAX_LOOKUP_RESULTS),
-        ).fetchall()
-        return [int(r[0]) for r in rows]
+        """Indexes of entries whose in-toto subjects include this sha256 (first 1000)."""
+        return self._lookup.lookup_subject(digest)
 
     def lookup_leaf(self, leaf: bytes) -> int | None:
-        row = self._read.execute("SELECT idx FROM leaves WHERE hash = ?", (leaf,)).fetchone()
-        return None if row is None else int(row[0])
+        """The first index of the entry with this leaf hash."""
+        return self._lookup.lookup_leaf(leaf)
+
+    def flush_index(self) -> None:
+        self._lookup.flush()
+
+    @property
+    def _lookup(self) -> LookupIndex:
+        if self._index is None:
+            raise StorageError(f"{self.dir}: log store is closed")
+        return self._index
+
+    def _reindex(self, size: int) -> None:
+        """Index entries a crash kept out of the lookup index (they are in the tiles)."""
+        index = self._lookup
+        start = index.indexed
+        if start > size:
+            raise StorageError(f"{index.path}: indexes {start} entries but the log has {size}")
+        leaf_rows: list[tuple[bytes, int]] = []
+        subject_rows: list[tuple[bytes, int]] = []
+        for n in range(start // TILE_WIDTH, -(-size // TILE_WIDTH)):
+            bundle = self._read_bundle(tile_for(size, ENTRIES, n))
+            for i, data in enumerate(bundle):
+                idx = n * TILE_WIDTH + i
+                if idx < start:
+                    continue
+                leaf_rows.append((merkle.leaf_hash(data), idx))
+                try:
+                    subjects = check_entry(data).subjects
+                except EntryError:
+                    subjects = ()
+                subject_rows.extend((d, idx) for d in subjects)
+        if size > start:
+            index.add(leaf_rows, subject_rows, size)
+            index.flush()
 
     # --- writing ----------------------------------------------------------
 
@@ -417,12 +446,6 @@ class LogStore:
         if self._db is None:
             raise StorageError(f"{self.dir}: log store is closed")
         return self._db
-
-    @property
-    def _read(self) -> sqlite3.Connection:
-        if self._reader is None:
-            raise StorageError(f"{self.dir}: log store is closed")
-        return self._reader
 
     def _meta(self, k: str) -> object:
         row = self._conn.execute("SELECT v FROM meta WHERE k = ?", (k,)).fetchone()
@@ -469,60 +492,43 @@ class LogStore:
         return signed
 
     def integrate(self, batch: Sequence[Pending]) -> list[Sequenced]:
-        """Sequence ``batch`` durably; return where each entry is (see module doc)."""
+        """Sequence ``batch`` durably; return where each entry is (see module doc).
+
+        Every entry is appended, even one already in the log: the log records
+        submissions, and deduplicating would put a random-key index lookup on
+        the acknowledgement path. ``lookup_leaf`` finds the first copy.
+        """
         if len(batch) > MAX_BATCH:
             raise StorageError(f"batch of {len(batch)} entries exceeds {MAX_BATCH}")
+        if not batch:
+            return []
         conn = self._conn
+        plan = self._plan(batch)
+        self._write_files(plan.files)
+        signed = self._sign(plan.edge.size, edge_root(plan.edge.levels))
         try:
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Fast path: assume no entry is already in the log; the unique
-                # leaf index proves it (or refuses, and we look each one up).
-                plan = self._plan(batch, {})
-                conn.executemany("INSERT INTO leaves(hash, idx) VALUES (?, ?)", plan.leaf_rows)
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                known: dict[bytes, int] = {}
-                for p in batch:
-                    row = conn.execute(
-                        "SELECT idx FROM leaves WHERE hash = ?", (p.leaf,)
-                    ).fetchone()
-                    if row is not None:
-                        known[p.leaf] = int(row[0])
-                plan = self._plan(batch, known)
-                conn.executemany("INSERT INTO leaves(hash, idx) VALUES (?, ?)", plan.leaf_rows)
-            if plan.edge.size == self._edge.size:
-                conn.execute("ROLLBACK")
-                return plan.results
-            self._write_files(plan.files)
-            signed = self._sign(plan.edge.size, edge_root(plan.edge.levels))
-            if plan.subject_rows:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)", plan.subject_rows
-                )
             conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('size', ?)", (plan.edge.size,))
             conn.execute(
                 "INSERT INTO signed(size, root, note) VALUES (?, ?, ?)",
                 (signed.size, signed.root, signed.note),
             )
             conn.execute("COMMIT")
-        except BaseException as e:
+        except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            if isinstance(e, sqlite3.Error):
-                raise StorageError(f"{self.state_dir}: committing a batch failed: {e}") from None
-            raise
+            raise StorageError(f"{self.state_dir}: committing a batch failed: {e}") from None
         # Committed: from here on the batch is durable and may be acknowledged.
         self._edge = plan.edge
         self._latest = signed
+        self._lookup.add(plan.leaf_rows, plan.subject_rows, plan.edge.size)
         if plan.became_full:
             # Partial tiles may go once the full tile exists (tlog-tiles); off
             # the commit path, since nothing durable depends on it.
             self._io.submit(self._collect_partials, plan.became_full)
         return plan.results
 
-    def _plan(self, batch: Sequence[Pending], known: dict[bytes, int]) -> _Plan:
+    def _plan(self, batch: Sequence[Pending]) -> _Plan:
         """Assign indexes and compute every tile the batch changes (no I/O)."""
         edge = self._edge
         size = edge.size
@@ -533,16 +539,10 @@ class LogStore:
         results: list[Sequenced] = []
         leaf_rows: list[tuple[bytes, int]] = []
         subject_rows: list[tuple[bytes, int]] = []
-        seen = dict(known)
         for p in batch:
-            idx = seen.get(p.leaf)
-            if idx is not None:
-                results.append(Sequenced(idx, p.leaf, True))
-                continue
             idx = size
             size += 1
-            seen[p.leaf] = idx
-            results.append(Sequenced(idx, p.leaf, False))
+            results.append(Sequenced(idx, p.leaf))
             leaf_rows.append((p.leaf, idx))
             for d in p.subjects:
                 subject_rows.append((d, idx))
@@ -651,11 +651,13 @@ class LogStore:
         )
 
     def close(self) -> None:
-        for conn in (self._reader, self._db):
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-        self._reader = self._db = None
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
         self._io.shutdown(wait=True)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)

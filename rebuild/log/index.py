@@ -1,0 +1,190 @@
+"""The log's lookup index (leaf hash and subject digest to entry index), kept off the commit path.
+
+The index is *derived* data: everything in it can be recomputed from the
+entry bundles. So it lives in its own SQLite file, written by its own thread
+in large, amortised transactions after entries are already durable and
+acknowledged, and it records how far it got (``indexed``). After a crash the
+store re-indexes the few entries between ``indexed`` and the committed size.
+Random 32-byte keys make every B-tree insert touch a different page; doing
+that in the acknowledgement path cost a third of the log's throughput.
+
+Rows not yet flushed are answered from memory, so a lookup sees every
+acknowledged entry. This module decides nothing about trust and never
+touches tiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from rebuild.errors import StorageError
+
+FLUSH_ROWS: Final = 8192
+FLUSH_SECONDS: Final = 0.1
+MAX_PENDING: Final = 1 << 17  # backpressure: the writer waits beyond this
+MAX_LOOKUP_RESULTS: Final = 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leaves(hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subjects(
+    digest BLOB NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY(digest, idx)) WITHOUT ROWID;
+"""
+
+Row = tuple[bytes, int]
+
+
+class LookupIndex:
+    """leaf hash -> first index, subject sha256 -> indexes; one writer thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Derived data: a power loss may lose the last transactions, and
+            # ``indexed`` rolls back with them, so recovery re-indexes them.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-16384")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT v FROM meta WHERE k = 'indexed'").fetchone()
+            self._reader = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise StorageError(f"{path}: cannot open the lookup index: {e}") from None
+        self.indexed = 0 if row is None else int(row[0])
+        self._lock = threading.Condition()
+        self._leaf_rows: list[Row] = []
+        self._subject_rows: list[Row] = []
+        self._pending_leaves: dict[bytes, int] = {}
+        self._pending_subjects: dict[bytes, list[int]] = {}
+        self._pending_upto = self.indexed
+        self._first_pending = 0.0
+        self._stop = False
+        self._error: StorageError | None = None
+        self._thread = threading.Thread(target=self._run, name="log-index", daemon=True)
+        self._thread.start()
+
+    # --- writer side (the store's storage thread) ---------------------------
+
+    def add(self, leaf_rows: Iterable[Row], subject_rows: Iterable[Row], upto: int) -> None:
+        """Queue rows for entries below ``upto`` (all already durable in tiles)."""
+        with self._lock:
+            while len(self._leaf_rows) >= MAX_PENDING and self._error is None and not self._stop:
+                self._lock.wait(1.0)
+            if self._error is not None:
+                raise self._error
+            if not self._leaf_rows:
+                self._first_pending = time.monotonic()
+            for leaf, idx in leaf_rows:
+                self._leaf_rows.append((leaf, idx))
+                self._pending_leaves.setdefault(leaf, idx)
+            for digest, idx in subject_rows:
+                self._subject_rows.append((digest, idx))
+                self._pending_subjects.setdefault(digest, []).append(idx)
+            self._pending_upto = max(self._pending_upto, upto)
+            self._lock.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stop and not self._due():
+                    self._lock.wait(FLUSH_SECONDS / 2)
+                if not self._leaf_rows and self._pending_upto == self.indexed:
+                    if self._stop:
+                        return
+                    continue
+                leaf_rows, subject_rows = self._leaf_rows, self._subject_rows
+                upto = self._pending_upto
+                self._leaf_rows, self._subject_rows = [], []
+            try:
+                self._write(leaf_rows, subject_rows, upto)
+            except StorageError as e:
+                with self._lock:
+                    self._error = e
+                    self._lock.notify_all()
+                return
+            with self._lock:
+                self.indexed = upto
+                # Forget what is now in SQLite (readers check memory first).
+                self._pending_leaves = {}
+                self._pending_subjects = {}
+                for leaf, idx in self._leaf_rows:
+                    self._pending_leaves.setdefault(leaf, idx)
+                for digest, idx in self._subject_rows:
+                    self._pending_subjects.setdefault(digest, []).append(idx)
+                self._lock.notify_all()
+
+    def _due(self) -> bool:
+        if not self._leaf_rows:
+            return self._pending_upto != self.indexed
+        return (
+            len(self._leaf_rows) >= FLUSH_ROWS
+            or time.monotonic() - self._first_pending >= FLUSH_SECONDS
+        )
+
+    def _write(self, leaf_rows: list[Row], subject_rows: list[Row], upto: int) -> None:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            # Sorted inserts touch each B-tree page once per transaction.
+            db.executemany(
+                "INSERT OR IGNORE INTO leaves(hash, idx) VALUES (?, ?)", sorted(leaf_rows)
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)", sorted(subject_rows)
+            )
+            db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('indexed', ?)", (upto,))
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise StorageError(f"{self.path}: index update failed: {e}") from None
+
+    def flush(self) -> None:
+        """Wait until everything queued is in SQLite (tests, shutdown, recovery)."""
+        with self._lock:
+            self._first_pending = 0.0
+            self._lock.notify_all()
+            while (self._leaf_rows or self._pending_upto != self.indexed) and self._error is None:
+                if not self._thread.is_alive():
+                    break
+                self._lock.wait(0.05)
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        with contextlib.suppress(StorageError):
+            self.flush()
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        self._thread.join(timeout=30)
+        for conn in (self._reader, self._db):
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    # --- reader side (the event loop) ---------------------------------------
+
+    def lookup_leaf(self, leaf: bytes) -> int | None:
+        with self._lock:
+            pending = self._pending_leaves.get(leaf)
+        row = self._reader.execute("SELECT idx FROM leaves WHERE hash = ?", (leaf,)).fetchone()
+        found = [i for i in (pending, None if row is None else int(row[0])) if i is not None]
+        return min(found) if found else None
+
+    def lookup_subject(self, digest: bytes) -> list[int]:
+        with self._lock:
+            pending = list(self._pending_subjects.get(digest, ()))
+        rows = self._reader.execute(
+            "SELECT idx FROM subjects WHERE digest = ? ORDER BY idx LIMIT ?",
+            (digest, MAX_LOOKUP_RESULTS),
+        ).fetchall()
+        return sorted({int(r[0]) for r in rows} | set(pending))[:MAX_LOOKUP_RESULTS]

@@ -1,0 +1,275 @@
+"""The log's HTTP API against a real ``rebuild log serve`` on 127.0.0.1.
+
+Bad input (oversized bodies, garbage, hostile tile paths) must get the right
+status and never disturb the log; the read API must follow tlog-tiles
+(content types, caching, nothing beyond the tree); the write API's proofs
+must verify offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from rebuild.keystore import load_signing_key
+from tests.logutil import Server, envelope, make_key, run_cli
+from verify import merkle
+from verify.checkpoint import open_checkpoint
+from verify.tlog_policy import parse_policy
+from verify.tlogproof import verify_tlog_proof
+
+
+class Log:
+    def __init__(self, server: Server, key_file: Path, directory: Path) -> None:
+        self.server = server
+        self.url = server.url
+        self.key_file = key_file
+        self.dir = directory
+        self.vkey = load_signing_key(key_file).verifier_key()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        parts = urlsplit(self.url)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        finally:
+            conn.close()
+
+    def add(self, body: bytes, wait: bool = False) -> dict[str, object]:
+        status, _, data = self.request("POST", "/add?wait=1" if wait else "/add", body)
+        assert status == 200, data
+        doc = json.loads(data)
+        assert isinstance(doc, dict)
+        return doc
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+    tmp = tmp_path_factory.mktemp("log")
+    key = make_key(tmp, "http.log.test")
+    server = Server(
+        ["log", "serve", "--dir", str(tmp / "log"), "--key", str(key), "--listen", "127.0.0.1:0"],
+        tmp / "server.log",
+    )
+    try:
+        yield Log(server, key, tmp / "log")
+    finally:
+        server.stop()
+
+
+def _policy(log: Log) -> str:
+    return f"log {log.vkey}\nquorum none\n"
+
+
+def test_add_returns_index_and_leaf_hash_and_a_proof_that_verifies(log: Log) -> None:
+    body = envelope("first")
+    doc = log.add(body, wait=True)
+    assert doc["leaf_hash"] == merkle.leaf_hash(body).hex()
+    assert isinstance(doc["proof"], str)
+    verified = verify_tlog_proof(doc["proof"], body, parse_policy(_policy(log)))
+    assert verified.index == doc["index"]
+
+
+def test_readding_an_entry_appends_it_and_lookup_finds_the_first(log: Log) -> None:
+    body = envelope("twice")
+    first = log.add(body)
+    again = log.add(body)
+    assert again["index"] != first["index"] and again["leaf_hash"] == first["leaf_hash"]
+    status, _, data = log.request("GET", f"/lookup/leaf/{first['leaf_hash']}")
+    assert status == 200 and json.loads(data)["index"] == first["index"]
+
+
+def test_oversized_entry_is_refused_with_413(log: Log) -> None:
+    before = log.request("GET", "/checkpoint")[2]
+    status, _, _ = log.request("POST", "/add", b"{" + b" " * (64 * 1024) + b"}")
+    assert status == 413
+    # without a Content-Length (chunked), the limit still holds
+    parts = urlsplit(log.url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    conn.request("POST", "/add", body=iter([b"x" * 40000, b"y" * 40000]), encode_chunked=True)
+    assert conn.getresponse().status == 413
+    conn.close()
+    assert log.request("GET", "/checkpoint")[2] == before
+
+
+def test_largest_entry_a_bundle_can_hold_is_accepted(log: Log) -> None:
+    base = json.loads(envelope("big"))
+    base["pad"] = ""
+    raw = json.dumps(base).encode()
+    base["pad"] = "p" * (0xFFFF - len(raw))
+    body = json.dumps(base).encode()
+    assert len(body) == 0xFFFF  # the uint16 length prefix of an entry bundle
+    assert log.add(body)["leaf_hash"] == merkle.leaf_hash(body).hex()
+    assert log.request("POST", "/add", body + b" ")[0] == 413
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe garbage",
+        b"[1, 2, 3]",
+        b'{"payloadType": "x", "payload": "AAAA"}',
+        b'{"payloadType": "x", "payload": "AAAA", "signatures": []}',
+        b'{"payloadType": "x", "payload": "%%%", "signatures": [{"sig": "AAAA"}]}',
+        b'{"payloadType": 7, "payload": "AAAA", "signatures": [{"sig": "AAAA"}]}',
+        b"[" * 100000,
+    ],
+)
+def test_malformed_envelope_is_refused_with_400(log: Log, body: bytes) -> None:
+    status, _, data = log.request("POST", "/add", body[:65535])
+    assert status == 400, data
+    assert "error" in json.loads(data)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/tile/../state/index.sqlite",
+        "/tile/0/1234",
+        "/tile/0/x001",
+        "/tile/0/000.p/0",
+        "/tile/0/000.p/256",
+        "/tile/64/000",
+        "/tile/entries/000.p/07",
+        "/tile/0/%2e%2e/state",
+        "/state/index.sqlite",
+        "/tile/9/000",
+        "/tile/0/999",
+    ],
+)
+def test_hostile_or_out_of_tree_tile_paths_are_404(log: Log, path: str) -> None:
+    status, _, _ = log.request("GET", path)
+    assert status == 404
+
+
+def test_tiles_and_checkpoint_carry_tlog_tiles_headers(log: Log) -> None:
+    for i in range(300):
+        log.add(envelope(f"fill-{i}"))
+    status, headers, note = log.request("GET", "/checkpoint")
+    assert status == 200
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["cache-control"] == "no-cache"
+    cp, _ = open_checkpoint(note, log.vkey)
+    assert cp.size >= 300
+    status, headers, full = log.request("GET", "/tile/0/000")
+    assert status == 200 and len(full) == 8192
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert headers["content-type"] == "application/octet-stream"
+    width = cp.size % 256
+    status, headers, partial = log.request("GET", f"/tile/0/001.p/{width}")
+    assert status == 200 and len(partial) == 32 * width
+    assert "immutable" not in headers["cache-control"]
+    status, headers, _ = log.request(
+        "GET", "/tile/entries/000", headers={"Accept-Encoding": "gzip"}
+    )
+    assert status == 200 and headers.get("content-encoding") == "gzip"
+
+
+def test_lookup_by_subject_digest_finds_the_entry(log: Log) -> None:
+    artifact = b"the artifact bytes"
+    doc = log.add(envelope("lookup", subject=artifact))
+    digest = hashlib.sha256(artifact).hexdigest()
+    status, _, data = log.request("GET", f"/lookup/sha256/{digest}")
+    assert status == 200 and json.loads(data)["indexes"] == [doc["index"]]
+    assert log.request("GET", "/lookup/sha256/" + "0" * 64)[2] == (
+        b'{"sha256": "' + b"0" * 64 + b'", "indexes": []}'
+    )
+    assert log.request("GET", "/lookup/sha256/NOTHEX")[0] == 400
+    status, _, data = log.request("GET", f"/lookup/leaf/{doc['leaf_hash']}")
+    assert json.loads(data)["index"] == doc["index"]
+    assert log.request("GET", "/lookup/leaf/" + "ab" * 32)[0] == 404
+
+
+def test_proof_for_an_index_beyond_the_tree_is_404(log: Log) -> None:
+    assert log.request("GET", "/proof/999999999")[0] == 404
+    assert log.request("GET", "/proof/-1")[0] == 400
+    assert log.request("GET", "/proof/" + "9" * 30)[0] == 400
+
+
+def test_wrong_methods_are_refused(log: Log) -> None:
+    assert log.request("GET", "/add")[0] == 405
+    assert log.request("PUT", "/checkpoint")[0] == 405
+
+
+def test_second_server_on_the_same_directory_refuses_to_start(log: Log) -> None:
+    r = run_cli(
+        "log",
+        "serve",
+        "--dir",
+        str(log.dir),
+        "--key",
+        str(log.key_file),
+        "--listen",
+        "127.0.0.1:0",
+    )
+    assert r.returncode == 2
+    assert "another log server" in r.stderr
+
+
+def test_cli_add_prove_and_verify_proof(log: Log, tmp_path: Path) -> None:
+    entry = tmp_path / "entry.json"
+    entry.write_bytes(envelope("cli"))
+    r = run_cli("log", "add", "--log", log.url, str(entry), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    policy = tmp_path / "policy"
+    policy.write_text(_policy(log))
+    proof = tmp_path / "entry.tlog-proof"
+    r = run_cli("log", "prove", "--log", log.url, str(entry), "--out", str(proof))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("log", "verify-proof", "--policy", str(policy), str(entry), str(proof))
+    assert r.returncode == 0, r.stderr
+    assert f"entry {doc['index']}" in r.stdout
+    # a tampered proof hash: exit 1 (a negative verdict)
+    text = proof.read_text().split("\n")
+    for i, line in enumerate(text):
+        if i > 1 and len(line) == 44:
+            text[i] = base64.b64encode(bytes(32)).decode()
+            break
+    else:
+        text[1] = f"index {doc['index'] + 1}"
+    tampered = tmp_path / "tampered.tlog-proof"
+    tampered.write_text("\n".join(text))
+    r = run_cli("log", "verify-proof", "--policy", str(policy), str(entry), str(tampered))
+    assert r.returncode == 1, r.stdout + r.stderr
+    # a policy that trusts another log key: exit 1
+    other = tmp_path / "other-policy"
+    other_key = make_key(tmp_path, "http.log.test")
+    other.write_text(f"log {Path(str(other_key) + '.pub').read_text().strip()}\nquorum none\n")
+    r = run_cli("log", "verify-proof", "--policy", str(other), str(entry), str(proof))
+    assert r.returncode == 1
+    # garbage proof: exit 2 with a one-line error, no traceback
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00not a proof")
+    r = run_cli("log", "verify-proof", "--policy", str(policy), str(entry), str(garbage))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    # an entry that is not in the log: prove fails with exit 2
+    missing = tmp_path / "missing.json"
+    missing.write_bytes(envelope("never added"))
+    r = run_cli("log", "prove", "--log", log.url, str(missing))
+    assert r.returncode == 2 and "not in the log" in r.stderr
+
+
+def test_client_refuses_plain_http_to_a_non_loopback_host(tmp_path: Path) -> None:
+    entry = tmp_path / "entry.json"
+    entry.write_bytes(envelope("x"))
+    r = run_cli("log", "add", "--log", "http://192.0.2.1:8080", str(entry))
+    assert r.returncode == 2
+    assert "loopback" in r.stderr

@@ -1,0 +1,161 @@
+"""The log as a tlog-witness client: quorum gating and 409 recovery, with real witnesses.
+
+A witness that is down must keep an under-witnessed checkpoint from being
+published (while entries are still acknowledged); a log restarted with no
+memory of what its witnesses saw must recover through their 409 answers.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from rebuild.keystore import load_signing_key
+from tests.logutil import Server, envelope, make_key, run_cli
+from verify.cosignature import verify_cosignatures, witness_key
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_size(url: str, size: int, timeout: float = 30) -> str:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+        conn.request("GET", "/checkpoint")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        if resp.status == 200 and int(body.split("\n")[1]) >= size:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint of size {size} published")
+
+
+@pytest.mark.slow
+def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
+    tmp_path: Path,
+) -> None:
+    log_key = make_key(tmp_path, "log.quorum.test")
+    wk = make_key(tmp_path, "w1.quorum.test")
+    w1 = Server(
+        [
+            "witness",
+            "serve",
+            "--key",
+            str(wk),
+            "--state",
+            str(tmp_path / "ws1"),
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            f"{log_key}.pub",
+        ],
+        tmp_path / "witness.log",
+    )
+    servers = [w1]
+    try:
+        wvk = witness_key(load_signing_key(wk))
+        other = witness_key(load_signing_key(make_key(tmp_path, "w2.quorum.test")))
+        down = f"http://127.0.0.1:{_closed_port()}"
+        strict = tmp_path / "strict.policy"
+        strict.write_text(
+            f"witness W1 {wvk} {w1.url}\nwitness W2 {other} {down}\n"
+            "group both 2 W1 W2\nquorum both\n"
+        )
+        lenient = tmp_path / "lenient.policy"
+        lenient.write_text(
+            f"witness W1 {wvk} {w1.url}\nwitness W2 {other} {down}\ngroup one 1 W1 W2\nquorum one\n"
+        )
+        entry = tmp_path / "e.json"
+        entry.write_bytes(envelope("gated"))
+
+        # 1. quorum 2 with one witness down: the entry is acknowledged, but
+        #    no checkpoint is ever published without both cosignatures.
+        log = Server(
+            [
+                "log",
+                "serve",
+                "--dir",
+                str(tmp_path / "log"),
+                "--key",
+                str(log_key),
+                "--listen",
+                "127.0.0.1:0",
+                "--witnesses",
+                str(strict),
+            ],
+            tmp_path / "log1.log",
+        )
+        r = run_cli("log", "add", "--log", log.url, str(entry))
+        assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+        time.sleep(2)
+        assert not (tmp_path / "log/checkpoint").exists()
+        r = run_cli("log", "prove", "--log", log.url, str(entry))
+        assert r.returncode == 2
+        log.stop()
+
+        # 2. restarted with 1-of-2: published, cosigned by W1 only. The
+        #    witness already cosigned sizes while the strict log ran, so the
+        #    new process (which starts at old size 0) must take the 409 path.
+        log = Server(
+            [
+                "log",
+                "serve",
+                "--dir",
+                str(tmp_path / "log"),
+                "--key",
+                str(log_key),
+                "--listen",
+                "127.0.0.1:0",
+                "--witnesses",
+                str(lenient),
+            ],
+            tmp_path / "log2.log",
+        )
+        servers.append(log)
+        note = _wait_for_size(log.url, 1)
+        assert {c.key for c in verify_cosignatures(note, [wvk, other])} == {wvk}
+        entry2 = tmp_path / "e2.json"
+        entry2.write_bytes(envelope("after restart"))
+        r = run_cli("log", "add", "--log", log.url, str(entry2), "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["proof"]
+        log.stop()
+
+        # 3. once more, with the witness now ahead of a log process that knows nothing
+        log = Server(
+            [
+                "log",
+                "serve",
+                "--dir",
+                str(tmp_path / "log"),
+                "--key",
+                str(log_key),
+                "--listen",
+                "127.0.0.1:0",
+                "--witnesses",
+                str(lenient),
+            ],
+            tmp_path / "log3.log",
+        )
+        servers.append(log)
+        entry3 = tmp_path / "e3.json"
+        entry3.write_bytes(envelope("third"))
+        r = run_cli("log", "add", "--log", log.url, str(entry3), "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["index"] == 2
+    finally:
+        for s in servers:
+            s.stop()
