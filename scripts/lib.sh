@@ -66,5 +66,7 @@ build_environments() {
 }
 
 run_main_job() {
-  "$VENV/bin/rebuild" demo
+  # The embedded default: rebuild the fixture wheel from its tagged source in
+  # the pinned python-3.11 environment and compare it with the published one.
+  "$VENV/bin/rebuild" verify --fixture python-wheel --report-dir "${REBUILD_REPORT_DIR:-rebuild-reports}"
 }
