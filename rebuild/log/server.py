@@ -59,7 +59,7 @@ WITNESS_RETRY_SECONDS: Final = 1.0
 
 @dataclass(frozen=True)
 class ServerOptions:
-    batch_ms: float = 5.0
+    batch_ms: float = 0.0
     wait_timeout: float = 30.0
 
 
