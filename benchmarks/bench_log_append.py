@@ -28,6 +28,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# --calibrate: the same load against a trivial aiohttp low-level server that
+# only reads and JSON-parses each body. Its rate is the ceiling any
+# aiohttp-based log can reach on this machine with this load generator.
+TRIVIAL_SERVER = """
+import asyncio, json, sys
+from aiohttp import web
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+async def handle(request):
+    json.loads(await request.read())
+    return web.Response(body=b'{"index": 0, "leaf_hash": ""}', content_type="application/json")
+async def main():
+    server = await asyncio.get_running_loop().create_server(
+        web.Server(handle, access_log=None), "127.0.0.1", 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
+    print(f"listening on http://127.0.0.1:{port}", file=sys.stderr, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
 
 def envelope(i: int, size: int) -> bytes:
     digest = hashlib.sha256(b"%d" % i).hexdigest()
@@ -62,7 +85,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def run_load(
-    port: int, total: int, connections: int, *, size: int, pid: int, milestones: list[int]
+    port: int,
+    total: int,
+    connections: int,
+    *,
+    size: int,
+    pid: int,
+    milestones: list[int],
+    per_request: int = 1,
 ) -> dict[str, object]:
     counter = iter(range(total))
     latencies: list[float] = []
@@ -74,9 +104,19 @@ async def run_load(
     async def worker() -> None:
         nonlocal done, errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        head = b"POST /add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        path = b"/add" if per_request == 1 else b"/add-bundle"
+        head = b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         for i in counter:
-            body = envelope(i, size)
+            if per_request == 1:
+                body = envelope(i, size)
+                n_entries = 1
+            else:
+                # a tlog-tiles entry bundle: uint16 length prefix per entry
+                ids = [i, *(j for _, j in zip(range(per_request - 1), counter, strict=False))]
+                body = b"".join(
+                    len(e).to_bytes(2, "big") + e for e in (envelope(j, size) for j in ids)
+                )
+                n_entries = len(ids)
             t0 = time.perf_counter()
             writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             hdr = await reader.readuntil(b"\r\n\r\n")
@@ -86,7 +126,7 @@ async def run_load(
             latencies.append(time.perf_counter() - t0)
             if not hdr.startswith(b"HTTP/1.1 200"):
                 errors += 1
-            done += 1
+            done += n_entries
             if milestones and done >= milestones[0]:
                 rss_at[milestones.pop(0)] = peak_rss_kib(pid)
         writer.close()
@@ -141,7 +181,13 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=512)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--batch-ms", type=float, default=0.0)
+    ap.add_argument(
+        "--per-request", type=int, default=1, help="entries per request (>1: POST /add-bundle)"
+    )
     ap.add_argument("--dir", type=Path, help="log directory (default: a temp dir)")
+    ap.add_argument(
+        "--calibrate", action="store_true", help="drive a trivial aiohttp server instead"
+    )
     args = ap.parse_args()
     try:
         import uvloop
@@ -185,7 +231,8 @@ def main() -> None:
             if not m:
                 raise SystemExit(f"server did not start: {line}{server.stderr.read()}")
             port = int(m.group(1))
-            milestones = [m for m in (10_000, 100_000, 1_000_000) if m <= args.entries]
+            marks = (10_000, 100_000, 250_000, 500_000, 750_000, 1_000_000)
+            milestones = [m for m in marks if m <= args.entries]
             result = asyncio.run(
                 run_load(
                     port,
@@ -194,11 +241,14 @@ def main() -> None:
                     size=args.size,
                     pid=server.pid,
                     milestones=milestones,
+                    per_request=args.per_request,
                 )
             )
             result["server_final_peak_rss_mib"] = round(peak_rss_kib(server.pid)[0] / 1024, 1)
             result["connections"] = args.connections
+            result["entries_per_request"] = args.per_request
             result["batch_ms"] = args.batch_ms
+            result["server"] = "trivial aiohttp (calibration)" if args.calibrate else "rebuild log"
             du = subprocess.run(
                 ["du", "-sm", str(Path(tmp) / "log")], capture_output=True, text=True, check=False
             )

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -273,3 +274,38 @@ def test_client_refuses_plain_http_to_a_non_loopback_host(tmp_path: Path) -> Non
     r = run_cli("log", "add", "--log", "http://192.0.2.1:8080", str(entry))
     assert r.returncode == 2
     assert "loopback" in r.stderr
+
+
+def _bundle(entries: list[bytes]) -> bytes:
+    return b"".join(len(e).to_bytes(2, "big") + e for e in entries)
+
+
+def test_add_bundle_sequences_every_entry_and_each_is_provable(log: Log) -> None:
+    entries = [envelope(f"bundle-{i}") for i in range(40)]
+    status, _, data = log.request("POST", "/add-bundle", _bundle(entries))
+    assert status == 200, data
+    got = json.loads(data)["entries"]
+    assert [g["leaf_hash"] for g in got] == [merkle.leaf_hash(e).hex() for e in entries]
+    policy = parse_policy(_policy(log))
+    for g, e in zip(got[::13], entries[::13], strict=True):
+        status, _, proof = log.request("GET", f"/proof/{g['index']}")
+        assert status == 200
+        assert verify_tlog_proof(proof, e, policy).index == g["index"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (_bundle([envelope("ok"), b"not an envelope"]), 400),
+        (_bundle([envelope("ok")])[:-3], 400),
+        (b"\x00", 400),
+        (b"", 400),
+        (_bundle([envelope(f"many-{i}") for i in range(257)]), 400),
+        (_bundle([envelope("big") + b" " * 60000] * 70), 413),
+    ],
+)
+def test_bad_bundle_is_refused_whole(log: Log, body: bytes, status: int) -> None:
+    before = log.request("GET", "/checkpoint")[2]
+    assert log.request("POST", "/add-bundle", body)[0] == status
+    time.sleep(0.05)
+    assert log.request("GET", "/checkpoint")[2] == before

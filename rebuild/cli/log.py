@@ -58,7 +58,12 @@ def register(sub: Any) -> None:
     s.add_argument("--tls-key", type=Path, metavar="K", help="private key for --tls-cert")
     s.add_argument("--ca-bundle", type=Path, metavar="F", help="CA bundle to verify witnesses")
     s.add_argument(
-        "--batch-ms", type=float, default=5.0, metavar="N", help="batching delay (default 5)"
+        "--batch-ms",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="wait N ms to gather a batch (default 0: group commit, a batch is whatever "
+        "queued while the previous one was being made durable)",
     )
     s.add_argument(
         "--witness-timeout", type=float, default=10.0, metavar="S", help="per-request timeout"

@@ -27,7 +27,7 @@ from rebuild.errors import StorageError
 
 FLUSH_ROWS: Final = 8192
 FLUSH_SECONDS: Final = 0.1
-MAX_PENDING: Final = 1 << 17  # backpressure: the writer waits beyond this
+MAX_PENDING: Final = 1 << 15  # backpressure: the writer waits beyond this
 MAX_LOOKUP_RESULTS: Final = 1000
 
 _SCHEMA = """
@@ -51,7 +51,10 @@ class LookupIndex:
             # Derived data: a power loss may lose the last transactions, and
             # ``indexed`` rolls back with them, so recovery re-indexes them.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA cache_size=-16384")
+            # A small page cache keeps memory flat as the index grows (16 MiB
+            # grew the process by ~30 MiB by 10^6 entries; 4 MiB plateaus by
+            # 4x10^5 at the same throughput).
+            self._db.execute("PRAGMA cache_size=-4096")
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT v FROM meta WHERE k = 'indexed'").fetchone()
             self._reader = sqlite3.connect(

@@ -16,6 +16,7 @@ Endpoints::
     GET  /tile/<L>/<N>[.p/<W>]             hash tiles (full: immutable)
     GET  /tile/entries/<N>[.p/<W>]         entry bundles (full: immutable)
     POST /add[?wait=1]                     add a DSSE envelope -> JSON
+    POST /add-bundle                       add up to 256 envelopes (entry-bundle framing)
     GET  /proof/<index>                    tlog-proof@v1 against the published checkpoint
     GET  /lookup/sha256/<hex>              JSON indexes of entries with that subject
     GET  /lookup/leaf/<hex>                JSON index of the entry with that leaf hash
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 IMMUTABLE: Final = "public, max-age=31536000, immutable"
 SHORT_LIVED: Final = "public, max-age=60"
 NO_CACHE: Final = "no-cache"
+MAX_BUNDLE_BYTES: Final = 4 * 1024 * 1024
 MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024  # beyond this, POST /add answers 503
 MAX_WAIT_SECONDS: Final = 60.0
 WITNESS_RETRY_SECONDS: Final = 1.0
@@ -57,12 +59,12 @@ WITNESS_RETRY_SECONDS: Final = 1.0
 
 @dataclass(frozen=True)
 class ServerOptions:
-    batch_ms: float = 5.0
+    batch_ms: float = 0.0
     wait_timeout: float = 30.0
 
 
 _NO_CACHE_HEADERS: Final = {"Cache-Control": NO_CACHE}
-_ROUTES: Final = ("/add", "/checkpoint", "/tile/", "/proof/", "/lookup/")
+_ROUTES: Final = ("/add", "/add-bundle", "/checkpoint", "/tile/", "/proof/", "/lookup/")
 
 
 def _known(path: str) -> bool:
@@ -143,6 +145,10 @@ class LogServer:
                 if method != "POST":
                     return _error(405, "use POST")
                 return await self.post_add(request)
+            if path == "/add-bundle":
+                if method != "POST":
+                    return _error(405, "use POST")
+                return await self.post_add_bundle(request)
             if method not in ("GET", "HEAD"):
                 return _error(405, "use GET") if _known(path) else _error(404, "not found")
             if path == "/checkpoint":
@@ -317,15 +323,73 @@ class LogServer:
             resp.enable_compression()
         return resp
 
+    @staticmethod
+    async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
+        """The request body, or None when it is larger than ``limit`` (never read past it)."""
+        if request.content_length is not None and request.content_length > limit:
+            return None
+        body = await request.content.read(limit + 1)
+        while len(body) <= limit and not request.content.at_eof():
+            body += await request.content.read(limit + 1 - len(body))
+        return None if len(body) > limit else body
+
+    def _enqueue(
+        self, entries: list[tuple[bytes, tuple[bytes, ...]]]
+    ) -> list[asyncio.Future[Sequenced]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Sequenced]] = []
+        for body, subjects in entries:
+            fut: asyncio.Future[Sequenced] = loop.create_future()
+            self._queue.append((Pending(body, merkle.leaf_hash(body), subjects), fut))
+            self._queued_bytes += len(body)
+            futures.append(fut)
+        self._wakeup.set()
+        return futures
+
+    async def post_add_bundle(self, request: web.BaseRequest) -> web.Response:
+        """Add up to 256 entries at once, framed as a tlog-tiles entry bundle.
+
+        For bulk submitters: one request, one response, every entry checked
+        first (any bad entry refuses the whole request, nothing is queued).
+        """
+        if self._closing:
+            return _error(503, "log server is shutting down")
+        body = await self._read_body(request, MAX_BUNDLE_BYTES)
+        if body is None:
+            return _error(413, f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
+        entries: list[tuple[bytes, tuple[bytes, ...]]] = []
+        pos = 0
+        try:
+            while pos < len(body):
+                if len(entries) == TILE_WIDTH:
+                    return _error(400, f"a bundle holds at most {TILE_WIDTH} entries")
+                if pos + 2 > len(body):
+                    return _error(400, "bundle truncated in a length prefix")
+                n = int.from_bytes(body[pos : pos + 2], "big")
+                entry = body[pos + 2 : pos + 2 + n]
+                if len(entry) != n:
+                    return _error(400, "bundle truncated in an entry")
+                pos += 2 + n
+                entries.append((entry, check_entry(entry).subjects))
+        except EntryError as e:
+            return _error(400, f"entry {len(entries)}: {e}")
+        if not entries:
+            return _error(400, "empty bundle")
+        if self._queued_bytes + len(body) > MAX_QUEUED_BYTES:
+            return _error(503, "log is overloaded; retry later")
+        results = await asyncio.gather(*self._enqueue(entries), return_exceptions=True)
+        done: list[Sequenced] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            done.append(r)
+        return _json({"entries": [{"index": d.index, "leaf_hash": d.leaf.hex()} for d in done]})
+
     async def post_add(self, request: web.BaseRequest) -> web.Response:
         if self._closing:
             return _error(503, "log server is shutting down")
-        if request.content_length is not None and request.content_length > MAX_ENTRY_SIZE:
-            return _error(413, f"entry larger than {MAX_ENTRY_SIZE} bytes")
-        body = await request.content.read(MAX_ENTRY_SIZE + 1)
-        while len(body) <= MAX_ENTRY_SIZE and not request.content.at_eof():
-            body += await request.content.read(MAX_ENTRY_SIZE + 1 - len(body))
-        if len(body) > MAX_ENTRY_SIZE:
+        body = await self._read_body(request, MAX_ENTRY_SIZE)
+        if body is None:
             return _error(413, f"entry larger than {MAX_ENTRY_SIZE} bytes")
         try:
             info = check_entry(body)
@@ -335,10 +399,7 @@ class LogServer:
             return _error(400, str(e))
         if self._queued_bytes + len(body) > MAX_QUEUED_BYTES:
             return _error(503, "log is overloaded; retry later")
-        fut: asyncio.Future[Sequenced] = asyncio.get_running_loop().create_future()
-        self._queue.append((Pending(body, merkle.leaf_hash(body), info.subjects), fut))
-        self._queued_bytes += len(body)
-        self._wakeup.set()
+        (fut,) = self._enqueue([(body, info.subjects)])
         seq = await fut
         if not request.query_string:
             # the hot path: format the small answer directly

@@ -203,7 +203,7 @@ class LogStore:
             self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA cache_size=-16384")
+            self._db.execute("PRAGMA cache_size=-2048")  # a few small tables
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise StorageError(f"{db_path}: cannot open the index: {e}") from None
