@@ -105,6 +105,8 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         report_dir = args.report_dir or default_report_dir(
             RecipeTarget(Path(f"fixture-{args.fixture}"), Path(args.variant or "default"))
         )
+        # Absolute from here on: git and the builds run in other directories.
+        report_dir = report_dir.absolute()
         made = materialize(
             args.fixture, report_dir / "fixture", lock_for=lock_digest, variant=args.variant
         )

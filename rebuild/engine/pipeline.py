@@ -114,6 +114,11 @@ class VerifyOptions:
     keep_work: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Absolute: git and the container runner work from other directories,
+        # so a relative report directory would point elsewhere for them.
+        object.__setattr__(self, "report_dir", Path(self.report_dir).absolute())
+
 
 # -- the run --------------------------------------------------------------------------------
 

@@ -162,3 +162,21 @@ def test_log_without_a_key_is_a_usage_error(tmp_path: Path) -> None:
     p = run_cli("verify", "--fixture", "python-wheel", "--log", "http://127.0.0.1:9", "--json")
     assert p.returncode == 2
     assert "--key" in json.loads(p.stdout)["error"]["message"]
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_envs")
+def test_relative_report_dir_works_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """scripts/setup passes a relative --report-dir; git and the runner work
+    elsewhere, so it must be made absolute before anything uses it."""
+    from rebuild.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["verify", "--fixture", "python-wheel", "--report-dir", "rel", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0, doc
+    assert doc["verdict"] == "reproduced"
+    assert doc["report_dir"] == str(tmp_path / "rel")
+    assert (tmp_path / "rel" / "build.log").is_file()
