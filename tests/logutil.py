@@ -97,3 +97,9 @@ def envelope(tag: str, subject: bytes | None = None) -> bytes:
             "signatures": [{"keyid": "test", "sig": base64.b64encode(b"x" * 64).decode()}],
         }
     ).encode()
+
+
+def start_log(directory: Path | str, key: Path | str, output: Path, *extra: str) -> Server:
+    """``rebuild log serve`` on 127.0.0.1 (any port) for ``directory`` and ``key``."""
+    args = ["log", "serve", "--dir", str(directory), "--key", str(key)]
+    return Server([*args, "--listen", "127.0.0.1:0", *extra], output)

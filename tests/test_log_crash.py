@@ -22,7 +22,7 @@ import pytest
 
 from rebuild.keystore import load_signing_key
 from rebuild.log.store import LogStore
-from tests.logutil import Server, envelope, make_key
+from tests.logutil import envelope, make_key, start_log
 from verify import merkle
 from verify.checkpoint import open_checkpoint
 from verify.tiles import hash_tiles, tiles_from_leaf_hashes
@@ -78,20 +78,8 @@ def test_sigkill_at_random_points_loses_no_acknowledged_entry(tmp_path: Path) ->
     lock = threading.Lock()
     observed: dict[int, set[str]] = {}
     for round_no in range(ROUNDS):
-        server = Server(
-            [
-                "log",
-                "serve",
-                "--dir",
-                str(log_dir),
-                "--key",
-                str(key_file),
-                "--listen",
-                "127.0.0.1:0",
-                "--batch-ms",
-                "0",
-            ],
-            tmp_path / f"server-{round_no}.log",
+        server = start_log(
+            str(log_dir), str(key_file), tmp_path / f"server-{round_no}.log", "--batch-ms", "0"
         )
         stop = threading.Event()
         threads = [

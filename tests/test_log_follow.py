@@ -17,7 +17,7 @@ import trustme
 
 from rebuild.keystore import load_signing_key
 from rebuild.log.store import LogStore, Pending
-from tests.logutil import Server, envelope, make_key, run_cli
+from tests.logutil import Server, envelope, make_key, run_cli, start_log
 from verify import merkle
 
 ORIGIN = "follow.log.test"
@@ -31,20 +31,7 @@ def _populate(directory: Path, key_file: Path, tags: list[str]) -> None:
 
 @contextmanager
 def _serving(directory: Path, key_file: Path, log: Path, *extra: str) -> Iterator[Server]:
-    server = Server(
-        [
-            "log",
-            "serve",
-            "--dir",
-            str(directory),
-            "--key",
-            str(key_file),
-            "--listen",
-            "127.0.0.1:0",
-            *extra,
-        ],
-        log,
-    )
+    server = start_log(directory, key_file, log, *extra)
     try:
         yield server
     finally:

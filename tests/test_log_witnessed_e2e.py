@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import PYTHON, Server, cli_env, envelope, make_key, run_cli
+from tests.logutil import PYTHON, Server, cli_env, envelope, make_key, run_cli, start_log
 from verify.cosignature import verify_cosignatures, witness_key
 from verify.tlogproof import parse as parse_proof
 
@@ -61,20 +61,8 @@ def test_entries_from_concurrent_clients_verify_against_witness_cosigned_checkpo
             "group both 2 W1 W2\n"
             "quorum both\n"
         )
-        log = Server(
-            [
-                "log",
-                "serve",
-                "--dir",
-                str(tmp_path / "log"),
-                "--key",
-                str(log_key),
-                "--listen",
-                "127.0.0.1:0",
-                "--witnesses",
-                str(policy),
-            ],
-            tmp_path / "log.log",
+        log = start_log(
+            str(tmp_path / "log"), str(log_key), tmp_path / "log.log", "--witnesses", str(policy)
         )
         servers.append(log)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import Server, envelope, make_key, run_cli
+from tests.logutil import Server, envelope, make_key, run_cli, start_log
 from verify.cosignature import verify_cosignatures, witness_key
 
 
@@ -83,20 +83,8 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
 
         # 1. quorum 2 with one witness down: the entry is acknowledged, but
         #    no checkpoint is ever published without both cosignatures.
-        log = Server(
-            [
-                "log",
-                "serve",
-                "--dir",
-                str(tmp_path / "log"),
-                "--key",
-                str(log_key),
-                "--listen",
-                "127.0.0.1:0",
-                "--witnesses",
-                str(strict),
-            ],
-            tmp_path / "log1.log",
+        log = start_log(
+            str(tmp_path / "log"), str(log_key), tmp_path / "log1.log", "--witnesses", str(strict)
         )
         r = run_cli("log", "add", "--log", log.url, str(entry))
         assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
@@ -109,20 +97,8 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         # 2. restarted with 1-of-2: published, cosigned by W1 only. The
         #    witness already cosigned sizes while the strict log ran, so the
         #    new process (which starts at old size 0) must take the 409 path.
-        log = Server(
-            [
-                "log",
-                "serve",
-                "--dir",
-                str(tmp_path / "log"),
-                "--key",
-                str(log_key),
-                "--listen",
-                "127.0.0.1:0",
-                "--witnesses",
-                str(lenient),
-            ],
-            tmp_path / "log2.log",
+        log = start_log(
+            str(tmp_path / "log"), str(log_key), tmp_path / "log2.log", "--witnesses", str(lenient)
         )
         servers.append(log)
         note = _wait_for_size(log.url, 1)
@@ -135,20 +111,8 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         log.stop()
 
         # 3. once more, with the witness now ahead of a log process that knows nothing
-        log = Server(
-            [
-                "log",
-                "serve",
-                "--dir",
-                str(tmp_path / "log"),
-                "--key",
-                str(log_key),
-                "--listen",
-                "127.0.0.1:0",
-                "--witnesses",
-                str(lenient),
-            ],
-            tmp_path / "log3.log",
+        log = start_log(
+            str(tmp_path / "log"), str(log_key), tmp_path / "log3.log", "--witnesses", str(lenient)
         )
         servers.append(log)
         entry3 = tmp_path / "e3.json"

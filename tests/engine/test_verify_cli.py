@@ -13,7 +13,7 @@ from rebuild.keystore import generate_key_files
 from rebuild.recipe import load_recipe
 from rebuild.release import release_statement, sign_release
 from tests.engine.conftest import make_fixture
-from tests.logutil import Server, make_key, run_cli
+from tests.logutil import make_key, run_cli, start_log
 from verify.dsse import Envelope
 
 
@@ -74,19 +74,7 @@ def test_malformed_target_is_a_usage_error_with_exit_2(tmp_path: Path) -> None:
 def test_cli_attests_and_publishes_to_a_real_log(tmp_path: Path) -> None:
     log_key = make_key(tmp_path, "log.test")
     rebuilder = make_key(tmp_path, "rebuilder.test")
-    server = Server(
-        [
-            "log",
-            "serve",
-            "--dir",
-            str(tmp_path / "log"),
-            "--key",
-            str(log_key),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        tmp_path / "server.log",
-    )
+    server = start_log(tmp_path / "log", log_key, tmp_path / "server.log")
     try:
         p = run_cli(
             "verify",
