@@ -188,6 +188,9 @@ def main() -> None:
     ap.add_argument(
         "--calibrate", action="store_true", help="drive a trivial aiohttp server instead"
     )
+    ap.add_argument(
+        "--server-script", type=Path, help="drive this script's server instead (calibration)"
+    )
     args = ap.parse_args()
     try:
         import uvloop
@@ -204,22 +207,27 @@ def main() -> None:
             env=env,
             capture_output=True,
         )
+        command = [
+            sys.executable,
+            "-m",
+            "rebuild",
+            "log",
+            "serve",
+            "--dir",
+            str(Path(tmp) / "log"),
+            "--key",
+            str(key),
+            "--listen",
+            "127.0.0.1:0",
+            "--batch-ms",
+            str(args.batch_ms),
+        ]
+        if args.calibrate:
+            command = [sys.executable, "-c", TRIVIAL_SERVER]
+        elif args.server_script:
+            command = [sys.executable, str(args.server_script)]
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rebuild",
-                "log",
-                "serve",
-                "--dir",
-                str(Path(tmp) / "log"),
-                "--key",
-                str(key),
-                "--listen",
-                "127.0.0.1:0",
-                "--batch-ms",
-                str(args.batch_ms),
-            ],
+            command,
             env=env,
             stderr=subprocess.PIPE,
             text=True,
