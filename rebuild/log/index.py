@@ -9,8 +9,11 @@ Random 32-byte keys make every B-tree insert touch a different page; doing
 that in the acknowledgement path cost a third of the log's throughput.
 
 Rows not yet flushed are answered from memory, so a lookup sees every
-acknowledged entry. This module decides nothing about trust and never
-touches tiles.
+acknowledged entry. They are kept packed (a 32-byte key and an 8-byte index
+per row in one buffer), not as Python tuples and dicts: when the index falls
+behind, up to ``MAX_PENDING`` rows wait, and as objects they cost ~450 bytes
+each and grew the process by ~20 MiB by 10^6 entries (docs/benchmarks.md,
+"Memory"). This module decides nothing about trust and never touches tiles.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -29,6 +32,8 @@ FLUSH_ROWS: Final = 8192
 FLUSH_SECONDS: Final = 0.1
 MAX_PENDING: Final = 1 << 15  # backpressure: the writer waits beyond this
 MAX_LOOKUP_RESULTS: Final = 1000
+KEY_SIZE: Final = 32  # leaf hashes and subject digests are SHA-256
+_REC: Final = KEY_SIZE + 8  # packed row: key, then the index as uint64 big-endian
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -38,6 +43,38 @@ CREATE TABLE IF NOT EXISTS subjects(
 """
 
 Row = tuple[bytes, int]
+
+
+def _pack(rows: Iterable[Row], path: Path) -> bytes:
+    parts = []
+    for key, idx in rows:
+        if len(key) != KEY_SIZE:
+            raise StorageError(f"{path}: index key of {len(key)} bytes, not {KEY_SIZE}")
+        parts.append(key)
+        parts.append(idx.to_bytes(8, "big"))
+    return b"".join(parts)
+
+
+def _find(buf: bytes | bytearray, key: bytes) -> list[int]:
+    """Indexes recorded for ``key`` in a packed buffer (each row's key is aligned)."""
+    found: list[int] = []
+    if len(key) != KEY_SIZE:
+        return found
+    start = buf.find(key)
+    while start >= 0:
+        if start % _REC == 0:
+            found.append(int.from_bytes(buf[start + KEY_SIZE : start + _REC], "big"))
+            start = buf.find(key, start + _REC)
+        else:
+            start = buf.find(key, start + 1)
+    return found
+
+
+def _sorted_rows(buf: bytes) -> Iterator[Row]:
+    """Rows of a packed buffer in (key, index) order (big-endian sorts numerically)."""
+    records = sorted(buf[i : i + _REC] for i in range(0, len(buf), _REC))
+    for r in records:
+        yield r[:KEY_SIZE], int.from_bytes(r[KEY_SIZE:], "big")
 
 
 class LookupIndex:
@@ -64,10 +101,11 @@ class LookupIndex:
             raise StorageError(f"{path}: cannot open the lookup index: {e}") from None
         self.indexed = 0 if row is None else int(row[0])
         self._lock = threading.Condition()
-        self._leaf_rows: list[Row] = []
-        self._subject_rows: list[Row] = []
-        self._pending_leaves: dict[bytes, int] = {}
-        self._pending_subjects: dict[bytes, list[int]] = {}
+        # Packed rows queued for the next transaction, and those of the
+        # transaction in flight (still answered from here until committed).
+        self._leaves = bytearray()
+        self._subjects = bytearray()
+        self._writing: tuple[bytes, bytes] = (b"", b"")
         self._pending_upto = self.indexed
         self._first_pending = 0.0
         self._stop = False
@@ -79,19 +117,19 @@ class LookupIndex:
 
     def add(self, leaf_rows: Iterable[Row], subject_rows: Iterable[Row], upto: int) -> None:
         """Queue rows for entries below ``upto`` (all already durable in tiles)."""
+        leaves = _pack(leaf_rows, self.path)
+        subjects = _pack(subject_rows, self.path)
         with self._lock:
-            while len(self._leaf_rows) >= MAX_PENDING and self._error is None and not self._stop:
+            while (
+                len(self._leaves) >= MAX_PENDING * _REC and self._error is None and not self._stop
+            ):
                 self._lock.wait(1.0)
             if self._error is not None:
                 raise self._error
-            if not self._leaf_rows:
+            if not self._leaves:
                 self._first_pending = time.monotonic()
-            for leaf, idx in leaf_rows:
-                self._leaf_rows.append((leaf, idx))
-                self._pending_leaves.setdefault(leaf, idx)
-            for digest, idx in subject_rows:
-                self._subject_rows.append((digest, idx))
-                self._pending_subjects.setdefault(digest, []).append(idx)
+            self._leaves += leaves
+            self._subjects += subjects
             self._pending_upto = max(self._pending_upto, upto)
             self._lock.notify_all()
 
@@ -100,15 +138,16 @@ class LookupIndex:
             with self._lock:
                 while not self._stop and not self._due():
                     self._lock.wait(FLUSH_SECONDS / 2)
-                if not self._leaf_rows and self._pending_upto == self.indexed:
+                if not self._leaves and self._pending_upto == self.indexed:
                     if self._stop:
                         return
                     continue
-                leaf_rows, subject_rows = self._leaf_rows, self._subject_rows
+                leaves, subjects = bytes(self._leaves), bytes(self._subjects)
+                self._writing = (leaves, subjects)
                 upto = self._pending_upto
-                self._leaf_rows, self._subject_rows = [], []
+                self._leaves, self._subjects = bytearray(), bytearray()
             try:
-                self._write(leaf_rows, subject_rows, upto)
+                self._write(leaves, subjects, upto)
             except StorageError as e:
                 with self._lock:
                     self._error = e
@@ -117,32 +156,29 @@ class LookupIndex:
             with self._lock:
                 self.indexed = upto
                 # Forget what is now in SQLite (readers check memory first).
-                self._pending_leaves = {}
-                self._pending_subjects = {}
-                for leaf, idx in self._leaf_rows:
-                    self._pending_leaves.setdefault(leaf, idx)
-                for digest, idx in self._subject_rows:
-                    self._pending_subjects.setdefault(digest, []).append(idx)
+                self._writing = (b"", b"")
                 self._lock.notify_all()
 
     def _due(self) -> bool:
-        if not self._leaf_rows:
+        if not self._leaves:
             return self._pending_upto != self.indexed
         return (
-            len(self._leaf_rows) >= FLUSH_ROWS
+            len(self._leaves) >= FLUSH_ROWS * _REC
             or time.monotonic() - self._first_pending >= FLUSH_SECONDS
         )
 
-    def _write(self, leaf_rows: list[Row], subject_rows: list[Row], upto: int) -> None:
+    def _write(self, leaves: bytes, subjects: bytes, upto: int) -> None:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            # Sorted inserts touch each B-tree page once per transaction.
+            # Sorted inserts touch each B-tree page once per transaction; a
+            # leaf's smallest index comes first, so OR IGNORE keeps it.
             db.executemany(
-                "INSERT OR IGNORE INTO leaves(hash, idx) VALUES (?, ?)", sorted(leaf_rows)
+                "INSERT OR IGNORE INTO leaves(hash, idx) VALUES (?, ?)", _sorted_rows(leaves)
             )
             db.executemany(
-                "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)", sorted(subject_rows)
+                "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)",
+                _sorted_rows(subjects),
             )
             db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('indexed', ?)", (upto,))
             db.execute("COMMIT")
@@ -156,7 +192,7 @@ class LookupIndex:
         with self._lock:
             self._first_pending = 0.0
             self._lock.notify_all()
-            while (self._leaf_rows or self._pending_upto != self.indexed) and self._error is None:
+            while (self._leaves or self._pending_upto != self.indexed) and self._error is None:
                 if not self._thread.is_alive():
                     break
                 self._lock.wait(0.05)
@@ -177,15 +213,17 @@ class LookupIndex:
     # --- reader side (the event loop) ---------------------------------------
 
     def lookup_leaf(self, leaf: bytes) -> int | None:
+        # Memory before SQLite: a row leaves memory only once committed there.
         with self._lock:
-            pending = self._pending_leaves.get(leaf)
+            found = _find(self._writing[0], leaf) + _find(self._leaves, leaf)
         row = self._reader.execute("SELECT idx FROM leaves WHERE hash = ?", (leaf,)).fetchone()
-        found = [i for i in (pending, None if row is None else int(row[0])) if i is not None]
+        if row is not None:
+            found.append(int(row[0]))
         return min(found) if found else None
 
     def lookup_subject(self, digest: bytes) -> list[int]:
         with self._lock:
-            pending = list(self._pending_subjects.get(digest, ()))
+            pending = _find(self._writing[1], digest) + _find(self._subjects, digest)
         rows = self._reader.execute(
             "SELECT idx FROM subjects WHERE digest = ? ORDER BY idx LIMIT ?",
             (digest, MAX_LOOKUP_RESULTS),
