@@ -59,12 +59,24 @@ class Log:
         return doc
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+@pytest.fixture(scope="module", params=["0", "2"], ids=["one-process", "two-front-ends"])
+def log(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Log]:
+    """The same API in both shapes: HTTP in the sequencer's process, or in front-ends."""
     tmp = tmp_path_factory.mktemp("log")
     key = make_key(tmp, "http.log.test")
     server = Server(
-        ["log", "serve", "--dir", str(tmp / "log"), "--key", str(key), "--listen", "127.0.0.1:0"],
+        [
+            "log",
+            "serve",
+            "--dir",
+            str(tmp / "log"),
+            "--key",
+            str(key),
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            request.param,
+        ],
         tmp / "server.log",
     )
     try:
