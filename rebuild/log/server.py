@@ -479,8 +479,14 @@ class HttpApi:
     @staticmethod
     async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
         """The request body, or None when it is larger than ``limit`` (never read past it)."""
-        if request.content_length is not None and request.content_length > limit:
-            return None
+        length = request.content_length
+        if length is not None:
+            if length > limit:
+                return None
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as e:
+                return e.partial  # the client went away; what came is refused as truncated
         body = await request.content.read(limit + 1)
         while len(body) <= limit and not request.content.at_eof():
             body += await request.content.read(limit + 1 - len(body))
