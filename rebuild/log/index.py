@@ -30,12 +30,50 @@ FLUSH_SECONDS: Final = 1.0
 MAX_PENDING: Final = 1 << 17  # backpressure: the writer waits beyond this
 MAX_LOOKUP_RESULTS: Final = 1000
 
+# Rows are grouped by epoch (index >> EPOCH_BITS) ahead of the key: a new
+# entry's rows land in the current epoch's slice of each B-tree, which stays
+# small and cached, so an insert costs the same at 10^7 entries as at 10^4.
+# Keyed by the random hash alone, every insert hit a different page of the
+# whole tree: 7.5 us per entry at 2x10^5 rising to 18.5 us at 10^6 (and the
+# index fell behind the log). A lookup seeks once per epoch instead of once.
+EPOCH_BITS: Final = 16
+SCHEMA_VERSION: Final = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS leaves(hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leaves(
+    epoch INTEGER NOT NULL, hash BLOB NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY(epoch, hash)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subjects(
-    digest BLOB NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY(digest, idx)) WITHOUT ROWID;
+    epoch INTEGER NOT NULL, digest BLOB NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY(epoch, digest, idx)) WITHOUT ROWID;
 """
+
+# One seek per epoch, lowest epoch first (so the first hit is the first entry).
+_LOOKUP_LEAF = """
+WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
+SELECT t.idx FROM e JOIN leaves t ON t.epoch = e.n AND t.hash = ? ORDER BY t.idx LIMIT 1
+"""
+_LOOKUP_SUBJECT = """
+WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
+SELECT t.idx FROM e JOIN subjects t ON t.epoch = e.n AND t.digest = ? ORDER BY t.idx LIMIT ?
+"""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Drop an index of an older layout (derived data: the store re-indexes from 0)."""
+    try:
+        row = db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        row = None  # no meta table yet
+    if row is not None and int(row[0]) == SCHEMA_VERSION:
+        return
+    db.executescript(
+        "DROP TABLE IF EXISTS leaves; DROP TABLE IF EXISTS subjects; DROP TABLE IF EXISTS meta;"
+    )
+    db.executescript(_SCHEMA)
+    db.execute("INSERT INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
 
 Row = tuple[bytes, int]
 
@@ -55,7 +93,7 @@ class LookupIndex:
             # grew the process by ~30 MiB by 10^6 entries; 4 MiB plateaus by
             # 4x10^5 at the same throughput).
             self._db.execute("PRAGMA cache_size=-4096")
-            self._db.executescript(_SCHEMA)
+            _migrate(self._db)
             row = self._db.execute("SELECT v FROM meta WHERE k = 'indexed'").fetchone()
             self._reader = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False
@@ -139,10 +177,12 @@ class LookupIndex:
             db.execute("BEGIN IMMEDIATE")
             # Sorted inserts touch each B-tree page once per transaction.
             db.executemany(
-                "INSERT OR IGNORE INTO leaves(hash, idx) VALUES (?, ?)", sorted(leaf_rows)
+                "INSERT OR IGNORE INTO leaves(epoch, hash, idx) VALUES (?, ?, ?)",
+                sorted((idx >> EPOCH_BITS, leaf, idx) for leaf, idx in leaf_rows),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)", sorted(subject_rows)
+                "INSERT OR IGNORE INTO subjects(epoch, digest, idx) VALUES (?, ?, ?)",
+                sorted((idx >> EPOCH_BITS, digest, idx) for digest, idx in subject_rows),
             )
             db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('indexed', ?)", (upto,))
             db.execute("COMMIT")
@@ -176,10 +216,14 @@ class LookupIndex:
 
     # --- reader side (the event loop) ---------------------------------------
 
+    def _last_epoch(self) -> int:
+        """The newest epoch SQLite may hold rows for (rows beyond are in memory)."""
+        return max(self.indexed, self._pending_upto, 1) - 1 >> EPOCH_BITS
+
     def lookup_leaf(self, leaf: bytes) -> int | None:
         with self._lock:
             pending = self._pending_leaves.get(leaf)
-        row = self._reader.execute("SELECT idx FROM leaves WHERE hash = ?", (leaf,)).fetchone()
+        row = self._reader.execute(_LOOKUP_LEAF, (self._last_epoch(), leaf)).fetchone()
         found = [i for i in (pending, None if row is None else int(row[0])) if i is not None]
         return min(found) if found else None
 
@@ -187,7 +231,6 @@ class LookupIndex:
         with self._lock:
             pending = list(self._pending_subjects.get(digest, ()))
         rows = self._reader.execute(
-            "SELECT idx FROM subjects WHERE digest = ? ORDER BY idx LIMIT ?",
-            (digest, MAX_LOOKUP_RESULTS),
+            _LOOKUP_SUBJECT, (self._last_epoch(), digest, MAX_LOOKUP_RESULTS)
         ).fetchall()
         return sorted({int(r[0]) for r in rows} | set(pending))[:MAX_LOOKUP_RESULTS]
