@@ -25,9 +25,9 @@ from typing import Final
 
 from rebuild.errors import StorageError
 
-FLUSH_ROWS: Final = 32768
-FLUSH_SECONDS: Final = 1.0
-MAX_PENDING: Final = 1 << 17  # backpressure: the writer waits beyond this
+FLUSH_ROWS: Final = 8192
+FLUSH_SECONDS: Final = 0.1
+MAX_PENDING: Final = 1 << 15  # backpressure: the writer waits beyond this
 MAX_LOOKUP_RESULTS: Final = 1000
 
 # Rows are grouped by epoch (index >> EPOCH_BITS) ahead of the key: a new
