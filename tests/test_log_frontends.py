@@ -254,3 +254,29 @@ def test_garbage_frames_only_ever_raise_ipc_error(data: bytes) -> None:
     ):
         with contextlib.suppress(ipc.IpcError):
             decode()
+
+
+def test_auto_workers_follow_the_cores_the_server_may_use(tmp_path: Path) -> None:
+    """One core: no front-ends (the IPC would only cost); two: one per core."""
+    key = make_key(tmp_path, "fe.log.test")
+    for cores, shape in (("0", "one process"), ("0,1", "2 front-end processes")):
+        out = tmp_path / f"server-{cores}.log"
+        server = Server(
+            [
+                "log",
+                "serve",
+                "--dir",
+                str(tmp_path / "log"),
+                "--key",
+                str(key),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            out,
+            prefix=["taskset", "-c", cores],
+        )
+        try:
+            assert f"({shape})" in out.read_text()
+            assert len(_front_ends(server.proc.pid)) == (0 if cores == "0" else 2)
+        finally:
+            server.stop()
