@@ -9,6 +9,7 @@ process group, and malformed frames between the processes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -280,3 +282,35 @@ def test_auto_workers_follow_the_cores_the_server_may_use(tmp_path: Path) -> Non
             assert len(_front_ends(server.proc.pid)) == (0 if cores == "0" else 2)
         finally:
             server.stop()
+
+
+def test_a_flood_of_lookups_is_answered_and_never_stops_the_server(tmp_path: Path) -> None:
+    """400 concurrent lookups and proofs through the front-ends: all answered, server up."""
+    key = make_key(tmp_path, "fe.log.test")
+    server = start_log(tmp_path / "log", key, tmp_path / "server.log", "--workers", "2")
+    try:
+        acked = _add_many(server.url, "flood", 20)
+
+        async def flood() -> list[int]:
+            conn = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=conn) as session:
+
+                async def one(i: int) -> int:
+                    index = i % len(acked)
+                    path = (
+                        f"/lookup/leaf/{merkle.leaf_hash(acked[index]).hex()}"
+                        if i % 2
+                        else f"/proof/{index}"
+                    )
+                    async with session.get(server.url + path) as resp:
+                        await resp.read()
+                        return resp.status
+
+                return await asyncio.gather(*(one(i) for i in range(400)))
+
+        assert set(asyncio.run(flood())) == {200}
+        assert server.proc.poll() is None
+        assert _add_many(server.url, "after-flood", 4)
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0

@@ -24,6 +24,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from aiohttp import web
 
@@ -42,6 +43,7 @@ from rebuild.log.urls import server_ssl_context
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+MAX_CALLS_IN_FLIGHT: Final = 64  # proofs and lookups this process asks the sequencer at once
 
 
 class SequencerGoneError(StorageError):
@@ -67,6 +69,7 @@ class RemoteBackend:
         self._published_event = asyncio.Event()
         self._gone: StorageError | None = None
         self.stop_requested = asyncio.Event()
+        self._call_slots = asyncio.Semaphore(MAX_CALLS_IN_FLIGHT)
 
     @property
     def tile_dir(self) -> Path:
@@ -166,6 +169,10 @@ class RemoteBackend:
         return fut
 
     async def _call(self, kind: int, argument: bytes) -> bytes:
+        async with self._call_slots:  # more wait here rather than flood the sequencer
+            return await self._call_now(kind, argument)
+
+    async def _call_now(self, kind: int, argument: bytes) -> bytes:
         if self._gone is not None:
             raise self._gone
         request_id = self._new_id()

@@ -109,9 +109,12 @@ class FrontendLink:
                 for request_id, entries in ipc.decode_add(payload):
                     self._add(request_id, entries)
             elif kind == ipc.CALL:
+                request_id, call, argument = ipc.decode_call(payload)
                 if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
-                    raise ipc.IpcError("too many calls in flight")
-                task = asyncio.create_task(self._answer(*ipc.decode_call(payload)))
+                    # busy, not broken: that front-end answers 503 to this one
+                    self._reply(request_id, ipc.FAILED, b"")
+                    continue
+                task = asyncio.create_task(self._answer(request_id, call, argument))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
             elif kind == ipc.READY:
@@ -164,6 +167,9 @@ class FrontendLink:
         except StorageError as e:
             log.error("front-end %d: call %d failed: %s", self.number, kind, e)
             status = ipc.FAILED
+        self._reply(request_id, status, body)
+
+    def _reply(self, request_id: int, status: int, body: bytes) -> None:
         if not self._writer.is_closing():
             self._writer.write(ipc.frame(ipc.REPLY, ipc.encode_reply(request_id, status, body)))
 
