@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,11 +45,13 @@ def make_key(directory: Path, name: str) -> Path:
 class Server:
     """A CLI server subprocess; its URL is read from its 'listening on' line."""
 
-    def __init__(self, args: list[str], log: Path, timeout: float = 30.0) -> None:
+    def __init__(
+        self, args: list[str], log: Path, timeout: float = 30.0, prefix: Sequence[str] = ()
+    ) -> None:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "rebuild", *args],
+            [*prefix, PYTHON, "-m", "rebuild", *args],
             env=cli_env(),
             stdout=self._out,
             stderr=subprocess.STDOUT,

@@ -8,10 +8,16 @@ users would do.
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import trustme
 
@@ -154,3 +160,64 @@ def test_log_over_https_with_a_ca_bundle(tmp_path: Path) -> None:
         # without the CA the client refuses the untrusted certificate
         r = run_cli("log", "add", "--log", s.url, str(entry))
         assert r.returncode == 2 and "TLS" in r.stderr
+
+
+def test_monitor_reports_a_lagging_mirror_as_stale_and_keeps_its_newer_state(
+    tmp_path: Path,
+) -> None:
+    """A static mirror still serving an older checkpoint is stale, not a fork, not adopted.
+
+    The mirror is a real static web server (Python's http.server) over a copy
+    of the log directory, the layout tlog-tiles says any such server can serve.
+    """
+    key = make_key(tmp_path, ORIGIN)
+    _populate(tmp_path / "log", key, ["a0", "a1", "a2"])
+    state = tmp_path / "mon"
+    with _serving(tmp_path / "log", key, tmp_path / "s1.log") as s:
+        assert _follow(s.url, state, key)[1]["size"] == 3
+        old_checkpoint = (tmp_path / "log" / "checkpoint").read_bytes()
+        # 300 more: past a full tile, so the newer tree has tiles the older lacks
+        body = b"".join(
+            len(e).to_bytes(2, "big") + e for e in (envelope(f"more-{i}") for i in range(150))
+        )
+        for _ in range(2):
+            status, _ = _post(s.url, "/add-bundle", body)
+            assert status == 200
+        code, doc = _follow(s.url, state, key)
+        assert (code, doc["status"], doc["size"]) == (0, "grew", 303)
+    mirror = tmp_path / "mirror"
+    shutil.copytree(tmp_path / "log", mirror, ignore=shutil.ignore_patterns("state"))
+    (mirror / "checkpoint").write_bytes(old_checkpoint)
+    static = subprocess.Popen(
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+        cwd=mirror,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert static.stdout is not None
+        port = re.search(r"port (\d+)", static.stdout.readline())
+        assert port is not None
+        code, doc = _follow(f"http://127.0.0.1:{port.group(1)}", state, key)
+        assert (code, doc["status"], doc["previous_size"], doc["size"]) == (0, "stale", 303, 3)
+    finally:
+        static.terminate()
+        static.wait(timeout=30)
+        if static.stdout is not None:
+            static.stdout.close()
+    # not adopted: against the log itself the monitor is still at 303
+    with _serving(tmp_path / "log", key, tmp_path / "s2.log") as s:
+        code, doc = _follow(s.url, state, key)
+        assert (code, doc["status"], doc["size"]) == (0, "unchanged", 303)
+
+
+def _post(url: str, path: str, body: bytes) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()

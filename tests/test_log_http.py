@@ -12,6 +12,7 @@ import base64
 import hashlib
 import http.client
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,12 +60,24 @@ class Log:
         return doc
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+@pytest.fixture(scope="module", params=["0", "2"], ids=["one-process", "two-front-ends"])
+def log(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Log]:
+    """The same API in both shapes: HTTP in the sequencer's process, or in front-ends."""
     tmp = tmp_path_factory.mktemp("log")
     key = make_key(tmp, "http.log.test")
     server = Server(
-        ["log", "serve", "--dir", str(tmp / "log"), "--key", str(key), "--listen", "127.0.0.1:0"],
+        [
+            "log",
+            "serve",
+            "--dir",
+            str(tmp / "log"),
+            "--key",
+            str(key),
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            request.param,
+        ],
         tmp / "server.log",
     )
     try:
@@ -309,3 +322,28 @@ def test_bad_bundle_is_refused_whole(log: Log, body: bytes, status: int) -> None
     assert log.request("POST", "/add-bundle", body)[0] == status
     time.sleep(0.05)
     assert log.request("GET", "/checkpoint")[2] == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,  # a TLS hello
+        b"GARBAGE / HTTP/1.1\r\n\r\n",
+        b"POST /add HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b'POST /add HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"payload',  # then EOF
+        b"POST /add HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n",
+    ],
+    ids=["tls-hello", "bad-method", "negative-length", "short-body", "bad-chunk", "long-line"],
+)
+def test_garbage_on_the_socket_is_refused_and_the_log_keeps_working(log: Log, raw: bytes) -> None:
+    parts = urlsplit(log.url)
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=30) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
+    doc = log.add(envelope(f"after-garbage-{hashlib.sha256(raw).hexdigest()[:8]}"))
+    assert isinstance(doc["index"], int)

@@ -114,8 +114,9 @@ def test_misaligned_match_inside_packed_rows_is_not_a_hit(tmp_path: Path) -> Non
     boundaries would answer a lookup for bytes that straddle two rows.
     """
     a, b = _h("leaf", 1), _h("leaf", 2)
-    packed = a + (7).to_bytes(8, "big") + b + (8).to_bytes(8, "big")
-    straddling = packed[20:52]
+    packed = index_mod._pack([(a, 7), (b, 8)], tmp_path)
+    straddling = packed[24:56]  # the end of row 0 and the start of row 1
+    assert straddling not in (a, b)
     assert index_mod._find(packed, straddling) == []
     assert index_mod._find(packed, b) == [8]
     assert index_mod._find(packed, b[:16]) == []  # not a 32-byte key

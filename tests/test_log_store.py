@@ -37,11 +37,11 @@ def test_tiles_match_sunlight_reference_tree(tmp_path: Path, key: SigningKey) ->
         assert store.latest.root == base64.b64decode(vec["tree"]["root_b64"])
         for path, b64 in vec["tiles_b64"].items():
             assert (tmp_path / path).read_bytes() == base64.b64decode(b64), path
-        # every tile and bundle the size-300 tree needs is served, nothing else
-        served = {
-            str(p.relative_to(tmp_path)) for p in (tmp_path / "tile").rglob("*") if p.is_file()
-        }
-        assert served == {t.path() for t in hash_tiles(300) + entry_bundles(300)}
+    # every tile and bundle the size-300 tree needs is there, nothing else (once
+    # closed: superseded partial tiles are removed in the background)
+    served = {str(p.relative_to(tmp_path)) for p in (tmp_path / "tile").rglob("*") if p.is_file()}
+    assert served == {t.path() for t in hash_tiles(300) + entry_bundles(300)}
+    with LogStore.open(tmp_path, key, "rome2026h1.example.org") as store:
         bundle = (tmp_path / "tile/entries/001.p/44").read_bytes()
         assert parse_entry_bundle(bundle, 44) == leaves[256:300]
         cp, _ = open_checkpoint(store.latest.note, key.verifier_key(), "rome2026h1.example.org")
@@ -144,3 +144,57 @@ def test_proofs_from_disk_tiles_verify(tmp_path: Path, key: SigningKey) -> None:
         for old in (1, 255, 256, 257, 666):
             merkle.verify_consistency(old, 1000, th.consistency_proof(old), roots[old], roots[1000])
         assert store.entry(777) == data[777]
+
+
+def test_lookups_span_index_epochs_and_return_the_first_copy(tmp_path: Path) -> None:
+    """Rows are grouped by epoch: a key seen in several epochs still maps to its first index."""
+    from rebuild.log.index import EPOCH_BITS, LookupIndex
+
+    epoch = 1 << EPOCH_BITS
+    leaf, subject = b"L" * 32, b"S" * 32
+    index = LookupIndex(tmp_path / "index.sqlite")
+    try:
+        where = [5, epoch + 1, 3 * epoch + 7]  # in index order, as the store adds them
+        index.add([(leaf, i) for i in where], [(subject, i) for i in where], 3 * epoch + 8)
+        assert index.lookup_leaf(leaf) == 5  # answered from memory
+        index.flush()
+        assert index.lookup_leaf(leaf) == 5  # and from SQLite, across epochs
+        assert index.lookup_subject(subject) == where
+        assert index.lookup_leaf(b"M" * 32) is None
+    finally:
+        index.close()
+    reopened = LookupIndex(tmp_path / "index.sqlite")
+    try:
+        assert reopened.lookup_leaf(leaf) == 5
+        assert reopened.lookup_subject(subject) == where
+    finally:
+        reopened.close()
+
+
+def test_index_of_an_older_layout_is_rebuilt_from_the_tiles(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    """An index.sqlite keyed by hash alone (layout 1) is dropped and rebuilt, not misread."""
+    import sqlite3
+
+    with LogStore.open(tmp_path, key, "o") as store:  # more than one re-indexing chunk
+        for lo in (0, 2500):
+            store.integrate(
+                [Pending(b"x%d" % i, merkle.leaf_hash(b"x%d" % i)) for i in range(lo, lo + 2500)]
+            )
+    for f in (tmp_path / "state").glob("index.sqlite*"):
+        f.unlink()
+    old = sqlite3.connect(tmp_path / "state" / "index.sqlite")
+    old.executescript(
+        "CREATE TABLE meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;"
+        "CREATE TABLE leaves(hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE subjects(digest BLOB NOT NULL, idx INTEGER NOT NULL,"
+        " PRIMARY KEY(digest, idx)) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('indexed', 5000);"
+    )
+    old.commit()
+    old.close()
+    with LogStore.open(tmp_path, key, "o") as store:
+        store.flush_index()
+        for i in (0, 4095, 4096, 4999):
+            assert store.lookup_leaf(merkle.leaf_hash(b"x%d" % i)) == i

@@ -66,6 +66,13 @@ def register(sub: Any) -> None:
         "queued while the previous one was being made durable)",
     )
     s.add_argument(
+        "--workers",
+        default="auto",
+        metavar="N",
+        help="HTTP front-end processes feeding this process's sequencer; 0 serves HTTP in "
+        "one process (default auto: one per core, 0 on a single core)",
+    )
+    s.add_argument(
         "--witness-timeout", type=float, default=10.0, metavar="S", help="per-request timeout"
     )
     s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
@@ -142,7 +149,8 @@ def _listen(spec: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.log.server import LogServer, ServerOptions, install_uvloop, serve  # noqa: PLC0415
+    from rebuild.log.serve import default_workers, serve  # noqa: PLC0415
+    from rebuild.log.server import Sequencer, ServerOptions, install_uvloop  # noqa: PLC0415
     from rebuild.log.store import LogStore  # noqa: PLC0415
     from rebuild.log.witnessing import WitnessPool  # noqa: PLC0415
 
@@ -151,9 +159,16 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("--tls-cert and --tls-key go together")
     if args.batch_ms < 0 or args.batch_ms > 10_000:
         raise UsageError("--batch-ms must be in 0..10000")
+    if args.workers == "auto":
+        workers = default_workers()
+    elif args.workers.isdigit() and int(args.workers) <= 64:
+        workers = int(args.workers)
+    else:
+        raise UsageError("--workers must be 'auto' or a number in 0..64")
     key = load_signing_key(args.key, args.passphrase_env)
     origin = args.origin or key.name
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    tls_files = (args.tls_cert, args.tls_key) if args.tls_cert else None
     policy = _read_policy(args.witnesses) if args.witnesses else None
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("REBUILD_LOG_DEBUG") else logging.INFO,
@@ -168,13 +183,18 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             pool = None
             if policy is not None:
                 pool = WitnessPool(policy, client_ssl_context(args.ca_bundle), args.witness_timeout)
-            server = LogServer(store, pool, ServerOptions(batch_ms=args.batch_ms))
+            sequencer = Sequencer(store, pool, ServerOptions(batch_ms=args.batch_ms))
+            shape = f"{workers} front-end processes" if workers else "one process"
             await serve(
-                server,
+                sequencer,
                 host,
                 port,
-                tls,
-                lambda url: out.note(f"log {origin} (size {store.size}) listening on {url}"),
+                tls=tls_files,
+                ssl_context=tls,
+                workers=workers,
+                ready=lambda url: out.note(
+                    f"log {origin} (size {store.size}) listening on {url} ({shape})"
+                ),
             )
 
         asyncio.run(main())

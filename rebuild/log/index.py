@@ -9,8 +9,8 @@ Random 32-byte keys make every B-tree insert touch a different page; doing
 that in the acknowledgement path cost a third of the log's throughput.
 
 Rows not yet flushed are answered from memory, so a lookup sees every
-acknowledged entry. They are kept packed (a 32-byte key and an 8-byte index
-per row in one buffer), not as Python tuples and dicts: when the index falls
+acknowledged entry. They are kept packed (epoch, 32-byte key and index: 44
+bytes a row), not as Python tuples and dicts: when the index falls
 behind, up to ``MAX_PENDING`` rows wait, and as objects they cost ~450 bytes
 each and grew the process by ~20 MiB by 10^6 entries (docs/benchmarks.md,
 "Memory"). This module decides nothing about trust and never touches tiles.
@@ -33,14 +33,55 @@ FLUSH_SECONDS: Final = 0.1
 MAX_PENDING: Final = 1 << 15  # backpressure: the writer waits beyond this
 MAX_LOOKUP_RESULTS: Final = 1000
 KEY_SIZE: Final = 32  # leaf hashes and subject digests are SHA-256
-_REC: Final = KEY_SIZE + 8  # packed row: key, then the index as uint64 big-endian
+# A packed row: epoch (uint32), key, index (uint64), all big-endian, so that
+# sorting packed rows sorts them by (epoch, key, index): the B-tree order.
+_KEY_AT: Final = 4
+_REC: Final = _KEY_AT + KEY_SIZE + 8
+
+# Rows are grouped by epoch (index >> EPOCH_BITS) ahead of the key: a new
+# entry's rows land in the current epoch's slice of each B-tree, which stays
+# small and cached, so an insert costs the same at 10^7 entries as at 10^4.
+# Keyed by the random hash alone, every insert hit a different page of the
+# whole tree: 7.5 us per entry at 2x10^5 rising to 18.5 us at 10^6 (and the
+# index fell behind the log). A lookup seeks once per epoch instead of once.
+EPOCH_BITS: Final = 16
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS leaves(hash BLOB PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leaves(
+    epoch INTEGER NOT NULL, hash BLOB NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY(epoch, hash)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subjects(
-    digest BLOB NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY(digest, idx)) WITHOUT ROWID;
+    epoch INTEGER NOT NULL, digest BLOB NOT NULL, idx INTEGER NOT NULL,
+    PRIMARY KEY(epoch, digest, idx)) WITHOUT ROWID;
 """
+
+# One seek per epoch, lowest epoch first (so the first hit is the first entry).
+_LOOKUP_LEAF = """
+WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
+SELECT t.idx FROM e JOIN leaves t ON t.epoch = e.n AND t.hash = ? ORDER BY t.idx LIMIT 1
+"""
+_LOOKUP_SUBJECT = """
+WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
+SELECT t.idx FROM e JOIN subjects t ON t.epoch = e.n AND t.digest = ? ORDER BY t.idx LIMIT ?
+"""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Drop an index of an older layout (derived data: the store re-indexes from 0)."""
+    try:
+        row = db.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+    except sqlite3.OperationalError:
+        row = None  # no meta table yet
+    if row is not None and int(row[0]) == SCHEMA_VERSION:
+        return
+    db.executescript(
+        "DROP TABLE IF EXISTS leaves; DROP TABLE IF EXISTS subjects; DROP TABLE IF EXISTS meta;"
+    )
+    db.executescript(_SCHEMA)
+    db.execute("INSERT INTO meta(k, v) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
 
 Row = tuple[bytes, int]
 
@@ -50,6 +91,7 @@ def _pack(rows: Iterable[Row], path: Path) -> bytes:
     for key, idx in rows:
         if len(key) != KEY_SIZE:
             raise StorageError(f"{path}: index key of {len(key)} bytes, not {KEY_SIZE}")
+        parts.append((idx >> EPOCH_BITS).to_bytes(_KEY_AT, "big"))
         parts.append(key)
         parts.append(idx.to_bytes(8, "big"))
     return b"".join(parts)
@@ -62,8 +104,8 @@ def _find(buf: bytes | bytearray, key: bytes) -> list[int]:
         return found
     start = buf.find(key)
     while start >= 0:
-        if start % _REC == 0:
-            found.append(int.from_bytes(buf[start + KEY_SIZE : start + _REC], "big"))
+        if start % _REC == _KEY_AT:
+            found.append(int.from_bytes(buf[start + KEY_SIZE : start + KEY_SIZE + 8], "big"))
             start = buf.find(key, start + _REC)
         else:
             start = buf.find(key, start + 1)
@@ -91,11 +133,12 @@ class _Packed:
     def find(self, key: bytes) -> list[int]:
         return [i for c in self.chunks for i in _find(c, key)]
 
-    def sorted_rows(self) -> Iterator[Row]:
-        """Rows in (key, index) order (the big-endian index sorts numerically)."""
+    def sorted_rows(self) -> Iterator[tuple[int, bytes, int]]:
+        """(epoch, key, index) rows in that order: the order of the B-trees."""
         records = sorted(c[i : i + _REC] for c in self.chunks for i in range(0, len(c), _REC))
         for r in records:
-            yield r[:KEY_SIZE], int.from_bytes(r[KEY_SIZE:], "big")
+            idx = int.from_bytes(r[_KEY_AT + KEY_SIZE :], "big")
+            yield idx >> EPOCH_BITS, r[_KEY_AT : _KEY_AT + KEY_SIZE], idx
 
 
 class LookupIndex:
@@ -113,7 +156,7 @@ class LookupIndex:
             # grew the process by ~30 MiB by 10^6 entries; 4 MiB plateaus by
             # 4x10^5 at the same throughput).
             self._db.execute("PRAGMA cache_size=-4096")
-            self._db.executescript(_SCHEMA)
+            _migrate(self._db)
             row = self._db.execute("SELECT v FROM meta WHERE k = 'indexed'").fetchone()
             self._reader = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False
@@ -192,10 +235,11 @@ class LookupIndex:
             # Sorted inserts touch each B-tree page once per transaction; a
             # leaf's smallest index comes first, so OR IGNORE keeps it.
             db.executemany(
-                "INSERT OR IGNORE INTO leaves(hash, idx) VALUES (?, ?)", leaves.sorted_rows()
+                "INSERT OR IGNORE INTO leaves(epoch, hash, idx) VALUES (?, ?, ?)",
+                leaves.sorted_rows(),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO subjects(digest, idx) VALUES (?, ?)",
+                "INSERT OR IGNORE INTO subjects(epoch, digest, idx) VALUES (?, ?, ?)",
                 subjects.sorted_rows(),
             )
             db.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('indexed', ?)", (upto,))
@@ -230,11 +274,15 @@ class LookupIndex:
 
     # --- reader side (the event loop) ---------------------------------------
 
+    def _last_epoch(self) -> int:
+        """The newest epoch SQLite may hold rows for (rows beyond are in memory)."""
+        return max(self.indexed, self._pending_upto, 1) - 1 >> EPOCH_BITS
+
     def lookup_leaf(self, leaf: bytes) -> int | None:
         # Memory before SQLite: a row leaves memory only once committed there.
         with self._lock:
             found = self._writing[0].find(leaf) + self._leaves.find(leaf)
-        row = self._reader.execute("SELECT idx FROM leaves WHERE hash = ?", (leaf,)).fetchone()
+        row = self._reader.execute(_LOOKUP_LEAF, (self._last_epoch(), leaf)).fetchone()
         if row is not None:
             found.append(int(row[0]))
         return min(found) if found else None
@@ -243,7 +291,6 @@ class LookupIndex:
         with self._lock:
             pending = self._writing[1].find(digest) + self._subjects.find(digest)
         rows = self._reader.execute(
-            "SELECT idx FROM subjects WHERE digest = ? ORDER BY idx LIMIT ?",
-            (digest, MAX_LOOKUP_RESULTS),
+            _LOOKUP_SUBJECT, (self._last_epoch(), digest, MAX_LOOKUP_RESULTS)
         ).fetchall()
         return sorted({int(r[0]) for r in rows} | set(pending))[:MAX_LOOKUP_RESULTS]

@@ -1,14 +1,19 @@
 """The log's HTTP server: write, proof and lookup endpoints, and the tile API.
 
-Requests to ``POST /add`` are checked (a bounded DSSE envelope), queued and
-integrated by one sequencer task in batches on a single storage thread
-(:class:`rebuild.log.store.LogStore`); a request is answered only after the
-batch holding its entry is durable. A publisher task then gets the newest
-signed checkpoint cosigned by the policy's witnesses (when there is a
-policy) and publishes it as ``checkpoint``. The read API is C2SP tlog-tiles,
-served from the same files a static web server would serve, with the
-caching the spec asks for. This module never decides what is trusted and
-never serves a tile beyond the committed tree.
+Two halves. The :class:`Sequencer` owns the store, the key and the
+witnesses: it queues checked entries, integrates them in batches on a single
+storage thread (:class:`rebuild.log.store.LogStore`) and completes each add
+only after the batch holding it is durable; a publisher task then gets the
+newest signed checkpoint cosigned by the policy's witnesses (when there is a
+policy) and publishes it as ``checkpoint``. The :class:`HttpApi` parses
+requests, checks entries and answers; it reaches the sequencer through the
+:class:`Backend` interface, either in the same process or, with front-end
+processes (:mod:`rebuild.log.frontend`), over a socket pair, so HTTP
+parsing and entry checks use every core while one process sequences.
+
+The read API is C2SP tlog-tiles, served from the same files a static web
+server would serve, with the caching the spec asks for. This module never
+decides what is trusted and never serves a tile beyond the committed tree.
 
 Endpoints::
 
@@ -28,12 +33,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
-import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Final, Protocol
 
 from aiohttp import web
 
@@ -57,35 +61,75 @@ MAX_WAIT_SECONDS: Final = 60.0
 WITNESS_RETRY_SECONDS: Final = 1.0
 
 
+class LogBusyError(StorageError):
+    """The sequencer's queue is full; the client should retry later (HTTP 503)."""
+
+
+class LogClosingError(StorageError):
+    """The log is shutting down (HTTP 503)."""
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     batch_ms: float = 0.0
     wait_timeout: float = 30.0
 
 
-_NO_CACHE_HEADERS: Final = {"Cache-Control": NO_CACHE}
-_ROUTES: Final = ("/add", "/add-bundle", "/checkpoint", "/tile/", "/proof/", "/lookup/")
+class Backend(Protocol):
+    """What the HTTP API needs from the sequencer, wherever it runs."""
+
+    @property
+    def tile_dir(self) -> Path: ...
+
+    @property
+    def published_size(self) -> int: ...
+
+    def submit(self, entries: Sequence[Pending]) -> asyncio.Future[int]:
+        """Queue one request's entries; the future gives the first index once durable.
+
+        The entries get consecutive indexes. Fails with :class:`LogBusyError`,
+        :class:`LogClosingError` or :class:`StorageError`.
+        """
+        ...
+
+    async def committed_size(self, fresh: bool) -> int:
+        """The committed tree size (``fresh``: not a cached, possibly older value)."""
+        ...
+
+    async def published_note(self) -> bytes: ...
+
+    async def wait_published(self, size: int, timeout: float) -> bool: ...
+
+    async def proof_text(self, index: int) -> str | None: ...
+
+    async def lookup_subject(self, digest: bytes) -> list[int]: ...
+
+    async def lookup_leaf(self, digest: bytes) -> int | None: ...
 
 
-def _known(path: str) -> bool:
-    return any(path == r or (r.endswith("/") and path.startswith(r)) for r in _ROUTES)
+class _Group:
+    """One request's entries in the queue: completes when all of them are durable."""
+
+    __slots__ = ("done", "error", "first", "remaining")
+
+    def __init__(self, n: int, done: Callable[[int | StorageError], None]) -> None:
+        self.remaining = n
+        self.first = -1
+        self.error: StorageError | None = None
+        self.done = done
+
+    def settle(self, index: int | StorageError) -> None:
+        if isinstance(index, StorageError):
+            self.error = self.error or index
+        elif self.first < 0:
+            self.first = index  # the queue is FIFO: the first to settle is the lowest
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done(self.error if self.error is not None else self.first)
 
 
-def _json(doc: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(doc).encode(),
-        status=status,
-        content_type="application/json",
-        headers={"Cache-Control": NO_CACHE},
-    )
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status)
-
-
-class LogServer:
-    """One log directory served over HTTP; owns the sequencer and publisher."""
+class Sequencer:
+    """One log directory: owns the store, the sequencer task and the publisher."""
 
     def __init__(
         self, store: LogStore, witnesses: WitnessPool | None, options: ServerOptions
@@ -93,7 +137,7 @@ class LogServer:
         self.store = store
         self.witnesses = witnesses
         self.options = options
-        self._queue: list[tuple[Pending, asyncio.Future[Sequenced]]] = []
+        self._queue: list[tuple[Pending, _Group]] = []
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._committed = asyncio.Event()
@@ -103,6 +147,24 @@ class LogServer:
         self._published_size = store.published_size
         self._published_note = b""
         self._closing = False
+        self._listeners: list[Callable[[int, int], None]] = []
+
+    @property
+    def tile_dir(self) -> Path:
+        return self.store.dir
+
+    @property
+    def published_size(self) -> int:
+        return self._published_size
+
+    def on_state(self, listener: Callable[[int, int], None]) -> None:
+        """Call ``listener(committed_size, published_size)`` after every change."""
+        self._listeners.append(listener)
+        listener(self.store.size, self._published_size)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener(self.store.size, self._published_size)
 
     # --- lifecycle --------------------------------------------------------
 
@@ -117,6 +179,9 @@ class LogServer:
         self._tasks.append(asyncio.create_task(self._publisher()))
         self._committed.set()
 
+    def stop_accepting(self) -> None:
+        self._closing = True
+
     async def close(self) -> None:
         """Stop after the batch in flight; fail whatever is still queued."""
         self._closing = True
@@ -125,46 +190,13 @@ class LogServer:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        for _, fut in self._queue:
-            if not fut.done():
-                fut.set_exception(StorageError("log server is shutting down"))
+        closing = LogClosingError("log server is shutting down")
+        for _, group in self._queue:
+            group.settle(closing)
         self._queue.clear()
         if self.witnesses is not None:
             await self.witnesses.close()
         self._storage.shutdown(wait=True)
-
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Route one request (aiohttp's low-level server: no router, no middleware).
-
-        The write path is the hot path; routing by hand costs a fraction of
-        aiohttp's application router and middleware chain.
-        """
-        path, method = request.path, request.method
-        try:
-            if path == "/add":
-                if method != "POST":
-                    return _error(405, "use POST")
-                return await self.post_add(request)
-            if path == "/add-bundle":
-                if method != "POST":
-                    return _error(405, "use POST")
-                return await self.post_add_bundle(request)
-            if method not in ("GET", "HEAD"):
-                return _error(405, "use GET") if _known(path) else _error(404, "not found")
-            if path == "/checkpoint":
-                return await self.get_checkpoint(request)
-            if path.startswith("/tile/"):
-                return await self.get_tile(path[1:])
-            if path.startswith("/proof/"):
-                return await self.get_proof(path[len("/proof/") :])
-            if path.startswith("/lookup/sha256/"):
-                return await self.get_lookup_subject(path[len("/lookup/sha256/") :])
-            if path.startswith("/lookup/leaf/"):
-                return await self.get_lookup_leaf(path[len("/lookup/leaf/") :])
-            return _error(404, "not found")
-        except StorageError as e:
-            log.error("%s %s: %s", method, path, e)
-            return _error(503, "log storage unavailable")
 
     def _refresh_published(self) -> None:
         with contextlib.suppress(StorageError):
@@ -172,8 +204,42 @@ class LogServer:
         self._published_size = self.store.published_size
         self._published.set()
         self._published = asyncio.Event()
+        self._changed()
 
     # --- sequencing -------------------------------------------------------
+
+    def add(self, entries: Sequence[Pending], done: Callable[[int | StorageError], None]) -> None:
+        """Queue one request's entries; ``done`` gets the first index or the error.
+
+        Raises :class:`LogBusyError` or :class:`LogClosingError` before
+        queueing anything.
+        """
+        if self._closing:
+            raise LogClosingError("log server is shutting down")
+        size = sum(len(p.data) for p in entries)
+        if self._queued_bytes + size > MAX_QUEUED_BYTES:
+            raise LogBusyError("log is overloaded; retry later")
+        group = _Group(len(entries), done)
+        self._queue.extend((p, group) for p in entries)
+        self._queued_bytes += size
+        self._wakeup.set()
+
+    def submit(self, entries: Sequence[Pending]) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def done(result: int | StorageError) -> None:
+            if fut.done():
+                return
+            if isinstance(result, StorageError):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+
+        try:
+            self.add(entries, done)
+        except StorageError as e:
+            fut.set_exception(e)
+        return fut
 
     async def _sequencer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -200,17 +266,16 @@ class LogServer:
                     log.exception("internal error integrating a batch")
                     e = StorageError(f"internal error: {type(e).__name__}")
                 log.error("batch of %d entries not integrated: %s", len(batch), e)
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
+                for _, group in batch:
+                    group.settle(e)
                 continue
-            for (_, fut), r in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(r)
             if self.witnesses is None:
                 self._refresh_published()
             else:
                 self._committed.set()
+                self._changed()
+            for (_, group), r in zip(batch, results, strict=True):
+                group.settle(r.index)
 
     def _integrate(self, batch: list[Pending]) -> list[Sequenced]:
         """On the storage thread: integrate, then publish when no witnesses gate it."""
@@ -264,7 +329,15 @@ class LogServer:
         self.store.record_cosigned(size, note)
         self.store.publish(note, size)
 
-    async def _wait_published(self, size: int, timeout: float) -> bool:
+    # --- reads --------------------------------------------------------------
+
+    async def committed_size(self, fresh: bool) -> int:
+        return self.store.size
+
+    async def published_note(self) -> bytes:
+        return self._published_note
+
+    async def wait_published(self, size: int, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout
         while self._published_size < size:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -274,7 +347,7 @@ class LogServer:
                 await asyncio.wait_for(self._published.wait(), remaining)
         return True
 
-    async def _proof_text(self, index: int) -> str | None:
+    async def proof_text(self, index: int) -> str | None:
         size, note = self._published_size, self._published_note
         if index >= size:
             return None
@@ -283,13 +356,89 @@ class LogServer:
         )
         return TlogProof(index, tuple(hashes), note.decode()).encode()
 
-    # --- handlers ---------------------------------------------------------
+    async def lookup_subject(self, digest: bytes) -> list[int]:
+        return self.store.lookup_subject(digest)
 
-    async def get_checkpoint(self, _request: web.BaseRequest) -> web.Response:
-        if not self._published_note:
+    async def lookup_leaf(self, digest: bytes) -> int | None:
+        return self.store.lookup_leaf(digest)
+
+
+_NO_CACHE_HEADERS: Final = {"Cache-Control": NO_CACHE}
+_ROUTES: Final = ("/add", "/add-bundle", "/checkpoint", "/tile/", "/proof/", "/lookup/")
+
+
+def _known(path: str) -> bool:
+    return any(path == r or (r.endswith("/") and path.startswith(r)) for r in _ROUTES)
+
+
+def _json(doc: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(doc).encode(),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": NO_CACHE},
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _digest(text: str) -> bytes | None:
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        return None
+    return bytes.fromhex(text)
+
+
+class HttpApi:
+    """The HTTP endpoints, over a :class:`Backend` (in this process or another)."""
+
+    def __init__(self, backend: Backend, options: ServerOptions) -> None:
+        self.backend = backend
+        self.options = options
+        self.closing = False
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Route one request (aiohttp's low-level server: no router, no middleware).
+
+        The write path is the hot path; routing by hand costs a fraction of
+        aiohttp's application router and middleware chain.
+        """
+        path, method = request.path, request.method
+        try:
+            if path == "/add":
+                if method != "POST":
+                    return _error(405, "use POST")
+                return await self.post_add(request)
+            if path == "/add-bundle":
+                if method != "POST":
+                    return _error(405, "use POST")
+                return await self.post_add_bundle(request)
+            if method not in ("GET", "HEAD"):
+                return _error(405, "use GET") if _known(path) else _error(404, "not found")
+            if path == "/checkpoint":
+                return await self.get_checkpoint()
+            if path.startswith("/tile/"):
+                return await self.get_tile(path[1:])
+            if path.startswith("/proof/"):
+                return await self.get_proof(path[len("/proof/") :])
+            if path.startswith("/lookup/sha256/"):
+                return await self.get_lookup_subject(path[len("/lookup/sha256/") :])
+            if path.startswith("/lookup/leaf/"):
+                return await self.get_lookup_leaf(path[len("/lookup/leaf/") :])
+            return _error(404, "not found")
+        except (LogBusyError, LogClosingError) as e:
+            return _error(503, str(e))
+        except StorageError as e:
+            log.error("%s %s: %s", method, path, e)
+            return _error(503, "log storage unavailable")
+
+    async def get_checkpoint(self) -> web.Response:
+        note = await self.backend.published_note()
+        if not note:
             return _error(404, "no checkpoint published yet")
         return web.Response(
-            body=self._published_note,
+            body=note,
             content_type="text/plain",
             charset="utf-8",
             headers={"Cache-Control": NO_CACHE},
@@ -300,16 +449,20 @@ class LogServer:
             tile = parse_tile_path(rel)
         except VerifyError:
             return _error(404, "not a tile path")
-        size = self.store.size
-        try:
-            have = tile_for(size, tile.level, tile.n).width
-        except VerifyError:
-            have = 0
+
+        def width(size: int) -> int:
+            try:
+                return tile_for(size, tile.level, tile.n).width
+            except VerifyError:
+                return 0
+
         # Never serve beyond the committed tree (leftovers of a crashed batch
         # are deleted at start, but a tile is only meaningful under a checkpoint).
-        if have < tile.width:
+        if width(await self.backend.committed_size(fresh=False)) < tile.width and (
+            width(await self.backend.committed_size(fresh=True)) < tile.width
+        ):
             return _error(404, "tile is beyond the log's current size")
-        path = self.store.dir / tile.path()
+        path = self.backend.tile_dir / tile.path()
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except (FileNotFoundError, NotADirectoryError):
@@ -326,25 +479,18 @@ class LogServer:
     @staticmethod
     async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
         """The request body, or None when it is larger than ``limit`` (never read past it)."""
-        if request.content_length is not None and request.content_length > limit:
-            return None
+        length = request.content_length
+        if length is not None:
+            if length > limit:
+                return None
+            try:
+                return await request.content.readexactly(length)
+            except asyncio.IncompleteReadError as e:
+                return e.partial  # the client went away; what came is refused as truncated
         body = await request.content.read(limit + 1)
         while len(body) <= limit and not request.content.at_eof():
             body += await request.content.read(limit + 1 - len(body))
         return None if len(body) > limit else body
-
-    def _enqueue(
-        self, entries: list[tuple[bytes, tuple[bytes, ...]]]
-    ) -> list[asyncio.Future[Sequenced]]:
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Sequenced]] = []
-        for body, subjects in entries:
-            fut: asyncio.Future[Sequenced] = loop.create_future()
-            self._queue.append((Pending(body, merkle.leaf_hash(body), subjects), fut))
-            self._queued_bytes += len(body)
-            futures.append(fut)
-        self._wakeup.set()
-        return futures
 
     async def post_add_bundle(self, request: web.BaseRequest) -> web.Response:
         """Add up to 256 entries at once, framed as a tlog-tiles entry bundle.
@@ -352,12 +498,12 @@ class LogServer:
         For bulk submitters: one request, one response, every entry checked
         first (any bad entry refuses the whole request, nothing is queued).
         """
-        if self._closing:
+        if self.closing:
             return _error(503, "log server is shutting down")
         body = await self._read_body(request, MAX_BUNDLE_BYTES)
         if body is None:
             return _error(413, f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
-        entries: list[tuple[bytes, tuple[bytes, ...]]] = []
+        entries: list[Pending] = []
         pos = 0
         try:
             while pos < len(body):
@@ -370,23 +516,23 @@ class LogServer:
                 if len(entry) != n:
                     return _error(400, "bundle truncated in an entry")
                 pos += 2 + n
-                entries.append((entry, check_entry(entry).subjects))
+                subjects = check_entry(entry).subjects
+                entries.append(Pending(entry, merkle.leaf_hash(entry), subjects))
         except EntryError as e:
             return _error(400, f"entry {len(entries)}: {e}")
         if not entries:
             return _error(400, "empty bundle")
-        if self._queued_bytes + len(body) > MAX_QUEUED_BYTES:
-            return _error(503, "log is overloaded; retry later")
-        results = await asyncio.gather(*self._enqueue(entries), return_exceptions=True)
-        done: list[Sequenced] = []
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-            done.append(r)
-        return _json({"entries": [{"index": d.index, "leaf_hash": d.leaf.hex()} for d in done]})
+        first = await self.backend.submit(entries)
+        return _json(
+            {
+                "entries": [
+                    {"index": first + i, "leaf_hash": p.leaf.hex()} for i, p in enumerate(entries)
+                ]
+            }
+        )
 
     async def post_add(self, request: web.BaseRequest) -> web.Response:
-        if self._closing:
+        if self.closing:
             return _error(503, "log server is shutting down")
         body = await self._read_body(request, MAX_ENTRY_SIZE)
         if body is None:
@@ -397,27 +543,22 @@ class LogServer:
             return _error(413, str(e))
         except EntryError as e:
             return _error(400, str(e))
-        if self._queued_bytes + len(body) > MAX_QUEUED_BYTES:
-            return _error(503, "log is overloaded; retry later")
-        (fut,) = self._enqueue([(body, info.subjects)])
-        seq = await fut
+        leaf = merkle.leaf_hash(body)
+        index = await self.backend.submit([Pending(body, leaf, info.subjects)])
         if not request.query_string:
             # the hot path: format the small answer directly
             return web.Response(
-                body=b'{"index": %d, "leaf_hash": "%s"}' % (seq.index, seq.leaf.hex().encode()),
+                body=b'{"index": %d, "leaf_hash": "%s"}' % (index, leaf.hex().encode()),
                 content_type="application/json",
                 headers=_NO_CACHE_HEADERS,
             )
-        doc: dict[str, object] = {
-            "index": seq.index,
-            "leaf_hash": seq.leaf.hex(),
-        }
+        doc: dict[str, object] = {"index": index, "leaf_hash": leaf.hex()}
         if request.query.get("wait") in ("1", "true"):
             timeout = min(self.options.wait_timeout, MAX_WAIT_SECONDS)
-            if not await self._wait_published(seq.index + 1, timeout):
+            if not await self.backend.wait_published(index + 1, timeout):
                 doc["error"] = "entry is sequenced but no checkpoint covering it was published yet"
                 return _json(doc, 202)
-            proof = await self._proof_text(seq.index)
+            proof = await self.backend.proof_text(index)
             if proof is not None:
                 doc["proof"] = proof
         return _json(doc)
@@ -425,30 +566,25 @@ class LogServer:
     async def get_proof(self, text: str) -> web.Response:
         if not text.isdigit() or len(text) > 19:
             return _error(400, "index must be a decimal number")
-        proof = await self._proof_text(int(text))
+        proof = await self.backend.proof_text(int(text))
         if proof is None:
             return _error(404, "no published checkpoint covers this index yet")
         return web.Response(
             text=proof, content_type="text/plain", headers={"Cache-Control": NO_CACHE}
         )
 
-    @staticmethod
-    def _digest(text: str) -> bytes | None:
-        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-            return None
-        return bytes.fromhex(text)
-
     async def get_lookup_subject(self, text: str) -> web.Response:
-        digest = self._digest(text)
+        digest = _digest(text)
         if digest is None:
             return _error(400, "digest must be 64 lowercase hex digits")
-        return _json({"sha256": digest.hex(), "indexes": self.store.lookup_subject(digest)})
+        indexes = await self.backend.lookup_subject(digest)
+        return _json({"sha256": digest.hex(), "indexes": indexes})
 
     async def get_lookup_leaf(self, text: str) -> web.Response:
-        digest = self._digest(text)
+        digest = _digest(text)
         if digest is None:
             return _error(400, "leaf hash must be 64 lowercase hex digits")
-        index = self.store.lookup_leaf(digest)
+        index = await self.backend.lookup_leaf(digest)
         if index is None:
             return _error(404, "no entry with this leaf hash")
         return _json({"leaf_hash": digest.hex(), "index": index})
@@ -462,35 +598,3 @@ def install_uvloop() -> bool:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True
-
-
-async def serve(
-    server: LogServer,
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext | None,
-    ready: Callable[[str], None] | None = None,
-) -> None:
-    """Serve until SIGTERM or SIGINT; then finish the requests in flight and stop."""
-    loop = asyncio.get_running_loop()
-    await server.start()
-    http = web.Server(server.handle, access_log=None)
-    try:
-        listener = await loop.create_server(http, host, port, ssl=ssl_context, backlog=1024)
-    except OSError as e:
-        await server.close()
-        raise StorageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        bound = listener.sockets[0].getsockname()[1] if listener.sockets else port
-        shown = f"[{host}]" if ":" in host else host
-        ready(f"{'https' if ssl_context else 'http'}://{shown}:{bound}")
-    try:
-        await stop.wait()
-    finally:
-        listener.close()
-        # answer what is in flight (its batch completes), then stop the tasks
-        await http.shutdown(timeout=30)
-        await server.close()

@@ -435,6 +435,9 @@ class LogStore:
                 except EntryError:
                     subjects = ()
                 subject_rows.extend((d, idx) for d in subjects)
+            if len(leaf_rows) >= MAX_BATCH:  # bounded memory, even re-indexing from 0
+                index.add(leaf_rows, subject_rows, min(size, (n + 1) * TILE_WIDTH))
+                leaf_rows, subject_rows = [], []
         if size > start:
             index.add(leaf_rows, subject_rows, size)
             index.flush()

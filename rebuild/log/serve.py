@@ -1,0 +1,331 @@
+"""Run a log: the sequencer, and HTTP in this process or in front-end processes.
+
+With ``workers=0`` one process does everything. With ``workers=N`` this
+process only sequences (store, key, witnesses) and N front-end processes
+(:mod:`rebuild.log.frontend`) each accept HTTP on their own listening
+socket bound to the same address (``SO_REUSEPORT``: the kernel spreads
+connections across them), check entries and forward them here over a
+socket pair (:mod:`rebuild.log.ipc`). Python runs one thread of bytecode per
+process, so this is how HTTP parsing and entry checks use every core.
+
+A front-end that dies stops the whole server (exit status 2) rather than
+leaving it half up; front-ends die with this process (SIGKILL included), so
+a restart never finds a stale one holding the port. This module never
+decides what is trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from rebuild.errors import StorageError
+from rebuild.log import ipc
+from rebuild.log.server import HttpApi, LogBusyError, LogClosingError, Sequencer
+from rebuild.log.store import Pending
+
+log = logging.getLogger(__name__)
+
+READY_SECONDS: Final = 60.0
+SHUTDOWN_SECONDS: Final = 35.0
+MAX_CALLS_IN_FLIGHT: Final = 1024
+
+
+def default_workers() -> int:
+    """One front-end per core; none on a single core (the IPC would only cost)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = cores or 1
+    return 0 if n < 2 else min(n, 16)
+
+
+def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one address (the first resolves port 0)."""
+    where = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StorageError(f"cannot listen on {where}: {e.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(family, kind, proto)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if count > 1:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            s.bind(addr)
+            addr = (addr[0], s.getsockname()[1], *addr[2:])
+            s.listen(1024)
+    except OSError as e:
+        for s in socks:
+            s.close()
+        raise StorageError(f"cannot listen on {where}: {e.strerror}") from None
+    return socks
+
+
+class FrontendLink:
+    """This process's end of the socket pair to one front-end process."""
+
+    def __init__(
+        self,
+        number: int,
+        sequencer: Sequencer,
+        process: subprocess.Popen[bytes],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        self.number = number
+        self.process = process
+        self._sequencer = sequencer
+        self._reader = reader
+        self._writer = writer
+        self._results = bytearray()
+        self._flush_scheduled = False
+        self._calls: set[asyncio.Task[None]] = set()
+        self._state = (-1, -1)
+        self.ready = asyncio.Event()
+        self.stopping = False
+
+    async def run(self) -> None:
+        """Serve the front-end's frames until it goes away (raises IpcError then)."""
+        while True:
+            kind, payload = await ipc.read_frame(self._reader)
+            if kind == ipc.ADD:
+                for request_id, entries in ipc.decode_add(payload):
+                    self._add(request_id, entries)
+            elif kind == ipc.CALL:
+                request_id, call, argument = ipc.decode_call(payload)
+                if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+                    # busy, not broken: that front-end answers 503 to this one
+                    self._reply(request_id, ipc.FAILED, b"")
+                    continue
+                task = asyncio.create_task(self._answer(request_id, call, argument))
+                self._calls.add(task)
+                task.add_done_callback(self._calls.discard)
+            elif kind == ipc.READY:
+                self.ready.set()
+            else:
+                raise ipc.IpcError(f"unexpected frame kind {kind}")
+
+    def _add(self, request_id: int, entries: list[Pending]) -> None:
+        def done(result: int | StorageError) -> None:
+            if isinstance(result, StorageError):
+                self._result(request_id, ipc.FAILED)
+            else:
+                self._result(request_id, ipc.OK, result)
+
+        try:
+            self._sequencer.add(entries, done)
+        except LogBusyError:
+            self._result(request_id, ipc.BUSY)
+        except LogClosingError:
+            self._result(request_id, ipc.CLOSING)
+
+    def _result(self, request_id: int, status: int, first: int = 0) -> None:
+        self._results += ipc.encode_result(request_id, status, first)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._results and not self._writer.is_closing():
+            self._writer.write(ipc.frame(ipc.RESULT, self._results))
+        self._results = bytearray()
+
+    async def _answer(self, request_id: int, kind: int, argument: bytes) -> None:
+        seq = self._sequencer
+        status, body = ipc.OK, b""
+        try:
+            if kind == ipc.CALL_PROOF and len(argument) == 8:
+                proof = await seq.proof_text(ipc.decode_u64s(argument)[0])
+                body = b"" if proof is None else proof.encode()
+            elif kind == ipc.CALL_LOOKUP_SUBJECT and len(argument) == 32:
+                body = ipc.encode_u64s(await seq.lookup_subject(argument))
+            elif kind == ipc.CALL_LOOKUP_LEAF and len(argument) == 32:
+                index = await seq.lookup_leaf(argument)
+                body = b"" if index is None else ipc.encode_u64s([index])
+            elif kind == ipc.CALL_SIZE:
+                body = ipc.encode_u64s([await seq.committed_size(fresh=True)])
+            else:
+                status = ipc.FAILED
+        except StorageError as e:
+            log.error("front-end %d: call %d failed: %s", self.number, kind, e)
+            status = ipc.FAILED
+        self._reply(request_id, status, body)
+
+    def _reply(self, request_id: int, status: int, body: bytes) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(ipc.frame(ipc.REPLY, ipc.encode_reply(request_id, status, body)))
+
+    def state(self, committed: int, published: int) -> None:
+        """Tell the front-end the sizes changed (before the adds they cover complete)."""
+        if (committed, published) != self._state and not self._writer.is_closing():
+            self._state = (committed, published)
+            self._writer.write(ipc.frame(ipc.STATE, ipc.encode_state(committed, published)))
+
+    def stop(self) -> None:
+        self.stopping = True
+        if not self._writer.is_closing():
+            self._writer.write(ipc.frame(ipc.STOP))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def _spawn(
+    number: int,
+    sequencer: Sequencer,
+    listener: socket.socket,
+    tls: tuple[Path, Path] | None,
+) -> FrontendLink:
+    ours, theirs = socket.socketpair()
+    command = [
+        sys.executable,
+        "-m",
+        "rebuild.log.frontend",
+        "--listen-fd",
+        str(listener.fileno()),
+        "--ipc-fd",
+        str(theirs.fileno()),
+        "--dir",
+        str(sequencer.tile_dir),
+        "--number",
+        str(number),
+        "--parent",
+        str(os.getpid()),
+        "--wait-timeout",
+        str(sequencer.options.wait_timeout),
+    ]
+    if tls is not None:
+        command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    try:
+        process = subprocess.Popen(
+            command, pass_fds=(listener.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL
+        )
+    except OSError as e:
+        ours.close()
+        raise StorageError(f"cannot start a front-end process: {e.strerror}") from None
+    finally:
+        theirs.close()
+    reader, writer = await asyncio.open_connection(sock=ours)
+    link = FrontendLink(number, sequencer, process, reader, writer)
+    sequencer.on_state(link.state)
+    return link
+
+
+async def serve(
+    sequencer: Sequencer,
+    host: str,
+    port: int,
+    *,
+    tls: tuple[Path, Path] | None,
+    ssl_context: ssl.SSLContext | None,
+    workers: int,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; then finish the requests in flight and stop.
+
+    Raises StorageError when it cannot listen, or when a front-end process
+    failed (after stopping the rest cleanly).
+    """
+    loop = asyncio.get_running_loop()
+    await sequencer.start()
+    socks: list[socket.socket] = []
+    links: list[FrontendLink] = []
+    failure: list[str] = []
+    stop = asyncio.Event()
+    http: web.Server | None = None
+    api: HttpApi | None = None
+    listener: asyncio.Server | None = None
+    watchers: list[asyncio.Task[None]] = []
+
+    async def watch(link: FrontendLink) -> None:
+        try:
+            await link.run()
+        except ipc.IpcError as e:
+            if not link.stopping:
+                code = await asyncio.to_thread(link.process.wait)
+                failure.append(f"front-end process {link.number} exited ({code}): {e}")
+                log.error("%s", failure[-1])
+                stop.set()
+
+    try:
+        socks = listen_sockets(host, port, max(workers, 1))
+        if workers == 0:
+            api = HttpApi(sequencer, sequencer.options)
+            http = web.Server(api.handle, access_log=None)
+            listener = await loop.create_server(http, sock=socks[0], ssl=ssl_context, backlog=1024)
+        else:
+            for n, sock in enumerate(socks):
+                link = await _spawn(n, sequencer, sock, tls)
+                links.append(link)
+                watchers.append(asyncio.create_task(watch(link)))
+            deadline = loop.time() + READY_SECONDS
+            for link in links:
+                started = asyncio.create_task(link.ready.wait())
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait(
+                    (started, stopped),
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                started.cancel()
+                stopped.cancel()
+                if stop.is_set():
+                    break
+                if not link.ready.is_set():
+                    failure.append(f"front-end process {link.number} did not start in time")
+                    break
+            if failure:
+                raise StorageError(failure[0])
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            bound = socks[0].getsockname()[1]
+            shown = f"[{host}]" if ":" in host else host
+            ready(f"{'https' if ssl_context else 'http'}://{shown}:{bound}")
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if listener is not None:
+            listener.close()
+        if api is not None and http is not None:
+            api.closing = True
+            # answer what is in flight (its batch completes), then stop the tasks
+            await http.shutdown(timeout=30)
+        # Front-ends finish their requests in flight while the sequencer still runs.
+        for link in links:
+            link.stop()
+        for link in links:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(link.process.wait), SHUTDOWN_SECONDS)
+            except TimeoutError:
+                link.process.kill()
+                await asyncio.to_thread(link.process.wait)
+            link.close()
+        for w in watchers:
+            w.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+        for s in socks:
+            s.close()
+        await sequencer.close()
+    if failure:
+        raise StorageError(failure[0])
