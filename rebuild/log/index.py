@@ -10,9 +10,9 @@ that in the acknowledgement path cost a third of the log's throughput.
 
 Rows not yet flushed are answered from memory, so a lookup sees every
 acknowledged entry. They are kept packed (epoch, 32-byte key and index: 44
-bytes a row), not as Python tuples and dicts: when the index falls
-behind, up to ``MAX_PENDING`` rows wait, and as objects they cost ~450 bytes
-each and grew the process by ~20 MiB by 10^6 entries (docs/benchmarks.md,
+bytes a row), not as Python tuples and dicts: when the index falls behind,
+up to ``MAX_PENDING`` rows wait, and as objects they cost ~450 bytes each
+(+20 MiB by 10^6 entries while a hash-keyed index lagged; docs/benchmarks.md,
 "Memory"). This module decides nothing about trust and never touches tiles.
 """
 
