@@ -305,7 +305,7 @@ def main() -> None:
             if not m:
                 raise SystemExit(f"server did not start: {line}{server.stderr.read()}")
             port = int(m.group(1))
-            marks = (10_000, 100_000, 250_000, 500_000, 750_000, 1_000_000)
+            marks = (10_000, 100_000, 250_000, 500_000, 750_000, 1_000_000, 1_500_000, 2_000_000)
             milestones = [m for m in marks if m <= args.entries]
             result = asyncio.run(
                 run_load(
