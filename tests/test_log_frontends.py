@@ -59,6 +59,12 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _serve_args(tmp_path: Path, key: Path, port: str, workers: str | None = None) -> list[str]:
+    args = ["log", "serve", "--dir", str(tmp_path / "log"), "--key", str(key)]
+    args += ["--listen", f"127.0.0.1:{port}"]
+    return args if workers is None else [*args, "--workers", workers]
+
+
 def _wait_gone(pids: list[int], seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -156,18 +162,7 @@ def test_killed_sequencer_takes_its_front_ends_and_keeps_acknowledged_entries(
         acked = load.result()
     assert _wait_gone(kids), "front-ends outlived their sequencer"
     again = Server(
-        [
-            "log",
-            "serve",
-            "--dir",
-            str(tmp_path / "log"),
-            "--key",
-            str(key),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-        ],
+        _serve_args(tmp_path, key, str(port), "2"),
         tmp_path / "again.log",
     )
     try:
@@ -180,21 +175,7 @@ def test_ctrl_c_to_the_process_group_shuts_down_in_order(tmp_path: Path) -> None
     key = make_key(tmp_path, "fe.log.test")
     out = (tmp_path / "server.log").open("wb")
     proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "rebuild",
-            "log",
-            "serve",
-            "--dir",
-            str(tmp_path / "log"),
-            "--key",
-            str(key),
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-        ],
+        [PYTHON, "-m", "rebuild", *_serve_args(tmp_path, key, "0", "2")],
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -264,16 +245,7 @@ def test_auto_workers_follow_the_cores_the_server_may_use(tmp_path: Path) -> Non
     for cores, shape in (("0", "one process"), ("0,1", "2 front-end processes")):
         out = tmp_path / f"server-{cores}.log"
         server = Server(
-            [
-                "log",
-                "serve",
-                "--dir",
-                str(tmp_path / "log"),
-                "--key",
-                str(key),
-                "--listen",
-                "127.0.0.1:0",
-            ],
+            _serve_args(tmp_path, key, "0"),
             out,
             prefix=["taskset", "-c", cores],
         )
