@@ -20,9 +20,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_log_append import envelope
-from rebuild.log.entry import check_entry
-from rebuild.log.store import LogStore, Pending
-from verify import merkle
+from benchmarks.bench_log_store import distinct_batch
+from rebuild.log.store import LogStore
 from verify.keys import SigningKey
 
 MILESTONES = (10_000, 100_000, 250_000, 500_000, 1_000_000)
@@ -80,12 +79,7 @@ def main() -> None:
             n = min(args.batch, args.entries - done)
             if milestones and done < milestones[0] < done + n:
                 n = milestones[0] - done  # land exactly on the milestone
-            pending = []
-            for i in range(n):
-                data = template[i].replace(b'"bench"', b'"%d"' % (done + i), 1)
-                info = check_entry(data)
-                pending.append(Pending(data, merkle.leaf_hash(data), info.subjects))
-            store.integrate(pending)
+            store.integrate(distinct_batch(template, done, n))
             done += n
             if milestones and done == milestones[0]:
                 milestones.pop(0)

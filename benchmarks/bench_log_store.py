@@ -24,6 +24,15 @@ from verify import merkle
 from verify.keys import SigningKey
 
 
+def distinct_batch(template: list[bytes], done: int, n: int) -> list[Pending]:
+    """n checked entries, each template varied by the running count (so all distinct)."""
+    pending = []
+    for i in range(n):
+        data = template[i].replace(b'"bench"', b'"%d"' % (done + i), 1)
+        pending.append(Pending(data, merkle.leaf_hash(data), check_entry(data).subjects))
+    return pending
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--entries", type=int, default=200_000)
@@ -39,13 +48,7 @@ def main() -> None:
         batches = 0
         while done < args.entries:
             n = min(args.batch, args.entries - done)
-            # distinct entries: vary each template by the running count
-            pending = []
-            for i in range(n):
-                data = template[i].replace(b'"bench"', b'"%d"' % (done + i), 1)
-                info = check_entry(data)
-                pending.append(Pending(data, merkle.leaf_hash(data), info.subjects))
-            store.integrate(pending)
+            store.integrate(distinct_batch(template, done, n))
             done += n
             batches += 1
         store.flush_index()
