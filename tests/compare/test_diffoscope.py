@@ -98,12 +98,18 @@ def test_diffoscope_lacking_zipinfo_is_noted(
 def test_diffoscope_crashing_without_diff_is_noted_and_diagnosis_still_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """diffoscope 240 crashes when diff(1) is missing; that is a note, not trouble."""
+    """diffoscope 240 usually crashes when diff(1) is missing; that is a note, not trouble.
+
+    Not always: in one full-suite run here it finished with exit 1 instead
+    (its output varies between runs). Either way the diagnosis answers; a
+    crash is noted and leaves no diffoscope report.
+    """
     (tmp_path / "empty-bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     a, b = _pair(tmp_path)
     result = compare(a, b, report_dir=tmp_path / "r", diffoscope_timeout=120)
-    assert result.diffoscope is not None and result.diffoscope.status == "failed"
-    assert any(n.startswith("diffoscope failed") for n in result.notes)
-    assert [r.kind for r in result.reports] == ["comparison-json"]
+    assert result.diffoscope is not None and result.diffoscope.status in ("failed", "ran")
+    if result.diffoscope.status == "failed":
+        assert any(n.startswith("diffoscope failed") for n in result.notes)
+        assert [r.kind for r in result.reports] == ["comparison-json"]
     assert result.causes == ("timestamps",)
