@@ -26,7 +26,14 @@ A crash before step 2 leaves files beyond the committed size, which
 signed only inside the transaction that commits its size, and the root for a
 committed size never changes, so the log never signs two different
 checkpoints for one size (``open`` refuses to start if the tiles disagree with
-the last signature). This module never serves HTTP and never talks to
+the last signature).
+
+The store is also its own witness: it refuses to start when published data
+(``checkpoint``, tiles) exists without the state that produced it, or when
+the published checkpoint is not consistent with the committed tree (a state
+restored from an old backup), and before each signature it verifies a
+consistency proof, computed from the tiles on disk, from the last checkpoint
+it signed to the new one. This module never serves HTTP and never talks to
 witnesses; it must never acknowledge anything it has not made durable.
 """
 
@@ -48,15 +55,15 @@ from rebuild.fsio import atomic_write, fsync_dir
 from rebuild.log.entry import EntryError, check_entry
 from rebuild.log.index import LookupIndex
 from verify import merkle
-from verify.checkpoint import Checkpoint, sign_checkpoint
-from verify.errors import VerifyError
+from verify.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from verify.errors import FormatError, ProofError, TileFormatError, VerifyError
 from verify.keys import SigningKey
-from verify.note import split_note
 from verify.tiles import (
     ENTRIES,
     TILE_WIDTH,
     Tile,
     TileHashes,
+    audit_tiles,
     encode_entry_bundle,
     level_width,
     parse_entry_bundle,
@@ -199,6 +206,8 @@ class LogStore:
             ) from None
         self._lock()
         db_path = self.state_dir / "log.sqlite"
+        if not db_path.exists():
+            self._refuse_published_data_without_state(db_path)
         try:
             self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -209,6 +218,18 @@ class LogStore:
             raise StorageError(f"{db_path}: cannot open the index: {e}") from None
         self._check_identity()
         size = self._meta_int("size", 0)
+        # Before anything is deleted: what was published must not be beyond
+        # the state (a state restored from an older backup would otherwise
+        # re-use published indexes and sign conflicting trees).
+        published = self._published_checkpoint()
+        if published is not None and published.size > size:
+            raise StorageError(
+                f"{self.dir}: the published checkpoint is for size {published.size} but the "
+                f"state only knows size {size}: {self.state_dir} is older than the published "
+                "log (restored from a backup?); refusing to start rather than sign a "
+                "conflicting tree"
+            )
+        self._refuse_tiles_far_beyond(size)
         self._edge = self._load_edge(size)
         self._remove_uncommitted(size)
         root = edge_root(self._edge.levels)
@@ -222,10 +243,102 @@ class LogStore:
                 f"{self.dir}: tiles for size {size} do not match the checkpoint signed for it"
             )
         self._latest = latest
+        if published is not None:
+            self._check_extends(published.size, published.root_hash, size, root, "published")
+        self._audit_recent(size, root)
+        self._remove_stale_partials()
         self._index = LookupIndex(self.state_dir / "index.sqlite")
         self._reindex(size)
-        published = self._read_published_size()
-        self._published_size = published
+        self._published_size = -1 if published is None else published.size
+
+    def _refuse_published_data_without_state(self, db_path: Path) -> None:
+        """A log directory with published data but no state must not start afresh."""
+        found = []
+        if (self.dir / "checkpoint").exists():
+            found.append("a checkpoint")
+        if next((p for p in (self.dir / "tile").rglob("*") if not p.is_dir()), None):
+            found.append("tiles")
+        if found:
+            raise StorageError(
+                f"{self.dir}: holds a published log ({' and '.join(found)}) but no state "
+                f"({db_path} is missing). Starting afresh would re-use published indexes "
+                f"and sign trees that conflict with published checkpoints: restore "
+                f"{self.state_dir} from a backup, or move {self.dir} aside to start a new log"
+            )
+
+    def _published_checkpoint(self) -> Checkpoint | None:
+        """The served checkpoint, verified as this log's own; None before the first."""
+        path = self.dir / "checkpoint"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            cp, _ = open_checkpoint(data, self.key.verifier_key(), self.origin)
+        except VerifyError as e:
+            raise StorageError(
+                f"{path}: the published checkpoint is not a checkpoint this log signed "
+                f"({e}); refusing to start"
+            ) from None
+        return cp
+
+    def _refuse_tiles_far_beyond(self, size: int) -> None:
+        """Tiles beyond what any interrupted batch can have written: the state is old."""
+        n = size // TILE_WIDTH + _PROBE_TILES
+        for level in (ENTRIES, 0):
+            full = self.dir / Tile(level, n).path()
+            if full.exists() or full.with_name(full.name + ".p").exists():
+                raise StorageError(
+                    f"{self.dir}: tiles exist far beyond the committed size {size} "
+                    f"({full.relative_to(self.dir)}): {self.state_dir} is older than the "
+                    "tiles (restored from a backup?); refusing to start"
+                )
+
+    def _check_extends(
+        self, old_size: int, old_root: bytes, size: int, root: bytes, what: str
+    ) -> None:
+        """The log's own witness: prove from the tiles that ``size`` extends ``old_size``."""
+        try:
+            if old_size == 0:
+                if old_root != merkle.EMPTY_ROOT:
+                    raise ProofError("a size-0 checkpoint must carry the empty tree's root")
+            elif old_size == size:
+                if old_root != root:
+                    raise ProofError("two different roots for one size")
+            else:
+                proof = self.tile_hashes_upto(size).consistency_proof(old_size)
+                merkle.verify_consistency(old_size, size, proof, old_root, root)
+        except (ProofError, FormatError) as e:
+            raise StorageError(
+                f"{self.dir}: refusing to sign or serve size {size}: it is not consistent "
+                f"with the {what} checkpoint of size {old_size} ({e}); "
+                "run 'rebuild log fsck' on this directory"
+            ) from None
+
+    def _audit_recent(self, size: int, root: bytes) -> None:
+        """Verify the tiles and bundles of the last batches (those a restart reads)."""
+        problems = audit_tiles(
+            size,
+            root,
+            self._audit_tile,
+            self._audit_bundle,
+            start=max(0, size - MAX_BATCH),
+            max_problems=5,
+        )
+        if problems:
+            raise StorageError(
+                f"{self.dir}: damaged tiles ({'; '.join(str(p) for p in problems)}); "
+                f"refusing to serve them: run 'rebuild log fsck --dir {self.dir}'"
+            )
+
+    def _remove_stale_partials(self) -> None:
+        """Delete partial tiles whose full tile exists (a kill can leave them behind)."""
+        for parent, dirs, _ in os.walk(self.dir / "tile"):
+            for d in dirs:
+                if d.endswith(".p") and os.path.isfile(os.path.join(parent, d[:-2])):
+                    shutil.rmtree(os.path.join(parent, d), ignore_errors=True)
 
     def _lock(self) -> None:
         path = self.state_dir / "lock"
@@ -270,7 +383,10 @@ class LogStore:
             width = count % TILE_WIDTH
             if width:
                 tile = tile_for(size, level, count // TILE_WIDTH)
-                levels.append(tuple(split_hashes(self._read_tile_file(tile), width)))
+                try:
+                    levels.append(tuple(split_hashes(self._read_tile_file(tile), width)))
+                except VerifyError as e:
+                    raise StorageError(f"{self.dir / tile.path()}: {e}") from None
             else:
                 levels.append(())
             level += 1
@@ -331,28 +447,50 @@ class LogStore:
         except FileNotFoundError:
             raise StorageError(f"{path}: tile missing (and no full tile)") from None
 
-    def _read_bundle(self, tile: Tile) -> list[bytes]:
+    def _read_bundle_bytes(self, tile: Tile) -> bytes:
+        """An entry bundle's bytes at ``tile.width``; a partial one may come from the full one."""
         path = self.dir / tile.path()
         try:
-            return parse_entry_bundle(path.read_bytes(), tile.width)
+            return path.read_bytes()
         except FileNotFoundError:
             if not tile.is_partial:
                 raise StorageError(f"{path}: entry bundle missing") from None
-        except VerifyError as e:
-            raise StorageError(f"{path}: {e}") from None
         full = self.dir / tile.full().path()
         try:
-            return parse_entry_bundle(full.read_bytes(), TILE_WIDTH)[: tile.width]
+            entries = parse_entry_bundle(full.read_bytes(), TILE_WIDTH)[: tile.width]
         except FileNotFoundError:
             raise StorageError(f"{path}: entry bundle missing (and no full bundle)") from None
         except VerifyError as e:
             raise StorageError(f"{full}: {e}") from None
+        return encode_entry_bundle(entries)
+
+    def _read_bundle(self, tile: Tile) -> list[bytes]:
+        try:
+            return parse_entry_bundle(self._read_bundle_bytes(tile), tile.width)
+        except VerifyError as e:
+            raise StorageError(f"{self.dir / tile.path()}: {e}") from None
+
+    def _audit_tile(self, tile: Tile) -> bytes:
+        try:
+            return self._read_tile_file(tile)
+        except StorageError as e:
+            raise TileFormatError(str(e)) from None
+
+    def _audit_bundle(self, tile: Tile) -> bytes:
+        try:
+            return self._read_bundle_bytes(tile)
+        except StorageError as e:
+            raise TileFormatError(str(e)) from None
+
+    def tile_hashes_upto(self, size: int) -> TileHashes:
+        """Subtree hashes of a tree of ``size`` leaves from the tiles on disk (unchecked size)."""
+        return TileHashes(size, self._read_tile_file)
 
     def tile_hashes(self, size: int) -> TileHashes:
         """Subtree hashes of the committed tree of ``size`` leaves, from disk."""
         if not 0 <= size <= self.size:
             raise StorageError(f"size {size} is beyond the committed size {self.size}")
-        return TileHashes(size, self._read_tile_file)
+        return self.tile_hashes_upto(size)
 
     def entry(self, index: int) -> bytes:
         if not 0 <= index < self.size:
@@ -372,14 +510,6 @@ class LogStore:
     @property
     def published_size(self) -> int:
         return self._published_size
-
-    def _read_published_size(self) -> int:
-        try:
-            data = (self.dir / "checkpoint").read_bytes()
-            text, _ = split_note(data)
-            return int(text.split("\n")[1])
-        except (FileNotFoundError, VerifyError, ValueError, IndexError):
-            return -1
 
     def published_note(self) -> bytes:
         try:
@@ -425,11 +555,19 @@ class LogStore:
         subject_rows: list[tuple[bytes, int]] = []
         for n in range(start // TILE_WIDTH, -(-size // TILE_WIDTH)):
             bundle = self._read_bundle(tile_for(size, ENTRIES, n))
+            level0 = self._read_tile_file(tile_for(size, 0, n))
             for i, data in enumerate(bundle):
                 idx = n * TILE_WIDTH + i
                 if idx < start:
                     continue
-                leaf_rows.append((merkle.leaf_hash(data), idx))
+                leaf = merkle.leaf_hash(data)
+                if level0[i * merkle.HASH_SIZE : (i + 1) * merkle.HASH_SIZE] != leaf:
+                    # Never index what the signed tree does not hold.
+                    raise StorageError(
+                        f"{self.dir}: entry {idx} in its bundle does not match its leaf hash "
+                        f"in the level-0 tile; run 'rebuild log fsck --dir {self.dir}'"
+                    )
+                leaf_rows.append((leaf, idx))
                 try:
                     subjects = check_entry(data).subjects
                 except EntryError:
@@ -508,7 +646,10 @@ class LogStore:
         conn = self._conn
         plan = self._plan(batch)
         self._write_files(plan.files)
-        signed = self._sign(plan.edge.size, edge_root(plan.edge.levels))
+        root = edge_root(plan.edge.levels)
+        latest = self.latest
+        self._check_extends(latest.size, latest.root, plan.edge.size, root, "last signed")
+        signed = self._sign(plan.edge.size, root)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('size', ?)", (plan.edge.size,))
