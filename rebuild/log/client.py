@@ -20,7 +20,7 @@ from rebuild.errors import TransportError
 from rebuild.log.urls import check_url, client_ssl_context
 from verify.errors import VerifyError
 from verify.merkle import HASH_SIZE
-from verify.tiles import TILE_WIDTH, Tile
+from verify.tiles import TILE_WIDTH, Tile, encode_entry_bundle, parse_entry_bundle
 
 MAX_CHECKPOINT: Final = 1 << 20
 MAX_TILE: Final = TILE_WIDTH * (2 + 0xFFFF)  # an entry bundle at worst
@@ -137,6 +137,16 @@ class LogClient:
                 raise
         data = self._get("/" + tile.full().path(), MAX_TILE)
         return data[: tile.width * HASH_SIZE]
+
+    def entry_bundle(self, tile: Tile) -> bytes:
+        """An entry bundle at exactly ``tile.width``; a partial one falls back to the full one."""
+        try:
+            return self._get("/" + tile.path(), MAX_TILE)
+        except NotFoundError:
+            if not tile.is_partial:
+                raise
+        data = self._get("/" + tile.full().path(), MAX_TILE)
+        return encode_entry_bundle(parse_entry_bundle(data, TILE_WIDTH)[: tile.width])
 
     # --- the write and lookup API ---------------------------------------------
 

@@ -161,6 +161,68 @@ def edge_root(levels: Sequence[Sequence[bytes]]) -> bytes:
     return acc
 
 
+class TileDirectory:
+    """Reads the tiles and entry bundles of a log directory (the store's and fsck's reader).
+
+    A partial tile may have been deleted once its full tile exists
+    (tlog-tiles allows it): it is then read as the full tile's prefix.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def tile(self, tile: Tile) -> bytes:
+        """A hash tile's bytes at ``tile.width``; StorageError when missing."""
+        path = self.dir / tile.path()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            if not tile.is_partial:
+                raise StorageError(f"{path}: tile missing") from None
+        full = self.dir / tile.full().path()
+        try:
+            return full.read_bytes()[: tile.width * merkle.HASH_SIZE]
+        except FileNotFoundError:
+            raise StorageError(f"{path}: tile missing (and no full tile)") from None
+
+    def bundle_bytes(self, tile: Tile) -> bytes:
+        """An entry bundle's bytes at ``tile.width``; StorageError when missing."""
+        path = self.dir / tile.path()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            if not tile.is_partial:
+                raise StorageError(f"{path}: entry bundle missing") from None
+        full = self.dir / tile.full().path()
+        try:
+            entries = parse_entry_bundle(full.read_bytes(), TILE_WIDTH)[: tile.width]
+        except FileNotFoundError:
+            raise StorageError(f"{path}: entry bundle missing (and no full bundle)") from None
+        except VerifyError as e:
+            raise StorageError(f"{full}: {e}") from None
+        return encode_entry_bundle(entries)
+
+    def bundle(self, tile: Tile) -> list[bytes]:
+        try:
+            return parse_entry_bundle(self.bundle_bytes(tile), tile.width)
+        except VerifyError as e:
+            raise StorageError(f"{self.dir / tile.path()}: {e}") from None
+
+    # Readers for verify.tiles.audit_tiles: a missing tile is a problem found.
+
+    def audit_tile(self, tile: Tile) -> bytes:
+        try:
+            return self.tile(tile)
+        except StorageError as e:
+            raise TileFormatError(str(e)) from None
+
+    def audit_bundle(self, tile: Tile) -> bytes:
+        try:
+            return self.bundle_bytes(tile)
+        except StorageError as e:
+            raise TileFormatError(str(e)) from None
+
+
 class LogStore:
     """One log directory, opened by exactly one process.
 
@@ -174,6 +236,7 @@ class LogStore:
         self.key = key
         self.origin = origin
         self.state_dir = directory / "state"
+        self.tiles = TileDirectory(directory)
         self._lock_fd = -1
         self._db: sqlite3.Connection | None = None
         self._index: LookupIndex | None = None
@@ -239,9 +302,7 @@ class LogStore:
                 raise StorageError(f"{self.dir}: committed size {size} has no signed checkpoint")
             latest = self._sign_and_record(0, root)
         elif latest.root != root:
-            raise StorageError(
-                f"{self.dir}: tiles for size {size} do not match the checkpoint signed for it"
-            )
+            raise self._damaged(f"tiles for size {size} do not match the checkpoint signed for it")
         self._latest = latest
         if published is not None:
             self._check_extends(published.size, published.root_hash, size, root, "published")
@@ -322,16 +383,19 @@ class LogStore:
         problems = audit_tiles(
             size,
             root,
-            self._audit_tile,
-            self._audit_bundle,
+            self.tiles.audit_tile,
+            self.tiles.audit_bundle,
             start=max(0, size - MAX_BATCH),
             max_problems=5,
         )
         if problems:
-            raise StorageError(
-                f"{self.dir}: damaged tiles ({'; '.join(str(p) for p in problems)}); "
-                f"refusing to serve them: run 'rebuild log fsck --dir {self.dir}'"
-            )
+            raise self._damaged("; ".join(str(p) for p in problems))
+
+    def _damaged(self, what: str) -> StorageError:
+        return StorageError(
+            f"{self.dir}: damaged tiles ({what}); refusing to serve them: "
+            f"run 'rebuild log fsck --dir {self.dir}'"
+        )
 
     def _remove_stale_partials(self) -> None:
         """Delete partial tiles whose full tile exists (a kill can leave them behind)."""
@@ -384,20 +448,18 @@ class LogStore:
             if width:
                 tile = tile_for(size, level, count // TILE_WIDTH)
                 try:
-                    levels.append(tuple(split_hashes(self._read_tile_file(tile), width)))
+                    levels.append(tuple(split_hashes(self.tiles.tile(tile), width)))
                 except VerifyError as e:
-                    raise StorageError(f"{self.dir / tile.path()}: {e}") from None
+                    raise self._damaged(f"{tile.path()}: {e}") from None
             else:
                 levels.append(())
             level += 1
         bundle: tuple[bytes, ...] = ()
         if size % TILE_WIDTH:
             tile = tile_for(size, ENTRIES, size // TILE_WIDTH)
-            bundle = tuple(self._read_bundle(tile))
+            bundle = tuple(self.tiles.bundle(tile))
             if tuple(merkle.leaf_hash(e) for e in bundle) != levels[0]:
-                raise StorageError(
-                    f"{self.dir}: the partial entry bundle does not match the level-0 tile"
-                )
+                raise self._damaged("the partial entry bundle does not match the level-0 tile")
         return _Edge(size, tuple(levels), bundle)
 
     def _remove_uncommitted(self, size: int) -> None:
@@ -433,58 +495,9 @@ class LogStore:
 
     # --- reading ----------------------------------------------------------
 
-    def _read_tile_file(self, tile: Tile) -> bytes:
-        """A hash tile at ``tile.width``; a partial one may come from its full tile."""
-        path = self.dir / tile.path()
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            if not tile.is_partial:
-                raise StorageError(f"{path}: tile missing") from None
-        full = self.dir / tile.full().path()
-        try:
-            return full.read_bytes()[: tile.width * merkle.HASH_SIZE]
-        except FileNotFoundError:
-            raise StorageError(f"{path}: tile missing (and no full tile)") from None
-
-    def _read_bundle_bytes(self, tile: Tile) -> bytes:
-        """An entry bundle's bytes at ``tile.width``; a partial one may come from the full one."""
-        path = self.dir / tile.path()
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            if not tile.is_partial:
-                raise StorageError(f"{path}: entry bundle missing") from None
-        full = self.dir / tile.full().path()
-        try:
-            entries = parse_entry_bundle(full.read_bytes(), TILE_WIDTH)[: tile.width]
-        except FileNotFoundError:
-            raise StorageError(f"{path}: entry bundle missing (and no full bundle)") from None
-        except VerifyError as e:
-            raise StorageError(f"{full}: {e}") from None
-        return encode_entry_bundle(entries)
-
-    def _read_bundle(self, tile: Tile) -> list[bytes]:
-        try:
-            return parse_entry_bundle(self._read_bundle_bytes(tile), tile.width)
-        except VerifyError as e:
-            raise StorageError(f"{self.dir / tile.path()}: {e}") from None
-
-    def _audit_tile(self, tile: Tile) -> bytes:
-        try:
-            return self._read_tile_file(tile)
-        except StorageError as e:
-            raise TileFormatError(str(e)) from None
-
-    def _audit_bundle(self, tile: Tile) -> bytes:
-        try:
-            return self._read_bundle_bytes(tile)
-        except StorageError as e:
-            raise TileFormatError(str(e)) from None
-
     def tile_hashes_upto(self, size: int) -> TileHashes:
         """Subtree hashes of a tree of ``size`` leaves from the tiles on disk (unchecked size)."""
-        return TileHashes(size, self._read_tile_file)
+        return TileHashes(size, self.tiles.tile)
 
     def tile_hashes(self, size: int) -> TileHashes:
         """Subtree hashes of the committed tree of ``size`` leaves, from disk."""
@@ -496,7 +509,7 @@ class LogStore:
         if not 0 <= index < self.size:
             raise StorageError(f"index {index} is not below the committed size {self.size}")
         tile = tile_for(self.size, ENTRIES, index // TILE_WIDTH)
-        return self._read_bundle(tile)[index % TILE_WIDTH]
+        return self.tiles.bundle(tile)[index % TILE_WIDTH]
 
     @property
     def size(self) -> int:
@@ -554,8 +567,8 @@ class LogStore:
         leaf_rows: list[tuple[bytes, int]] = []
         subject_rows: list[tuple[bytes, int]] = []
         for n in range(start // TILE_WIDTH, -(-size // TILE_WIDTH)):
-            bundle = self._read_bundle(tile_for(size, ENTRIES, n))
-            level0 = self._read_tile_file(tile_for(size, 0, n))
+            bundle = self.tiles.bundle(tile_for(size, ENTRIES, n))
+            level0 = self.tiles.tile(tile_for(size, 0, n))
             for i, data in enumerate(bundle):
                 idx = n * TILE_WIDTH + i
                 if idx < start:
@@ -563,10 +576,7 @@ class LogStore:
                 leaf = merkle.leaf_hash(data)
                 if level0[i * merkle.HASH_SIZE : (i + 1) * merkle.HASH_SIZE] != leaf:
                     # Never index what the signed tree does not hold.
-                    raise StorageError(
-                        f"{self.dir}: entry {idx} in its bundle does not match its leaf hash "
-                        f"in the level-0 tile; run 'rebuild log fsck --dir {self.dir}'"
-                    )
+                    raise self._damaged(f"entry {idx} does not match its level-0 hash")
                 leaf_rows.append((leaf, idx))
                 try:
                     subjects = check_entry(data).subjects
