@@ -5,13 +5,16 @@ object with a string ``payloadType``, a base64 ``payload`` and a non-empty
 ``signatures`` list) and, when the payload is an in-toto statement, which
 sha256 subject digests to index. It never judges a signature: who is trusted
 is the updater's business, and the log must stay a neutral append-only
-record. It never raises anything but :class:`EntryError`.
+record. It also extracts the key IDs the signatures' ``keyid`` hints name
+(``name+<8 hex>``, unauthenticated) so lookups can be narrowed by signer.
+It never raises anything but :class:`EntryError`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -24,8 +27,13 @@ from rebuild.errors import InputError
 MAX_ENTRY_SIZE: Final = 64 * 1024 - 1
 MAX_SIGNATURES: Final = 64
 MAX_SUBJECTS: Final = 1024
+# (subject, keyid) pairs indexed per entry: an entry naming 1,024 subjects
+# and 32 key IDs must not cost 32,768 index rows. A release of 256 artifacts
+# signed by 4 keys fits.
+MAX_KEYED_ROWS: Final = 1024
 IN_TOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 _SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+_KEY_ID_HEX: Final = re.compile(r"[0-9a-f]{8}")
 
 
 class EntryError(InputError):
@@ -41,10 +49,29 @@ class EntryInfo:
     """What the log indexes about one accepted entry."""
 
     subjects: tuple[bytes, ...]  # raw 32-byte sha256 subject digests, deduplicated
+    keyed: tuple[bytes, ...] = ()  # keyed_subject(digest, key ID) for each pair
+
+    @property
+    def index_keys(self) -> tuple[bytes, ...]:
+        """The lookup index's subject rows: digests, then (digest, key ID) keys."""
+        return self.subjects + self.keyed
 
 
 def is_sha256_hex(text: object) -> bool:
     return isinstance(text, str) and _SHA256_HEX.fullmatch(text) is not None
+
+
+def key_id_of_hint(hint: str) -> bytes | None:
+    """The 4-byte C2SP key ID a DSSE ``keyid`` hint ``name+<8 hex>`` names, if any."""
+    name, sep, hexid = hint.rpartition("+")
+    if not sep or not name or _KEY_ID_HEX.fullmatch(hexid) is None:
+        return None
+    return bytes.fromhex(hexid)
+
+
+def keyed_subject(digest: bytes, key_id: bytes) -> bytes:
+    """The lookup index's key for "subject ``digest`` in an entry with hint ``key_id``"."""
+    return hashlib.sha256(digest + key_id).digest()
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -112,4 +139,13 @@ def check_entry(body: bytes) -> EntryInfo:
         _b64(sig["sig"], "DSSE signature")
     raw = _b64(payload, "DSSE payload")
     subjects = _subjects(raw) if payload_type == IN_TOTO_PAYLOAD_TYPE else ()
-    return EntryInfo(subjects)
+    if not subjects:
+        return EntryInfo(())
+    key_ids = {k: None for s in sigs if (k := key_id_of_hint(s.get("keyid", "")))}
+    if len(subjects) * len(key_ids) > MAX_KEYED_ROWS:
+        raise EntryError(
+            f"{len(subjects)} subjects signed under {len(key_ids)} key IDs: more than "
+            f"{MAX_KEYED_ROWS} pairs to index"
+        )
+    keyed = tuple(keyed_subject(d, k) for d in subjects for k in key_ids)
+    return EntryInfo(subjects, keyed)

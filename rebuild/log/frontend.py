@@ -213,8 +213,11 @@ class RemoteBackend:
         body = await self._call(ipc.CALL_PROOF, ipc.encode_u64s([index]))
         return body.decode() if body else None
 
-    async def lookup_subject(self, digest: bytes) -> list[int]:
-        return ipc.decode_u64s(await self._call(ipc.CALL_LOOKUP_SUBJECT, digest))
+    async def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes], cursor: int
+    ) -> tuple[list[int], int | None]:
+        argument = ipc.encode_lookup(digest, cursor, key_ids)
+        return ipc.decode_page(await self._call(ipc.CALL_LOOKUP_SUBJECT, argument))
 
     async def lookup_leaf(self, digest: bytes) -> int | None:
         body = await self._call(ipc.CALL_LOOKUP_LEAF, digest)

@@ -22,7 +22,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -45,7 +45,9 @@ _REC: Final = _KEY_AT + KEY_SIZE + 8
 # whole tree: 7.5 us per entry at 2x10^5 rising to 18.5 us at 10^6 (and the
 # index fell behind the log). A lookup seeks once per epoch instead of once.
 EPOCH_BITS: Final = 16
-SCHEMA_VERSION: Final = 2
+# 3: ``subjects`` also holds a row per (subject, signature key ID) pair, keyed
+# by rebuild.log.entry.keyed_subject, for lookups filtered by signer.
+SCHEMA_VERSION: Final = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -62,9 +64,10 @@ _LOOKUP_LEAF = """
 WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
 SELECT t.idx FROM e JOIN leaves t ON t.epoch = e.n AND t.hash = ? ORDER BY t.idx LIMIT 1
 """
+# One epoch at a time, in index order straight from the primary key (no sort):
+# a digest flooded with junk costs at most a page of rows per epoch and key.
 _LOOKUP_SUBJECT = """
-WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
-SELECT t.idx FROM e JOIN subjects t ON t.epoch = e.n AND t.digest = ? ORDER BY t.idx LIMIT ?
+SELECT idx FROM subjects WHERE epoch = ? AND digest = ? AND idx >= ? ORDER BY idx LIMIT ?
 """
 
 
@@ -287,10 +290,29 @@ class LookupIndex:
             found.append(int(row[0]))
         return min(found) if found else None
 
-    def lookup_subject(self, digest: bytes) -> list[int]:
+    def lookup_subject(
+        self, keys: Sequence[bytes], cursor: int = 0, limit: int = MAX_LOOKUP_RESULTS
+    ) -> tuple[list[int], int | None]:
+        """Indexes >= ``cursor`` of entries with any of ``keys`` (subject digests or
+        keyed subjects), ascending: at most ``limit``, and the cursor of the next
+        page (None when there is none)."""
         with self._lock:
-            pending = self._writing[1].find(digest) + self._subjects.find(digest)
-        rows = self._reader.execute(
-            _LOOKUP_SUBJECT, (self._last_epoch(), digest, MAX_LOOKUP_RESULTS)
-        ).fetchall()
-        return sorted({int(r[0]) for r in rows} | set(pending))[:MAX_LOOKUP_RESULTS]
+            found = {
+                i
+                for k in keys
+                for i in self._writing[1].find(k) + self._subjects.find(k)
+                if i >= cursor
+            }
+        last = self._last_epoch()
+        for epoch in range(cursor >> EPOCH_BITS, last + 1):
+            for k in keys:
+                rows = self._reader.execute(_LOOKUP_SUBJECT, (epoch, k, cursor, limit + 1))
+                found.update(int(r[0]) for r in rows)
+            # Everything below the next epoch is known: stop once it fills a page.
+            below = (epoch + 1) << EPOCH_BITS
+            if sum(1 for i in found if i < below) > limit:
+                break
+        ordered = sorted(found)
+        if len(ordered) > limit:
+            return ordered[:limit], ordered[limit - 1] + 1
+        return ordered, None

@@ -155,8 +155,9 @@ class FrontendLink:
             if kind == ipc.CALL_PROOF and len(argument) == 8:
                 proof = await seq.proof_text(ipc.decode_u64s(argument)[0])
                 body = b"" if proof is None else proof.encode()
-            elif kind == ipc.CALL_LOOKUP_SUBJECT and len(argument) == 32:
-                body = ipc.encode_u64s(await seq.lookup_subject(argument))
+            elif kind == ipc.CALL_LOOKUP_SUBJECT:
+                digest, cursor, key_ids = ipc.decode_lookup(argument)
+                body = ipc.encode_page(*await seq.lookup_subject(digest, key_ids, cursor))
             elif kind == ipc.CALL_LOOKUP_LEAF and len(argument) == 32:
                 index = await seq.lookup_leaf(argument)
                 body = b"" if index is None else ipc.encode_u64s([index])

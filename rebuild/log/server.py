@@ -23,7 +23,8 @@ Endpoints::
     POST /add[?wait=1]                     add a DSSE envelope -> JSON
     POST /add-bundle                       add up to 256 envelopes (entry-bundle framing)
     GET  /proof/<index>                    tlog-proof@v1 against the published checkpoint
-    GET  /lookup/sha256/<hex>              JSON indexes of entries with that subject
+    GET  /lookup/sha256/<hex>[?cursor=N][&keyid=<8 hex>...]
+                                           JSON indexes of entries with that subject, paged
     GET  /lookup/leaf/<hex>                JSON index of the entry with that leaf hash
 """
 
@@ -102,7 +103,11 @@ class Backend(Protocol):
 
     async def proof_text(self, index: int) -> str | None: ...
 
-    async def lookup_subject(self, digest: bytes) -> list[int]: ...
+    async def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes], cursor: int
+    ) -> tuple[list[int], int | None]:
+        """One page of indexes (ascending) and the next page's cursor (None: complete)."""
+        ...
 
     async def lookup_leaf(self, digest: bytes) -> int | None: ...
 
@@ -356,8 +361,10 @@ class Sequencer:
         )
         return TlogProof(index, tuple(hashes), note.decode()).encode()
 
-    async def lookup_subject(self, digest: bytes) -> list[int]:
-        return self.store.lookup_subject(digest)
+    async def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes], cursor: int
+    ) -> tuple[list[int], int | None]:
+        return self.store.lookup_subject(digest, key_ids, cursor)
 
     async def lookup_leaf(self, digest: bytes) -> int | None:
         return self.store.lookup_leaf(digest)
@@ -390,6 +397,47 @@ def _digest(text: str) -> bytes | None:
     return bytes.fromhex(text)
 
 
+MAX_LOOKUP_KEY_IDS: Final = 16
+_ADD_WAIT: Final = frozenset({"wait=1", "wait=true"})
+_ADD_QUERIES: Final = _ADD_WAIT | {"", "wait=0", "wait=false"}
+_KEY_ID_HEX: Final = frozenset("0123456789abcdef")
+
+
+def parse_decimal(text: str, what: str) -> int:
+    """A decimal in 0..2**63-1 without sign, spaces or leading zeros (ValueError)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or text != str(int(text)):
+        raise ValueError(f"{what} must be a decimal number without leading zeros")
+    value = int(text)
+    if value > (1 << 63) - 1:
+        raise ValueError(f"{what} is beyond 2**63-1")
+    return value
+
+
+def parse_lookup_query(query: str) -> tuple[int, list[bytes]]:
+    """``cursor=N`` (at most once) and ``keyid=<8 lowercase hex>`` (repeatable), nothing else."""
+    cursor: int | None = None
+    key_ids: list[bytes] = []
+    for part in query.split("&") if query else ():
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"query parameter {name[:20]!r} has no value")
+        if name == "cursor":
+            if cursor is not None:
+                raise ValueError("cursor given twice")
+            cursor = parse_decimal(value, "cursor")
+        elif name == "keyid":
+            if len(value) != 8 or not _KEY_ID_HEX.issuperset(value):
+                raise ValueError("keyid must be 8 lowercase hex digits (a C2SP key ID)")
+            key_id = bytes.fromhex(value)
+            if key_id not in key_ids:
+                key_ids.append(key_id)
+            if len(key_ids) > MAX_LOOKUP_KEY_IDS:
+                raise ValueError(f"at most {MAX_LOOKUP_KEY_IDS} keyid parameters")
+        else:
+            raise ValueError(f"unknown query parameter {name[:20]!r}")
+    return cursor or 0, key_ids
+
+
 class HttpApi:
     """The HTTP endpoints, over a :class:`Backend` (in this process or another)."""
 
@@ -402,14 +450,19 @@ class HttpApi:
         """Route one request (aiohttp's low-level server: no router, no middleware).
 
         The write path is the hot path; routing by hand costs a fraction of
-        aiohttp's application router and middleware chain.
+        aiohttp's application router and middleware chain. Routes match the
+        request target exactly as sent: no percent-decoding, no dot-segment
+        folding, so one resource has one name.
         """
-        path, method = request.path, request.method
+        path, _, query = request.raw_path.partition("?")
+        method = request.method
+        if "%" in path:
+            return _error(404, "not found (percent-encoded path)")
         try:
             if path == "/add":
                 if method != "POST":
                     return _error(405, "use POST")
-                return await self.post_add(request)
+                return await self.post_add(request, query)
             if path == "/add-bundle":
                 if method != "POST":
                     return _error(405, "use POST")
@@ -423,7 +476,7 @@ class HttpApi:
             if path.startswith("/proof/"):
                 return await self.get_proof(path[len("/proof/") :])
             if path.startswith("/lookup/sha256/"):
-                return await self.get_lookup_subject(path[len("/lookup/sha256/") :])
+                return await self.get_lookup_subject(path[len("/lookup/sha256/") :], query)
             if path.startswith("/lookup/leaf/"):
                 return await self.get_lookup_leaf(path[len("/lookup/leaf/") :])
             return _error(404, "not found")
@@ -516,8 +569,8 @@ class HttpApi:
                 if len(entry) != n:
                     return _error(400, "bundle truncated in an entry")
                 pos += 2 + n
-                subjects = check_entry(entry).subjects
-                entries.append(Pending(entry, merkle.leaf_hash(entry), subjects))
+                keys = check_entry(entry).index_keys
+                entries.append(Pending(entry, merkle.leaf_hash(entry), keys))
         except EntryError as e:
             return _error(400, f"entry {len(entries)}: {e}")
         if not entries:
@@ -531,9 +584,11 @@ class HttpApi:
             }
         )
 
-    async def post_add(self, request: web.BaseRequest) -> web.Response:
+    async def post_add(self, request: web.BaseRequest, query: str) -> web.Response:
         if self.closing:
             return _error(503, "log server is shutting down")
+        if query not in _ADD_QUERIES:
+            return _error(400, "the only query parameter of /add is wait=1")
         body = await self._read_body(request, MAX_ENTRY_SIZE)
         if body is None:
             return _error(413, f"entry larger than {MAX_ENTRY_SIZE} bytes")
@@ -544,8 +599,8 @@ class HttpApi:
         except EntryError as e:
             return _error(400, str(e))
         leaf = merkle.leaf_hash(body)
-        index = await self.backend.submit([Pending(body, leaf, info.subjects)])
-        if not request.query_string:
+        index = await self.backend.submit([Pending(body, leaf, info.index_keys)])
+        if not query:
             # the hot path: format the small answer directly
             return web.Response(
                 body=b'{"index": %d, "leaf_hash": "%s"}' % (index, leaf.hex().encode()),
@@ -553,7 +608,7 @@ class HttpApi:
                 headers=_NO_CACHE_HEADERS,
             )
         doc: dict[str, object] = {"index": index, "leaf_hash": leaf.hex()}
-        if request.query.get("wait") in ("1", "true"):
+        if query in _ADD_WAIT:
             timeout = min(self.options.wait_timeout, MAX_WAIT_SECONDS)
             if not await self.backend.wait_published(index + 1, timeout):
                 doc["error"] = "entry is sequenced but no checkpoint covering it was published yet"
@@ -564,21 +619,27 @@ class HttpApi:
         return _json(doc)
 
     async def get_proof(self, text: str) -> web.Response:
-        if not text.isdigit() or len(text) > 19:
-            return _error(400, "index must be a decimal number")
-        proof = await self.backend.proof_text(int(text))
+        try:
+            index = parse_decimal(text, "index")
+        except ValueError as e:
+            return _error(400, str(e))
+        proof = await self.backend.proof_text(index)
         if proof is None:
             return _error(404, "no published checkpoint covers this index yet")
         return web.Response(
             text=proof, content_type="text/plain", headers={"Cache-Control": NO_CACHE}
         )
 
-    async def get_lookup_subject(self, text: str) -> web.Response:
+    async def get_lookup_subject(self, text: str, query: str) -> web.Response:
         digest = _digest(text)
         if digest is None:
             return _error(400, "digest must be 64 lowercase hex digits")
-        indexes = await self.backend.lookup_subject(digest)
-        return _json({"sha256": digest.hex(), "indexes": indexes})
+        try:
+            cursor, key_ids = parse_lookup_query(query)
+        except ValueError as e:
+            return _error(400, str(e))
+        indexes, next_cursor = await self.backend.lookup_subject(digest, key_ids, cursor)
+        return _json({"sha256": digest.hex(), "indexes": indexes, "next_cursor": next_cursor})
 
     async def get_lookup_leaf(self, text: str) -> web.Response:
         digest = _digest(text)

@@ -52,7 +52,7 @@ from typing import Final, NamedTuple
 
 from rebuild.errors import StorageError
 from rebuild.fsio import atomic_write, fsync_dir
-from rebuild.log.entry import EntryError, check_entry
+from rebuild.log.entry import EntryError, check_entry, keyed_subject
 from rebuild.log.index import LookupIndex
 from verify import merkle
 from verify.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
@@ -91,7 +91,10 @@ CREATE TABLE IF NOT EXISTS cosigned(size INTEGER PRIMARY KEY, note TEXT NOT NULL
 # A NamedTuple rather than a frozen dataclass: one is made per entry on the
 # hot path, and a tuple is several times cheaper to build.
 class Pending(NamedTuple):
-    """An entry waiting to be sequenced (already checked by the caller)."""
+    """An entry waiting to be sequenced (already checked by the caller).
+
+    ``subjects`` are its lookup keys (:attr:`rebuild.log.entry.EntryInfo.index_keys`).
+    """
 
     data: bytes
     leaf: bytes
@@ -541,9 +544,14 @@ class LogStore:
         rows = self._conn.execute("SELECT size, root, note FROM signed ORDER BY seq").fetchall()
         return [SignedCheckpoint(int(s), bytes(r), str(n)) for s, r, n in rows]
 
-    def lookup_subject(self, digest: bytes) -> list[int]:
-        """Indexes of entries whose in-toto subjects include this sha256 (first 1000)."""
-        return self._lookup.lookup_subject(digest)
+    def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes] = (), cursor: int = 0
+    ) -> tuple[list[int], int | None]:
+        """Entries whose in-toto subjects include this sha256 (with a signature hint
+        naming one of ``key_ids``, when given), from index ``cursor``: one page of
+        indexes, ascending, and the next page's cursor (None when complete)."""
+        keys = [keyed_subject(digest, k) for k in key_ids] if key_ids else [digest]
+        return self._lookup.lookup_subject(keys, cursor)
 
     def lookup_leaf(self, leaf: bytes) -> int | None:
         """The first index of the entry with this leaf hash."""
@@ -579,7 +587,7 @@ class LogStore:
                     raise self._damaged(f"entry {idx} does not match its level-0 hash")
                 leaf_rows.append((leaf, idx))
                 try:
-                    subjects = check_entry(data).subjects
+                    subjects = check_entry(data).index_keys
                 except EntryError:
                     subjects = ()
                 subject_rows.extend((d, idx) for d in subjects)
