@@ -105,8 +105,26 @@ def _reject_constant(name: str) -> Any:
     raise EnvelopeFormatError(f"JSON constant {name} is not allowed")
 
 
+def _reject_lone_surrogates(doc: Any, what: str) -> None:
+    """A ``\\udXXX`` escape without its pair decodes to a string no UTF-8 can hold."""
+    stack = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise EnvelopeFormatError(f"{what} holds a lone UTF-16 surrogate") from None
+
+
 def load_json(data: bytes, what: str, limit: int) -> Any:
-    """Strict, bounded JSON: UTF-8, no duplicate fields, no NaN/Infinity."""
+    """Strict, bounded JSON: UTF-8 (no BOM), no duplicate fields, no NaN/Infinity,
+    no lone surrogates, no integer Python cannot convert."""
     if len(data) > limit:
         raise EnvelopeFormatError(f"{what} larger than the {limit}-byte limit")
     try:
@@ -114,7 +132,7 @@ def load_json(data: bytes, what: str, limit: int) -> Any:
     except UnicodeDecodeError as e:
         raise EnvelopeFormatError(f"{what} is not UTF-8 (byte {e.start})") from None
     try:
-        return json.loads(
+        doc = json.loads(
             text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
         )
     except json.JSONDecodeError as e:
@@ -123,6 +141,12 @@ def load_json(data: bytes, what: str, limit: int) -> Any:
         ) from None
     except RecursionError:
         raise EnvelopeFormatError(f"{what} is nested too deeply") from None
+    except ValueError:
+        # e.g. an integer of more than 4,300 digits (CPython's conversion limit)
+        raise EnvelopeFormatError(f"{what} holds a number too long to convert") from None
+    if "\\u" in text:  # only an escape can produce a lone surrogate
+        _reject_lone_surrogates(doc, what)
+    return doc
 
 
 def dump_json(doc: Any) -> bytes:
