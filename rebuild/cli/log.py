@@ -75,6 +75,16 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--witness-timeout", type=float, default=10.0, metavar="S", help="per-request timeout"
     )
+    s.add_argument(
+        "--recosign-interval",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --witnesses: once the published checkpoint's newest cosignature is this "
+        "old and no entry was added, ask the witnesses to cosign the unchanged checkpoint "
+        "again and republish it, so updaters that refuse stale checkpoints keep accepting "
+        "an idle log (default 3600; 0 disables)",
+    )
     s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
     s.set_defaults(func=cmd_serve)
 
@@ -179,6 +189,8 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         workers = int(args.workers)
     else:
         raise UsageError("--workers must be 'auto' or a number in 0..64")
+    if not 0 <= args.recosign_interval <= 7 * 86400:
+        raise UsageError("--recosign-interval must be in 0..604800 seconds")
     key = load_signing_key(args.key, args.passphrase_env)
     origin = args.origin or key.name
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
@@ -197,7 +209,10 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             pool = None
             if policy is not None:
                 pool = WitnessPool(policy, client_ssl_context(args.ca_bundle), args.witness_timeout)
-            sequencer = Sequencer(store, pool, ServerOptions(batch_ms=args.batch_ms))
+            options = ServerOptions(
+                batch_ms=args.batch_ms, recosign_interval=args.recosign_interval
+            )
+            sequencer = Sequencer(store, pool, options)
             shape = f"{workers} front-end processes" if workers else "one process"
             await serve(
                 sequencer,

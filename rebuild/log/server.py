@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from rebuild.log.entry import MAX_ENTRY_SIZE, EntryError, EntryTooLargeError, ch
 from rebuild.log.store import MAX_BATCH, LogStore, Pending, Sequenced
 from rebuild.log.witnessing import WitnessPool
 from verify import merkle
+from verify.cosignature import verify_cosignatures
 from verify.errors import VerifyError
 from verify.tiles import ENTRIES, TILE_WIDTH, parse_tile_path, tile_for
 from verify.tlogproof import TlogProof
@@ -60,6 +62,7 @@ MAX_BUNDLE_BYTES: Final = 4 * 1024 * 1024
 MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024  # beyond this, POST /add answers 503
 MAX_WAIT_SECONDS: Final = 60.0
 WITNESS_RETRY_SECONDS: Final = 1.0
+RECOSIGN_RETRY_SECONDS: Final = 30.0
 
 
 class LogBusyError(StorageError):
@@ -74,6 +77,10 @@ class LogClosingError(StorageError):
 class ServerOptions:
     batch_ms: float = 0.0
     wait_timeout: float = 30.0
+    # With witnesses: ask them to cosign the unchanged checkpoint again once
+    # the newest published cosignature is this old (0: never), so an idle
+    # log's checkpoint stays fresh for updaters that refuse stale ones.
+    recosign_interval: float = 3600.0
 
 
 class Backend(Protocol):
@@ -293,20 +300,41 @@ class Sequencer:
 
     # --- witnessing -------------------------------------------------------
 
+    def _cosigned_at(self) -> float:
+        """Wall-clock time of the newest witness cosignature on the published checkpoint."""
+        if self.witnesses is None or not self._published_note:
+            return 0.0
+        try:
+            cosigs = verify_cosignatures(self._published_note, self.witnesses.policy.witness_keys())
+        except VerifyError:
+            return 0.0
+        return float(max((c.timestamp for c in cosigs), default=0))
+
     async def _publisher(self) -> None:
         if self.witnesses is None:
             return
         loop = asyncio.get_running_loop()
+        interval = self.options.recosign_interval
+        due = self._cosigned_at() + interval  # wall clock: survives restarts
         while True:
-            await self._committed.wait()
+            recosign = False
+            if interval > 0 and self._published_note:
+                try:
+                    await asyncio.wait_for(self._committed.wait(), max(0.0, due - time.time()))
+                except TimeoutError:
+                    recosign = True
+            else:
+                await self._committed.wait()
             self._committed.clear()
             signed = self.store.latest
-            if signed.size <= self._published_size and self._published_note:
+            if not recosign and signed.size <= self._published_size and self._published_note:
                 continue
 
             async def proof(old: int, new: int) -> list[bytes]:
                 return await asyncio.to_thread(self.store.tile_hashes(new).consistency_proof, old)
 
+            # An unchanged tree is sent with old size == size and an empty
+            # proof (tlog-witness allows it): the witnesses cosign it again.
             cosigned = await self.witnesses.collect(signed.size, signed.note, proof)
             if not cosigned.quorum_met:
                 log.warning(
@@ -314,6 +342,10 @@ class Sequencer:
                     signed.size,
                     ", ".join(cosigned.witnesses) or "none",
                 )
+                if recosign:
+                    # the published checkpoint stays valid meanwhile; retry calmly
+                    due = time.time() + min(interval, RECOSIGN_RETRY_SECONDS)
+                    continue
                 await asyncio.sleep(WITNESS_RETRY_SECONDS)
                 self._committed.set()
                 continue
@@ -327,8 +359,10 @@ class Sequencer:
                 await asyncio.sleep(WITNESS_RETRY_SECONDS)
                 self._committed.set()
                 continue
-            log.info("published checkpoint %d cosigned by %s", signed.size, cosigned.witnesses)
+            what = "cosigned again" if recosign else "published"
+            log.info("%s checkpoint %d cosigned by %s", what, signed.size, cosigned.witnesses)
             self._refresh_published()
+            due = time.time() + interval
 
     def _persist_cosigned(self, size: int, note: str) -> None:
         self.store.record_cosigned(size, note)
