@@ -11,6 +11,7 @@ It never reads files or the network itself.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -229,6 +230,25 @@ def parse_entry_bundle(data: bytes, width: int) -> list[bytes]:
 
 # --- hashes from tiles -------------------------------------------------------
 
+
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """MTH of 2**k hashes already checked to be 32 bytes each (split_hashes did).
+
+    Level by level with hashlib directly: about twice as fast as the general
+    streaming :func:`verify.merkle.root`, and this runs for every subtree a
+    proof, an audit or a monitor computes from tiles.
+    """
+    level = list(hashes)
+    if not level or len(level) & (len(level) - 1):
+        raise ProofFormatError(f"{len(level)} hashes are not a perfect subtree")
+    sha256 = hashlib.sha256
+    while len(level) > 1:
+        level = [
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)
+        ]
+    return level[0]
+
+
 TileReader = Callable[[Tile], bytes]
 """Returns the bytes of a hash tile exactly as served (width * 32 bytes)."""
 
@@ -264,7 +284,7 @@ class TileHashes:
         first = k << rest  # index of the node's first hash at tile level ``level``
         tile = self._tile(level, first // TILE_WIDTH)
         offset = first % TILE_WIDTH
-        return root(tile[offset : offset + (1 << rest)])
+        return perfect_root(tile[offset : offset + (1 << rest)])
 
     def subtree(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for a range that is a subtree of the tree (as in proofs)."""
@@ -396,7 +416,7 @@ def audit_tiles(
                         break
         if tile.width == TILE_WIDTH:  # rule 2
             parent, expected = parent_hash(tile)
-            if expected is not None and root(hashes) != expected:
+            if expected is not None and perfect_root(hashes) != expected:
                 problems.append(
                     TileProblem(
                         tile.path(),
