@@ -31,7 +31,7 @@ import re
 import signal
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -40,6 +40,7 @@ from aiohttp import web
 
 from rebuild.errors import InputError, StorageError, UsageError
 from rebuild.fsio import atomic_write, read_bounded
+from rebuild.httpserve import ConnectionLimits, GuardedServer, read_body
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.cosignature import cosign, witness_key
@@ -297,22 +298,28 @@ def _text(status: int, body: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/plain", charset="utf-8")
 
 
-def make_app(witness: Witness) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def make_handler(
+    witness: Witness, limits: ConnectionLimits
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """Route by hand on aiohttp's low-level server (see rebuild.httpserve)."""
 
-    async def add_checkpoint(request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _text(413, f"request body larger than {MAX_BODY} bytes\n")
-        return await witness.add_checkpoint(body)
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        path, _, _ = request.raw_path.partition("?")
+        if path == "/add-checkpoint":
+            if request.method != "POST":
+                return _text(405, "use POST\n")
+            body = await read_body(request, MAX_BODY, limits.body_timeout)
+            if body is None:
+                return _text(413, f"request body larger than {MAX_BODY} bytes\n")
+            return await witness.add_checkpoint(body)
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "" and parts[2] == "checkpoint":
+            if request.method not in ("GET", "HEAD"):
+                return _text(405, "use GET\n")
+            return witness.get_checkpoint(parts[1])
+        return _text(404, "not found\n")
 
-    async def get_checkpoint(request: web.Request) -> web.Response:
-        return witness.get_checkpoint(request.match_info["ohash"])
-
-    app.router.add_post("/add-checkpoint", add_checkpoint)
-    app.router.add_get("/{ohash}/checkpoint", get_checkpoint)
-    return app
+    return handle
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -335,29 +342,36 @@ def parse_listen(spec: str) -> tuple[str, int]:
 
 @dataclass
 class RunningWitness:
-    runner: web.AppRunner
+    server: asyncio.Server
+    http: GuardedServer
     url: str
 
     async def stop(self) -> None:
-        await self.runner.cleanup()
+        self.server.close()
+        await self.http.shutdown(timeout=10)
+        await self.server.wait_closed()
 
 
 async def start(
-    witness: Witness, host: str, port: int, tls: ssl.SSLContext | None = None
+    witness: Witness,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
+    limits: ConnectionLimits | None = None,
 ) -> RunningWitness:
     """Start serving; returns once the socket listens (port 0 picks a free one)."""
-    runner = web.AppRunner(make_app(witness), access_log=log)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=256)
+    limits = limits or ConnectionLimits()
+    http = GuardedServer(make_handler(witness, limits), limits)
     try:
-        await site.start()
+        server = await asyncio.get_running_loop().create_server(
+            http, host, port, ssl=tls, backlog=256
+        )
     except OSError as e:
-        await runner.cleanup()
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    bound = int(runner.addresses[0][1]) if runner.addresses else port
+    bound = int(server.sockets[0].getsockname()[1]) if server.sockets else port
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if ":" in host else host
-    return RunningWitness(runner, f"{scheme}://{shown}:{bound}")
+    return RunningWitness(server, http, f"{scheme}://{shown}:{bound}")
 
 
 async def serve_forever(
@@ -366,9 +380,11 @@ async def serve_forever(
     port: int,
     tls: ssl.SSLContext | None,
     on_ready: Callable[[str], None],
+    *,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then shut down cleanly."""
-    running = await start(witness, host, port, tls)
+    running = await start(witness, host, port, tls, limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

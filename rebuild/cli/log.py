@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from rebuild.cli._limits import add_limit_args, limits_from_args
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, TransportError, UsageError
 from rebuild.fsio import atomic_write, read_bounded, read_text_bounded
@@ -86,6 +87,7 @@ def register(sub: Any) -> None:
         "an idle log (default 3600; 0 disables)",
     )
     s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
+    add_limit_args(s)
     s.set_defaults(func=cmd_serve)
 
     a = lsub.add_parser(
@@ -191,6 +193,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("--workers must be 'auto' or a number in 0..64")
     if not 0 <= args.recosign_interval <= 7 * 86400:
         raise UsageError("--recosign-interval must be in 0..604800 seconds")
+    limits = limits_from_args(args)
     key = load_signing_key(args.key, args.passphrase_env)
     origin = args.origin or key.name
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
@@ -210,7 +213,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             if policy is not None:
                 pool = WitnessPool(policy, client_ssl_context(args.ca_bundle), args.witness_timeout)
             options = ServerOptions(
-                batch_ms=args.batch_ms, recosign_interval=args.recosign_interval
+                batch_ms=args.batch_ms, recosign_interval=args.recosign_interval, limits=limits
             )
             sequencer = Sequencer(store, pool, options)
             shape = f"{workers} front-end processes" if workers else "one process"

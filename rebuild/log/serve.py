@@ -32,6 +32,7 @@ from typing import Final
 from aiohttp import web
 
 from rebuild.errors import StorageError
+from rebuild.httpserve import GuardedServer
 from rebuild.log import ipc
 from rebuild.log.server import HttpApi, LogBusyError, LogClosingError, Sequencer
 from rebuild.log.store import Pending
@@ -212,6 +213,7 @@ async def _spawn(
         str(os.getpid()),
         "--wait-timeout",
         str(sequencer.options.wait_timeout),
+        *sequencer.options.limits.args(),
     ]
     if tls is not None:
         command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
@@ -270,7 +272,7 @@ async def serve(
         socks = listen_sockets(host, port, max(workers, 1))
         if workers == 0:
             api = HttpApi(sequencer, sequencer.options)
-            http = web.Server(api.handle, access_log=None)
+            http = GuardedServer(api.handle, sequencer.options.limits)
             listener = await loop.create_server(http, sock=socks[0], ssl=ssl_context, backlog=1024)
         else:
             for n, sock in enumerate(socks):

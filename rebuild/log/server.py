@@ -37,13 +37,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
 from aiohttp import web
 
 from rebuild.errors import StorageError
+from rebuild.httpserve import ConnectionLimits, RateLimitedLog, read_body
 from rebuild.log.entry import MAX_ENTRY_SIZE, EntryError, EntryTooLargeError, check_entry
 from rebuild.log.store import MAX_BATCH, LogStore, Pending, Sequenced
 from rebuild.log.witnessing import WitnessPool
@@ -81,6 +82,7 @@ class ServerOptions:
     # the newest published cosignature is this old (0: never), so an idle
     # log's checkpoint stays fresh for updaters that refuse stale ones.
     recosign_interval: float = 3600.0
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 class Backend(Protocol):
@@ -479,6 +481,7 @@ class HttpApi:
         self.backend = backend
         self.options = options
         self.closing = False
+        self._errors = RateLimitedLog(log)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route one request (aiohttp's low-level server: no router, no middleware).
@@ -517,7 +520,7 @@ class HttpApi:
         except (LogBusyError, LogClosingError) as e:
             return _error(503, str(e))
         except StorageError as e:
-            log.error("%s %s: %s", method, path, e)
+            self._errors.error("%s %s: %s", method, path, e)
             return _error(503, "log storage unavailable")
 
     async def get_checkpoint(self) -> web.Response:
@@ -563,22 +566,6 @@ class HttpApi:
             resp.enable_compression()
         return resp
 
-    @staticmethod
-    async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
-        """The request body, or None when it is larger than ``limit`` (never read past it)."""
-        length = request.content_length
-        if length is not None:
-            if length > limit:
-                return None
-            try:
-                return await request.content.readexactly(length)
-            except asyncio.IncompleteReadError as e:
-                return e.partial  # the client went away; what came is refused as truncated
-        body = await request.content.read(limit + 1)
-        while len(body) <= limit and not request.content.at_eof():
-            body += await request.content.read(limit + 1 - len(body))
-        return None if len(body) > limit else body
-
     async def post_add_bundle(self, request: web.BaseRequest) -> web.Response:
         """Add up to 256 entries at once, framed as a tlog-tiles entry bundle.
 
@@ -587,7 +574,7 @@ class HttpApi:
         """
         if self.closing:
             return _error(503, "log server is shutting down")
-        body = await self._read_body(request, MAX_BUNDLE_BYTES)
+        body = await read_body(request, MAX_BUNDLE_BYTES, self.options.limits.body_timeout)
         if body is None:
             return _error(413, f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
         entries: list[Pending] = []
@@ -623,7 +610,7 @@ class HttpApi:
             return _error(503, "log server is shutting down")
         if query not in _ADD_QUERIES:
             return _error(400, "the only query parameter of /add is wait=1")
-        body = await self._read_body(request, MAX_ENTRY_SIZE)
+        body = await read_body(request, MAX_ENTRY_SIZE, self.options.limits.body_timeout)
         if body is None:
             return _error(413, f"entry larger than {MAX_ENTRY_SIZE} bytes")
         try:
