@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rebuild.keystore import load_signing_key
+from rebuild.witness import origin_hash
 from tests.logutil import Server, envelope, make_key, run_cli, start_log
 from verify.checkpoint import open_checkpoint
 from verify.cosignature import verify_cosignatures, witness_key
@@ -81,8 +82,6 @@ def test_idle_log_gets_its_unchanged_checkpoint_cosigned_again(tmp_path: Path) -
         assert cp1 == cp0  # same size, same root: the same tree, cosigned again
         assert len(verify_cosignatures(later, [wkey])) == 1
         # the witness stored the fresher cosignature too
-        from rebuild.witness import origin_hash  # noqa: PLC0415
-
         status, stored = _get(witness.url, f"/{origin_hash('recosign.log.test')}/checkpoint")
         assert status == 200 and _newest_cosignature(stored, wkey) > t0
         # a monitor sees the same tree, unchanged, and keeps the fresher checkpoint
