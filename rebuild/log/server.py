@@ -161,6 +161,8 @@ class Sequencer:
         self._published_size = store.published_size
         self._published_note = b""
         self._closing = False
+        self._publish_failed = False
+        self._errors = RateLimitedLog(log)
         self._listeners: list[Callable[[int, int], None]] = []
 
     @property
@@ -186,8 +188,7 @@ class Sequencer:
         """Publish what is committed (when no witnesses gate it), start the tasks."""
         loop = asyncio.get_running_loop()
         if self.witnesses is None:
-            latest = self.store.latest
-            await loop.run_in_executor(self._storage, self.store.publish, latest.note, latest.size)
+            await loop.run_in_executor(self._storage, self._publish_latest)
         self._refresh_published()
         self._tasks.append(asyncio.create_task(self._sequencer()))
         self._tasks.append(asyncio.create_task(self._publisher()))
@@ -279,7 +280,7 @@ class Sequencer:
                 if not isinstance(e, StorageError):
                     log.exception("internal error integrating a batch")
                     e = StorageError(f"internal error: {type(e).__name__}")
-                log.error("batch of %d entries not integrated: %s", len(batch), e)
+                self._errors.error("batch of %d entries not integrated: %s", len(batch), e)
                 for _, group in batch:
                     group.settle(e)
                 continue
@@ -294,11 +295,25 @@ class Sequencer:
     def _integrate(self, batch: list[Pending]) -> list[Sequenced]:
         """On the storage thread: integrate, then publish when no witnesses gate it."""
         results = self.store.integrate(batch)
+        # Committed: publishing may fail (a full disk) without failing the batch.
+        self._publish_latest()
+        return results
+
+    def _publish_latest(self) -> bool:
+        """Without witnesses, publish the newest signed checkpoint; False if that failed."""
         if self.witnesses is None:
             latest = self.store.latest
             if latest.size > self.store.published_size:
-                self.store.publish(latest.note, latest.size)
-        return results
+                try:
+                    self.store.publish(latest.note, latest.size)
+                except StorageError as e:
+                    self._publish_failed = True
+                    self._errors.error(
+                        "publishing checkpoint %d failed (will retry): %s", latest.size, e
+                    )
+                    return False
+        self._publish_failed = False
+        return True
 
     # --- witnessing -------------------------------------------------------
 
@@ -312,8 +327,19 @@ class Sequencer:
             return 0.0
         return float(max((c.timestamp for c in cosigs), default=0))
 
+    async def _republish(self) -> None:
+        """Without witnesses: retry a publication that failed after its batch committed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WITNESS_RETRY_SECONDS)
+            if self._publish_failed:
+                ok = await loop.run_in_executor(self._storage, self._publish_latest)
+                if ok:
+                    self._refresh_published()
+
     async def _publisher(self) -> None:
         if self.witnesses is None:
+            await self._republish()
             return
         loop = asyncio.get_running_loop()
         interval = self.options.recosign_interval

@@ -76,6 +76,7 @@ from verify.tiles import (
 # written files (recovery probes that far).
 MAX_BATCH: Final = 4096
 _PROBE_TILES: Final = MAX_BATCH // TILE_WIDTH + 2
+INDEX_WAIT_SECONDS: Final = 1.0
 SCHEMA_VERSION: Final = 1
 
 _SCHEMA = """
@@ -662,6 +663,13 @@ class LogStore:
         if not batch:
             return []
         conn = self._conn
+        if not self._lookup.wait_room(INDEX_WAIT_SECONDS):
+            # Refused before anything is written: the entries are not in the
+            # log, so the client's retry cannot duplicate them.
+            failing = self._lookup.failing
+            raise StorageError(
+                "lookup index is behind" + (f" ({failing})" if failing else "") + "; retry later"
+            )
         plan = self._plan(batch)
         self._write_files(plan.files)
         root = edge_root(plan.edge.levels)
@@ -680,7 +688,8 @@ class LogStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise StorageError(f"{self.state_dir}: committing a batch failed: {e}") from None
-        # Committed: from here on the batch is durable and may be acknowledged.
+        # Committed: from here on the batch is durable and must be acknowledged;
+        # nothing below may fail it (a failing index write is retried by its thread).
         self._edge = plan.edge
         self._latest = signed
         self._lookup.add(plan.leaf_rows, plan.subject_rows, plan.edge.size)
