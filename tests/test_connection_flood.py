@@ -183,4 +183,3 @@ def test_witness_keeps_cosigning_while_flooded(tmp_path: Path) -> None:
     finally:
         witness.stop()
     assert witness.proc.returncode == 0
-

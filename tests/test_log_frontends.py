@@ -120,22 +120,24 @@ def test_tile_of_a_just_acknowledged_entry_is_served_through_any_front_end(
         server.stop()
 
 
-def test_front_end_that_dies_stops_the_server_and_loses_nothing(tmp_path: Path) -> None:
+def test_front_end_that_dies_is_replaced_and_loses_nothing(tmp_path: Path) -> None:
     key = make_key(tmp_path, "fe.log.test")
     server = start_log(tmp_path / "log", key, tmp_path / "server.log", "--workers", "2")
-    acked = _add_many(server.url, "before", 50)
-    victim, other = _front_ends(server.proc.pid)
-    os.kill(victim, signal.SIGKILL)
-    assert server.proc.wait(timeout=60) == 2
-    server.stop()
-    assert "front-end process" in server.log.read_text()
-    assert _wait_gone([other])
-    # everything acknowledged is still there, at its index
-    again = start_log(tmp_path / "log", key, tmp_path / "again.log", "--workers", "1")
     try:
-        _assert_all_there(again.url, acked)
+        acked = _add_many(server.url, "before", 50)
+        victim, other = _front_ends(server.proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(kids := _front_ends(server.proc.pid)) != 2 or victim in kids:
+            assert time.monotonic() < deadline, "the dead front-end was not replaced"
+            time.sleep(0.05)
+        assert other in kids and server.proc.poll() is None
+        acked.update(_add_many(server.url, "after", 50))
+        _assert_all_there(server.url, acked)  # everything acknowledged, at its index
     finally:
-        again.stop()
+        server.stop()
+    assert server.proc.returncode == 0
+    assert "restarting it" in server.log.read_text()
 
 
 def _assert_all_there(url: str, acked: dict[int, bytes]) -> None:

@@ -199,6 +199,12 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     tls_files = (args.tls_cert, args.tls_key) if args.tls_cert else None
     policy = _read_policy(args.witnesses) if args.witnesses else None
+    for w in policy.witnesses if policy is not None else ():
+        if w.key.public_key == key.public_key:
+            raise UsageError(
+                f"{args.witnesses}: witness {w.name} has this log's own key: a witness that "
+                "is the log proves nothing (give the witness a key of its own)"
+            )
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("REBUILD_LOG_DEBUG") else logging.INFO,
         stream=sys.stderr,

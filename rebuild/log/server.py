@@ -178,6 +178,10 @@ class Sequencer:
         self._listeners.append(listener)
         listener(self.store.size, self._published_size)
 
+    def off_state(self, listener: Callable[[int, int], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     def _changed(self) -> None:
         for listener in self._listeners:
             listener(self.store.size, self._published_size)
