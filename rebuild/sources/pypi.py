@@ -326,9 +326,9 @@ def locate_release(index: PackageIndex, name: str, version: str) -> ReleaseFiles
 def list_releases(index: PackageIndex, name: str) -> list[ReleaseFiles]:
     """Every version with a pure-Python wheel and an sdist, neither yanked, oldest first."""
     out: list[ReleaseFiles] = []
-    for version, (sdists, wheels) in sorted(_release_files(index, name).items()):
-        sdists = [f for f in sdists if not f.yanked]
-        wheels = [f for f in wheels if not f.yanked]
+    for version, (all_sdists, all_wheels) in sorted(_release_files(index, name).items()):
+        sdists = [f for f in all_sdists if not f.yanked]
+        wheels = [f for f in all_wheels if not f.yanked]
         if sdists and wheels:
             out.append(ReleaseFiles(name, str(version), sdist=sdists[0], wheel=wheels[0]))
     return out
