@@ -149,7 +149,7 @@ class Publisher:
         self.ledger = Ledger(state)
         self.outcomes: dict[str, int] = {}
 
-    def __call__(self, payload: dict[str, Any]) -> None:
+    def __call__(self, payload: dict[str, Any]) -> Outcome:
         try:
             result = JobResult.from_json(payload)
         except MessageError as e:
@@ -164,6 +164,7 @@ class Publisher:
             outcome.action,
             outcome.log_index,
         )
+        return outcome
 
     def publish(self, r: JobResult) -> Outcome:
         triple = (r.artifact.sha256, r.triple_recipe, self.vkey.encode())
