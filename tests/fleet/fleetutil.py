@@ -137,6 +137,7 @@ class FleetProcess:
     ) -> None:
         self.log = log
         self._out = log.open("ab")
+        self._offset = self._out.tell()  # a restarted process appends: read only its lines
         self.proc = subprocess.Popen(
             [PYTHON, "-m", "rebuild", "fleet", *args],
             env={**cli_env(), **(env or {})},
@@ -152,7 +153,9 @@ class FleetProcess:
         return marker in self.text()
 
     def text(self) -> str:
-        return self.log.read_text(errors="replace")
+        with self.log.open("rb") as f:
+            f.seek(self._offset)
+            return f.read().decode(errors="replace")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
