@@ -53,8 +53,7 @@ def _attested(rig: FleetRig, keys: KeyFiles, sha256: str, recipe: str) -> list[A
 def test_worker_killed_mid_build_job_is_redelivered_and_attested_exactly_once(
     rig: FleetRig, keys: KeyFiles, tmp_path: Path, build_images: None
 ) -> None:
-    # A real build that lasts long enough to be killed in the middle of.
-    slow = ["sh", "-c", "sleep 6; exec " + " ".join(PHAR_COMMAND)]
+    slow = ["sh", "-c", "sleep 6; exec " + " ".join(PHAR_COMMAND)]  # to be killed mid-build
     rel = add_release(tmp_path, "php-phar", keys.maintainer, rig.log_url, command=slow)
     a = rig.worker("a")
     rig.publisher()
@@ -101,8 +100,9 @@ def test_broker_killed_while_jobs_are_queued_loses_none(
     redis_server: RedisServer,
     build_images: None,
 ) -> None:
+    slow = ["sh", "-c", "sleep 4; exec " + " ".join(PHAR_COMMAND)]  # to be caught in flight
     releases = [
-        add_release(tmp_path, "php-phar", keys.maintainer, rig.log_url, tag=f"r{i}")
+        add_release(tmp_path, "php-phar", keys.maintainer, rig.log_url, tag=f"r{i}", command=slow)
         for i in range(3)
     ]
     report = rig.watch_once([r.artifacts for r in releases])
