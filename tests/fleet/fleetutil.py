@@ -59,9 +59,10 @@ def free_port() -> int:
 class RedisServer:
     """``redis-server`` on 127.0.0.1 with its data (and append-only file) in ``directory``."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, password: str | None = None) -> None:
         self.directory = directory
-        self.extra = extra
+        self.password = password
+        self.extra = (*extra, *(("--requirepass", password) if password else ()))
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -107,7 +108,9 @@ class RedisServer:
             return False
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=10
+        )
 
     def log(self) -> str:
         path = self.directory / "redis.log"
