@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from rebuild.fleet.broker import BrokerConfig, Fleet
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"  # rebuild.fleet.broker.DEFAULT_BROKER
+# An idle consumer polls its queue at most this often, and a worker finishing a
+# job waits at most this long to fetch the next one: 5% of a 2-second build.
+POLL_MS = 100
 MAX_PYPI_LIST = 1 << 20
 
 
@@ -394,7 +397,7 @@ def _serve_queue(
         handler(payload)
 
     dramatiq.actor(broker=fleet.broker, actor_name=actor, queue_name=queue, **actor_options)(body)
-    worker = Worker(fleet.broker, queues={queue}, worker_threads=threads, worker_timeout=1000)
+    worker = Worker(fleet.broker, queues={queue}, worker_threads=threads, worker_timeout=POLL_MS)
     # Prefetch no more than can run: a job waiting in one worker's memory is a
     # job another idle worker cannot take.
     worker.queue_prefetch = threads

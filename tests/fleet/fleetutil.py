@@ -197,6 +197,7 @@ class Release:
     artifacts: Path
     sha256: str
     recipe_sha256: str
+    statement: Path
 
 
 def add_release(
@@ -229,6 +230,7 @@ def add_release(
     shutil.copyfile(made.artifact, artifact)
     key = load_signing_key(maintainer_key)
     envelope = sign_release(release_statement([artifact], recipe), key)
+    (work / "release.dsse.json").write_bytes(envelope)
     with LogClient(log_url) as client:
         client.add(envelope, wait=False)
     return Release(
@@ -237,6 +239,7 @@ def add_release(
         artifacts=artifacts,
         sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
         recipe_sha256=recipe.sha256,
+        statement=work / "release.dsse.json",
     )
 
 
