@@ -16,7 +16,6 @@ it held go back to their queue.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import socket
@@ -33,6 +32,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage, Retries
 
 from rebuild.errors import TransportError, UsageError
+from rebuild.log.urls import is_loopback_host
 
 NAMESPACE: Final = "rebuild-fleet"
 BUILD_QUEUE: Final = "build"
@@ -103,20 +103,11 @@ def check_broker_url(url: str) -> None:
         )
     if p.path not in ("", "/") and not p.path.lstrip("/").isdigit():
         raise UsageError(f"--broker {_redact(url)!r}: the path must be a database number")
-    if p.scheme == "redis" and not _is_loopback(p.hostname):
+    if p.scheme == "redis" and not is_loopback_host(p.hostname):
         raise UsageError(
             f"--broker {_redact(url)!r}: plain redis:// is refused except to a loopback "
             "address; use rediss:// (TLS)"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _redact(url: str) -> str:
