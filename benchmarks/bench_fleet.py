@@ -28,7 +28,7 @@ from rebuild.engine.pipeline import StatementTarget, VerifyOptions, verify
 from rebuild.engine.runner import environment_image
 from rebuild.fleet.broker import BrokerConfig, Fleet
 from rebuild.fleet.state import StateDir
-from rebuild.fleet.watch import Watcher, WatchOptions
+from rebuild.fleet.watch import POSITION_FILE, Watcher, WatchOptions
 from rebuild.keystore import generate_key_files, load_signing_key, load_verifier_key
 from rebuild.log.client import LogClient
 from rebuild.log.monitor import CheckpointVerifier
@@ -63,6 +63,7 @@ def run_fleet_with(
     tmp: Path, keys: dict[str, Path], urls: tuple[str, str], n: int, workers: int
 ) -> float:
     log_url, broker = urls
+    first = _log_size(log_url)  # this configuration's releases start here
     rels = _releases(tmp / f"fleet{workers}", keys["maintainer"], log_url, n, f"w{workers}-")
     procs: list[FleetProcess] = []
     common = ["--broker", broker]
@@ -89,6 +90,7 @@ def run_fleet_with(
         fleet = Fleet(BrokerConfig(url=broker))
         try:
             with StateDir(tmp / f"watch-{workers}", "watcher") as state:
+                state.write_json(POSITION_FILE, {"log": log_url, "next": first})
                 t0 = time.perf_counter()
                 assert len(Watcher(fleet, state, opts).round().enqueued) == n
                 wait_for("every attestation", lambda: _log_size(log_url) >= target, 1800)
