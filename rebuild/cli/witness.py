@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
-import logging
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
-from rebuild.keystore import load_signing_key, load_verifier_key
-from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context
-from verify.cosignature import witness_key
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: Any) -> None:
@@ -68,6 +64,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.keystore import load_signing_key
+    from verify.cosignature import witness_key
+
     key = load_signing_key(args.key, args.passphrase_env)
     vkey = witness_key(key).encode()
     out.result({"name": key.name, "witness_verifier_key": vkey}, lambda c: c.print(vkey))
@@ -75,6 +74,12 @@ def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio
+    import logging
+
+    from rebuild.keystore import load_signing_key, load_verifier_key
+    from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context
+
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     host, port = parse_listen(args.listen)
