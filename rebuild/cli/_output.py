@@ -33,7 +33,7 @@ class Output:
     def console(self) -> Console:
         """Human output: the terminal (stdout)."""
         if self._console is None:
-            from rich.console import Console
+            from rich.console import Console  # noqa: PLC0415
 
             self._console = Console(highlight=False, soft_wrap=True)
         return self._console
@@ -42,7 +42,7 @@ class Output:
     def err(self) -> Console:
         """Diagnostics and progress: stderr."""
         if self._err is None:
-            from rich.console import Console
+            from rich.console import Console  # noqa: PLC0415
 
             self._err = Console(stderr=True, highlight=False, soft_wrap=True)
         return self._err

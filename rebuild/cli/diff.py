@@ -53,8 +53,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.compare import compare, store_html_report
-    from rebuild.compare._vocab import describe
+    from rebuild.compare import compare, store_html_report  # noqa: PLC0415
+    from rebuild.compare._vocab import describe  # noqa: PLC0415
 
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
@@ -75,8 +75,8 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         doc["reports"].append(summary.to_json())
 
     def human(c: Console) -> None:
-        from rich.table import Table
-        from rich.text import Text
+        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
 
         if result.identical:
             c.print(f"[bold green]identical[/] sha256 {result.expected_sha256}")

@@ -87,7 +87,7 @@ def register(sub: Any) -> None:
 
 
 def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:
-    from rebuild.envs.mirror import check_url, resolve_mirrors
+    from rebuild.envs.mirror import check_url, resolve_mirrors  # noqa: PLC0415
 
     # Bad flags are refused up front, even when no build turns out to need them.
     if args.mirror:
@@ -104,7 +104,7 @@ def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:
 
 
 def _suite_of(definition: Definition) -> str:
-    from rebuild.envs.definition import load_definition
+    from rebuild.envs.definition import load_definition  # noqa: PLC0415
 
     d = definition
     seen = 0
@@ -128,8 +128,8 @@ def _progress(out: Output, title: str) -> Iterator[Callable[[str], None]]:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.envs.definition import list_definitions, load_definition, load_lock
-    from rebuild.envs.images import find_image
+    from rebuild.envs.definition import list_definitions, load_definition, load_lock  # noqa: PLC0415
+    from rebuild.envs.images import find_image  # noqa: PLC0415
 
     rows: list[dict[str, Any]] = []
     for name in list_definitions():
@@ -156,7 +156,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         rows.append(row)
 
     def human(c: Console) -> None:
-        from rich.table import Table
+        from rich.table import Table  # noqa: PLC0415
 
         t = Table("environment", "identity (lock digest)", "packages", "on", "image built")
         for r in rows:
@@ -174,7 +174,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def _targets(args: argparse.Namespace) -> list[Definition]:
-    from rebuild.envs.definition import build_order, list_definitions
+    from rebuild.envs.definition import build_order, list_definitions  # noqa: PLC0415
 
     names = list_definitions() if args.all else [args.name]
     if not names:
@@ -194,7 +194,7 @@ def _outcome_json(o: BuildOutcome) -> dict[str, Any]:
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.envs.images import build_environment
+    from rebuild.envs.images import build_environment  # noqa: PLC0415
 
     outcomes: list[BuildOutcome] = []
     for d in _targets(args):
@@ -211,7 +211,7 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.envs.images import build_environment, lock_environment
+    from rebuild.envs.images import build_environment, lock_environment  # noqa: PLC0415
 
     results: list[dict[str, Any]] = []
     for d in _targets(args):
@@ -234,8 +234,8 @@ def cmd_lock(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.envs.definition import load_definition, load_lock
-    from rebuild.envs.images import check_environment
+    from rebuild.envs.definition import load_definition, load_lock  # noqa: PLC0415
+    from rebuild.envs.images import check_environment  # noqa: PLC0415
 
     d = load_definition(args.name)
     report = check_environment(d)

@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.keystore import generate_key_files, passphrase_from_env, prompt_new_passphrase
+    from rebuild.keystore import generate_key_files, passphrase_from_env, prompt_new_passphrase  # noqa: PLC0415
 
     passphrase: bytes | None = None
     if args.passphrase_env:
@@ -72,7 +72,7 @@ def cmd_generate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.keystore import load_signing_key
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
 
     key = load_signing_key(args.file, args.passphrase_env)
     vkey = key.verifier_key().encode()

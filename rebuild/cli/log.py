@@ -127,9 +127,9 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def _read_policy(path: Path) -> Policy:
-    from rebuild.fsio import read_text_bounded
-    from verify.errors import VerifyError
-    from verify.tlog_policy import parse_policy
+    from rebuild.fsio import read_text_bounded  # noqa: PLC0415
+    from verify.errors import VerifyError  # noqa: PLC0415
+    from verify.tlog_policy import parse_policy  # noqa: PLC0415
 
     text = read_text_bounded(path, MAX_POLICY)
     try:
@@ -146,15 +146,15 @@ def _listen(spec: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
-    import asyncio
-    import logging
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
 
-    from rebuild.keystore import load_signing_key
-    from rebuild.log.serve import default_workers, serve
-    from rebuild.log.server import Sequencer, ServerOptions, install_uvloop
-    from rebuild.log.store import LogStore
-    from rebuild.log.urls import client_ssl_context, server_ssl_context
-    from rebuild.log.witnessing import WitnessPool
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+    from rebuild.log.serve import default_workers, serve  # noqa: PLC0415
+    from rebuild.log.server import Sequencer, ServerOptions, install_uvloop  # noqa: PLC0415
+    from rebuild.log.store import LogStore  # noqa: PLC0415
+    from rebuild.log.urls import client_ssl_context, server_ssl_context  # noqa: PLC0415
+    from rebuild.log.witnessing import WitnessPool  # noqa: PLC0415
 
     host, port = _listen(args.listen)
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -206,15 +206,15 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 
 
 def _client(args: argparse.Namespace) -> LogClient:
-    from rebuild.log.client import LogClient
+    from rebuild.log.client import LogClient  # noqa: PLC0415
 
     return LogClient(args.log, args.ca_bundle, args.timeout)
 
 
 def cmd_add(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.fsio import read_bounded
-    from rebuild.log.entry import MAX_ENTRY_SIZE
-    from verify import merkle
+    from rebuild.fsio import read_bounded  # noqa: PLC0415
+    from rebuild.log.entry import MAX_ENTRY_SIZE  # noqa: PLC0415
+    from verify import merkle  # noqa: PLC0415
 
     entry = read_bounded(args.file, MAX_ENTRY_SIZE)
     wait = args.wait or args.json
@@ -244,10 +244,10 @@ def cmd_add(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_prove(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.fsio import atomic_write, read_bounded
-    from rebuild.log.entry import MAX_ENTRY_SIZE
-    from verify import merkle
-    from verify.tlogproof import parse as parse_proof
+    from rebuild.fsio import atomic_write, read_bounded  # noqa: PLC0415
+    from rebuild.log.entry import MAX_ENTRY_SIZE  # noqa: PLC0415
+    from verify import merkle  # noqa: PLC0415
+    from verify.tlogproof import parse as parse_proof  # noqa: PLC0415
 
     entry = read_bounded(args.file, MAX_ENTRY_SIZE)
     leaf = merkle.leaf_hash(entry)
@@ -273,8 +273,8 @@ def cmd_prove(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_verify_proof(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.fsio import read_bounded
-    from verify.tlogproof import verify_tlog_proof
+    from rebuild.fsio import read_bounded  # noqa: PLC0415
+    from verify.tlogproof import verify_tlog_proof  # noqa: PLC0415
 
     policy = _read_policy(args.policy)
     entry = read_bounded(args.file)
@@ -306,8 +306,8 @@ def _report_once(out: Output, r: FollowResult) -> None:
 
 
 def cmd_follow(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.keystore import load_verifier_key
-    from rebuild.log.monitor import CheckpointVerifier, follow_once
+    from rebuild.keystore import load_verifier_key  # noqa: PLC0415
+    from rebuild.log.monitor import CheckpointVerifier, follow_once  # noqa: PLC0415
 
     if args.policy is not None:
         verifier = CheckpointVerifier(policy=_read_policy(args.policy))

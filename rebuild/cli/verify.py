@@ -86,16 +86,16 @@ def register(sub: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.engine.fixtures import materialize
-    from rebuild.engine.pipeline import (
+    from rebuild.engine.fixtures import materialize  # noqa: PLC0415
+    from rebuild.engine.pipeline import (  # noqa: PLC0415
         RecipeTarget,
         VerifyOptions,
         default_report_dir,
         parse_target,
         verify,
     )
-    from rebuild.engine.runner import lock_digest
-    from rebuild.keystore import load_signing_key
+    from rebuild.engine.runner import lock_digest  # noqa: PLC0415
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
 
     if args.timeout <= 0 or args.timeout > 24 * 3600:
         raise UsageError("--timeout must be between 0 and 86400 seconds")
@@ -143,7 +143,7 @@ def _progress(out: Output) -> Iterator[Callable[[str, str, float], None]]:
 
         yield note
         return
-    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     bar = Progress(
         SpinnerColumn(finished_text="•"),
@@ -166,7 +166,7 @@ def _progress(out: Output) -> Iterator[Callable[[str, str, float], None]]:
 
 
 def _render(c: Console, r: VerifyResult) -> None:
-    from rich.table import Table
+    from rich.table import Table  # noqa: PLC0415
 
     t = Table(title=f"rebuild verify {r.target}", show_header=True)
     t.add_column("step")

@@ -64,8 +64,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
-    from rebuild.keystore import load_signing_key
-    from verify.cosignature import witness_key
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+    from verify.cosignature import witness_key  # noqa: PLC0415
 
     key = load_signing_key(args.key, args.passphrase_env)
     vkey = witness_key(key).encode()
@@ -74,11 +74,11 @@ def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
-    import asyncio
-    import logging
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
 
-    from rebuild.keystore import load_signing_key, load_verifier_key
-    from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context
+    from rebuild.keystore import load_signing_key, load_verifier_key  # noqa: PLC0415
+    from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context  # noqa: PLC0415
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
