@@ -165,3 +165,31 @@ def test_log_add_loads_no_server_or_ui_library(tmp_path: Path) -> None:
     assert json.loads(text)["index"] == 0
     assert top_level(modules) & HEAVY == set()
     assert outside_allowed(modules) == set()
+
+
+def test_every_public_compare_name_loads_on_first_use() -> None:
+    """rebuild.compare loads its names lazily (so ``rebuild diff --help`` stays cheap):
+    importing it loads no comparator, and every name in ``__all__`` still resolves to
+    the object its module defines (a name missing from the lazy map would not)."""
+    script = """
+import importlib, json, sys
+import rebuild.compare as api
+eager = sorted(m for m in sys.modules if m.startswith("rebuild.compare."))
+wrong = [n for n in api.__all__
+         if getattr(api, n) is not getattr(importlib.import_module(
+             "rebuild.compare." + api._HOME[n]), n)]
+print(json.dumps({"eager": eager, "wrong": wrong, "count": len(api.__all__)}))
+"""
+    proc = subprocess.run(
+        [PYTHON, "-c", script],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["eager"] == []
+    assert doc["wrong"] == []
+    assert doc["count"] > 0
