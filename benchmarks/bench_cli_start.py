@@ -8,10 +8,11 @@ against a real ``rebuild log serve`` on loopback started by this script, and
 maximum of --runs runs, the median CPU time (user + system) of the process,
 which a shared machine inflates far less than wall clock, and the import time
 of one more run made with ``-X importtime`` (the sum of the top-level imports'
-cumulative times, interpreter start-up imports included). Rows whose median exceeds --limit-ms
-(300 ms, the CLI's start-up budget) are flagged and make the exit status 1.
+cumulative times, interpreter start-up imports included). Rows whose median
+exceeds --limit-ms (300 ms, the CLI's start-up budget) are flagged and make
+the exit status 1.
 
-    .venv/bin/python benchmarks/bench_cli_start.py [--runs N] [--limit-ms MS]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_cli_start.py [--runs N] [--limit-ms MS]
 
 Runs the ``rebuild`` console script next to this interpreter (else
 ``python -m rebuild``) with this process's environment, so PYTHONPATH picks
@@ -35,8 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rebuild.cli import build_parser, commands
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.logutil import make_key, start_log
 
 
 @dataclass(frozen=True)
@@ -105,54 +105,6 @@ def measure(
     imp = import_ms(make_argv(runs + 1))
     ms = [t * 1000 for t in times]
     return Row(label, statistics.median(ms), max(ms), statistics.median(cpu) * 1000, imp, code)
-
-
-class LogServer:
-    """``rebuild log serve`` on 127.0.0.1, one process, in a temporary directory."""
-
-    def __init__(self, cmd: list[str], work: Path) -> None:
-        key = work / "bench-log.key"
-        subprocess.run(
-            [*cmd, "key", "generate", "bench-log", "--out", str(key)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        self.output = work / "log-serve.out"
-        self._out = self.output.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                *cmd,
-                "log",
-                "serve",
-                "--dir",
-                str(work / "log"),
-                "--key",
-                str(key),
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "0",
-            ],
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            m = re.search(r"listening on (http://\S+)", self.output.read_text(errors="replace"))
-            if m:
-                self.url = m.group(1)
-                return
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"log serve did not start:\n{self.output.read_text()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=60)
-        self._out.close()
 
 
 def signed_entries(directory: Path, count: int) -> list[Path]:
@@ -225,7 +177,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-cli-start-") as tmp:
         work = Path(tmp)
-        server = LogServer(cmd, work)
+        key = make_key(work, "bench-log.example")
+        server = start_log(work / "log", key, work / "log-serve.out", "--workers", "0")
         try:
             entries = signed_entries(work, opts.runs + 2)
             rows.append(
