@@ -198,6 +198,7 @@ class Witness:
         if not self.logs:
             raise UsageError("a witness needs at least one --log key")
         self._locks: dict[str, asyncio.Lock] = {}
+        self.observer: Callable[[int], None] | None = None  # --metrics: each answer's status
 
     def _lock(self, origin: str) -> asyncio.Lock:
         return self._locks.setdefault(origin, asyncio.Lock())
@@ -311,7 +312,10 @@ def make_handler(
             body = await read_body(request, MAX_BODY, limits.body_timeout)
             if body is None:
                 return _text(413, f"request body larger than {MAX_BODY} bytes\n")
-            return await witness.add_checkpoint(body)
+            response = await witness.add_checkpoint(body)
+            if witness.observer is not None:
+                witness.observer(response.status)
+            return response
         parts = path.split("/")
         if len(parts) == 3 and parts[0] == "" and parts[2] == "checkpoint":
             if request.method not in ("GET", "HEAD"):

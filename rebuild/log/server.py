@@ -142,6 +142,14 @@ class _Group:
             self.done(self.error if self.error is not None else self.first)
 
 
+class SequencerObserver(Protocol):
+    """Told of each integrated batch and each witnessing round (metrics)."""
+
+    def batch(self, entries: int, seconds: float) -> None: ...
+
+    def witnessed(self, cosigned: Sequence[str], quorum_met: bool) -> None: ...
+
+
 class Sequencer:
     """One log directory: owns the store, the sequencer task and the publisher."""
 
@@ -164,6 +172,7 @@ class Sequencer:
         self._publish_failed = False
         self._errors = RateLimitedLog(log)
         self._listeners: list[Callable[[int, int], None]] = []
+        self.observer: SequencerObserver | None = None  # --metrics (rebuild.metrics)
 
     @property
     def tile_dir(self) -> Path:
@@ -280,6 +289,8 @@ class Sequencer:
                 )
                 ms = (loop.time() - t0) * 1000
                 log.debug("batch of %d integrated in %.1f ms", len(batch), ms)
+                if self.observer is not None:
+                    self.observer.batch(len(batch), ms / 1000)
             except Exception as e:
                 if not isinstance(e, StorageError):
                     log.exception("internal error integrating a batch")
@@ -368,6 +379,8 @@ class Sequencer:
             # An unchanged tree is sent with old size == size and an empty
             # proof (tlog-witness allows it): the witnesses cosign it again.
             cosigned = await self.witnesses.collect(signed.size, signed.note, proof)
+            if self.observer is not None:
+                self.observer.witnessed(cosigned.witnesses, cosigned.quorum_met)
             if not cosigned.quorum_met:
                 log.warning(
                     "checkpoint %d: witness quorum not met (cosigned by %s); retrying",
