@@ -9,6 +9,7 @@ must verify offline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
@@ -344,6 +345,22 @@ def test_add_bundle_sequences_every_entry_and_each_is_provable(log: Log) -> None
         assert verify_tlog_proof(proof, e, policy).index == g["index"]
 
 
+def _post_status(log: Log, path: str, body: bytes) -> int:
+    """POST and read the status even if the server answers and closes before the body is sent.
+
+    A refused oversized body (413) is not read: the server answers and closes
+    the connection, so a client still sending gets a broken pipe.
+    """
+    parts = urlsplit(log.url)
+    with socket.create_connection((parts.hostname or "", parts.port or 0), timeout=30) as s:
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+            path.encode(), len(body)))  # fmt: skip
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(body)
+        head = s.recv(100)
+    return int(head.split(b" ", 2)[1])
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -357,7 +374,7 @@ def test_add_bundle_sequences_every_entry_and_each_is_provable(log: Log) -> None
 )
 def test_bad_bundle_is_refused_whole(log: Log, body: bytes, status: int) -> None:
     before = log.request("GET", "/checkpoint")[2]
-    assert log.request("POST", "/add-bundle", body)[0] == status
+    assert _post_status(log, "/add-bundle", body) == status
     time.sleep(0.05)
     assert log.request("GET", "/checkpoint")[2] == before
 
