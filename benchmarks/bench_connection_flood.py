@@ -20,7 +20,6 @@ soft limit to the hard one). ``--server-nofile N`` runs the server under
 from __future__ import annotations
 
 import argparse
-import errno
 import http.client
 import json
 import multiprocessing
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rebuild.keystore import load_signing_key  # noqa: E402
-from tests.logutil import Server, make_key  # noqa: E402
+from tests.logutil import Server, make_key, open_idle  # noqa: E402
 from verify.checkpoint import Checkpoint, sign_checkpoint  # noqa: E402
 from verify.merkle import EMPTY_ROOT  # noqa: E402
 
@@ -71,20 +70,6 @@ def honest_round(url: str, n: int, method: str, path: str, body: bytes | None) -
         "latency_ms_p99": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1),
         "latency_ms_max": round(times[-1], 1),
     }
-
-
-def open_idle(host: str, port: int, sources: list[str], n: int) -> list[socket.socket]:
-    socks = []
-    for i in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind((sources[i % len(sources)], 0))
-        s.setblocking(False)
-        err = s.connect_ex((host, port))
-        if err not in (0, errno.EINPROGRESS):
-            s.close()
-            continue
-        socks.append(s)
-    return socks
 
 
 def attacker(host: str, port: int, sources: list[str], n: int, pipe: Connection) -> None:

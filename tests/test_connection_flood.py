@@ -14,7 +14,6 @@ is answered.
 from __future__ import annotations
 
 import contextlib
-import errno
 import http.client
 import socket
 import time
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import Server, envelope, make_key, start_log
+from tests.logutil import Server, envelope, http_request, make_key, open_idle, start_log
 from verify.checkpoint import Checkpoint, sign_checkpoint
 from verify.merkle import EMPTY_ROOT
 
@@ -35,33 +34,11 @@ PER_ATTACKER = 1500
 HONEST = "127.0.0.9"
 
 
-def _open_idle(host: str, port: int, source: str, n: int) -> list[socket.socket]:
-    """``n`` connections from ``source`` that send nothing (non-blocking connects)."""
-    socks: list[socket.socket] = []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind((source, 0))
-        s.setblocking(False)
-        err = s.connect_ex((host, port))
-        assert err in (0, errno.EINPROGRESS), errno.errorcode.get(err)
-        socks.append(s)
-    return socks
-
-
 def _honest(url: str, method: str, path: str, body: bytes | None = None) -> int:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(
-        parts.hostname or "", parts.port, timeout=15, source_address=(HONEST, 0)
-    )
     try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
+        return http_request(url, method, path, body, timeout=15, source=HONEST)[0]
     except (OSError, http.client.HTTPException):
         return -1
-    finally:
-        conn.close()
 
 
 @contextlib.contextmanager
@@ -70,7 +47,7 @@ def _flood(url: str, per_source: int = PER_ATTACKER) -> Iterator[list[socket.soc
     socks: list[socket.socket] = []
     try:
         for source in ATTACKERS:
-            socks += _open_idle(parts.hostname or "", parts.port or 0, source, per_source)
+            socks += open_idle(parts.hostname or "", parts.port or 0, [source], per_source)
         time.sleep(1.0)  # let the server accept (or refuse) them
         yield socks
     finally:
@@ -87,15 +64,15 @@ def _closed_by_server(s: socket.socket) -> bool:
         return True
 
 
+def _log_under_fd_limit(tmp_path: Path, *extra: str) -> Server:
+    key = make_key(tmp_path, "flood.log.test")
+    args = ["log", "serve", "--dir", str(tmp_path / "log"), "--key", str(key)]
+    return Server([*args, "--listen", "127.0.0.1:0", *extra], tmp_path / "log.out", prefix=FD_LIMIT)
+
+
 @pytest.fixture
 def log(tmp_path: Path) -> Iterator[Server]:
-    key = make_key(tmp_path, "flood.log.test")
-    server = Server(
-        ["log", "serve", "--dir", str(tmp_path / "log"), "--key", str(key),
-         "--listen", "127.0.0.1:0", "--max-per-client", "300", "--header-timeout", "30"],
-        tmp_path / "log.out",
-        prefix=FD_LIMIT,
-    )  # fmt: skip
+    server = _log_under_fd_limit(tmp_path, "--max-per-client", "300", "--header-timeout", "30")
     try:
         yield server
     finally:
@@ -116,18 +93,12 @@ def test_idle_connections_from_many_addresses_are_evicted_longest_idle_first(
     tmp_path: Path,
 ) -> None:
     """No per-address cap helps against many addresses: the process cap evicts."""
-    key = make_key(tmp_path, "flood.log.test")
-    server = Server(
-        ["log", "serve", "--dir", str(tmp_path / "log"), "--key", str(key),
-         "--listen", "127.0.0.1:0", "--workers", "0", "--max-connections", "500"],
-        tmp_path / "log.out",
-        prefix=FD_LIMIT,
-    )  # fmt: skip
+    server = _log_under_fd_limit(tmp_path, "--workers", "0", "--max-connections", "500")
     parts = urlsplit(server.url)
     socks: list[socket.socket] = []
     try:
         for i in range(20):  # 20 addresses x 100 connections: 4 times the cap
-            socks += _open_idle(parts.hostname or "", parts.port or 0, f"127.0.1.{i + 1}", 100)
+            socks += open_idle(parts.hostname or "", parts.port or 0, [f"127.0.1.{i + 1}"], 100)
         time.sleep(1.0)
         statuses = [_honest(server.url, "GET", "/checkpoint") for _ in range(20)]
         assert statuses == [200] * 20, statuses

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.logutil import envelope, make_key, run_cli, start_log
+from tests.logutil import envelope, http_request, make_key, run_cli, start_log
 from verify import merkle
 
 WRITERS = 6
@@ -99,17 +99,6 @@ class Writer(threading.Thread):
             conn.close()
 
 
-def _get(url: str, path: str) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def test_full_disk_refuses_then_resumes_without_losing_or_duplicating(
     tmp_path: Path, small_disk: Path
 ) -> None:
@@ -150,13 +139,15 @@ def test_full_disk_refuses_then_resumes_without_losing_or_duplicating(
         assert sorted(every) == list(range(len(every))), "an index is missing or reused"
         deadline = time.monotonic() + 30
         while True:  # the checkpoint covering everything gets published (retried if it failed)
-            status, note = _get(server.url, "/checkpoint")
+            status, note = http_request(server.url, "GET", "/checkpoint")
             if status == 200 and int(note.split(b"\n")[1]) == len(every):
                 break
             assert time.monotonic() < deadline, "the checkpoint was never republished"
             time.sleep(0.1)
         for index, body in list(every.items())[:: max(1, len(every) // 50)]:
-            status, data = _get(server.url, f"/lookup/leaf/{merkle.leaf_hash(body).hex()}")
+            status, data = http_request(
+                server.url, "GET", f"/lookup/leaf/{merkle.leaf_hash(body).hex()}"
+            )
             assert status == 200 and json.loads(data)["index"] == index
     finally:
         shutil.rmtree(filler, ignore_errors=True)

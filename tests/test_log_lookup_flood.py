@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from rebuild.log.client import LogClient
-from tests.logutil import Server, make_key, start_log
+from tests.logutil import Server, http_request, make_key, start_log
 from verify.dsse import sign_envelope
 from verify.keys import SigningKey
 
@@ -54,20 +52,9 @@ def _junk(i: int, keyid: str) -> bytes:
     ).encode()
 
 
-def _request(url: str, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=60)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def _add_bundle(url: str, entries: list[bytes]) -> list[int]:
     body = b"".join(len(e).to_bytes(2, "big") + e for e in entries)
-    status, data = _request(url, "POST", "/add-bundle", body)
+    status, data = http_request(url, "POST", "/add-bundle", body)
     assert status == 200, data
     return [e["index"] for e in json.loads(data)["entries"]]
 
@@ -97,7 +84,7 @@ def flooded(
 
 
 def _lookup(url: str, query: str = "") -> dict[str, object]:
-    status, data = _request(url, "GET", f"/lookup/sha256/{ARTIFACT}{query}")
+    status, data = http_request(url, "GET", f"/lookup/sha256/{ARTIFACT}{query}")
     assert status == 200, data
     doc = json.loads(data)
     assert isinstance(doc, dict) and set(doc) == {"sha256", "indexes", "next_cursor"}
@@ -166,7 +153,7 @@ def test_bad_lookup_parameters_are_400(
     flooded: tuple[Server, int, SigningKey, list[int]], query: str
 ) -> None:
     server = flooded[0]
-    status, data = _request(server.url, "GET", f"/lookup/sha256/{ARTIFACT}{query}")
+    status, data = http_request(server.url, "GET", f"/lookup/sha256/{ARTIFACT}{query}")
     assert status == 400, data
 
 

@@ -11,29 +11,16 @@ published cosignature's timestamp must advance.
 
 from __future__ import annotations
 
-import http.client
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from rebuild.keystore import load_signing_key
 from rebuild.witness import origin_hash
-from tests.logutil import Server, envelope, make_key, run_cli, start_log
+from tests.logutil import Server, envelope, http_request, make_key, run_cli, start_log
 from verify.checkpoint import open_checkpoint
 from verify.cosignature import verify_cosignatures, witness_key
 from verify.keys import VerifierKey
 from verify.note import split_note
-
-
-def _get(url: str, path: str) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def _newest_cosignature(note: bytes, wkey: VerifierKey) -> int:
@@ -44,7 +31,7 @@ def _wait_for(url: str, predicate: object, seconds: float = 60.0) -> bytes:
     assert callable(predicate)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        status, note = _get(url, "/checkpoint")
+        status, note = http_request(url, "GET", "/checkpoint")
         if status == 200 and predicate(note):
             return note
         time.sleep(0.1)
@@ -82,7 +69,9 @@ def test_idle_log_gets_its_unchanged_checkpoint_cosigned_again(tmp_path: Path) -
         assert cp1 == cp0  # same size, same root: the same tree, cosigned again
         assert len(verify_cosignatures(later, [wkey])) == 1
         # the witness stored the fresher cosignature too
-        status, stored = _get(witness.url, f"/{origin_hash('recosign.log.test')}/checkpoint")
+        status, stored = http_request(
+            witness.url, "GET", f"/{origin_hash('recosign.log.test')}/checkpoint"
+        )
         assert status == 200 and _newest_cosignature(stored, wkey) > t0
         # a monitor sees the same tree, unchanged, and keeps the fresher checkpoint
         r = run_cli(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 import os
 import signal
@@ -27,21 +26,10 @@ import pytest
 
 from rebuild.keystore import load_signing_key
 from rebuild.log.store import LogStore, Pending
-from tests.logutil import Server, envelope, make_key, run_cli, start_log
+from tests.logutil import Server, envelope, http_request, make_key, run_cli, start_log
 from verify import merkle
 from verify.cosignature import witness_key
 from verify.tlogproof import TlogProof
-
-
-def _request(url: str, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def _raw(url: str, data: bytes, timeout: float = 10.0) -> bytes:
@@ -121,7 +109,7 @@ def test_one_key_as_log_key_and_witness_key_is_refused(tmp_path: Path) -> None:
 
 
 def test_proof_index_outside_its_tree_is_exit_2(log: Server, tmp_path: Path) -> None:
-    note = _request(log.url, "GET", "/checkpoint")[1].decode()
+    note = http_request(log.url, "GET", "/checkpoint")[1].decode()
     size = int(note.split("\n")[1])
     proof = tmp_path / "proof"
     proof.write_text(TlogProof(size, (), note).encode())
@@ -191,7 +179,7 @@ def test_malformed_requests_log_one_line_each_rate_limited(log: Server) -> None:
     ],
 )
 def test_one_name_per_resource(log: Server, path: str, status: int) -> None:
-    assert _request(log.url, "GET", path)[0] == status
+    assert http_request(log.url, "GET", path)[0] == status
 
 
 def test_http_0_9_is_not_answered(log: Server) -> None:
@@ -230,7 +218,7 @@ def test_killed_front_end_is_restarted_and_a_crash_loop_stops_the_server(
         kids = _wait_children(server.proc.pid, kids, 2)
         assert server.proc.poll() is None
         for i in range(20):  # served by both front-ends again
-            assert _request(server.url, "POST", "/add", envelope(f"after-{i}"))[0] == 200
+            assert http_request(server.url, "POST", "/add", envelope(f"after-{i}"))[0] == 200
         # four more deaths within the minute are still restarted; the sixth is not
         for _ in range(4):
             os.kill(kids[0], signal.SIGKILL)
@@ -275,8 +263,8 @@ def test_hostile_key_id_hint_cannot_break_lookups(log: Server) -> None:
             "payload": base64.b64encode(statement).decode(),
             "signatures": [{"keyid": hint, "sig": "c2ln"}],
         }).encode()  # fmt: skip
-        assert _request(log.url, "POST", "/add", body)[0] == 200
-    status, data = _request(log.url, "GET", f"/lookup/sha256/{digest}?keyid=deadbeef")
+        assert http_request(log.url, "POST", "/add", body)[0] == 200
+    status, data = http_request(log.url, "GET", f"/lookup/sha256/{digest}?keyid=deadbeef")
     assert status == 200 and json.loads(data)["indexes"] == []
-    status, data = _request(log.url, "GET", f"/lookup/sha256/{digest}")
+    status, data = http_request(log.url, "GET", f"/lookup/sha256/{digest}")
     assert len(json.loads(data)["indexes"]) == 5
