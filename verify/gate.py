@@ -590,7 +590,12 @@ class _Gate:
     def _included(self, logged: LoggedEnvelope, what: str, s: _Step, *, report: bool) -> bool:
         bundle = self.bundle
         assert bundle is not None
-        if logged.proof.checkpoint != bundle.checkpoint:
+        # Same tree: the proof's checkpoint body (origin, size, root) must be
+        # the bundle's. Its signature lines may differ (a re-cosigned note);
+        # step 5 judges the bundle's note.
+        if logged.proof.checkpoint != bundle.checkpoint and (
+            _body_text(logged.proof.checkpoint) != _body_text(bundle.checkpoint)
+        ):
             if report:
                 try:
                     other = logged.proof.checkpoint_body()
@@ -867,6 +872,13 @@ class _Gate:
             fork=self.fork,
             needs_since_size=self.needs_since_size,
         )
+
+
+def _body_text(note: str) -> str | None:
+    try:
+        return split_note(note)[0]
+    except FormatError:
+        return None
 
 
 def _with_inclusion(r: AttestationReport, included: bool) -> AttestationReport:
