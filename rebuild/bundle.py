@@ -41,13 +41,14 @@ from verify.intoto import RebuildPredicate, ReleasePredicate, Statement
 from verify.keys import VerifierKey
 from verify.merkle import leaf_hash, verify_consistency, verify_inclusion
 from verify.note import split_note
-from verify.policy import PackagePolicy
+from verify.policy import UpdatePolicy
 from verify.tiles import TILE_WIDTH, Tile, TileHashes, parse_entry_bundle
 from verify.tlogproof import MAX_PROOF_TEXT, TlogProof
 from verify.tlogproof import parse as parse_proof
 
 MAX_LOOKUP_PAGES: Final = 64
 MAX_LOOKUP_ENTRIES: Final = 16384
+MAX_KEYID_LOOKUPS: Final = 32
 _HEX8 = re.compile(r"[0-9a-f]{8}")
 
 
@@ -213,10 +214,10 @@ def _choose(
     candidates: list[Candidate],
     digest: str,
     package: str | None,
-    trust: PackagePolicy | None,
+    trust: UpdatePolicy | None,
 ) -> tuple[Candidate, list[Candidate], list[str]]:
     releases: list[Candidate] = []
-    attestations: list[Candidate] = []
+    others: list[Candidate] = []
     skipped: list[str] = []
     seen: set[bytes] = set()
     for c in candidates:
@@ -225,17 +226,17 @@ def _choose(
             continue
         seen.add(c.envelope)
         pred = c.statement.predicate
-        if isinstance(pred, ReleasePredicate):
-            if package is not None and pred.package != package:
-                skipped.append(f"index {c.index}: release of another package ({pred.package})")
-            elif trust is not None and not _signed_by(c.envelope, trust.maintainers):
-                skipped.append(f"index {c.index}: release not signed by a maintainer in the policy")
-            else:
-                releases.append(c)
-        elif trust is not None and not _signed_by(c.envelope, trust.rebuilders):
-            skipped.append(f"index {c.index}: attestation not signed by a rebuilder in the policy")
+        if not isinstance(pred, ReleasePredicate):
+            others.append(c)
+        elif package is not None and pred.package != package:
+            skipped.append(f"index {c.index}: release of another package ({pred.package})")
+        elif trust is not None and not _signed_by(c.envelope, _maintainers(trust, pred.package)):
+            skipped.append(
+                f"index {c.index}: release not signed by a maintainer of {pred.package} "
+                "in the policy"
+            )
         else:
-            attestations.append(c)
+            releases.append(c)
     if not releases:
         raise InputError(
             f"no release statement for sha256 {digest}"
@@ -249,12 +250,25 @@ def _choose(
             f"several release statements for sha256 {digest}: {which}; choose one with "
             "--package, or keep only trusted signers with --policy"
         )
+    attestations: list[Candidate] = []
+    chosen = releases[0].statement.predicate.package
+    pkg = trust.package(chosen) if trust is not None else None
+    for c in others:
+        if pkg is not None and not _signed_by(c.envelope, pkg.rebuilders):
+            skipped.append(f"index {c.index}: attestation not signed by a rebuilder of {chosen}")
+        else:
+            attestations.append(c)
     if len(attestations) > MAX_ATTESTATIONS:
         raise InputError(
             f"{len(attestations)} attestations for sha256 {digest}, more than a bundle holds "
             f"({MAX_ATTESTATIONS}); keep only trusted rebuilders with --policy"
         )
     return releases[0], attestations, skipped
+
+
+def _maintainers(policy: UpdatePolicy, package: str) -> tuple[VerifierKey, ...]:
+    pkg = policy.package(package)
+    return () if pkg is None else pkg.maintainers
 
 
 def _release_name(c: Candidate) -> str:
@@ -268,12 +282,13 @@ def collect_from_log(
     *,
     package: str | None = None,
     since_size: int | None = None,
-    trust: PackagePolicy | None = None,
+    trust: UpdatePolicy | None = None,
 ) -> Collected:
     """Build a bundle for ``artifact_sha256`` from the log behind ``client``.
 
-    ``trust`` (a package's policy) keeps only envelopes its keys signed and
-    asks the lookup for those keys' keyids. Raises TransportError (network,
+    ``trust`` (an update policy) keeps only a release signed by a maintainer
+    of the package it names and attestations signed by that package's
+    rebuilders, and asks the lookup for those keys' keyids. Raises TransportError (network,
     a log whose tiles disagree with its checkpoint), InputError (no or
     several release statements; too many attestations) and UsageError
     (``since_size`` beyond the log's published size).
@@ -289,17 +304,15 @@ def collect_from_log(
             f"--since-size {since_size} is beyond the log's published checkpoint (size "
             f"{cp.size}): the log is behind what this updater accepted"
         )
-    if trust is None:
+    ids = _keyids(trust, package)
+    if ids is None:
         indexes = lookup_indexes(client, artifact_sha256)
     else:
-        ids = sorted({f"{k.key_hash:08x}" for k in (*trust.maintainers, *trust.rebuilders)})
         indexes = sorted({i for kid in ids for i in lookup_indexes(client, artifact_sha256, kid)})
     skipped = [f"index {i}: not yet in the published checkpoint" for i in indexes if i >= cp.size]
     entries = read_entries(client, indexes, cp.size)
     candidates = [c for i, e in sorted(entries.items()) if (c := _candidate(i, e, artifact_sha256))]
-    release, attestations, more = _choose(
-        candidates, artifact_sha256, package or (trust.name if trust else None), trust
-    )
+    release, attestations, more = _choose(candidates, artifact_sha256, package, trust)
     skipped += more
     tiles = TileHashes(cp.size, client.tile)
     bundle = _prove(
@@ -312,6 +325,16 @@ def collect_from_log(
         where=client.url,
     )
     return Collected(bundle, release, attestations, skipped)
+
+
+def _keyids(trust: UpdatePolicy | None, package: str | None) -> list[str] | None:
+    """The keyids to ask the lookup for, or None for one unfiltered lookup."""
+    if trust is None:
+        return None
+    pkgs = [p for p in trust.packages if package is None or p.name == package]
+    ids = sorted({f"{k.key_hash:08x}" for p in pkgs for k in (*p.maintainers, *p.rebuilders)})
+    # Many keys: one unfiltered lookup costs less than one per key.
+    return ids if 0 < len(ids) <= MAX_KEYID_LOOKUPS else None
 
 
 def _prove(

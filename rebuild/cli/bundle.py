@@ -122,15 +122,9 @@ def cmd_bundle(args: argparse.Namespace, out: Output) -> int:
     else:
         trust = None
         if args.policy is not None:
-            policy = load_policy(args.policy)
-            name = args.package
-            if name is None:
-                if len(policy.packages) != 1:
-                    raise UsageError("the policy lists several packages: give --package NAME")
-                name = policy.packages[0].name
-            trust = policy.package(name)
-            if trust is None:
-                raise InputError(f"{args.policy}: package {name!r} is not in the policy")
+            trust = load_policy(args.policy)
+            if args.package is not None and trust.package(args.package) is None:
+                raise InputError(f"{args.policy}: package {args.package!r} is not in the policy")
         with LogClient(args.log, args.ca_bundle, args.timeout) as client:
             collected = collect_from_log(
                 client, digest, package=args.package, since_size=args.since_size, trust=trust
