@@ -49,8 +49,7 @@ _TOP_FIELDS: Final = frozenset({"format", "checkpoint", "release", "attestations
 _TOP_REQUIRED: Final = frozenset({"format", "checkpoint", "release", "attestations"})
 _ENTRY_FIELDS: Final = frozenset({"envelope", "proof"})
 _CONSISTENCY_FIELDS: Final = frozenset({"old_size", "hashes"})
-# A JSON string (skipped whole, escapes included) or one bracket.
-_DEPTH_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 @dataclass(frozen=True)
@@ -159,15 +158,18 @@ def json_depth(data: bytes) -> int:
 
     Runs on raw bytes before any JSON parser so a hostile file of brackets
     cannot drive a recursive parser; malformed text gives some depth and is
-    then refused by the parser.
+    then refused by the parser. Escaped backslashes and quotes are dropped
+    first, so every remaining quote opens or closes a string and the text
+    outside strings is every other piece between quotes.
     """
+    plain = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b" ".join(plain.split(b'"')[0::2])
     depth = deepest = 0
-    for m in _DEPTH_TOKENS.finditer(data):
-        tok = m.group()
-        if tok in (b"[", b"{"):
+    for m in _BRACKETS.finditer(outside):
+        if m.group() in (b"[", b"{"):
             depth += 1
             deepest = max(deepest, depth)
-        elif tok in (b"]", b"}"):
+        else:
             depth -= 1
     return deepest
 
