@@ -552,3 +552,14 @@ def test_rollback_and_same_size_fork() -> None:
     forked = decide(ART, other.bundle(other_release, atts[:2]), w.policy(), state, now=NOW)
     assert _codes(forked) == [(6, "fork")]
     assert forked.fork is not None and "two different roots" in forked.fork.reason
+
+
+def test_a_forged_maintainer_signature_is_named() -> None:
+    w, release, atts = _world_with_release()
+    doc = json.loads(release)
+    doc["payload"] = json.loads(w.release(ART, version="9.9.9"))["payload"]
+    forged = json.dumps(doc).encode()
+    w.add(forged)
+    d = decide(ART, w.bundle(forged, atts), w.policy(), EMPTY_STATE, now=NOW)
+    assert _codes(d) == [(2, "maintainer-signature-invalid")]
+    assert "maintainer.example" in d.failures[0].reason
