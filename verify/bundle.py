@@ -54,7 +54,7 @@ _BRACKETS = re.compile(rb"[\[\]{}]")
 
 @dataclass(frozen=True)
 class LoggedEnvelope:
-    """A DSSE envelope (exact bytes, as logged) and its tlog-proof@v1."""
+    """A DSSE envelope (exact bytes, as logged) and its tlog-proof@v1. Never raises."""
 
     envelope: bytes = field(repr=False)
     proof: TlogProof
@@ -65,7 +65,11 @@ class LoggedEnvelope:
 
 @dataclass(frozen=True)
 class ConsistencyProof:
-    """RFC 9162 consistency proof from tree size ``old_size`` to the bundle's checkpoint."""
+    """RFC 9162 consistency proof from tree size ``old_size`` to the bundle's checkpoint.
+
+    Construction raises BundleFormatError for a size outside 1..2**63-1, more
+    than 64 hashes or a hash that is not 32 bytes.
+    """
 
     old_size: int
     hashes: tuple[bytes, ...]
@@ -87,7 +91,12 @@ class ConsistencyProof:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A parsed rebuild-bundle/v1. Nothing in it is verified."""
+    """A parsed rebuild-bundle/v1. Nothing in it is verified.
+
+    Construction raises BundleFormatError (a checkpoint that is not a
+    well-formed signed checkpoint, too many attestations or consistency
+    proofs, a repeated envelope or old size); the accessors never raise.
+    """
 
     checkpoint: str
     """The signed checkpoint note (log signature and cosignatures), verbatim."""
@@ -115,7 +124,7 @@ class Bundle:
             raise BundleFormatError("two consistency proofs from the same old_size")
 
     def checkpoint_body(self) -> Checkpoint:
-        """The checkpoint, parsed but NOT verified (parsed once, at construction)."""
+        """The checkpoint, parsed but NOT verified (parsed at construction). Never raises."""
         return self._body
 
     @functools.cached_property
@@ -124,7 +133,7 @@ class Bundle:
         return parse_checkpoint(text)
 
     def consistency_from(self, old_size: int) -> ConsistencyProof | None:
-        """The consistency proof from ``old_size``, if the bundle carries one."""
+        """The consistency proof from ``old_size``, if the bundle carries one. Never raises."""
         return next((c for c in self.consistency if c.old_size == old_size), None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +167,7 @@ def json_depth(data: bytes) -> int:
 
     Runs on raw bytes before any JSON parser so a hostile file of brackets
     cannot drive a recursive parser; malformed text gives some depth and is
-    then refused by the parser. Escaped backslashes and quotes are dropped
+    then refused by the parser. Never raises. Escaped backslashes and quotes are dropped
     first, so every remaining quote opens or closes a string and the text
     outside strings is every other piece between quotes.
     """
