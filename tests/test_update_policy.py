@@ -116,7 +116,7 @@ SAME_KEY_OTHER_NAME = SigningKey("renamed.example", R[0].seed)
         (_pkg(health_check='["check", "{other}"]'), "the only placeholders are"),
         (_pkg(health_check='["check", "{release_dir"]'), "the only placeholders are"),
         (_pkg(health_check='["", "x"]'), "the program"),
-        (_pkg() + 'name = "x"\n', "not valid TOML"),  # duplicate key
+        (_pkg() + 'name = "x"\n', "invalid TOML"),  # duplicate key
         (
             _pkg().replace("max_checkpoint_age = 600\n", ""),
             "missing field 'max_checkpoint_age'",
