@@ -30,6 +30,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.env",
     "rebuild.cli.log",
     "rebuild.cli.verify",
+    "rebuild.cli.mirror",
+    "rebuild.cli.update",
+    "rebuild.cli.updater",
 )
 
 
