@@ -191,6 +191,8 @@ def run_update(request: UpdateRequest, policy: gateway.UpdaterPolicy) -> UpdateR
         try:
             asyncio.run(_update(request, policy, package, d, report))
         finally:
+            if not d.journal.exists():
+                d.clean()
             report.seconds = time.monotonic() - t0
     if report.status == "failed":
         raise UpdateFailedError(_failure_summary(report), report)
