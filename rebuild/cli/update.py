@@ -65,6 +65,13 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("--package", required=True, metavar="NAME", help="package (as in the policy)")
+    p.add_argument(
+        "--version",
+        dest="target_version",
+        metavar="V",
+        help="install exactly version V (default: the newest any mirror lists); the gate "
+        "still refuses a downgrade",
+    )
     add_fetch_args(p)
     p.add_argument(
         "--wait-lock",
@@ -94,6 +101,7 @@ def update_request(args: argparse.Namespace, package: str, policy: Any) -> Any:
         ),
         deadline=args.deadline,
         lock_wait=getattr(args, "wait_lock", 0.0),
+        version=getattr(args, "target_version", None),
     )
 
 

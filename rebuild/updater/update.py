@@ -48,6 +48,7 @@ from rebuild.updater.mirror import (
     index_path,
     parse_index,
     valid_package,
+    valid_version,
 )
 from verify.errors import VerifyError
 
@@ -83,6 +84,8 @@ class UpdateRequest:
             raise UsageError(f"at most {MAX_MIRRORS} mirrors")
         if not 0 < self.deadline <= 24 * 3600:
             raise UsageError("the deadline must be in (0, 86400] seconds")
+        if self.version is not None and not valid_version(self.version):
+            raise UsageError(f"invalid version {self.version!r}")
 
 
 @dataclass
@@ -222,10 +225,18 @@ async def _update(
         else:
             candidates = newest
         if report.installed_version is not None:
-            candidates = [v for v in candidates if gateway.is_newer(v, report.installed_version)]
-            if not candidates:
+            if request.version == report.installed_version:
                 report.status = "up-to-date"
                 return
+            if request.version is None:
+                # Only newer versions are worth fetching. An explicitly requested
+                # version is always put to the gate, which refuses a downgrade.
+                candidates = [
+                    v for v in candidates if gateway.is_newer(v, report.installed_version)
+                ]
+                if not candidates:
+                    report.status = "up-to-date"
+                    return
         failed_newer: list[dict[str, Any]] = []
         for version in candidates:
             for mirror in report.mirrors:
