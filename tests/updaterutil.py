@@ -14,8 +14,10 @@ import asyncio
 import hashlib
 import json
 import os
+import site
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +31,7 @@ from aiohttp import web
 from rebuild.updater.mirror import publish
 from rebuild.updater.serve import make_app, resolve
 from tests.gatesim import COMMIT, RECIPE, RECIPE_SHA256, World
-from tests.logutil import cli_env, run_cli
+from tests.logutil import ROOT, cli_env, run_cli
 from verify.intoto import GitSource, ReleasePredicate, Subject, make_statement, sign_statement
 
 PACKAGE = "hello-phar"
@@ -253,8 +255,6 @@ def update_cli(
         args += ["--mirror", m]
     if env is None:
         return run_cli(*args, timeout=timeout)
-    import sys
-
     return subprocess.run(
         [sys.executable, "-m", "rebuild", *args],
         env={**cli_env(), **env},
@@ -274,6 +274,35 @@ def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
         ) from e
     assert isinstance(doc, dict)
     return doc
+
+
+def other_user_python() -> tuple[list[str], dict[str, str]]:
+    """A command line and environment that run this project's Python as another user.
+
+    This interpreter may live where other users cannot reach it (a root-only
+    home directory); then the system's interpreter of the same version runs
+    the project's source and this environment's packages (same ABI).
+    """
+    exe = Path(sys.executable).resolve()
+
+    def reachable(p: Path) -> bool:
+        return all(os.stat(d).st_mode & 0o001 for d in p.parents) and bool(
+            os.stat(p).st_mode & 0o001
+        )
+
+    if not reachable(exe):
+        exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+        if not exe.is_file() or not reachable(exe):
+            raise AssertionError(f"no interpreter other users can run (tried {exe})")
+    paths = [str(ROOT), *(p for p in site.getsitepackages() if Path(p).is_dir())]
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": os.pathsep.join(paths),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        "HOME": "/nonexistent",
+    }
+    return [str(exe)], env
 
 
 def tree(root: Path) -> dict[str, str]:
