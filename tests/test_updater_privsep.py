@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,40 +25,20 @@ from pathlib import Path
 import pytest
 
 from tests.updaterutil import (
+    Daemon,
     Release,
     Releases,
     ThreadServer,
+    User,
     installed,
-    other_user_python,
+    make_spool,
     publish_to,
+    run_as,
     static_mirror,
     tree,
+    useradd,
+    userdel,
 )
-
-
-@dataclass
-class User:
-    name: str
-    uid: int
-    gid: int
-
-
-def _useradd(name: str) -> User:
-    subprocess.run(
-        [
-            "useradd",
-            "--system",
-            "--no-create-home",
-            "--user-group",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    pw = pwd.getpwnam(name)
-    return User(name, pw.pw_uid, pw.pw_gid)
 
 
 @dataclass
@@ -75,34 +52,37 @@ class World:
     mirror: Path
     url: str
     releases: list[Release]
-    python: list[str]
-    env: dict[str, str]
 
     def run_as(
-        self, user: User, *args: str, timeout: float = 60, check: bool = False
+        self, user: User, *args: str, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.python, *args],
-            user=user.uid,
-            group=user.gid,
-            extra_groups=[],
-            env=self.env,
-            cwd="/",
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=check,
-        )
+        return run_as(user, *args, timeout=timeout)
 
     def rebuild_as(self, user: User, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.run_as(user, "-m", "rebuild", *args)
+        return run_as(user, "-m", "rebuild", *args)
+
+    def daemon(self) -> Daemon:
+        return Daemon(
+            self.updater,
+            self.base / "daemon.log",
+            "--spool",
+            str(self.spool),
+            "--policy",
+            str(self.policy),
+            "--install-dir",
+            str(self.install),
+            "--mirror",
+            self.url,
+            "--insecure-loopback",
+            "--poll",
+            "5",
+        )
 
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    tag = secrets.token_hex(3)
-    web = _useradd(f"rbweb{tag}")
-    updater = _useradd(f"rbupd{tag}")
+    web = useradd("rbweb")
+    updater = useradd("rbupd")
     base = Path(tempfile.mkdtemp(prefix="rebuild-privsep-", dir="/tmp"))
     server = None
     try:
@@ -117,80 +97,17 @@ def world() -> Iterator[World]:
         publish_to(mirror, v1)
         server = ThreadServer(static_mirror(mirror), None)
         spool = base / "spool"
-        spool.mkdir(mode=0o755)
-        # the layout docs/updater.md (and the tmpfiles snippet) prescribe
-        req, status = spool / "requests", spool / "status"
-        req.mkdir()
-        status.mkdir()
-        os.chown(req, updater.uid, web.gid)
-        os.chmod(req, 0o1730)
-        os.chown(status, updater.uid, web.gid)
-        os.chmod(status, 0o750)
+        make_spool(spool, updater, web)
         install = base / "install"
         install.mkdir(mode=0o755)
         os.chown(install, updater.uid, updater.gid)
-        python, env = other_user_python()
-        yield World(
-            base, web, updater, spool, install, policy, mirror, server.url, [v1, v2], python, env
-        )
+        yield World(base, web, updater, spool, install, policy, mirror, server.url, [v1, v2])
     finally:
         if server is not None:
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
-        for u in (web, updater):
-            subprocess.run(["userdel", u.name], check=False, capture_output=True)
-
-
-class Daemon:
-    def __init__(self, w: World) -> None:
-        self.log = w.base / "daemon.log"
-        self._out = self.log.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                *w.python,
-                "-m",
-                "rebuild",
-                "updater",
-                "daemon",
-                "--spool",
-                str(w.spool),
-                "--policy",
-                str(w.policy),
-                "--install-dir",
-                str(w.install),
-                "--mirror",
-                w.url,
-                "--insecure-loopback",
-                "--poll",
-                "5",
-            ],
-            user=w.updater.uid,
-            group=w.updater.gid,
-            extra_groups=[],
-            env=w.env,
-            cwd="/",
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-        )
-        self.wait_for("watching")
-
-    def wait_for(self, text: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            out = self.log.read_text(errors="replace")
-            if text in out:
-                return out
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}: {out}")
-            time.sleep(0.05)
-        raise AssertionError(f"daemon never said {text!r}: {self.log.read_text()}")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        finally:
-            self._out.close()
+        userdel(web)
+        userdel(updater)
 
 
 def _status(w: World, name: str = "hello-phar") -> dict[str, object] | None:
@@ -256,7 +173,7 @@ print(json.dumps(results))
 
 def test_the_web_user_can_only_ask_and_the_daemon_installs(world: World) -> None:
     w = world
-    daemon = Daemon(w)
+    daemon = w.daemon()
     try:
         rid = _request(w, "latest")
         doc = _wait_outcome(w, rid)
@@ -320,7 +237,7 @@ print("ok")
 
 def test_hostile_requests_change_nothing(world: World) -> None:
     w = world
-    daemon = Daemon(w)
+    daemon = w.daemon()
     try:
         rid = _request(w, "latest")
         assert _wait_outcome(w, rid)["outcome"] == "installed"

@@ -14,6 +14,9 @@ import asyncio
 import hashlib
 import json
 import os
+import pwd
+import secrets
+import signal
 import site
 import ssl
 import subprocess
@@ -39,6 +42,7 @@ PACKAGE = "hello-phar"
 
 @dataclass
 class Release:
+    package: str
     version: str
     name: str
     artifact: Path
@@ -97,7 +101,7 @@ class Releases:
         d.mkdir(parents=True, exist_ok=True)
         (d / name).write_bytes(data)
         (d / "bundle.json").write_bytes(bundle)
-        r = Release(version, name, d / name, d / "bundle.json", data)
+        r = Release(w.package, version, name, d / name, d / "bundle.json", data)
         self.made.append(r)
         return r
 
@@ -108,7 +112,7 @@ def publish_to(mirror: Path, release: Release) -> None:
         mirror,
         release.artifact,
         release.bundle,
-        package=PACKAGE,
+        package=release.package,
         version=release.version,
         artifact_name=release.name,
     )
@@ -238,6 +242,7 @@ def update_cli(
     *extra: str,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    package: str = PACKAGE,
 ) -> subprocess.CompletedProcess[str]:
     """``rebuild update --json`` as a real subprocess."""
     args = [
@@ -245,7 +250,7 @@ def update_cli(
         "--policy",
         str(policy),
         "--package",
-        PACKAGE,
+        package,
         "--install-dir",
         str(install),
         "--json",
@@ -333,3 +338,104 @@ def installed(install: Path) -> tuple[str, bytes] | None:
     data = (cur / meta["artifact"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == meta["sha256"]
     return meta["version"], data
+
+
+# -- privilege separation: real Unix users, the spool, the daemon ----------------
+
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+
+
+def useradd(prefix: str) -> User:
+    """A new system user with its own group (remove it with :func:`userdel`)."""
+    name = f"{prefix}{secrets.token_hex(3)}"
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "-s",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pw = pwd.getpwnam(name)
+    return User(name, pw.pw_uid, pw.pw_gid)
+
+
+def userdel(user: User) -> None:
+    subprocess.run(["userdel", user.name], check=False, capture_output=True)
+
+
+def make_spool(spool: Path, updater: User, web: User) -> None:
+    """The spool layout docs/updater.md (and the tmpfiles snippet) prescribe."""
+    spool.mkdir(mode=0o755)
+    req, status = spool / "requests", spool / "status"
+    req.mkdir()
+    status.mkdir()
+    os.chown(req, updater.uid, web.gid)
+    os.chmod(req, 0o1730)
+    os.chown(status, updater.uid, web.gid)
+    os.chmod(status, 0o750)
+
+
+def run_as(user: User, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """This project's Python (``args`` after the interpreter) as ``user``."""
+    python, env = other_user_python()
+    return subprocess.run(
+        [*python, *args],
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class Daemon:
+    """``rebuild updater daemon`` as ``user``, its output in ``log``."""
+
+    def __init__(self, user: User, log: Path, *args: str) -> None:
+        python, env = other_user_python()
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            [*python, "-m", "rebuild", "updater", "daemon", *args],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            env=env,
+            cwd="/",
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_for("watching")
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.log.read_text(errors="replace")
+            if text in out:
+                return out
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {out}")
+            time.sleep(0.05)
+        raise AssertionError(f"daemon never said {text!r}: {self.log.read_text()}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            self._out.close()
