@@ -97,7 +97,7 @@ class Releases:
             ],
         )
         self._sizes.append(size)
-        d = self.root / "releases" / version
+        d = self.root / "releases" / f"{len(self.made)}-{version}"
         d.mkdir(parents=True, exist_ok=True)
         (d / name).write_bytes(data)
         (d / "bundle.json").write_bytes(bundle)
