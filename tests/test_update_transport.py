@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from tests.updaterutil import (
     TLS,
@@ -92,6 +93,13 @@ def _bad_mirrors(
     urls["wrong-name"] = _serve(servers, static_mirror(listed), tls, "mirror.example.org")
     # plain http on loopback, and no --insecure-loopback
     urls["plain-http"] = _serve(servers, static_mirror(listed), None)
+    plain = urls["plain-http"]
+
+    # a redirect to the same file over plain http: never followed
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(plain + request.path)
+
+    urls["redirect"] = _serve(servers, hostile_mirror(listed, artifact=redirect), tls)
     return urls
 
 
@@ -103,6 +111,7 @@ EXPECTED_KIND = {
     "dead": "connection",
     "wrong-name": "tls",
     "plain-http": "refused",
+    "redirect": "http",
 }
 
 

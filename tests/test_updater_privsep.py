@@ -208,8 +208,12 @@ req, target = sys.argv[1], sys.argv[2]
 def name():
     return os.path.join(req, secrets.token_hex(16) + ".req")
 def write(path, data):
-    with open(path, "wb") as f:
+    # complete before it appears (as the real requester does), so what the
+    # daemon judges is the whole file
+    tmp = os.path.join(req, ".tmp-" + secrets.token_hex(16))
+    with open(tmp, "wb") as f:
         f.write(data)
+    os.rename(tmp, path)
 def doc(p, v):
     return json.dumps({"format": "rebuild-update-request/v1", "package": p, "version": v}).encode()
 write(name(), doc("../../../etc/passwd", "1.0"))        # traversal in the name
@@ -235,6 +239,38 @@ print("ok")
     return [target]
 
 
+def test_the_daemon_refuses_to_start_when_others_could_change_what_it_trusts(
+    tmp_path: Path,
+) -> None:
+    """A policy or install directory someone else may write would hand them the updater."""
+    from rebuild.errors import UsageError
+    from rebuild.updater.daemon import check_not_writable_by_others, check_spool
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text("")
+    policy.chmod(0o644)
+    check_not_writable_by_others(policy, "policy")
+    policy.chmod(0o664)
+    with pytest.raises(UsageError, match="writable by others"):
+        check_not_writable_by_others(policy, "policy")
+    policy.chmod(0o644)
+    tmp_path.chmod(0o777)  # a parent anyone may write: the file could be swapped
+    with pytest.raises(UsageError, match="writable by others"):
+        check_not_writable_by_others(policy, "policy")
+    tmp_path.chmod(0o755)
+    spool = tmp_path / "spool"
+    (spool / "requests").mkdir(parents=True)
+    (spool / "status").mkdir()
+    os.chmod(spool / "requests", 0o777)  # world-writable without the sticky bit
+    with pytest.raises(UsageError, match="sticky"):
+        check_spool(spool)
+    os.chmod(spool / "requests", 0o1733)
+    check_spool(spool)
+    os.chmod(spool / "status", 0o775)
+    with pytest.raises(UsageError, match="writable by others"):
+        check_spool(spool)
+
+
 def test_hostile_requests_change_nothing(world: World) -> None:
     w = world
     daemon = w.daemon()
@@ -255,10 +291,26 @@ def test_hostile_requests_change_nothing(world: World) -> None:
             time.sleep(0.2)
         else:
             raise AssertionError(f"requests left: {len(left)}")
-        daemon_status = json.loads((w.spool / "status" / "_daemon.json").read_text())
-        assert daemon_status["refused"] >= 11, daemon_status
-        reasons = " ".join(r["reason"] for r in daemon_status["recent_refused"])
-        assert "not a request file name" in reasons or "symlink" in reasons or "regular" in reasons
+        expected = {
+            "a symlink, not a file",  # both symlinks: never followed
+            "not a regular file",  # the FIFO (opened without blocking) and the directory
+            "larger than 512 bytes",
+            "invalid package name '../../../etc/passwd'",
+            "invalid version '../../../../tmp/x' (a release version, or 'latest')",
+            "invalid version '1.0.0 --insecure' (a release version, or 'latest')",
+            "package 'not-in-policy' is not in the policy",
+            "expected exactly format, package, version",
+            "not a request file name",
+        }
+        # the daemon removes what it took before it writes its counts: wait for them
+        reasons: set[str] = set()
+        while time.monotonic() < deadline and not expected <= reasons:
+            status_file = w.spool / "status" / "_daemon.json"
+            if status_file.exists():
+                doc = json.loads(status_file.read_text())
+                reasons = {r["reason"] for r in doc["recent_refused"]}
+            time.sleep(0.1)
+        assert expected <= reasons, reasons
         # nothing installed, recorded or configured changed; no status file for strangers
         assert tree(w.install) == before_install
         assert w.policy.read_bytes() == before_policy
