@@ -57,7 +57,11 @@ def register(sub: Any) -> None:
     add_fetch_args(d)
     d.add_argument("--poll", type=float, default=30.0, metavar="S", help="full rescan interval")
     d.add_argument("--no-inotify", action="store_true", help="poll only")
-    d.add_argument("--once", action="store_true", help="handle pending requests, then exit")
+    d.add_argument(
+        "--once",
+        action="store_true",
+        help="handle the pending requests, print one JSON document of what was done, and exit",
+    )
     d.add_argument(
         "--wait-lock",
         type=float,

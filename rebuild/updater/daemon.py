@@ -184,11 +184,15 @@ class Daemon:
             if r.package not in names:
                 refused.append(Refused(r.id, f"package {r.package!r} is not in the policy"))
                 continue
-            latest[r.package] = r  # coalesce: one update per package per round
+            seen = latest.get(r.package)
+            if seen is None or (r.mtime_ns, r.id) > (seen.mtime_ns, seen.id):
+                latest[r.package] = r  # coalesce: one update per package, the newest request
         if refused:
             self._refused(refused)
         for _package, r in sorted(latest.items()):
             written.append(self._act(policy, r))
+        if good or refused:
+            write_status(self.config.spool, DAEMON_STATUS, self.stats.as_json())
         return written
 
     def _refused(self, refused: list[Refused]) -> None:

@@ -102,6 +102,7 @@ class Request:
     id: str
     package: str
     version: str  # a validated version, or "latest"
+    mtime_ns: int = 0  # when the requester wrote it (orders requests for one package)
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,9 @@ def take_requests(
                 _remove(path)
                 continue
             try:
-                data = _read_entry(path)
+                data, mtime_ns = _read_entry(path)
                 package, version = _parse_request(data)
-                good.append(Request(name.removesuffix(".req"), package, version))
+                good.append(Request(name.removesuffix(".req"), package, version, mtime_ns))
             except InputError as e:
                 refused.append(Refused(_printable(name), str(e)))
             finally:
@@ -178,7 +179,7 @@ def take_requests(
     return good, refused
 
 
-def _read_entry(path: Path) -> bytes:
+def _read_entry(path: Path) -> tuple[bytes, int]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as e:
@@ -196,7 +197,7 @@ def _read_entry(path: Path) -> bytes:
         data = os.read(fd, MAX_REQUEST_BYTES + 1)
         if len(data) > MAX_REQUEST_BYTES:
             raise InputError(f"larger than {MAX_REQUEST_BYTES} bytes")
-        return data
+        return data, st.st_mtime_ns
     finally:
         os.close(fd)
 
