@@ -9,7 +9,6 @@ hostile variant of it) with a certificate from a test CA made by ``trustme``;
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,14 +35,6 @@ from tests.updaterutil import (
 @pytest.fixture
 def tls(tmp_path: Path) -> TLS:
     return TLS(tmp_path / "tls")
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ThreadServer]]:
-    running: list[ThreadServer] = []
-    yield running
-    for s in running:
-        s.stop()
 
 
 def _serve(servers: list[ThreadServer], app: object, tls: TLS | None, *names: str) -> str:
@@ -115,6 +106,17 @@ EXPECTED_KIND = {
 }
 
 
+def _install_old(
+    tmp_path: Path, servers: list[ThreadServer], tls: TLS, old: Release, policy: Path
+) -> list[str]:
+    """Install 1.0.0 into tmp_path/install; returns the client options the tests use."""
+    ca = ["--ca-bundle", str(tls.ca_bundle), "--read-timeout", "2", "--connect-timeout", "5"]
+    only_old = _serve(servers, static_mirror(_mirror(tmp_path, "old-only", old)), tls)
+    assert update_cli(policy, tmp_path / "install", [only_old], *ca).returncode == 0
+    assert installed(tmp_path / "install") == ("1.0.0", old.data)
+    return ca
+
+
 @pytest.mark.slow
 def test_every_bad_mirror_is_skipped_with_its_reason_and_the_honest_one_installs(
     tmp_path: Path,
@@ -125,11 +127,8 @@ def test_every_bad_mirror_is_skipped_with_its_reason_and_the_honest_one_installs
     _, old, new, policy = world
     install = tmp_path / "install"
     honest = _serve(servers, static_mirror(_mirror(tmp_path, "honest", old, new)), tls)
-    ca = ["--ca-bundle", str(tls.ca_bundle), "--read-timeout", "2", "--connect-timeout", "5"]
     # 1.0.0 is installed; then 1.1.0 is offered by all the bad mirrors first
-    only_old = _serve(servers, static_mirror(_mirror(tmp_path, "old-only", old)), tls)
-    assert update_cli(policy, install, [only_old], *ca).returncode == 0
-    assert installed(install) == ("1.0.0", old.data)
+    ca = _install_old(tmp_path, servers, tls, old, policy)
 
     bad = _bad_mirrors(tmp_path, servers, tls, old, new)
     r = update_cli(policy, install, [*bad.values(), honest], *ca)
@@ -161,9 +160,7 @@ def test_with_no_honest_mirror_the_update_fails_with_exit_1_and_nothing_changes(
 ) -> None:
     _, old, new, policy = world
     install = tmp_path / "install"
-    ca = ["--ca-bundle", str(tls.ca_bundle), "--read-timeout", "2", "--connect-timeout", "5"]
-    only_old = _serve(servers, static_mirror(_mirror(tmp_path, "old-only", old)), tls)
-    assert update_cli(policy, install, [only_old], *ca).returncode == 0
+    ca = _install_old(tmp_path, servers, tls, old, policy)
     before = tree(install)
     bad = _bad_mirrors(tmp_path, servers, tls, old, new)
     r = update_cli(policy, install, list(bad.values()), *ca)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ from tests.updaterutil import (
     tree,
     update_cli,
 )
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ThreadServer]]:
-    running: list[ThreadServer] = []
-    yield running
-    for s in running:
-        s.stop()
 
 
 @pytest.fixture
@@ -104,15 +95,23 @@ def test_when_no_mirror_can_deliver_the_newest_release_the_skip_is_reported(
     assert skipped["reasons"] == [f"{liar}: rejected"]
 
 
-def test_a_mirror_relabelling_an_old_release_as_newer_cannot_force_a_downgrade(
+def _newest_installed(
     tmp_path: Path, rel: Releases, servers: list[ThreadServer]
-) -> None:
+) -> tuple[Path, Release, Release, str]:
+    """1.0.0 and 1.1.0 on a good mirror, 1.1.0 installed: (policy, v1, v2, mirror URL)."""
     policy = rel.write_policy()
     v1, v2 = rel.make("1.0.0"), rel.make("1.1.0")
     _, good = _mirror(tmp_path, servers, "good", v1, v2)
+    assert update_cli(policy, tmp_path / "install", [good], "--insecure-loopback").returncode == 0
+    assert installed(tmp_path / "install") == ("1.1.0", v2.data)
+    return policy, v1, v2, good
+
+
+def test_a_mirror_relabelling_an_old_release_as_newer_cannot_force_a_downgrade(
+    tmp_path: Path, rel: Releases, servers: list[ThreadServer]
+) -> None:
+    policy, v1, _, _ = _newest_installed(tmp_path, rel, servers)
     install = tmp_path / "install"
-    assert update_cli(policy, install, [good], "--insecure-loopback").returncode == 0
-    assert installed(install) == ("1.1.0", v2.data)
     before = tree(install)
     root, evil = _mirror(tmp_path, servers, "evil", v1)
     _relabel(root, v1, "9.0.0")
@@ -128,11 +127,8 @@ def test_a_mirror_relabelling_an_old_release_as_newer_cannot_force_a_downgrade(
 def test_an_explicit_request_for_an_older_version_is_refused_by_the_gate(
     tmp_path: Path, rel: Releases, servers: list[ThreadServer]
 ) -> None:
-    policy = rel.write_policy()
-    v1, v2 = rel.make("1.0.0"), rel.make("1.1.0")
-    _, url = _mirror(tmp_path, servers, "m", v1, v2)
+    policy, _, _, url = _newest_installed(tmp_path, rel, servers)
     install = tmp_path / "install"
-    assert update_cli(policy, install, [url], "--insecure-loopback").returncode == 0
     before = tree(install)
     r = update_cli(policy, install, [url], "--insecure-loopback", "--version", "1.0.0")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -174,7 +170,7 @@ def test_a_valid_release_listed_under_another_version_is_refused_as_mislabelled(
             b'{"format": "rebuild-mirror/v1", "package": "other", "releases": []}',
             "not 'hello-phar'",
         ),
-        (b"[" * 100000, "not valid JSON"),
+        (b"[" * 100000, "nested too deeply"),
         (b" " * (2 << 20), "larger than"),
         (
             json.dumps(

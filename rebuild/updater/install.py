@@ -291,17 +291,11 @@ class LockedInstallDir:
         atomic_write(self.journal, json.dumps(doc, sort_keys=True).encode() + b"\n", mode=0o644)
 
     def _read_journal(self) -> dict[str, Any] | None:
-        try:
-            fd = os.open(self.journal, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
+        if not os.path.lexists(self.journal):
             return None
-        except OSError as e:
-            raise StorageError(f"{self.journal}: {e.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_META + 1)
         try:
-            doc = json.loads(data)
-        except ValueError:
+            doc = json.loads(read_bounded(self.journal, MAX_META, follow_symlinks=False))
+        except (OperationalError, ValueError):
             doc = None
         if not isinstance(doc, dict) or not isinstance(doc.get("state"), str):
             # atomic_write never leaves a torn journal; anything else was put here

@@ -36,6 +36,8 @@ from typing import Any, Final
 from rebuild.errors import InputError, StorageError, TransportError
 from rebuild.fsio import atomic_write, read_bounded
 from rebuild.hashing import sha256_file
+from verify.dsse import load_json
+from verify.errors import FormatError
 
 FORMAT: Final = "rebuild-mirror/v1"
 INDEX_NAME: Final = "index.json"
@@ -111,27 +113,16 @@ def bundle_path(package: str, version: str) -> str:
     return f"{package}/{version}/{BUNDLE_NAME}"
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in doc:
-            raise ValueError(f"duplicate key {k!r}")
-        doc[k] = v
-    return doc
-
-
 def parse_index(data: bytes, package: str, *, what: str = INDEX_NAME) -> MirrorIndex:
     """Parse an index strictly; TransportError (a misbehaving mirror) on anything off."""
 
     def bad(problem: str) -> TransportError:
         return TransportError(f"{what}: {problem}")
 
-    if len(data) > MAX_INDEX_BYTES:
-        raise bad(f"larger than {MAX_INDEX_BYTES} bytes")
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise bad(f"not valid JSON ({e})") from None
+        doc = load_json(data, "the version list", MAX_INDEX_BYTES)
+    except FormatError as e:
+        raise bad(str(e)) from None
     if not isinstance(doc, dict) or set(doc) != {"format", "package", "releases"}:
         raise bad("expected exactly the fields format, package, releases")
     if doc["format"] != FORMAT:

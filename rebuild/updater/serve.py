@@ -8,17 +8,14 @@ lock, temporary files of an atomic write in progress).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from rebuild.errors import UsageError
+from rebuild.httpserve import Running, serve_until_signalled, start_app
 
 
 def resolve(root: Path, rel: str) -> Path | None:
@@ -49,31 +46,11 @@ def make_app(root: Path) -> web.Application:
     return app
 
 
-@dataclass
-class RunningMirror:
-    runner: web.AppRunner
-    url: str
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
-async def start(
-    root: Path, host: str, port: int, tls: ssl.SSLContext | None = None
-) -> RunningMirror:
+async def start(root: Path, host: str, port: int, tls: ssl.SSLContext | None = None) -> Running:
+    """Serve the mirror at ``root``; returns once the socket listens (port 0: any)."""
     if not root.is_dir():
         raise UsageError(f"{root}: no such directory")
-    runner = web.AppRunner(make_app(root), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls)
-    try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    bound = int(runner.addresses[0][1]) if runner.addresses else port
-    shown = f"[{host}]" if ":" in host else host
-    return RunningMirror(runner, f"{'https' if tls else 'http'}://{shown}:{bound}")
+    return await start_app(make_app(root), host, port, tls)
 
 
 async def serve_forever(
@@ -83,14 +60,4 @@ async def serve_forever(
     tls: ssl.SSLContext | None,
     on_ready: Callable[[str], None],
 ) -> None:
-    running = await start(root, host, port, tls)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        on_ready(running.url)
-        await stop.wait()
-    finally:
-        await running.stop()
+    await serve_until_signalled(await start(root, host, port, tls), on_ready)

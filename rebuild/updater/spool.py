@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from rebuild.errors import InputError, StorageError, UsageError
-from rebuild.fsio import atomic_write
+from rebuild.fsio import atomic_write, read_bounded
 from rebuild.updater.mirror import valid_package, valid_version
 
 REQUEST_FORMAT: Final = "rebuild-update-request/v1"
@@ -245,18 +245,12 @@ def read_status(spool: Path, name: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n in names:
         path = directory / f"{n}.json"
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             if name is not None:
-                raise InputError(f"{path}: no status yet for {name}") from None
+                raise InputError(f"{path}: no status yet for {name}")
             continue
-        except OSError as e:
-            raise StorageError(f"{path}: cannot read: {e.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_STATUS_BYTES + 1)
         try:
-            doc = json.loads(data)
+            doc = json.loads(read_bounded(path, MAX_STATUS_BYTES, follow_symlinks=False))
         except ValueError:
             raise StorageError(f"{path}: not valid JSON") from None
         if not isinstance(doc, dict) or doc.get("format") != STATUS_FORMAT:
