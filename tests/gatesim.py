@@ -60,6 +60,7 @@ class World:
     log_key: SigningKey = field(default_factory=lambda: _key("log.example/sim"))
     maintainer: SigningKey = field(default_factory=lambda: _key("maintainer.example"))
     entries: list[bytes] = field(default_factory=list)
+    recipe: str = RECIPE
 
     def __post_init__(self) -> None:
         self.rebuilder_keys = [_key(f"r{i}.example") for i in range(1, self.rebuilders + 1)]
@@ -79,8 +80,8 @@ class World:
             package=package or self.package,
             version=version,
             source=GitSource("https://git.example.org/hello.git", f"v{version}", COMMIT),
-            recipe=RECIPE,
-            recipe_sha256=RECIPE_SHA256,
+            recipe=self.recipe,
+            recipe_sha256=hashlib.sha256(self.recipe.encode()).hexdigest(),
         )
         subject = Subject("hello.phar", hashlib.sha256(artifact).hexdigest())
         return sign_statement(make_statement([subject], pred), [signer or self.maintainer])
@@ -92,7 +93,7 @@ class World:
         *,
         verdict: str = "reproduced",
         commit: str = COMMIT,
-        recipe_sha256: str = RECIPE_SHA256,
+        recipe_sha256: str | None = None,
         started: int = NOW - 600,
     ) -> bytes:
         digest = hashlib.sha256(artifact).hexdigest()
@@ -108,7 +109,7 @@ class World:
             version="1.0.0",
             verdict=verdict,  # type: ignore[arg-type]
             source=GitSource("https://git.example.org/hello.git", "v1.0.0", commit),
-            recipe_sha256=recipe_sha256,
+            recipe_sha256=recipe_sha256 or hashlib.sha256(self.recipe.encode()).hexdigest(),
             environment=EnvironmentRef("php-8.2", LOCK),
             tool_version="rebuild/0.1.0",
             started_at=started,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.gatesim import COMMIT, NOW, RECIPE_SHA256, World, honest
+from verify.bundle import Bundle, LoggedEnvelope
 from verify.gate import Decision, decide
 from verify.keys import SigningKey
 from verify.state import EMPTY_STATE, InstalledRelease, TrustedState
@@ -449,3 +450,116 @@ def test_equivalent_counts_only_where_the_policy_lists_it() -> None:
     d = _run(lambda w: [w.attest(ART, r) for r in w.rebuilder_keys], verdicts=["equivalent"])
     assert _codes(d) == [(3, "threshold-not-met")]
     assert {a.code for a in d.attestations} == {"verdict-not-accepted"}
+
+
+def _policy_with_other_package(w: World) -> str:
+    return (
+        "[[package]]\n"
+        'name = "other-pkg"\n'
+        f'maintainers = ["{OUTSIDER.verifier_key().encode()}"]\n'
+        f'rebuilders = ["{OTHER_REBUILDER.verifier_key().encode()}"]\n'
+        "threshold = 1\n"
+    )
+
+
+OTHER_REBUILDER = SigningKey("other-rebuilder.example", hashlib.sha256(b"orb").digest())
+
+
+def test_another_packages_rebuilder_and_maintainer_count_zero() -> None:
+    w = World()
+    tlog = w.tlog_policy().encode()
+    from verify.policy import parse_policy
+
+    policy = parse_policy(
+        w.policy_toml(extra_packages=_policy_with_other_package(w)).encode(), lambda _: tlog
+    )
+    release = w.release(ART, signer=OUTSIDER)
+    atts = [w.attest(ART, w.rebuilder_keys[0]), w.attest(ART, OTHER_REBUILDER)]
+    w.add(release, *atts)
+    d = decide(ART, w.bundle(release, atts), policy, EMPTY_STATE, now=NOW)
+    assert _codes(d) == [(2, "maintainer-other-package"), (3, "threshold-not-met")]
+    assert "a maintainer of other-pkg" in d.failures[0].reason
+    assert [a.code for a in d.attestations] == ["counted", "untrusted-key"]
+
+
+def _world_with_release() -> tuple[World, bytes, list[bytes]]:
+    w = World()
+    release = w.release(ART)
+    atts = [w.attest(ART, r) for r in w.rebuilder_keys]
+    w.add(release, *atts)
+    return w, release, atts
+
+
+def test_a_proof_against_another_tree_and_an_unlogged_envelope() -> None:
+    w, release, atts = _world_with_release()
+    note = w.checkpoint()
+    old = w.checkpoint(size=3)
+    unlogged = w.attest(ART, w.rebuilder_keys[2], started=NOW - 5000)
+    bundle = Bundle(
+        note,
+        w.logged(release, note),
+        (
+            w.logged(atts[0], old),  # a proof in the tree of size 3
+            w.logged(atts[1], note),
+            LoggedEnvelope(unlogged, w.logged(atts[2], note).proof),
+        ),
+    ).encode()
+    d = decide(ART, bundle, w.policy(), EMPTY_STATE, now=NOW)
+    assert _codes(d) == [(4, "proof-other-checkpoint"), (4, "not-included")]
+    assert "size 3" in d.failures[0].reason
+
+
+@pytest.mark.parametrize(
+    ("note_kw", "code"),
+    [
+        ({"witnesses": "two"}, "witness-quorum"),
+        ({"witnesses": "none"}, "witness-quorum"),
+        ({"log_key": "impostor"}, "log-signature"),
+        ({"log_key": "other-origin"}, "log-untrusted"),
+    ],
+)
+def test_checkpoint_trust(note_kw: dict[str, str], code: str) -> None:
+    w, release, atts = _world_with_release()
+    kw: dict[str, object] = {}
+    if note_kw.get("witnesses") == "two":
+        kw["witnesses"] = w.witness_keys[:2]
+    if note_kw.get("witnesses") == "none":
+        kw["witnesses"] = [SigningKey("stranger.example", hashlib.sha256(b"s").digest())]
+    if note_kw.get("log_key") == "impostor":
+        kw["log_key"] = SigningKey(w.log_key.name, hashlib.sha256(b"impostor").digest())
+    if note_kw.get("log_key") == "other-origin":
+        kw["log_key"] = SigningKey("log.example/other", hashlib.sha256(b"other").digest())
+    note = w.checkpoint(**kw)  # type: ignore[arg-type]
+    d = decide(ART, w.bundle(release, atts, note), w.policy(), EMPTY_STATE, now=NOW)
+    assert (5, code) in _codes(d), _codes(d)
+    assert {step for step, _ in _codes(d)} == {5}
+
+
+def test_rollback_and_same_size_fork() -> None:
+    w, release, atts = _world_with_release()
+    state = decide(ART, w.bundle(release, atts), w.policy(), EMPTY_STATE, now=NOW).apply(
+        EMPTY_STATE, installed=False
+    )
+    older = decide(
+        ART, w.bundle(release, atts[:2], w.checkpoint(size=3)), w.policy(), state, now=NOW
+    )
+    assert _codes(older) == [(6, "rollback")]
+    assert older.fork is None
+    # Another history of the same size, signed by the same log key.
+    other = World()
+    other_release = other.release(ART)
+    other.add(b"junk", other_release, *atts[:2])
+    forked = decide(ART, other.bundle(other_release, atts[:2]), w.policy(), state, now=NOW)
+    assert _codes(forked) == [(6, "fork")]
+    assert forked.fork is not None and "two different roots" in forked.fork.reason
+
+
+def test_a_forged_maintainer_signature_is_named() -> None:
+    w, release, atts = _world_with_release()
+    doc = json.loads(release)
+    doc["payload"] = json.loads(w.release(ART, version="9.9.9"))["payload"]
+    forged = json.dumps(doc).encode()
+    w.add(forged)
+    d = decide(ART, w.bundle(forged, atts), w.policy(), EMPTY_STATE, now=NOW)
+    assert _codes(d) == [(2, "maintainer-signature-invalid")]
+    assert "maintainer.example" in d.failures[0].reason

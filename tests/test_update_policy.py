@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rebuild.gate import load_policy
 from tests.gatesim import World
@@ -173,3 +176,18 @@ def test_relative_tlog_policy_is_read_next_to_the_policy_file(tmp_path: Path) ->
     p = load_policy(conf / "policy.toml")
     assert p.tlog_policy_path == "tlog.policy"
     assert p.tlog.log_keys() == (W.log_key.verifier_key(),)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_arbitrary_text_is_a_policy_error_or_a_policy(text: str) -> None:
+    with contextlib.suppress(PolicyError):
+        _parse(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(_pkg()) - 1), st.characters())
+def test_a_changed_character_is_a_policy_error_or_a_policy(pos: int, ch: str) -> None:
+    text = _pkg()
+    with contextlib.suppress(PolicyError):
+        _parse(text[:pos] + ch + text[pos + 1 :])

@@ -49,13 +49,12 @@ _TOP_FIELDS: Final = frozenset({"format", "checkpoint", "release", "attestations
 _TOP_REQUIRED: Final = frozenset({"format", "checkpoint", "release", "attestations"})
 _ENTRY_FIELDS: Final = frozenset({"envelope", "proof"})
 _CONSISTENCY_FIELDS: Final = frozenset({"old_size", "hashes"})
-# A JSON string (skipped whole, escapes included) or one bracket.
-_DEPTH_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
 
 
 @dataclass(frozen=True)
 class LoggedEnvelope:
-    """A DSSE envelope (exact bytes, as logged) and its tlog-proof@v1."""
+    """A DSSE envelope (exact bytes, as logged) and its tlog-proof@v1. Never raises."""
 
     envelope: bytes = field(repr=False)
     proof: TlogProof
@@ -66,7 +65,11 @@ class LoggedEnvelope:
 
 @dataclass(frozen=True)
 class ConsistencyProof:
-    """RFC 9162 consistency proof from tree size ``old_size`` to the bundle's checkpoint."""
+    """RFC 9162 consistency proof from tree size ``old_size`` to the bundle's checkpoint.
+
+    Construction raises BundleFormatError for a size outside 1..2**63-1, more
+    than 64 hashes or a hash that is not 32 bytes.
+    """
 
     old_size: int
     hashes: tuple[bytes, ...]
@@ -88,7 +91,12 @@ class ConsistencyProof:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A parsed rebuild-bundle/v1. Nothing in it is verified."""
+    """A parsed rebuild-bundle/v1. Nothing in it is verified.
+
+    Construction raises BundleFormatError (a checkpoint that is not a
+    well-formed signed checkpoint, too many attestations or consistency
+    proofs, a repeated envelope or old size); the accessors never raise.
+    """
 
     checkpoint: str
     """The signed checkpoint note (log signature and cosignatures), verbatim."""
@@ -116,7 +124,7 @@ class Bundle:
             raise BundleFormatError("two consistency proofs from the same old_size")
 
     def checkpoint_body(self) -> Checkpoint:
-        """The checkpoint, parsed but NOT verified (parsed once, at construction)."""
+        """The checkpoint, parsed but NOT verified (parsed at construction). Never raises."""
         return self._body
 
     @functools.cached_property
@@ -125,7 +133,7 @@ class Bundle:
         return parse_checkpoint(text)
 
     def consistency_from(self, old_size: int) -> ConsistencyProof | None:
-        """The consistency proof from ``old_size``, if the bundle carries one."""
+        """The consistency proof from ``old_size``, if the bundle carries one. Never raises."""
         return next((c for c in self.consistency if c.old_size == old_size), None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,15 +167,18 @@ def json_depth(data: bytes) -> int:
 
     Runs on raw bytes before any JSON parser so a hostile file of brackets
     cannot drive a recursive parser; malformed text gives some depth and is
-    then refused by the parser.
+    then refused by the parser. Never raises. Escaped backslashes and quotes are dropped
+    first, so every remaining quote opens or closes a string and the text
+    outside strings is every other piece between quotes.
     """
+    plain = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b" ".join(plain.split(b'"')[0::2])
     depth = deepest = 0
-    for m in _DEPTH_TOKENS.finditer(data):
-        tok = m.group()
-        if tok in (b"[", b"{"):
+    for m in _BRACKETS.finditer(outside):
+        if m.group() in (b"[", b"{"):
             depth += 1
             deepest = max(deepest, depth)
-        elif tok in (b"]", b"}"):
+        else:
             depth -= 1
     return deepest
 

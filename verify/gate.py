@@ -97,7 +97,7 @@ STEP_NAMES: Final[dict[int, str]] = {
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a step failed: the step, a stable machine-readable code, a sentence."""
+    """Why a step failed: the step, a stable machine-readable code, a sentence. Never raises."""
 
     step: int
     code: str
@@ -109,7 +109,10 @@ class Failure:
 
 @dataclass(frozen=True)
 class StepResult:
-    """One numbered step: passed, failed (with its failures) or skipped (and why)."""
+    """One numbered step: passed, failed (with its failures) or skipped (and why).
+
+    Never raises.
+    """
 
     step: int
     status: StepStatus
@@ -134,7 +137,7 @@ class StepResult:
 
 @dataclass(frozen=True)
 class AttestationReport:
-    """What step 3 (and 4) made of one attestation in the bundle."""
+    """What step 3 (and 4) made of one attestation in the bundle. Never raises."""
 
     position: int
     """Its index in the bundle's ``attestations`` list."""
@@ -167,7 +170,7 @@ class AttestationReport:
 
 @dataclass(frozen=True)
 class CheckpointInfo:
-    """The bundle's checkpoint as step 5 saw it."""
+    """The bundle's checkpoint as step 5 saw it. Never raises."""
 
     origin: str
     size: int
@@ -196,7 +199,7 @@ class CheckpointInfo:
 
 @dataclass(frozen=True)
 class ForkEvidence:
-    """Two checkpoints signed by one log that cannot both be true (step 6)."""
+    """Two checkpoints signed by one log that cannot both be true (step 6). Never raises."""
 
     origin: str
     accepted: str
@@ -221,7 +224,8 @@ class Decision:
     ``new_checkpoint`` and ``install`` say what an acceptance records in the
     trusted state (None on rejection); ``fork`` is evidence to keep even on
     rejection; ``needs_since_size`` names the tree size whose consistency
-    proof the bundle lacked.
+    proof the bundle lacked. Only :meth:`apply` raises (ValueError, for a
+    rejected decision).
     """
 
     accepted: bool
@@ -590,7 +594,12 @@ class _Gate:
     def _included(self, logged: LoggedEnvelope, what: str, s: _Step, *, report: bool) -> bool:
         bundle = self.bundle
         assert bundle is not None
-        if logged.proof.checkpoint != bundle.checkpoint:
+        # Same tree: the proof's checkpoint body (origin, size, root) must be
+        # the bundle's. Its signature lines may differ (a re-cosigned note);
+        # step 5 judges the bundle's note.
+        if logged.proof.checkpoint != bundle.checkpoint and (
+            _body_text(logged.proof.checkpoint) != _body_text(bundle.checkpoint)
+        ):
             if report:
                 try:
                     other = logged.proof.checkpoint_body()
@@ -867,6 +876,13 @@ class _Gate:
             fork=self.fork,
             needs_since_size=self.needs_since_size,
         )
+
+
+def _body_text(note: str) -> str | None:
+    try:
+        return split_note(note)[0]
+    except FormatError:
+        return None
 
 
 def _with_inclusion(r: AttestationReport, included: bool) -> AttestationReport:

@@ -73,7 +73,11 @@ TlogPolicyLoader = Callable[[str], bytes]
 
 @dataclass(frozen=True)
 class PackagePolicy:
-    """Trust for one package: who signs releases, who rebuilds, how many must agree."""
+    """Trust for one package: who signs releases, who rebuilds, how many must agree.
+
+    Construction validates every field and raises PolicyError (see the module
+    docstring for the rules).
+    """
 
     name: str
     maintainers: tuple[VerifierKey, ...]
@@ -119,7 +123,12 @@ class PackagePolicy:
 
 @dataclass(frozen=True)
 class UpdatePolicy:
-    """A validated rebuild-policy/v1 with its tlog-policy."""
+    """A validated rebuild-policy/v1 with its tlog-policy.
+
+    Construction raises PolicyError (no package, duplicate names, a bad
+    maximum age, a tlog-policy without a log or with ``quorum none``, bad
+    mirrors). The query methods never raise.
+    """
 
     tlog: Policy
     tlog_policy_path: str
@@ -153,11 +162,11 @@ class UpdatePolicy:
             raise PolicyError(f"mirrors: {dup!r} is listed twice")
 
     def package(self, name: str) -> PackagePolicy | None:
-        """The package's policy, or None when the policy does not list it."""
+        """The package's policy, or None when the policy does not list it. Never raises."""
         return next((p for p in self.packages if p.name == name), None)
 
     def maintained_by(self, key: VerifierKey) -> tuple[str, ...]:
-        """Names of the packages ``key`` is a maintainer of (for reporting)."""
+        """Names of the packages ``key`` is a maintainer of (for reporting). Never raises."""
         return tuple(
             p.name
             for p in self.packages
@@ -165,7 +174,7 @@ class UpdatePolicy:
         )
 
     def all_maintainers(self) -> tuple[VerifierKey, ...]:
-        """Every maintainer key of every package, each public key once."""
+        """Every maintainer key of every package, each public key once. Never raises."""
         return _unique(k for p in self.packages for k in p.maintainers)
 
 

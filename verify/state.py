@@ -56,7 +56,10 @@ def checkpoint_origin_of(note: str) -> str:
 
 @dataclass(frozen=True)
 class InstalledRelease:
-    """The release of one package the updater installed (or accepted) last."""
+    """The release of one package the updater installed (or accepted) last.
+
+    Construction raises StateFormatError for a malformed field.
+    """
 
     package: str
     version: str
@@ -93,7 +96,8 @@ class TrustedState:
 
     Immutable: the ``with_*`` methods return a new state. Both mappings are
     stored as tuples of pairs sorted by key so that equal states are equal
-    values with one encoding.
+    values with one encoding. Construction raises StateFormatError (unsorted
+    or repeated keys, a stored checkpoint of another log, beyond the limits).
     """
 
     checkpoints: tuple[tuple[str, str], ...] = ()
@@ -118,11 +122,11 @@ class TrustedState:
             raise StateFormatError("state packages must be unique and sorted by name")
 
     def checkpoint(self, origin: str) -> str | None:
-        """The last accepted checkpoint note for ``origin``, or None."""
+        """The last accepted checkpoint note for ``origin``, or None. Never raises."""
         return next((n for o, n in self.checkpoints if o == origin), None)
 
     def installed_release(self, package: str) -> InstalledRelease | None:
-        """The release recorded as installed for ``package``, or None."""
+        """The release recorded as installed for ``package``, or None. Never raises."""
         return next((r for r in self.installed if r.package == package), None)
 
     def with_checkpoint(self, note: str) -> TrustedState:
@@ -137,7 +141,10 @@ class TrustedState:
         return replace(self, checkpoints=tuple(sorted(merged.items())))
 
     def with_installed(self, release: InstalledRelease) -> TrustedState:
-        """This state with ``release`` recorded as its package's installed release."""
+        """This state with ``release`` recorded as its package's installed release.
+
+        Raises StateFormatError only beyond the state's package limit.
+        """
         merged = {r.package: r for r in self.installed}
         merged[release.package] = release
         return replace(self, installed=tuple(merged[p] for p in sorted(merged)))
@@ -150,7 +157,7 @@ class TrustedState:
         }
 
     def encode(self) -> bytes:
-        """Compact, key-sorted JSON and a newline."""
+        """Compact, key-sorted JSON and a newline. Never raises."""
         return dump_json(self.to_dict()) + b"\n"
 
 

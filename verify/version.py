@@ -45,7 +45,10 @@ _AFTER: Final = 3
 
 @dataclass(frozen=True, order=True)
 class Version:
-    """A parsed version; compares by PEP 440 order (``key``), prints as written."""
+    """A parsed version; compares by PEP 440 order (``key``), prints as written.
+
+    Made by :func:`parse_version`; comparing never raises.
+    """
 
     key: tuple[tuple[int, ...], tuple[int, int], int, tuple[int, int]]
     text: str = field(compare=False)

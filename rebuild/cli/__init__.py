@@ -30,6 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.env",
     "rebuild.cli.log",
     "rebuild.cli.verify",
+    "rebuild.cli.bundle",
+    "rebuild.cli.gate",
     "rebuild.cli.mirror",
     "rebuild.cli.update",
     "rebuild.cli.updater",
