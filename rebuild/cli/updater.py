@@ -54,6 +54,11 @@ def register(sub: Any) -> None:
         ),
     )
     d.add_argument("--spool", required=True, type=Path, metavar="D", help="spool directory")
+    d.add_argument(
+        "--package",
+        metavar="NAME",
+        help="the package installed in --install-dir (default: the policy's only package)",
+    )
     add_fetch_args(d)
     d.add_argument("--poll", type=float, default=30.0, metavar="S", help="full rescan interval")
     d.add_argument("--no-inotify", action="store_true", help="poll only")
@@ -99,7 +104,16 @@ def cmd_daemon(args: argparse.Namespace, out: Output) -> int:
     if args.poll <= 0:
         raise UsageError("--poll must be positive")
     policy = load_policy(args.policy)
-    template = update_request(args, policy.package_names[0], policy)
+    package = args.package
+    if package is None:
+        if len(policy.package_names) != 1:
+            raise UsageError(
+                f"{args.policy} names {len(policy.package_names)} packages; say which one "
+                "this daemon installs with --package (one daemon per install directory)"
+            )
+        package = policy.package_names[0]
+    policy.package(package)  # UsageError when the policy does not name it
+    template = update_request(args, package, policy)
     config = DaemonConfig(
         spool=args.spool,
         policy_path=args.policy,

@@ -95,7 +95,7 @@ class Inotify:
 class DaemonConfig:
     spool: Path
     policy_path: Path
-    template: UpdateRequest  # package and version are filled in per request
+    template: UpdateRequest  # the package this daemon installs; the version comes per request
     poll: float = 30.0
     use_inotify: bool = True
 
@@ -183,6 +183,11 @@ class Daemon:
         for r in good:
             if r.package not in names:
                 refused.append(Refused(r.id, f"package {r.package!r} is not in the policy"))
+                continue
+            if r.package != self.config.template.package:
+                refused.append(
+                    Refused(r.id, f"package {r.package!r} is not the one this daemon installs")
+                )
                 continue
             seen = latest.get(r.package)
             if seen is None or (r.mtime_ns, r.id) > (seen.mtime_ns, seen.id):
