@@ -214,3 +214,45 @@ def test_a_release_failing_its_health_check_is_switched_back_automatically(tmp_p
         assert _leftovers(install) == []
     finally:
         s.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_while_rolling_back_an_unhealthy_release_still_ends_on_the_old_one(
+    tmp_path: Path,
+) -> None:
+    rel = Releases(tmp_path / "releases")
+    policy = rel.write_policy(
+        package_extra='health_check = ["/bin/grep", "-qv", "broken", "{artifact}"]\n'
+    )
+    old = rel.make("1.0.0")
+    bad = rel.make("1.1.0", b"<?php broken\n")
+    mirror = tmp_path / "m"
+    publish_to(mirror, old)
+    s = ThreadServer(static_mirror(mirror), None)
+    try:
+        install = tmp_path / "install"
+        assert update_cli(policy, install, [s.url], "--insecure-loopback").returncode == 0
+        publish_to(mirror, bad)
+        r = update_cli(
+            policy,
+            install,
+            [s.url],
+            "--insecure-loopback",
+            env={TEST_HOOK_ENV: "kill:rolling-back"},
+        )
+        assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+        # killed between "roll back" in the journal and the switch back: still one
+        # complete release live (the unhealthy one, for the moment)
+        assert installed(install) == ("1.1.0", bad.data)
+        assert json.loads((install / "journal.json").read_text())["state"] == "rolled-back"
+        r = update_cli(policy, install, [s.url], "--insecure-loopback")
+        assert r.returncode == 1, r.stdout + r.stderr  # the retry fails its health check again
+        doc = report(r)
+        assert doc["recovered"]["status"] == "rolled-back"
+        assert doc["status"] == "rolled-back"
+        assert installed(install) == ("1.0.0", old.data)
+        assert _state_installed(install) == "1.0.0"
+        assert not (install / "journal.json").exists()
+        assert _leftovers(install) == []
+    finally:
+        s.stop()
