@@ -8,14 +8,14 @@ version the bundle's release statement names, for the gate to judge later.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: Any) -> None:
@@ -56,12 +56,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_publish(args: argparse.Namespace, out: Output) -> int:
-    from verify.bundle import MAX_BUNDLE_SIZE  # noqa: PLC0415
-
     from rebuild.fsio import read_bounded  # noqa: PLC0415
     from rebuild.hashing import sha256_file  # noqa: PLC0415
     from rebuild.updater.gateway import release_info  # noqa: PLC0415
     from rebuild.updater.mirror import publish  # noqa: PLC0415
+    from verify.bundle import MAX_BUNDLE_SIZE  # noqa: PLC0415
 
     bundle = read_bounded(args.bundle, MAX_BUNDLE_SIZE)
     info = release_info(bundle, sha256_file(args.artifact), str(args.bundle))
@@ -86,6 +85,8 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio  # noqa: PLC0415
+
     from rebuild.log.urls import server_ssl_context  # noqa: PLC0415
     from rebuild.updater.serve import serve_forever  # noqa: PLC0415
     from rebuild.witness import parse_listen  # noqa: PLC0415

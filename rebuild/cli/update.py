@@ -12,12 +12,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
 from rebuild.cli._output import Output
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from rebuild.updater.update import UpdateReport
 
 
@@ -123,6 +122,8 @@ def cmd_update(args: argparse.Namespace, out: Output) -> int:
 
 
 def show_report(c: Console, r: UpdateReport) -> None:
+    from rich.table import Table  # noqa: PLC0415 (rich only when printing for a human)
+
     if r.recovered:
         c.print(
             f"recovered an interrupted install: {r.recovered['status']} "
