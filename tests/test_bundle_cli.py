@@ -33,6 +33,18 @@ ART = b"<?php echo 'bundle';\n"
 ROGUE = SigningKey("rogue-maintainer.example", b"r" * 32)
 
 
+def _add(server: Server, tmp: Path, directory: Path, envelopes: list[bytes]) -> None:
+    """``rebuild log add --wait`` each envelope, over HTTPS with the test CA."""
+    directory.mkdir(exist_ok=True)
+    for i, data in enumerate(envelopes):
+        f = directory / f"entry{i}.json"
+        f.write_bytes(data)
+        r = run_cli(
+            "log", "add", "--log", server.url, "--ca-bundle", str(tmp / "ca.pem"), str(f), "--wait"
+        )
+        assert r.returncode == 0, r.stderr
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Server, Path]]:
     tmp = tmp_path_factory.mktemp("bundle-cli")
@@ -60,20 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, Se
         atts = [w.attest(ART, k) for k in w.rebuilder_keys]
         stranger = w.attest(ART, SigningKey("stranger.example", b"s" * 32))
         other = w.attest(b"other bytes", w.rebuilder_keys[0])
-        for i, data in enumerate([release, *atts, stranger, other]):
-            f = tmp / f"entry{i}.json"
-            f.write_bytes(data)
-            r = run_cli(
-                "log",
-                "add",
-                "--log",
-                server.url,
-                "--ca-bundle",
-                str(tmp / "ca.pem"),
-                str(f),
-                "--wait",
-            )
-            assert r.returncode == 0, r.stderr
+        _add(server, tmp, tmp / "entries", [release, *atts, stranger, other])
         w.add(release, *atts, stranger, other)
         (tmp / "tlog.policy").write_text(w.tlog_policy())
         (tmp / "policy.toml").write_text(w.policy_toml())
@@ -191,22 +190,7 @@ def test_two_releases_for_one_artifact_need_a_policy(
     rogue = tmp_path / "rogue.json"
     art = b"<?php echo 'contested';\n"
     (tmp_path / "c.phar").write_bytes(art)
-    for i, data in enumerate([w.release(art), w.release(art, signer=ROGUE)]):
-        f = tmp_path / f"r{i}.json"
-        f.write_bytes(data)
-        assert (
-            run_cli(
-                "log",
-                "add",
-                "--log",
-                server.url,
-                "--ca-bundle",
-                str(tmp / "ca.pem"),
-                str(f),
-                "--wait",
-            ).returncode
-            == 0
-        )
+    _add(server, tmp, tmp_path, [w.release(art), w.release(art, signer=ROGUE)])
     base = ["bundle", "--log", server.url, "--ca-bundle", str(tmp / "ca.pem")]
     base += ["--artifact", str(tmp_path / "c.phar"), "--out", str(rogue)]
     r = run_cli(*base)

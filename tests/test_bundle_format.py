@@ -93,7 +93,7 @@ ENV0 = DOC["attestations"][0]["envelope"]
         (BUNDLE.replace(b'"format"', b'"format":"rebuild-bundle/v1","format"', 1), "duplicate"),
         (BUNDLE[:-20], "not valid JSON"),
         (b"\xff" + BUNDLE, "not UTF-8"),
-        (b"[]", "must be a JSON object"),
+        (b"[]", "must be an object"),
         (BUNDLE.replace(b"}\n", b', "n": NaN}\n'), "NaN"),
     ],
 )

@@ -31,6 +31,7 @@ from verify.dsse import MAX_ENVELOPE_SIZE, dump_json, load_json
 from verify.errors import BundleFormatError, FormatError
 from verify.merkle import HASH_SIZE, MAX_TREE_SIZE
 from verify.note import split_note
+from verify.parsing import exact_fields
 from verify.tlogproof import TlogProof
 from verify.tlogproof import parse as parse_proof
 
@@ -198,15 +199,7 @@ def _b64(value: object, what: str) -> bytes:
 def _fields(
     doc: object, what: str, allowed: frozenset[str], required: frozenset[str]
 ) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        raise BundleFormatError(f"{what} must be a JSON object")
-    extra = sorted(doc.keys() - allowed)
-    if extra:
-        raise BundleFormatError(f"{what} has unknown field {extra[0]!r}")
-    missing = sorted(required - doc.keys())
-    if missing:
-        raise BundleFormatError(f"{what} is missing field {missing[0]!r}")
-    return doc
+    return exact_fields(doc, what, allowed, required, BundleFormatError)
 
 
 def _entry(doc: object, what: str) -> LoggedEnvelope:

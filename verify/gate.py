@@ -570,10 +570,12 @@ class _Gate:
         distinct = len(self.counted)
         names = ", ".join(_hint(k) for k, _ in self.counted.values()) or "none"
         if distinct < pkg.threshold:
-            ignored = "; ".join(
-                f"attestations[{r.position}] {r.code}: {r.reason}"
-                for r in self.reports
-                if r.status == "ignored"
+            by_code: dict[str, list[str]] = {}
+            for r in self.reports:
+                if r.status == "ignored":
+                    by_code.setdefault(r.code, []).append(str(r.position))
+            ignored = ", ".join(
+                f"{code} (attestations {', '.join(ps)})" for code, ps in by_code.items()
             )
             s.fail(
                 "threshold-not-met",

@@ -21,7 +21,6 @@ caller passes the policy's bytes and a loader for the tlog-policy's bytes.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 from verify.bundle import MAX_BUNDLE_SIZE
 from verify.errors import KeyFormatError, PolicyError
 from verify.keys import ALG_ED25519, VerifierKey
+from verify.parsing import exact_fields, load_toml
 from verify.tlog_policy import QUORUM_NONE, Policy
 from verify.tlog_policy import parse_policy as parse_tlog_policy
 
@@ -272,12 +272,7 @@ def _check_health_check(argv: Sequence[str], what: str) -> None:
 
 
 def _fields(doc: dict[str, Any], what: str, allowed: set[str], required: set[str]) -> None:
-    extra = sorted(doc.keys() - allowed)
-    if extra:
-        raise PolicyError(f"{what}: unknown field {extra[0]!r}")
-    missing = sorted(required - doc.keys())
-    if missing:
-        raise PolicyError(f"{what}: missing field {missing[0]!r}")
+    exact_fields(doc, what, allowed, required, PolicyError)
 
 
 def _string_list(value: object, what: str, limit: int) -> list[str]:
@@ -339,16 +334,7 @@ def parse_policy(data: bytes, load_tlog_policy: TlogPolicyLoader) -> UpdatePolic
     """
     if not isinstance(data, bytes):
         raise PolicyError("policy must be given as bytes")
-    if len(data) > MAX_POLICY_SIZE:
-        raise PolicyError(f"policy is larger than {MAX_POLICY_SIZE} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise PolicyError(f"policy is not UTF-8 (byte {e.start})") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise PolicyError(f"policy is not valid TOML: {e}") from None
+    doc = load_toml(data, "policy", MAX_POLICY_SIZE, PolicyError)
     _fields(doc, "policy", _TOP_FIELDS, _TOP_REQUIRED)
     if doc["format"] != FORMAT:
         raise PolicyError(f"format must be {FORMAT!r}")

@@ -104,10 +104,5 @@ def _render(c: Console, d: Decision, artifact: Path, evidence: Path | None) -> N
     c.print(f"[bold red]rejected[/]: {what} (sha256 {d.artifact_sha256})", highlight=False)
     for f in d.failures:
         c.print(f"  step {f.step} {f.code}: {f.reason}", markup=False)
-    if d.needs_since_size is not None:
-        c.print(
-            f"  make a new bundle with: rebuild bundle --since-size {d.needs_since_size} ...",
-            markup=False,
-        )
     if evidence is not None:
         c.print(f"  fork evidence kept in {evidence}", markup=False)
