@@ -21,6 +21,12 @@ serve``, both built on aiohttp's low-level server. What it decides:
 5. **One line per malformed request**, rate limited: aiohttp logs each with
    a traceback (a log-flooding vector).
 
+Also the starting and stopping every server here shares: bind HOST:PORT
+(HTTP or HTTPS; port 0 picks a free port and the URL bound is reported),
+serve until SIGINT or SIGTERM, shut down cleanly. :func:`start_guarded`
+serves a low-level handler with the bounds above (the witness);
+:func:`start_app` an aiohttp application (the static mirror).
+
 It decides nothing about trust and reads no files.
 """
 
@@ -28,15 +34,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import resource
+import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
+from rebuild.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -297,3 +308,96 @@ class GuardedServer(web.Server):
     @property
     def open_connections(self) -> int:
         return len(self._recent)
+
+
+# --- starting and stopping ------------------------------------------------------
+
+
+class Stoppable(Protocol):
+    url: str
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Running:
+    """An aiohttp application being served (:func:`start_app`)."""
+
+    runner: web.AppRunner
+    url: str
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+@dataclass
+class RunningGuarded:
+    """A :class:`GuardedServer` being served (:func:`start_guarded`)."""
+
+    server: asyncio.Server
+    http: GuardedServer
+    url: str
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.http.shutdown(timeout=10)
+        await self.server.wait_closed()
+
+
+def _url(host: str, port: int, tls: ssl.SSLContext | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"
+
+
+async def start_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
+    *,
+    access_log: logging.Logger | None = None,
+) -> Running:
+    """Start serving ``app``; returns once the socket listens."""
+    runner = web.AppRunner(app, access_log=access_log)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=256)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    bound = int(runner.addresses[0][1]) if runner.addresses else port
+    return Running(runner, _url(host, bound, tls))
+
+
+async def start_guarded(
+    handler: Handler,
+    limits: ConnectionLimits,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
+) -> RunningGuarded:
+    """Start serving ``handler`` with the module's bounds; returns once the socket listens."""
+    http = GuardedServer(handler, limits)
+    try:
+        server = await asyncio.get_running_loop().create_server(
+            http, host, port, ssl=tls, backlog=256
+        )
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    bound = int(server.sockets[0].getsockname()[1]) if server.sockets else port
+    return RunningGuarded(server, http, _url(host, bound, tls))
+
+
+async def serve_until_signalled(running: Stoppable, on_ready: Callable[[str], None]) -> None:
+    """Report the URL, then serve until SIGINT or SIGTERM; always shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        on_ready(running.url)
+        await stop.wait()
+    finally:
+        await running.stop()

@@ -22,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import re
-import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,7 +38,13 @@ from aiohttp import web
 
 from rebuild.errors import InputError, StorageError, UsageError
 from rebuild.fsio import atomic_write, read_bounded
-from rebuild.httpserve import ConnectionLimits, GuardedServer, read_body
+from rebuild.httpserve import (
+    ConnectionLimits,
+    RunningGuarded,
+    read_body,
+    serve_until_signalled,
+    start_guarded,
+)
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.cosignature import cosign, witness_key
@@ -344,38 +348,16 @@ def parse_listen(spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass
-class RunningWitness:
-    server: asyncio.Server
-    http: GuardedServer
-    url: str
-
-    async def stop(self) -> None:
-        self.server.close()
-        await self.http.shutdown(timeout=10)
-        await self.server.wait_closed()
-
-
 async def start(
     witness: Witness,
     host: str,
     port: int,
     tls: ssl.SSLContext | None = None,
     limits: ConnectionLimits | None = None,
-) -> RunningWitness:
+) -> RunningGuarded:
     """Start serving; returns once the socket listens (port 0 picks a free one)."""
     limits = limits or ConnectionLimits()
-    http = GuardedServer(make_handler(witness, limits), limits)
-    try:
-        server = await asyncio.get_running_loop().create_server(
-            http, host, port, ssl=tls, backlog=256
-        )
-    except OSError as e:
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    bound = int(server.sockets[0].getsockname()[1]) if server.sockets else port
-    scheme = "https" if tls else "http"
-    shown = f"[{host}]" if ":" in host else host
-    return RunningWitness(server, http, f"{scheme}://{shown}:{bound}")
+    return await start_guarded(make_handler(witness, limits), limits, host, port, tls)
 
 
 async def serve_forever(
@@ -388,14 +370,4 @@ async def serve_forever(
     limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then shut down cleanly."""
-    running = await start(witness, host, port, tls, limits)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        on_ready(running.url)
-        await stop.wait()
-    finally:
-        await running.stop()
+    await serve_until_signalled(await start(witness, host, port, tls, limits), on_ready)
