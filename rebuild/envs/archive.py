@@ -306,17 +306,20 @@ def _octal(field: bytes, what: str, where: str) -> int:
 
 
 class _Bounded:
-    """Reads at most ``size`` bytes of a member from the archive."""
+    """Reads exactly the ``size`` bytes of one member; the archive ending first is an error."""
 
-    def __init__(self, f: IO[bytes], size: int) -> None:
+    def __init__(self, f: IO[bytes], size: int, what: str) -> None:
         self._f = f
         self.left = size
+        self._what = what
 
     def read(self, n: int = -1) -> bytes:
         if self.left <= 0:
             return b""
         want = self.left if n < 0 else min(n, self.left)
         data = self._f.read(want)
+        if want and not data:
+            raise InputError(f"{self._what}: truncated")
         self.left -= len(data)
         return data
 
@@ -363,7 +366,7 @@ def _members(f: IO[bytes], where: str, bound: Callable[[str], int]) -> Iterator[
         limit = bound(name)
         if size > limit:
             raise InputError(f"{where}: {name} is {size} bytes, over its {limit}-byte bound")
-        stream = _Bounded(f, size)
+        stream = _Bounded(f, size, f"{where}: {name}")
         yield _Member(name, size, stream)
         if stream.left:
             raise InputError(f"{where}: {name} was not read to its end")
@@ -372,11 +375,8 @@ def _members(f: IO[bytes], where: str, bound: Callable[[str], int]) -> Iterator[
             raise InputError(f"{where}: truncated after {name}")
 
 
-def _read_small(member: _Member, where: str) -> bytes:
-    data = member.stream.read(member.size)
-    if len(data) != member.size:
-        raise InputError(f"{where}: truncated inside {member.name}")
-    return data
+def _read_small(member: _Member) -> bytes:
+    return b"".join(iter(lambda: member.stream.read(_CHUNK), b""))
 
 
 class _Plan:
@@ -521,9 +521,9 @@ def import_environment(
             progress(f"reading {path}")
             for member in _members(f, where, plan.bound):
                 if member.name == MANIFEST:
-                    plan.take_manifest(_read_small(member, where))
+                    plan.take_manifest(_read_small(member))
                 elif m := _LOCK_RE.match(member.name):
-                    plan.take_lock(m.group(1), _read_small(member, where))
+                    plan.take_lock(m.group(1), _read_small(member))
                 elif m := _DEB_RE.match(member.name):
                     # Step 3: each .deb is a pinned one, hashed in full.
                     package = plan.packages[m.group(1)]
