@@ -356,7 +356,7 @@ def test_truncated_archive_is_refused(env: Env, tmp_path: Path) -> None:
     cut = tmp_path / "cut.tar"
     cut.write_bytes(data[: len(data) // 2])
     target = PackageStore(tmp_path / "store-b")
-    with pytest.raises(InputError, match="truncated"):
+    with pytest.raises(InputError, match=r"\.(deb|json): truncated|truncated after|no end-of"):
         _import(env, cut, target)
     assert _stored(target) == []
 
@@ -366,7 +366,7 @@ def test_corrupted_header_checksum_is_refused(env: Env, tmp_path: Path) -> None:
     data[0] ^= 0x20  # the manifest's name, covered by the header checksum
     bad = tmp_path / "bad.tar"
     bad.write_bytes(bytes(data))
-    with pytest.raises(InputError, match="checksum"):
+    with pytest.raises(InputError, match="a tar header's checksum is wrong"):
         _import(env, bad, PackageStore(tmp_path / "store-b"))
 
 
