@@ -70,15 +70,12 @@ build_environments() {
   out=$(mktemp)
   "$VENV/bin/rebuild" env fetch --all --json >"$out" || rc=$?
   if [ "$rc" != 0 ]; then
+    # (rebuild has printed the error, naming the packages, on stderr.)
     if grep -q '"kind": "PackagesUnavailableError"' "$out" \
         && [ "${REBUILD_NO_RELOCK:-0}" != 1 ]; then
-      "$VENV/bin/python" -c \
-        'import json, sys; print(json.load(open(sys.argv[1]))["error"]["message"])' \
-        "$out" >&2 || true
       rm -f "$out"
       relock_after_mirror_moved
     else
-      cat "$out" >&2
       rm -f "$out"
       return 1
     fi
