@@ -606,6 +606,7 @@ def _install_debs(from_ref: str, debs: Path, count: int, progress: Progress) -> 
     )
     c = _docker.client()
     container = None
+    name = f"rebuild-env-install-{secrets.token_hex(6)}"
     progress(f"installing {count} pinned packages from the package store (no network)")
     try:
         with _docker.engine_errors(f"installing packages on {from_ref[:19]}"):
@@ -614,7 +615,7 @@ def _install_debs(from_ref: str, debs: Path, count: int, progress: Progress) -> 
                 ["sh", "-c", script],
                 network_mode="none",
                 volumes={str(debs): {"bind": _DEBS_MOUNT, "mode": "ro"}},
-                name=f"rebuild-env-install-{secrets.token_hex(6)}",
+                name=name,
             )
             container.start()
             try:
@@ -631,9 +632,9 @@ def _install_debs(from_ref: str, debs: Path, count: int, progress: Progress) -> 
             image = container.commit(changes=['CMD ["bash"]'])
             return str(image.id)
     finally:
-        if container is not None:
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
+        # By name too: Ctrl-C may land before the SDK returned the handle.
+        with contextlib.suppress(Exception):
+            (container or c.containers.get(name)).remove(force=True)
 
 
 def _check_inherited(lock: Lock, parent_lock: Lock, where: Path) -> None:
