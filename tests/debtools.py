@@ -133,16 +133,31 @@ class TestMirror:
                 self.mirror = mirror
                 super().__init__(*args, directory=str(mirror.root), **kw)
 
-        def make(*args: Any, **kw: Any) -> _Handler:
-            return Handler(*args, **kw)
+        with serving(Handler) as url:
+            self.url = url
+            yield url
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
-        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-        thread.start()
-        self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        try:
-            yield self.url
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
+
+@contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering with ``handler``; yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def probe_mirror(tmp_path: Path) -> tuple[TestMirror, Path, Path]:
+    """A mirror (not yet served) with probe-lib 1.0 and probe-tool 1.0 depending on it."""
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    lib = make_deb(debs, "probe-lib", "1.0")
+    tool = make_deb(debs, "probe-tool", "1.0", depends="probe-lib (= 1.0)")
+    mirror = TestMirror(tmp_path / "mirror")
+    mirror.publish([lib, tool])
+    return mirror, lib, tool

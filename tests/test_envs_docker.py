@@ -45,7 +45,7 @@ from rebuild.envs.images import (
 from rebuild.envs.mirror import resolve_mirrors
 from rebuild.envs.runner import RUN_LABEL, Limits, RunResult, run_build
 from rebuild.envs.store import PackageStore
-from tests.debtools import TestMirror, make_deb
+from tests.debtools import TestMirror, make_deb, probe_mirror
 
 pytestmark = pytest.mark.docker
 
@@ -393,12 +393,7 @@ def store_probe(
     ``env lock`` makes one from apt's. The test mirror runs on 127.0.0.1; the
     host fetches from it, the build itself has no network.
     """
-    debs = tmp_path / "debs"
-    debs.mkdir()
-    lib = make_deb(debs, "probe-lib", "1.0")
-    tool = make_deb(debs, "probe-tool", "1.0", depends="probe-lib (= 1.0)")
-    mirror = TestMirror(tmp_path / "mirror")
-    mirror.publish([lib, tool])
+    mirror, lib, tool = probe_mirror(tmp_path)
     containers = tmp_path / "containers"
     shutil.copytree(default_containers_dir(), containers)
     (containers / "store-probe").mkdir()

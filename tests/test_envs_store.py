@@ -12,7 +12,6 @@ import hashlib
 import http.server
 import json
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from rebuild.envs.fetch import PackagesUnavailableError, ensure_in_store
 from rebuild.envs.mirror import Mirrors
 from rebuild.envs.store import DigestMismatchError, PackageStore, default_store_dir
 from rebuild.errors import InputError, NegativeVerdict
-from tests.debtools import TestMirror, make_deb
+from tests.debtools import TestMirror, make_deb, probe_mirror, serving
 
 REPO_LOCK = load_lock(load_definition("python-3.11"))
 
@@ -40,18 +39,20 @@ REPO_LOCK = load_lock(load_definition("python-3.11"))
 @pytest.fixture
 def mirror(tmp_path: Path) -> Iterator[tuple[TestMirror, list[Path]]]:
     """A mirror with probe-lib 1.0 and probe-tool 1.0 (depends on probe-lib)."""
-    debs = tmp_path / "debs"
-    debs.mkdir()
-    lib = make_deb(debs, "probe-lib", "1.0")
-    tool = make_deb(debs, "probe-tool", "1.0", depends="probe-lib (= 1.0)")
-    m = TestMirror(tmp_path / "mirror")
-    m.publish([lib, tool])
+    m, lib, tool = probe_mirror(tmp_path)
     with m.serve():
         yield m, [lib, tool]
 
 
 def _mirrors(url: str, security: str | None = None) -> Mirrors:
     return Mirrors(archive=url, security=security, origin="test")
+
+
+def _store_with(tmp_path: Path, pinned: LockedPackage, deb: Path) -> PackageStore:
+    """A store that kept ``deb`` from an earlier build."""
+    store = PackageStore(tmp_path / "store")
+    store.add_file(pinned, deb, "an earlier build")
+    return store
 
 
 def _files(store: PackageStore) -> list[str]:
@@ -141,8 +142,7 @@ def test_store_keeps_a_file_only_under_its_own_sha256(
 ) -> None:
     m, (lib, _) = mirror
     pinned = m.locked("probe-lib", "1.0")
-    store = PackageStore(tmp_path / "store")
-    store.add_file(pinned, lib, "test")
+    store = _store_with(tmp_path, pinned, lib)
     assert _files(store) == [pinned.sha256]
     other = dataclasses.replace(pinned, sha256="0" * 64)
     with pytest.raises(DigestMismatchError) as e:
@@ -157,8 +157,8 @@ def test_store_file_altered_on_disk_is_refused_when_staged_for_a_build(
 ) -> None:
     m, (lib, _) = mirror
     pinned = m.locked("probe-lib", "1.0")
-    store = PackageStore(tmp_path / "store")
-    stored = store.add_file(pinned, lib, "test")
+    store = _store_with(tmp_path, pinned, lib)
+    stored = store.path(pinned)
     data = bytearray(stored.read_bytes())
     data[-1] ^= 1
     stored.write_bytes(bytes(data))
@@ -192,8 +192,7 @@ def test_a_version_the_mirror_dropped_is_taken_from_the_store(
     """Debian replaced probe-lib 1.0 by 1.1; the lock still pins 1.0, the store has it."""
     m, (lib, _) = mirror
     pinned = m.locked("probe-lib", "1.0")
-    store = PackageStore(tmp_path / "store")
-    store.add_file(pinned, lib, "an earlier build")
+    store = _store_with(tmp_path, pinned, lib)
     m.remove(lib)
     m.publish([make_deb(tmp_path, "probe-lib", "1.1")])
     m.requests.clear()
@@ -254,18 +253,13 @@ def test_an_endless_download_stops_just_past_the_pinned_size(
 ) -> None:
     m, _ = mirror
     pinned = m.locked("probe-lib", "1.0")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Endless)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        store = PackageStore(tmp_path / "store")
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        with pytest.raises(DigestMismatchError, match="more bytes than pinned"):
-            ensure_in_store([pinned], store, lambda: _mirrors(url))
-        assert _files(store) == []
-    finally:
-        server.shutdown()
-        server.server_close()
+    store = PackageStore(tmp_path / "store")
+    with (
+        serving(_Endless) as url,
+        pytest.raises(DigestMismatchError, match="more bytes than pinned"),
+    ):
+        ensure_in_store([pinned], store, lambda: _mirrors(url))
+    assert _files(store) == []
 
 
 def test_security_updates_are_found_on_the_security_mirror(
@@ -289,8 +283,7 @@ def test_a_build_whose_packages_are_all_stored_asks_for_no_mirror(
 ) -> None:
     m, (lib, _) = mirror
     pinned = m.locked("probe-lib", "1.0")
-    store = PackageStore(tmp_path / "store")
-    store.add_file(pinned, lib, "test")
+    store = _store_with(tmp_path, pinned, lib)
 
     def no_mirror() -> Mirrors:
         raise AssertionError("a mirror was resolved although the store had everything")

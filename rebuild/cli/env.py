@@ -38,6 +38,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("env", help="pinned build environments (containers/)")
     esub = p.add_subparsers(dest="env_command", metavar="ACTION", required=True)
 
+    def target_args(q: argparse.ArgumentParser, all_help: str) -> None:
+        target = q.add_mutually_exclusive_group(required=True)
+        target.add_argument("name", nargs="?", metavar="NAME", help="environment name")
+        target.add_argument("--all", action="store_true", help=all_help)
+
     def store_arg(q: argparse.ArgumentParser) -> None:
         q.add_argument(
             "--store",
@@ -79,9 +84,7 @@ def register(sub: Any) -> None:
             "store lacks (and to name in the base image's apt sources)."
         ),
     )
-    target = b.add_mutually_exclusive_group(required=True)
-    target.add_argument("name", nargs="?", metavar="NAME", help="environment name")
-    target.add_argument("--all", action="store_true", help="every environment in containers/")
+    target_args(b, "every environment in containers/")
     mirror_args(b)
     store_arg(b)
     b.add_argument("--force", action="store_true", help="rebuild even when an image exists")
@@ -99,9 +102,7 @@ def register(sub: Any) -> None:
             "environments built on it must be re-locked too."
         ),
     )
-    ltarget = lk.add_mutually_exclusive_group(required=True)
-    ltarget.add_argument("name", nargs="?", metavar="NAME", help="environment name")
-    ltarget.add_argument("--all", action="store_true", help="every environment, parents first")
+    target_args(lk, "every environment, parents first")
     lk.add_argument(
         "--keep-versions",
         action="store_true",
@@ -135,9 +136,7 @@ def register(sub: Any) -> None:
             "mirror has dropped those versions. Exit 2 naming the packages no mirror serves."
         ),
     )
-    ftarget = fe.add_mutually_exclusive_group(required=True)
-    ftarget.add_argument("name", nargs="?", metavar="NAME", help="environment name")
-    ftarget.add_argument("--all", action="store_true", help="every environment")
+    target_args(fe, "every environment")
     mirror_args(fe)
     store_arg(fe)
     fe.add_argument("--json", action="store_true", help="print one JSON document")

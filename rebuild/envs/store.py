@@ -141,25 +141,22 @@ class PackageStore:
 
     def add(self, package: LockedPackage, chunks: Iterable[bytes], source: str) -> Path:
         """Store ``chunks`` as ``package`` if, and only if, they are its pinned bytes."""
-        target = self.path(package)
         with self._incoming() as (tmp, f):
             hash_stream(chunks, package, source, f)
             f.flush()
             os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            try:
-                os.replace(tmp, target)
-            except OSError as e:
-                raise StorageError(f"package store {self.root}: cannot store: {e}") from None
-        fsync_dir(self.objects)
-        return target
+            return self._move_in(package, tmp)
 
     def adopt(self, package: LockedPackage, path: Path, source: str) -> Path:
         """Move ``path`` (on the store's file system) into the store, hashing it first."""
         with path.open("rb") as f:
             hash_stream(file_chunks(f, package.size), package, source)
-        target = self.path(package)
         self._ensure_dirs()
+        return self._move_in(package, path)
+
+    def _move_in(self, package: LockedPackage, path: Path) -> Path:
+        """Rename a proven file to its name in the store, durably."""
+        target = self.path(package)
         try:
             os.chmod(path, 0o644)
             os.replace(path, target)
