@@ -347,11 +347,10 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
     note.append(outcome.summary)
     if not outcome.ok:
         raise _Failed(f"build {outcome.summary}; see {log_path}")
-    produced = sorted(p for p in out_dir.glob(plan.output) if p.is_file() and not p.is_symlink())
-    if len(produced) != 1:
-        names = ", ".join(p.name for p in out_dir.iterdir()) or "nothing"
-        raise _Failed(f"build produced {names}, expected one file matching {plan.output!r}")
-    return produced[0]
+    produced = runner.single_output(out_dir, plan.output)
+    if isinstance(produced, str):
+        raise _Failed(produced)
+    return produced
 
 
 # -- step 4: diagnose -----------------------------------------------------------------------

@@ -124,3 +124,12 @@ def run_plan(
         limits=Limits(timeout_s=timeout),
     )
     return BuildOutcome(result.ok, result.describe(), result.duration_s)
+
+
+def single_output(out_dir: Path, pattern: str) -> Path | str:
+    """The one regular file in ``out_dir`` matching ``pattern``, or why there is not one."""
+    produced = sorted(p for p in out_dir.glob(pattern) if p.is_file() and not p.is_symlink())
+    if len(produced) == 1:
+        return produced[0]
+    names = ", ".join(sorted(p.name for p in out_dir.iterdir())) if out_dir.is_dir() else ""
+    return f"build produced {names or 'nothing'}, expected one file matching {pattern!r}"
