@@ -85,13 +85,25 @@ def _reachable_by_others(path: Path, *, directory: bool) -> bool:
     return bool(mode & 0o004) and (not directory or bool(mode & 0o001))
 
 
-def web_user() -> RunAs:
+def _executable_by_others(path: Path) -> bool:
+    try:
+        return (
+            path.is_file()
+            and _reachable_by_others(path, directory=False)
+            and bool(os.stat(path).st_mode & 0o001)
+        )
+    except OSError:
+        return False
+
+
+def web_user(spool_parent: Path) -> RunAs:
     """How to run the web side's request: as ``nobody`` when we are root, else as ourselves.
 
     ``nobody`` needs an interpreter it may execute (this one, or the system's
-    of the same version when this one lives in a private home directory) and
-    read access to the source tree and the installed packages; when it has
-    not, the request runs as this user and ``why`` says so.
+    of the same version when this one lives in a private home directory),
+    read access to the source tree and the installed packages, and a way into
+    ``spool_parent``; when it has not, the request runs as this user and
+    ``why`` says so.
     """
     me = RunAs(tuple(rebuild_argv()), child_env(), why="")
     if os.geteuid() != 0:
@@ -108,11 +120,13 @@ def web_user() -> RunAs:
             me.argv, me.env, why="no user 'nobody' on this machine; the request ran as root"
         )
     exe = Path(sys.executable).resolve()
-    if not _reachable_by_others(exe, directory=False) or not os.stat(exe).st_mode & 0o001:
+    if not _executable_by_others(exe):
         exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
     paths = [SOURCE_ROOT, *(Path(p) for p in site.getsitepackages() if Path(p).is_dir())]
-    blocked = [str(p) for p in paths if not _reachable_by_others(p, directory=True)]
-    if not exe.is_file() or not os.stat(exe).st_mode & 0o001:
+    blocked = [
+        str(p) for p in [*paths, spool_parent] if not _reachable_by_others(p, directory=True)
+    ]
+    if not _executable_by_others(exe):
         blocked.insert(0, f"an interpreter (tried {exe})")
     if blocked:
         return RunAs(

@@ -111,7 +111,8 @@ class Story:
         self.state = self.upd / "state"
         self.policy_path = self.upd / "policy.toml"
         self.tlog_path = self.upd / "tlog.policy"
-        self.web: RunAs = web_user()
+        os.chmod(root, 0o755)  # noqa: S103 - the web user must reach the spool
+        self.web: RunAs = web_user(root)
         self.attacker_offers: list[tuple[str, bytes, Path]] = []
 
     # -- telling --------------------------------------------------------------------
@@ -257,6 +258,8 @@ class Story:
             mode = daemon.wait_ready()
             web = self.web.user or _user_name(os.geteuid())
             self.result.users = {"daemon": daemon_user, "web": web}
+            if self.web.why:
+                self.result.users["note"] = self.web.why
             lines.append(
                 f"daemon as {daemon_user} ({mode}): installs into {self.install}, "
                 f"mirrors {self.m1} then {self.m2}"
@@ -298,7 +301,6 @@ class Story:
     def _make_spool(self) -> None:
         """The spool docs/updater.md prescribes: the web group may only drop requests."""
         web_gid = self.web.gid if self.web.gid is not None else os.getgid()
-        os.chmod(self.root, 0o755)  # noqa: S103 - the web user must reach the spool
         self.spool.mkdir(mode=0o755)
         for d, mode in ((self.spool / "requests", 0o1730), (self.spool / "status", 0o750)):
             d.mkdir()
