@@ -94,6 +94,7 @@ class DemoResult:
 
     directory: Path
     kept: bool
+    chapters: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
@@ -119,6 +120,7 @@ class DemoResult:
             "seconds": round(self.seconds, 3),
             "users": self.users,
             "outcomes": [o.to_json() for o in self.outcomes],
+            "chapters": [{"chapter": n, "title": t} for n, t in enumerate(self.chapters, 1)],
             "steps": [s.to_json() for s in self.steps],
             "expected_outcomes": len(self.outcomes),
             "unexpected": [o.name for o in self.outcomes if not o.ok],

@@ -119,6 +119,7 @@ class Story:
 
     def chapter(self, title: str, intro: str) -> None:
         self.chapter_no += 1
+        self.result.chapters.append(title)
         self.reporter.chapter(self.chapter_no, title, intro)
 
     @contextlib.contextmanager
