@@ -186,8 +186,10 @@ def test_a_second_updater_exits_2_while_one_installs_and_a_waiting_one_sees_the_
                 p.wait()
 
 
-@pytest.mark.slow
-def test_a_release_failing_its_health_check_is_switched_back_automatically(tmp_path: Path) -> None:
+def _unhealthy_release_offered(
+    tmp_path: Path, servers: list[ThreadServer]
+) -> tuple[Path, ThreadServer, Release, Release]:
+    """1.0.0 installed; the mirror now also offers 1.1.0, which fails the health check."""
     rel = Releases(tmp_path / "releases")
     # healthy unless the artifact says "broken"
     policy = rel.write_policy(
@@ -198,61 +200,54 @@ def test_a_release_failing_its_health_check_is_switched_back_automatically(tmp_p
     mirror = tmp_path / "m"
     publish_to(mirror, old)
     s = ThreadServer(static_mirror(mirror), None)
-    try:
-        install = tmp_path / "install"
-        assert update_cli(policy, install, [s.url], "--insecure-loopback").returncode == 0
-        publish_to(mirror, bad)
-        r = update_cli(policy, install, [s.url], "--insecure-loopback")
-        assert r.returncode == 1, r.stdout + r.stderr
-        doc = report(r)
-        assert doc["status"] == "rolled-back"
-        assert doc["install"]["health_check"]["ok"] is False
-        assert installed(install) == ("1.0.0", old.data)
-        # "checkpoint accepted" moved on, "version installed" did not
-        assert _state_installed(install) == "1.0.0"
-        assert not (install / "journal.json").exists()
-        assert _leftovers(install) == []
-    finally:
-        s.stop()
+    servers.append(s)
+    assert update_cli(policy, tmp_path / "install", [s.url], "--insecure-loopback").returncode == 0
+    publish_to(mirror, bad)
+    return policy, s, old, bad
+
+
+@pytest.mark.slow
+def test_a_release_failing_its_health_check_is_switched_back_automatically(
+    tmp_path: Path, servers: list[ThreadServer]
+) -> None:
+    policy, s, old, _ = _unhealthy_release_offered(tmp_path, servers)
+    install = tmp_path / "install"
+    r = update_cli(policy, install, [s.url], "--insecure-loopback")
+    assert r.returncode == 1, r.stdout + r.stderr
+    doc = report(r)
+    assert doc["status"] == "rolled-back"
+    assert doc["install"]["health_check"]["ok"] is False
+    assert installed(install) == ("1.0.0", old.data)
+    # "checkpoint accepted" moved on, "version installed" did not
+    assert _state_installed(install) == "1.0.0"
+    assert not (install / "journal.json").exists()
+    assert _leftovers(install) == []
 
 
 @pytest.mark.slow
 def test_sigkill_while_rolling_back_an_unhealthy_release_still_ends_on_the_old_one(
-    tmp_path: Path,
+    tmp_path: Path, servers: list[ThreadServer]
 ) -> None:
-    rel = Releases(tmp_path / "releases")
-    policy = rel.write_policy(
-        package_extra='health_check = ["/bin/grep", "-qv", "broken", "{artifact}"]\n'
+    policy, s, old, bad = _unhealthy_release_offered(tmp_path, servers)
+    install = tmp_path / "install"
+    r = update_cli(
+        policy,
+        install,
+        [s.url],
+        "--insecure-loopback",
+        env={TEST_HOOK_ENV: "kill:rolling-back"},
     )
-    old = rel.make("1.0.0")
-    bad = rel.make("1.1.0", b"<?php broken\n")
-    mirror = tmp_path / "m"
-    publish_to(mirror, old)
-    s = ThreadServer(static_mirror(mirror), None)
-    try:
-        install = tmp_path / "install"
-        assert update_cli(policy, install, [s.url], "--insecure-loopback").returncode == 0
-        publish_to(mirror, bad)
-        r = update_cli(
-            policy,
-            install,
-            [s.url],
-            "--insecure-loopback",
-            env={TEST_HOOK_ENV: "kill:rolling-back"},
-        )
-        assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
-        # killed between "roll back" in the journal and the switch back: still one
-        # complete release live (the unhealthy one, for the moment)
-        assert installed(install) == ("1.1.0", bad.data)
-        assert json.loads((install / "journal.json").read_text())["state"] == "rolled-back"
-        r = update_cli(policy, install, [s.url], "--insecure-loopback")
-        assert r.returncode == 1, r.stdout + r.stderr  # the retry fails its health check again
-        doc = report(r)
-        assert doc["recovered"]["status"] == "rolled-back"
-        assert doc["status"] == "rolled-back"
-        assert installed(install) == ("1.0.0", old.data)
-        assert _state_installed(install) == "1.0.0"
-        assert not (install / "journal.json").exists()
-        assert _leftovers(install) == []
-    finally:
-        s.stop()
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    # killed between "roll back" in the journal and the switch back: still one
+    # complete release live (the unhealthy one, for the moment)
+    assert installed(install) == ("1.1.0", bad.data)
+    assert json.loads((install / "journal.json").read_text())["state"] == "rolled-back"
+    r = update_cli(policy, install, [s.url], "--insecure-loopback")
+    assert r.returncode == 1, r.stdout + r.stderr  # the retry fails its health check again
+    doc = report(r)
+    assert doc["recovered"]["status"] == "rolled-back"
+    assert doc["status"] == "rolled-back"
+    assert installed(install) == ("1.0.0", old.data)
+    assert _state_installed(install) == "1.0.0"
+    assert not (install / "journal.json").exists()
+    assert _leftovers(install) == []
