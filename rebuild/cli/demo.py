@@ -138,6 +138,9 @@ def _summary(c: Console, r: DemoResult) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     c.print()
+    if not r.outcomes:
+        c.print(f"[bold red]the demo stopped[/] after {r.seconds:.0f} s, before any outcome")
+        return
     t = Table(title="what the demo showed", show_lines=False)
     t.add_column("outcome", no_wrap=True)
     t.add_column("", no_wrap=True)

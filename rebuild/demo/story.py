@@ -173,6 +173,14 @@ class Story:
             "is a real rebuild process, over HTTPS with a certificate from a CA made for "
             "this run and trusted only by the demo's own clients.",
         )
+        with self.step("the pinned php-8.2 build environment (Docker)") as lines:
+            from rebuild.engine.runner import environment_image  # noqa: PLC0415
+
+            name, lock, image = environment_image("php-8.2")
+            lines.append(
+                f"image {image.removeprefix('sha256:')[:12]} matches {name}'s lock "
+                f"sha256:{lock[:12]}… (built first if it was missing)"
+            )
         with self.step("keys: a maintainer, 3 rebuilders, the log, 3 witnesses") as lines:
             self.keys.mkdir()
             names = ["maintainer", *REBUILDERS, "log", *WITNESSES]
