@@ -169,9 +169,10 @@ class Story:
 
         self.chapter(
             "The cast",
-            "Everything runs on 127.0.0.1 from this directory, with fresh keys. Each server "
+            "Everything runs on 127.0.0.1 from one directory, with fresh keys. Each server "
             "is a real rebuild process, over HTTPS with a certificate from a CA made for "
-            "this run and trusted only by the demo's own clients.",
+            "this run and trusted only by the demo's own clients; builds run in the pinned "
+            "php-8.2 environment (Docker, no network).",
         )
         with self.step("the pinned php-8.2 build environment (Docker)") as lines:
             from rebuild.engine.runner import environment_image  # noqa: PLC0415
@@ -554,7 +555,10 @@ class Story:
                 raise _Failed(f"the updater daemon did not answer request {rid} in time")
             seen = _seen(status)
             lines.extend(self._attempt_lines(seen.attempts))
-            lines.append(f"daemon: {seen.outcome}: {seen.message}; installed: {seen.installed}")
+            lines.append(
+                f"daemon: {seen.message}"
+                + ("" if seen.outcome == "installed" else f"; installed: {seen.installed}")
+            )
         return seen
 
     def _attempt_lines(self, attempts: list[dict[str, Any]]) -> list[str]:
@@ -566,9 +570,8 @@ class Story:
                 why = "; ".join(f"step {f['step']} {f['code']}: {f['reason']}" for f in failures)
                 lines.append(f"{where} {a.get('version')}: {a.get('outcome')} by the gate: {why}")
             else:
-                lines.append(
-                    f"{where} {a.get('version')}: {a.get('outcome')} {a.get('error') or ''}"
-                )
+                error = f": {a['error']}" if a.get("error") else ""
+                lines.append(f"{where} {a.get('version')}: {a.get('outcome')}{error}")
         return lines
 
     def _check_running(self) -> None:
