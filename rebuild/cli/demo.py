@@ -96,7 +96,8 @@ class _Lines:
         self.out.note(f"== {number}. {title}")
 
     def step(self, step: Step) -> None:
-        self.out.note(f"  {step.title} ({step.seconds:.1f} s)")
+        stopped = "" if step.completed else " STOPPED HERE"
+        self.out.note(f"  {step.title} ({step.seconds:.1f} s){stopped}")
         for line in step.lines:
             self.out.note(f"    {line}")
 
@@ -117,11 +118,8 @@ class _Story:
         self.c.print(f"[dim]{intro}[/]", highlight=False)
 
     def step(self, step: Step) -> None:
-        self.c.print(
-            f"  [green]✓[/] {step.title} [dim]({step.seconds:.1f} s)[/]",
-            highlight=False,
-            markup=True,
-        )
+        mark = "[green]✓[/]" if step.completed else "[bold red]✗[/]"
+        self.c.print(f"  {mark} {step.title} [dim]({step.seconds:.1f} s)[/]", highlight=False)
         for line in step.lines:
             self.c.print(f"      {line}", markup=False, highlight=False)
 

@@ -24,6 +24,7 @@ class Step:
     title: str
     seconds: float
     lines: tuple[str, ...] = ()
+    completed: bool = True  # False: the step stopped the demo (see the run's error)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class Step:
             "title": self.title,
             "seconds": round(self.seconds, 3),
             "lines": list(self.lines),
+            "completed": self.completed,
         }
 
 

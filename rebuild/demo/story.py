@@ -126,10 +126,14 @@ class Story:
     def step(self, title: str) -> Iterator[list[str]]:
         lines: list[str] = []
         t0 = time.monotonic()
-        yield lines
-        s = Step(self.chapter_no, title, time.monotonic() - t0, tuple(lines))
-        self.result.steps.append(s)
-        self.reporter.step(s)
+        ok = False
+        try:
+            yield lines
+            ok = True
+        finally:
+            s = Step(self.chapter_no, title, time.monotonic() - t0, tuple(lines), ok)
+            self.result.steps.append(s)
+            self.reporter.step(s)
 
     def outcome(
         self,
