@@ -2,7 +2,7 @@
 VENV="${REBUILD_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(docker.io debootstrap diffoscope-minimal git unzip zip xxd file systemd passwd
-  ca-certificates iptables chromium redis-server redis-tools)
+  ca-certificates iptables chromium redis-server redis-tools jq)
 
 step() { printf '\n==> %s\n' "$*"; }
 
