@@ -55,20 +55,10 @@ def build_recipe(
                 f"machine's is sha256:{lock}"
             )
         built = out_dir / "built"
-        if built.exists():
-            shutil.rmtree(built)
         log_path = out_dir / "build.log"
-        outcome = runner.run_plan(
-            plan,
-            source=plan.source_dir,
-            out_dir=built,
-            log_path=log_path,
-            timeout=timeout,
-            staging=work / "inputs",
+        outcome, produced = runner.build_output(
+            plan, out_dir=built, log_path=log_path, timeout=timeout, staging=work / "inputs"
         )
-        if not outcome.ok:
-            raise ToolError(f"build of {recipe_path}: {outcome.summary}; see {log_path}")
-        produced = runner.single_output(built, plan.output)
         if isinstance(produced, str):
             raise ToolError(f"build of {recipe_path}: {produced}")
         artifact = out_dir / produced.name
