@@ -219,9 +219,15 @@ async def endless_body(request: web.Request) -> web.StreamResponse:
     """A response that never ends (no Content-Length), as fast as the client reads."""
     resp = web.StreamResponse()
     await resp.prepare(request)
+    # Yield to the event loop between writes: a write that needs no drain
+    # does not, and then the loop never runs connection_lost once the client
+    # hangs up at its byte cap, and every later write hits the dead socket.
     chunk = b"A" * 65536
     for _ in range(1 << 20):  # bounded: 64 GiB, far past any cap; the client hangs up first
+        if request.transport is None or request.transport.is_closing():
+            break
         await resp.write(chunk)
+        await asyncio.sleep(0)
     return resp
 
 
