@@ -9,6 +9,7 @@ release was not installed), 2 when the demo could not run to its end.
 from __future__ import annotations
 
 import argparse
+import signal
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,8 +50,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the demo stops its servers on the way out
+
+
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     from rebuild.demo.story import run_demo  # noqa: PLC0415
+
+    # SIGTERM (a supervisor, a timeout) ends the run like Ctrl-C: every server it
+    # started is stopped, and the temporary directory is removed.
+    signal.signal(signal.SIGTERM, _interrupted)
 
     if args.keep is not None:
         directory, keep = args.keep.absolute(), True
