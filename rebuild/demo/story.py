@@ -88,7 +88,7 @@ class UpdateSeen:
     message: str
 
 
-class _Failed(OperationalError):
+class DemoError(OperationalError):
     """A component failed in a way that stops the story (CLI exit 2)."""
 
 
@@ -467,7 +467,7 @@ class Story:
                 verdict = doc.get("verdict")
                 if code == 2 or verdict not in ("reproduced", "mismatch"):
                     message = (doc.get("error") or {}).get("message") or doc.get("message") or err
-                    raise _Failed(f"rebuilder {r}: rebuild verify exit {code}: {message}")
+                    raise DemoError(f"rebuilder {r}: rebuild verify exit {code}: {message}")
                 entry = doc.get("log_entry") or {}
                 return {
                     "verdict": verdict,
@@ -542,7 +542,7 @@ class Story:
             )
             rid = doc.get("id")
             if code != 0 or not isinstance(rid, str):
-                raise _Failed(f"rebuild updater request (as {who}) exit {code}: {err.strip()}")
+                raise DemoError(f"rebuild updater request (as {who}) exit {code}: {err.strip()}")
             lines.append(
                 f"as {who}: rebuild updater request {PACKAGE} {version} (request {rid[:8]}…)"
             )
@@ -556,7 +556,7 @@ class Story:
                 self._check_running()
                 time.sleep(0.05)
             else:
-                raise _Failed(f"the updater daemon did not answer request {rid} in time")
+                raise DemoError(f"the updater daemon did not answer request {rid} in time")
             seen = _seen(status)
             lines.extend(self._attempt_lines(seen.attempts))
             lines.append(
@@ -581,7 +581,7 @@ class Story:
     def _check_running(self) -> None:
         for s in self.servers:
             if s.proc.poll() is not None:
-                raise _Failed(f"{s.name} exited with status {s.proc.returncode} (see {s.log})")
+                raise DemoError(f"{s.name} exited with status {s.proc.returncode} (see {s.log})")
 
     def _gate_reasons(self, seen: UpdateSeen, version: str) -> tuple[GateReason, ...]:
         out = []
@@ -793,7 +793,7 @@ class Story:
                 ]
             )
             if code == 2:
-                raise _Failed(f"rebuild update (new server) exit 2: {err.strip()}")
+                raise DemoError(f"rebuild update (new server) exit 2: {err.strip()}")
             seen = UpdateSeen(
                 str(doc.get("status")),
                 doc.get("installed_version") if doc.get("status") != "installed" else rel.version,
