@@ -55,6 +55,7 @@ from verify.tlog_policy import MAX_POLICY_SIZE as MAX_TLOG_POLICY_SIZE
 STATE_FILE: Final = "state.json"
 LOCK_FILE: Final = "lock"
 LOCK_TIMEOUT: Final = 60.0
+MAX_EVIDENCE_FILES_PER_SECOND: Final = 1000
 
 
 def load_policy(path: Path) -> UpdatePolicy:
@@ -178,7 +179,19 @@ class StateDir:
         """Write both checkpoints of a fork to a new evidence file; return its path."""
         self._check_locked()
         tag = hashlib.sha256(fork.origin.encode()).hexdigest()[:16]
-        path = self.path / f"fork-evidence-{now}-{tag}-{os.getpid()}.txt"
+        base = f"fork-evidence-{now}-{tag}-{os.getpid()}"
+        # The same fork can be refused twice in one second by one process (an
+        # updater trying two mirrors, a daemon handling two requests): under
+        # the lock, take the first free name rather than fail the second time.
+        for n in range(MAX_EVIDENCE_FILES_PER_SECOND):
+            path = self.path / (f"{base}.txt" if n == 0 else f"{base}-{n}.txt")
+            if not os.path.lexists(path):
+                break
+        else:
+            raise StorageError(
+                f"{self.path}: {MAX_EVIDENCE_FILES_PER_SECOND} fork evidence files for "
+                f"{fork.origin} in one second; refusing to write more"
+            )
         text = (
             f"# log fork detected by rebuild gate at {now}: {fork.reason}\n"
             f"# origin: {fork.origin}\n"

@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.mirror",
     "rebuild.cli.update",
     "rebuild.cli.updater",
+    "rebuild.cli.demo",
 )
 
 

@@ -331,27 +331,19 @@ def _environment(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[str, str]
 
 
 def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
-    out_dir = run.report_dir / "rebuilt"
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
     log_path = run.report_dir / "build.log"
     run.build_log = log_path  # referenced by the result even when the build fails
-    outcome = runner.run_plan(
+    outcome, produced = runner.build_output(
         plan,
-        source=plan.source_dir,
-        out_dir=out_dir,
+        out_dir=run.report_dir / "rebuilt",
         log_path=log_path,
         timeout=run.opts.timeout,
         staging=run.work / "inputs",
     )
     note.append(outcome.summary)
-    if not outcome.ok:
-        raise _Failed(f"build {outcome.summary}; see {log_path}")
-    produced = sorted(p for p in out_dir.glob(plan.output) if p.is_file() and not p.is_symlink())
-    if len(produced) != 1:
-        names = ", ".join(p.name for p in out_dir.iterdir()) or "nothing"
-        raise _Failed(f"build produced {names}, expected one file matching {plan.output!r}")
-    return produced[0]
+    if isinstance(produced, str):
+        raise _Failed(produced)
+    return produced
 
 
 # -- step 4: diagnose -----------------------------------------------------------------------

@@ -146,7 +146,29 @@ def _prepare_from_recipe(
     note: list[str],
 ) -> None:
     artifact = _artifact(artifact)
-    output = _output_for(recipe, artifact)
+    plan = recipe_plan(recipe, source, _output_for(recipe, artifact), work=work, note=note)
+    p.package, p.version = recipe.package, recipe.version
+    p.upstream = artifact
+    p.recipe_text, p.recipe_sha256 = recipe.text, recipe.sha256
+    p.source = source
+    p.expected_lock = recipe.environment.lock_sha256
+    p.plan = plan
+
+
+def recipe_plan(
+    recipe: Recipe,
+    source: GitSource | SdistSource,
+    output: str,
+    *,
+    work: Path,
+    note: list[str],
+) -> BuildPlan:
+    """Fetch ``source`` into ``work`` and return the plan that builds ``output`` from it.
+
+    ``output`` is a file name (a rebuilder comparing one artifact) or one of
+    the recipe's output globs (a maintainer building the release). The git
+    tag must resolve to the named commit; an sdist must have the named sha256.
+    """
     if isinstance(source, GitSource):
         git = fetch_tagged_tree(source.url, source.tag, source.commit, work / "git")
         tree, sde_auto, rule = git.tree, git.commit_time, "commit time"
@@ -160,12 +182,7 @@ def _prepare_from_recipe(
         sde, rule = recipe.source_date_epoch, "fixed by the recipe"
     else:
         sde = sde_auto
-    p.package, p.version = recipe.package, recipe.version
-    p.upstream = artifact
-    p.recipe_text, p.recipe_sha256 = recipe.text, recipe.sha256
-    p.source = source
-    p.expected_lock = recipe.environment.lock_sha256
-    p.plan = BuildPlan(
+    return BuildPlan(
         environment=recipe.environment.name,
         command=recipe.command,
         source_dir=tree,
