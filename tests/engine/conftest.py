@@ -33,10 +33,18 @@ def make_fixture(name: str, tmp: Path, variant: str | None = None) -> Materializ
 
 
 def verify_fixture(
-    name: str, tmp: Path, *, variant: str | None = None, timeout: float = 300.0, key: object = None
+    name: str,
+    tmp: Path,
+    *,
+    variant: str | None = None,
+    timeout: float = 300.0,
+    key: object = None,
+    keep_work: bool = False,
 ) -> VerifyResult:
     made = make_fixture(name, tmp, variant)
     return verify(
         RecipeTarget(made.recipe, made.artifact),
-        VerifyOptions(report_dir=tmp / "report", timeout=timeout, signing_key=key),
+        VerifyOptions(
+            report_dir=tmp / "report", timeout=timeout, signing_key=key, keep_work=keep_work
+        ),
     )
