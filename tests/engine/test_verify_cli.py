@@ -13,6 +13,7 @@ from rebuild.keystore import generate_key_files
 from rebuild.recipe import load_recipe
 from rebuild.release import release_statement, sign_release
 from tests.engine.conftest import make_fixture
+from tests.indexutil import require_package_index
 from tests.logutil import make_key, run_cli, start_log
 from verify.dsse import Envelope
 
@@ -109,25 +110,11 @@ def test_cli_attests_and_publishes_to_a_real_log(tmp_path: Path) -> None:
     assert all(s["status"] == "ok" for s in doc["steps"])
 
 
-def _index_reachable() -> str | None:
-    """None when pip's configured index answers; else why not."""
-    from rebuild.errors import RebuildError
-    from rebuild.sources.pypi import PackageIndex
-
-    try:
-        PackageIndex.from_pip().files("attrs")
-    except (RebuildError, OSError) as e:
-        return str(e)
-    return None
-
-
 @pytest.mark.slow
 @pytest.mark.docker
 @pytest.mark.usefixtures("docker_envs")
 def test_pypi_attrs_24_2_0_reproduces_bit_for_bit(tmp_path: Path) -> None:
-    why = _index_reachable()
-    if why is not None:
-        pytest.skip(f"pip's configured index is not reachable from this host: {why}")
+    require_package_index("attrs")
     p = run_cli(
         "verify",
         "pypi:attrs==24.2.0",
