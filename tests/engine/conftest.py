@@ -11,6 +11,7 @@ from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
 from rebuild.engine.result import VerifyResult
 from rebuild.engine.runner import environment_image, lock_digest
 from rebuild.errors import ToolError
+from tests.indexutil import require_package_index
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,13 @@ def docker_envs() -> None:
         if "no Docker engine answers" in str(e):
             pytest.skip(f"no Docker engine: {e}")
         raise
+
+
+@pytest.fixture(scope="session")
+def package_index() -> None:
+    """pip's configured index answers from this host, or the test says so and skips
+    (scripts/test turns the skip into a failure naming the cause)."""
+    require_package_index("attrs")
 
 
 def make_fixture(name: str, tmp: Path, variant: str | None = None) -> MaterializedFixture:

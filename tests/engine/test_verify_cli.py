@@ -13,7 +13,6 @@ from rebuild.keystore import generate_key_files
 from rebuild.recipe import load_recipe
 from rebuild.release import release_statement, sign_release
 from tests.engine.conftest import make_fixture
-from tests.indexutil import require_package_index
 from tests.logutil import make_key, run_cli, start_log
 from verify.dsse import Envelope
 
@@ -112,9 +111,8 @@ def test_cli_attests_and_publishes_to_a_real_log(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.usefixtures("docker_envs")
+@pytest.mark.usefixtures("docker_envs", "package_index")
 def test_pypi_attrs_24_2_0_reproduces_bit_for_bit(tmp_path: Path) -> None:
-    require_package_index("attrs")
     p = run_cli(
         "verify",
         "pypi:attrs==24.2.0",
