@@ -7,28 +7,20 @@ returns a frozen result. Exit 0 reproduced, 1 mismatch or failed, 2 error.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
-from rebuild.engine.fixtures import materialize
-from rebuild.engine.pipeline import (
-    DEFAULT_TIMEOUT,
-    RecipeTarget,
-    Target,
-    VerifyOptions,
-    default_report_dir,
-    parse_target,
-    verify,
-)
-from rebuild.engine.result import VerifyResult
-from rebuild.engine.runner import lock_digest
+from rebuild.engine.plan import DEFAULT_TIMEOUT
 from rebuild.errors import UsageError
-from rebuild.keystore import load_signing_key
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rebuild.engine.pipeline import Target
+    from rebuild.engine.result import VerifyResult
 
 _STYLE = {
     "reproduced": "bold green",
@@ -94,6 +86,17 @@ def register(sub: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.engine.fixtures import materialize  # noqa: PLC0415
+    from rebuild.engine.pipeline import (  # noqa: PLC0415
+        RecipeTarget,
+        VerifyOptions,
+        default_report_dir,
+        parse_target,
+        verify,
+    )
+    from rebuild.engine.runner import lock_digest  # noqa: PLC0415
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+
     if args.timeout <= 0 or args.timeout > 24 * 3600:
         raise UsageError("--timeout must be between 0 and 86400 seconds")
     if args.log and not args.key:
@@ -123,21 +126,35 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         keep_work=args.keep_work,
     )
 
+    with _progress(out) as progress:
+        result = verify(target, opts, progress)
+    out.result(result.to_json(), lambda c: _render(c, result))
+    return result.exit_code
+
+
+@contextmanager
+def _progress(out: Output) -> Iterator[Callable[[str, str, float], None]]:
+    """Step progress: a rich bar on stderr, or (with --json) plain lines there."""
+    if out.json_mode:
+
+        def note(step: str, event: str, elapsed: float) -> None:
+            if event != "start":
+                out.note(f"{step}: {event} ({elapsed:.1f}s)")
+
+        yield note
+        return
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
     bar = Progress(
         SpinnerColumn(finished_text="•"),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
         console=out.err,
         transient=False,
-        disable=out.json_mode,
     )
     tasks: dict[str, TaskID] = {}
 
-    def progress(step: str, event: str, elapsed: float) -> None:
-        if out.json_mode:
-            if event != "start":
-                out.note(f"{step}: {event} ({elapsed:.1f}s)")
-            return
+    def update(step: str, event: str, elapsed: float) -> None:
         if event == "start":
             tasks[step] = bar.add_task(step, total=1)
         else:
@@ -145,12 +162,12 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
             bar.update(task, completed=1, description=f"{step}: {event} ({elapsed:.1f}s)")
 
     with bar:
-        result = verify(target, opts, progress)
-    out.result(result.to_json(), lambda c: _render(c, result))
-    return result.exit_code
+        yield update
 
 
 def _render(c: Console, r: VerifyResult) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     t = Table(title=f"rebuild verify {r.target}", show_header=True)
     t.add_column("step")
     t.add_column("status")

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
-import logging
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
-from rebuild.keystore import load_signing_key, load_verifier_key
-from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context
-from verify.cosignature import witness_key
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: Any) -> None:
@@ -45,6 +41,11 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this cert")
     s.add_argument("--tls-key", type=Path, metavar="FILE", help="private key for --tls-cert")
+    s.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_serve)
 
@@ -68,6 +69,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+    from verify.cosignature import witness_key  # noqa: PLC0415
+
     key = load_signing_key(args.key, args.passphrase_env)
     vkey = witness_key(key).encode()
     out.result({"name": key.name, "witness_verifier_key": vkey}, lambda c: c.print(vkey))
@@ -75,6 +79,12 @@ def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from rebuild.keystore import load_signing_key, load_verifier_key  # noqa: PLC0415
+    from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context  # noqa: PLC0415
+
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     host, port = parse_listen(args.listen)
@@ -88,6 +98,14 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     try:
         witness = Witness(key, logs, state)
         vkey = witness.vkey.encode()
+        metrics = None
+        if args.metrics:
+            from rebuild import metrics as m  # noqa: PLC0415 - only with --metrics
+
+            registry = m.new_registry()
+            witness.observer = m.WitnessMetrics(registry).answered
+            metrics = m.serve(args.metrics, registry)
+            out.note(f"metrics on {metrics.url}")
 
         def ready(url: str) -> None:
             doc = {
@@ -105,7 +123,11 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 
             out.result(doc, human)
 
-        asyncio.run(serve_forever(witness, host, port, tls, ready))
+        try:
+            asyncio.run(serve_forever(witness, host, port, tls, ready))
+        finally:
+            if metrics is not None:
+                metrics.close()
     finally:
         state.close()
     return 0

@@ -23,7 +23,7 @@ from typing import Any
 
 from rebuild import __version__
 from rebuild.engine import attest, diagnose, runner, targets
-from rebuild.engine.plan import BuildPlan
+from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
 from rebuild.engine.result import LogEntryRef, StepStatus, StepTiming, Verdict, VerifyResult
 from rebuild.errors import InputError, NegativeVerdict, OperationalError, UsageError
 from rebuild.fsio import atomic_write
@@ -31,8 +31,6 @@ from rebuild.hashing import sha256_file
 
 ProgressFn = Callable[[str, str, float], None]
 """Called as ``progress(step, event, elapsed_seconds)``; event is "start" or a status."""
-
-DEFAULT_TIMEOUT = 1800.0
 
 
 # -- targets --------------------------------------------------------------------------------
