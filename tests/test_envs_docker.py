@@ -52,11 +52,13 @@ def _containers_of(tmp_path: Path) -> list[str]:
     """Containers (any state) that mount something under this test's tmp_path.
 
     Other work may run builds on the same engine at the same time, so a test
-    only counts the containers made for its own directories.
+    only counts the containers made for its own directories. ``sparse``: the
+    mounts come with the listing, so a container someone else removes between
+    the listing and an inspect cannot fail the check.
     """
     c = _docker.client()
     found = []
-    for container in c.containers.list(all=True, filters={"label": RUN_LABEL}):
+    for container in c.containers.list(all=True, sparse=True, filters={"label": RUN_LABEL}):
         sources = [m.get("Source", "") for m in container.attrs.get("Mounts", [])]
         if any(s.startswith(str(tmp_path)) for s in sources):
             found.append(container.short_id)
