@@ -60,16 +60,22 @@ class Server:
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
+        try:
+            self.url = self.wait_for(r"listening on (https?://\S+)", timeout=timeout)[0].group(1)
+        except AssertionError as e:
+            self.stop()
+            raise RuntimeError(f"server did not start: {e}") from None
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 30.0) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern`` in the server's output, waiting for them."""
         deadline = time.monotonic() + timeout
         while True:
-            text = log.read_text(errors="replace")
-            m = re.search(r"listening on (https?://\S+)", text)
-            if m:
-                self.url = m.group(1)
-                return
+            text = self.log.read_text(errors="replace")
+            found = list(re.finditer(pattern, text))
+            if len(found) >= count:
+                return found[:count]
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start: {text}")
+                raise AssertionError(f"{pattern!r} x{count} not in the server's output: {text}")
             time.sleep(0.02)
 
     def kill(self) -> None:
