@@ -152,7 +152,12 @@ async def _tile(session: MirrorSession, base: str, tile: Tile) -> bytes:
     except MirrorError as e:
         if e.status != 404 or not tile.is_partial:
             raise
-    full = await session.get_bytes(join(base, tile.full().path()), FULL_TILE_BYTES)
+        missing = e
+    try:
+        full = await session.get_bytes(join(base, tile.full().path()), FULL_TILE_BYTES)
+    except MirrorError as e:
+        why = f"HTTP {e.status}" if e.status is not None else e.kind
+        raise MirrorError(e.kind, f"{missing} (and its full tile: {why})", e.status) from None
     if len(full) != FULL_TILE_BYTES:
         raise MirrorError(
             "invalid", f"{base}/{tile.full().path()}: {len(full)} bytes, not a full tile"
