@@ -20,7 +20,7 @@ untrusted, so:
    (this updater skipped the release the bundle was made against), the
    proof is computed from the log's tiles (:mod:`rebuild.updater.logtiles`:
    the ``--log`` sources or the policy's ``logs``, then each mirror's
-   ``log/``), no lock held, and the gate is asked once more with it;
+   ``log/``), without the gate state's lock, and the gate is asked once more;
 6. nothing on disk changes unless a release passed the gate, and then only
    through the atomic installer, under the install directory's lock.
 """
