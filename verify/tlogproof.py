@@ -19,7 +19,7 @@ from typing import Final
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.cosignature import Cosignature, verify_cosignatures
-from verify.errors import OriginError, ProofError, ProofFormatError
+from verify.errors import OriginError, ProofFormatError
 from verify.keys import VerifierKey
 from verify.merkle import HASH_SIZE, MAX_TREE_SIZE, leaf_hash, verify_inclusion
 from verify.note import MAX_NOTE_SIZE, open_note, split_note
@@ -177,8 +177,9 @@ def verify_tlog_proof_leaf(
     cosigs = verify_cosignatures(tp.checkpoint, policy.witness_keys(), max_timestamp=now)
     quorum = policy.require_quorum(c.key for c in cosigs)
 
-    # Step 4: the inclusion proof binds the leaf to the checkpoint's root.
+    # Step 4: the inclusion proof binds the leaf to the checkpoint's root. An
+    # index outside the tree is a malformed proof, as in verify_inclusion.
     if tp.index >= cp.size:
-        raise ProofError(f"index {tp.index} is not in a tree of size {cp.size}")
+        raise ProofFormatError(f"index {tp.index} is not in a tree of size {cp.size}")
     verify_inclusion(leaf, tp.index, cp.size, tp.proof, cp.root_hash)
     return VerifiedProof(cp, tp.index, leaf, log_key, cosigs, quorum, tp.extra)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._limits import add_limit_args, limits_from_args
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, TransportError, UsageError
 
@@ -68,12 +69,23 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--witness-timeout", type=float, default=10.0, metavar="S", help="per-request timeout"
     )
+    s.add_argument(
+        "--recosign-interval",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --witnesses: once the published checkpoint's newest cosignature is this "
+        "old and no entry was added, ask the witnesses to cosign the unchanged checkpoint "
+        "again and republish it, so updaters that refuse stale checkpoints keep accepting "
+        "an idle log (default 3600; 0 disables)",
+    )
     s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
     s.add_argument(
         "--metrics",
         metavar="HOST:PORT",
         help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
     )
+    add_limit_args(s)
     s.set_defaults(func=cmd_serve)
 
     a = lsub.add_parser(
@@ -124,6 +136,20 @@ def register(sub: Any) -> None:
     f.add_argument("--json", action="store_true", help="print one JSON document (with --once)")
     f.set_defaults(func=cmd_follow)
 
+    k = lsub.add_parser(
+        "fsck",
+        help="check a log directory's tiles and checkpoints against its signatures",
+        description=(
+            "Read-only (safe beside a running server): every entry bundle and hash tile must "
+            "hash up to the signed root, every checkpoint ever signed, cosigned or published "
+            "must verify under the log's key and be a prefix of the committed tree. Exit 0 "
+            "when all is intact, 1 when damage is found, 2 when D is not a log directory."
+        ),
+    )
+    k.add_argument("--dir", required=True, type=Path, metavar="D", help="log directory")
+    k.add_argument("--json", action="store_true", help="print one JSON document")
+    k.set_defaults(func=cmd_fsck)
+
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", required=True, metavar="URL", help="the log's tlog-tiles prefix")
@@ -172,11 +198,20 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         workers = int(args.workers)
     else:
         raise UsageError("--workers must be 'auto' or a number in 0..64")
+    if not 0 <= args.recosign_interval <= 7 * 86400:
+        raise UsageError("--recosign-interval must be in 0..604800 seconds")
+    limits = limits_from_args(args)
     key = load_signing_key(args.key, args.passphrase_env)
     origin = args.origin or key.name
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     tls_files = (args.tls_cert, args.tls_key) if args.tls_cert else None
     policy = _read_policy(args.witnesses) if args.witnesses else None
+    for w in policy.witnesses if policy is not None else ():
+        if w.key.public_key == key.public_key:
+            raise UsageError(
+                f"{args.witnesses}: witness {w.name} has this log's own key: a witness that "
+                "is the log proves nothing (give the witness a key of its own)"
+            )
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("REBUILD_LOG_DEBUG") else logging.INFO,
         stream=sys.stderr,
@@ -190,7 +225,10 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             pool = None
             if policy is not None:
                 pool = WitnessPool(policy, client_ssl_context(args.ca_bundle), args.witness_timeout)
-            sequencer = Sequencer(store, pool, ServerOptions(batch_ms=args.batch_ms))
+            options = ServerOptions(
+                batch_ms=args.batch_ms, recosign_interval=args.recosign_interval, limits=limits
+            )
+            sequencer = Sequencer(store, pool, options)
             if args.metrics:
                 sequencer.observer = _log_metrics(args.metrics, sequencer, policy, out)
             shape = f"{workers} front-end processes" if workers else "one process"
@@ -351,3 +389,24 @@ def cmd_follow(args: argparse.Namespace, out: Output) -> int:
                 return 0
             report(result)
             time.sleep(args.interval)
+
+
+def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.log.fsck import fsck  # noqa: PLC0415
+
+    report = fsck(args.dir)
+
+    def human(c: Console) -> None:
+        if report.ok:
+            c.print(
+                f"ok: {args.dir} (size {report.size}): {report.entries_checked} entries, "
+                f"{report.tiles_checked} hash tiles, {report.checkpoints_checked} checkpoint "
+                "sizes verified"
+            )
+            return
+        c.print(f"damaged: {args.dir} (size {report.size}): {len(report.problems)} problem(s)")
+        for p in report.problems:
+            c.print(f"  {p}")
+
+    out.result(report.as_json(), human)
+    return 0 if report.ok else 1

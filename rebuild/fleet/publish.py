@@ -236,7 +236,10 @@ class Publisher:
         if it carries this publisher's own signature over the same artifact
         and recipe, which no log can forge.
         """
-        indexes = client.lookup_subject(bytes.fromhex(r.artifact.sha256))[:MAX_LOOKUP]
+        # Only entries whose signature hint names this publisher's key ID: junk
+        # naming the same artifact cannot push ours out of the first page.
+        key_id = bytes.fromhex(self.vkey.key_id)
+        indexes = client.lookup_subject(bytes.fromhex(r.artifact.sha256), [key_id])[:MAX_LOOKUP]
         if not indexes:
             return None
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from rebuild.errors import TransportError
 from rebuild.log.urls import check_url, client_ssl_context
 from verify.errors import VerifyError
 from verify.merkle import HASH_SIZE
-from verify.tiles import TILE_WIDTH, Tile
+from verify.tiles import TILE_WIDTH, Tile, encode_entry_bundle, parse_entry_bundle
 
 MAX_CHECKPOINT: Final = 1 << 20
 MAX_TILE: Final = TILE_WIDTH * (2 + 0xFFFF)  # an entry bundle at worst
@@ -138,6 +139,16 @@ class LogClient:
         data = self._get("/" + tile.full().path(), MAX_TILE)
         return data[: tile.width * HASH_SIZE]
 
+    def entry_bundle(self, tile: Tile) -> bytes:
+        """An entry bundle at exactly ``tile.width``; a partial one falls back to the full one."""
+        try:
+            return self._get("/" + tile.path(), MAX_TILE)
+        except NotFoundError:
+            if not tile.is_partial:
+                raise
+        data = self._get("/" + tile.full().path(), MAX_TILE)
+        return encode_entry_bundle(parse_entry_bundle(data, TILE_WIDTH)[: tile.width])
+
     # --- the write and lookup API ---------------------------------------------
 
     def add(self, entry: bytes, *, wait: bool) -> dict[str, Any]:
@@ -163,12 +174,41 @@ class LogClient:
             raise TransportError(f"{self.url}/lookup/leaf: response lacks an index")
         return index
 
-    def lookup_subject(self, digest: bytes) -> list[int]:
-        doc = self._json(self._get(f"/lookup/sha256/{digest.hex()}", MAX_JSON), "/lookup")
-        indexes = doc.get("indexes")
-        if not isinstance(indexes, list) or not all(isinstance(i, int) for i in indexes):
-            raise TransportError(f"{self.url}/lookup/sha256: response lacks indexes")
-        return [int(i) for i in indexes]
+    def lookup_subject_page(
+        self, digest: bytes, cursor: int = 0, key_ids: Sequence[bytes] = ()
+    ) -> tuple[list[int], int | None]:
+        """One page of ``GET /lookup/sha256/<hex>``: indexes and the next cursor (or None)."""
+        query = [f"cursor={cursor}"] if cursor else []
+        query += [f"keyid={k.hex()}" for k in key_ids]
+        path = f"/lookup/sha256/{digest.hex()}" + ("?" + "&".join(query) if query else "")
+        doc = self._json(self._get(path, MAX_JSON), "/lookup/sha256")
+        indexes, next_cursor = doc.get("indexes"), doc.get("next_cursor", "missing")
+        if (
+            not isinstance(indexes, list)
+            or not all(type(i) is int and cursor <= i for i in indexes)
+            or indexes != sorted(set(indexes))
+        ):
+            raise TransportError(f"{self.url}/lookup/sha256: response lacks ascending indexes")
+        if next_cursor is not None and (
+            type(next_cursor) is not int or next_cursor <= max(indexes, default=cursor)
+        ):
+            raise TransportError(f"{self.url}/lookup/sha256: bad next_cursor")
+        return [int(i) for i in indexes], next_cursor
+
+    def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes] = (), max_results: int = 100_000
+    ) -> list[int]:
+        """Every index of entries with this subject (following pages), at most ``max_results``."""
+        found: list[int] = []
+        cursor: int | None = 0
+        while cursor is not None:
+            page, cursor = self.lookup_subject_page(digest, cursor, key_ids)
+            found += page
+            if len(found) > max_results:
+                raise TransportError(
+                    f"{self.url}: more than {max_results} entries name {digest.hex()}"
+                )
+        return found
 
 
 def _snippet(data: bytes) -> str:
