@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from rebuild.errors import StorageError
 from rebuild.updater.fetch import FetchOptions
 from rebuild.updater.logtiles import (
     CatchUp,
     fetch_consistency_blocking,
+    prove,
     tile_sources,
     tiles_needed,
 )
+from rebuild.updater.mirror import LogTiles, copy_log_tiles
 from tests.updaterutil import TLS, ThreadServer, dead_url
 from verify.errors import ProofError
 from verify.gate import ConsistencyNeed
 from verify.merkle import leaf_hash, root, verify_consistency
-from verify.tiles import Tile, tiles_from_leaf_hashes
+from verify.tiles import Tile, tiles_between, tiles_from_leaf_hashes
 
 N = 70_000
 LEAVES = [leaf_hash(f"entry {i}".encode()) for i in range(N + 512)]
@@ -218,3 +222,36 @@ def test_the_tiles_a_proof_reads_depend_on_the_sizes_only() -> None:
     listed = tiles_needed(need)
     assert all(isinstance(t, Tile) for t in listed)
     assert tiles_needed(ConsistencyNeed(ORIGIN, 4097, N, hashlib.sha256(b"x").digest())) == listed
+
+
+# -- rebuild mirror publish --log: the mirror's copy ---------------------------------
+# The log is a dict reader here (the copy logic is what is tested); the command
+# against a real ``log serve`` is in tests/test_update_catchup.py.
+
+
+def _log(leaves: list[bytes], tiles: dict[str, bytes]) -> LogTiles:
+    return LogTiles(lambda t: tiles[t.path()], len(leaves), root(leaves), "https://log.example")
+
+
+def test_the_mirrors_copy_grows_by_the_new_tiles_only_and_proves_any_skipped_range(
+    tmp_path: Path,
+) -> None:
+    first = copy_log_tiles(tmp_path, _log(LEAVES[:4097], _tiles(LEAVES[:4097])))
+    assert (first.copied, first.present) == (len(list(tiles_between(0, 4097))), 0)
+    second = copy_log_tiles(tmp_path, _log(LEAVES[:N], HONEST))
+    assert second.copied == len(list(tiles_between(0, N))) - 16  # 16 full level-0 tiles were there
+    need = _need(4097)
+    local = {t: (tmp_path / "log" / t.path()).read_bytes() for t in tiles_needed(need)}
+    proof = prove(need, local)
+    verify_consistency(4097, N, list(proof.hashes), root(LEAVES[:4097]), need.new_root)
+
+
+def test_a_log_serving_one_bad_interior_tile_cannot_fill_a_mirror(tmp_path: Path) -> None:
+    """A full tile in the middle of the tree: the root alone would not show it."""
+    bad = dict(HONEST)
+    path = Tile(0, 100).path()
+    bad[path] = bad[path][:-1] + bytes([bad[path][-1] ^ 1])
+    with pytest.raises(StorageError, match=r"tile/0/100: does not hash to hash 100"):
+        copy_log_tiles(tmp_path, _log(LEAVES[:N], bad))
+    with pytest.raises(StorageError, match="another log"):
+        copy_log_tiles(tmp_path / "other", _log(LEAVES[:N], _tiles([LEAVES[1], *LEAVES[1:N]])))

@@ -45,9 +45,9 @@ from rebuild.errors import InputError, StorageError, TransportError
 from rebuild.fsio import atomic_write, read_bounded
 from rebuild.hashing import sha256_file
 from verify.dsse import load_json
-from verify.errors import FormatError
+from verify.errors import FormatError, TileFormatError
 from verify.merkle import HASH_SIZE
-from verify.tiles import FULL_TILE_BYTES, Tile, TileHashes, tiles_between
+from verify.tiles import FULL_TILE_BYTES, TILE_WIDTH, Tile, audit_tiles, tiles_between
 
 FORMAT: Final = "rebuild-mirror/v1"
 INDEX_NAME: Final = "index.json"
@@ -226,16 +226,21 @@ class Published:
 
 
 def copy_log_tiles(root: Path, tiles: LogTiles) -> TilesCopied:
-    """Copy the hash tiles of ``tiles.size`` that ``root/log`` lacks; check the copy's root.
+    """Copy the hash tiles of ``tiles.size`` that ``root/log`` lacks, then audit the copy.
 
     Full tiles, and a partial tile at a given width, never change in a log
-    that does not fork, so a tile already present is kept. Raises
-    TransportError (the log failed or served a tile of the wrong length) and
-    StorageError (the mirror's copy does not reproduce the checkpoint's
-    root: tiles of another log, or of a fork, are in ``log/``).
+    that does not fork, so a tile already present is kept. The audit
+    (:func:`verify.tiles.audit_tiles`, reading the mirror's files) checks
+    that every full tile copied now hashes to its entry one level up and
+    that the copy reproduces the checkpoint's root; tiles copied by earlier
+    publishes were audited then. Raises TransportError (the log failed or
+    served a tile of the wrong length) and StorageError (the copy is not the
+    checkpoint's tree: ``--log`` is another log, or ``log/`` holds tiles of
+    another log or a fork).
     """
     base = root / LOG_DIR
-    copied = present = total = 0
+    copied: list[Tile] = []
+    present = total = 0
     for tile in tiles_between(0, tiles.size):
         path = base / tile.path()
         if path.is_file():
@@ -254,22 +259,26 @@ def copy_log_tiles(root: Path, tiles: LogTiles) -> TilesCopied:
             )
         path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         atomic_write(path, data)
-        copied += 1
+        copied.append(tile)
         total += len(data)
 
     def local(tile: Tile) -> bytes:
-        return read_bounded(base / tile.path(), FULL_TILE_BYTES)
+        try:
+            return read_bounded(base / tile.path(), FULL_TILE_BYTES)
+        except InputError as e:
+            raise TileFormatError(str(e)) from None
 
-    try:
-        ok = TileHashes(tiles.size, local).root() == tiles.root_hash
-    except (FormatError, InputError) as e:
-        raise StorageError(f"{base}: the copy of the log's tiles is unusable: {e}") from None
-    if not ok:
+    # The first leaf a copied tile covers: auditing from there covers every copied tile.
+    start = min((t.n * TILE_WIDTH ** (t.level + 1) for t in copied), default=tiles.size)
+    problems = audit_tiles(tiles.size, tiles.root_hash, local, start=min(start, tiles.size))
+    if problems:
+        shown = "; ".join(str(p) for p in problems[:3])
         raise StorageError(
             f"{base}: the tiles do not reproduce the bundle's checkpoint (size {tiles.size}): "
-            f"{tiles.where} is another log, or {base} holds tiles of another log or a fork"
+            f"{tiles.where} is another log, or {base} holds tiles of another log or a fork "
+            f"({shown})"
         )
-    return TilesCopied(tiles.size, copied, present, total)
+    return TilesCopied(tiles.size, len(copied), present, total)
 
 
 def publish(
