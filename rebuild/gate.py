@@ -38,14 +38,14 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 from rebuild.errors import InputError, StorageError
 from rebuild.fsio import atomic_write, read_bounded
-from verify.bundle import MAX_BUNDLE_SIZE
+from verify.bundle import MAX_BUNDLE_SIZE, ConsistencyProof
 from verify.errors import FormatError, PolicyError
 from verify.gate import Decision, ForkEvidence, decide
 from verify.policy import MAX_POLICY_SIZE, UpdatePolicy, parse_policy
@@ -254,11 +254,15 @@ def open_gate(
     strict: bool = False,
     allow_downgrade: bool = False,
     lock_timeout: float = LOCK_TIMEOUT,
+    consistency: Sequence[ConsistencyProof] = (),
 ) -> Iterator[GateRun]:
     """Lock ``state_dir``, run the gate, and yield the run for the caller to commit.
 
     ``artifact`` and ``bundle`` are file paths or bytes already in memory.
-    ``now`` defaults to the clock, read once. Fork evidence is written
+    ``now`` defaults to the clock, read once. ``consistency`` are proofs
+    from outside the bundle (computed from the log's tiles for what a
+    previous run's ``decision.needs_consistency`` named; the gate checks
+    them like the bundle's). Fork evidence is written
     before the run is yielded. Raises InputError (unreadable input) and
     StorageError (state directory unusable or locked for ``lock_timeout``
     seconds); a rejection is not an error, it is ``run.decision``.
@@ -276,6 +280,7 @@ def open_gate(
             now=reference,
             strict=strict,
             allow_downgrade=allow_downgrade,
+            consistency=consistency,
         )
         run = GateRun(decision, data, state_dir, previous, _store=store, _current=previous)
         if decision.fork is not None:

@@ -33,8 +33,10 @@ output and in docs/architecture.md:
 6. **Consistency.** The checkpoint extends the last one accepted from that
    log: a smaller tree is a rollback; two roots for one size, or a
    consistency proof that fails, is a fork (the evidence is returned so the
-   caller keeps it); a larger tree needs the bundle's consistency proof from
-   the stored size, and the decision names that size when it is missing.
+   caller keeps it); a larger tree needs a consistency proof from the stored
+   size, from the bundle or handed in by the caller (who computed it from
+   the log's tiles: as untrusted as the bundle's, and checked the same
+   way), and the decision names the sizes it needs when there is none.
 7. **Version.** The release is newer than the installed one
    (:mod:`verify.version` order; equal version and bytes is "already
    installed"); ``allow_downgrade`` overrides, and the override is recorded.
@@ -49,10 +51,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from verify.bundle import MAX_BUNDLE_SIZE, Bundle, LoggedEnvelope
+from verify.bundle import MAX_BUNDLE_SIZE, Bundle, ConsistencyProof, LoggedEnvelope
 from verify.bundle import parse_bundle as _parse_bundle
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
@@ -218,14 +221,41 @@ class ForkEvidence:
 
 
 @dataclass(frozen=True)
+class ConsistencyNeed:
+    """The consistency proof step 6 needed and did not have. Never raises.
+
+    The checkpoint is the bundle's, signed by a log of the policy (step 6
+    runs only then), so these sizes and this root are the log's own claim:
+    a caller may fetch the log's tiles for them, compute the proof from
+    ``old_size`` to ``new_size`` and ask again with it.
+    """
+
+    origin: str
+    old_size: int
+    """The size of the checkpoint accepted before (the state's)."""
+    new_size: int
+    """The size of the bundle's checkpoint."""
+    new_root: bytes
+    """The bundle's checkpoint's root hash."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "new_root": base64.b64encode(self.new_root).decode(),
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     """The gate's answer. ``accepted`` is true exactly when no step failed.
 
     ``new_checkpoint`` and ``install`` say what an acceptance records in the
     trusted state (None on rejection); ``fork`` is evidence to keep even on
-    rejection; ``needs_since_size`` names the tree size whose consistency
-    proof the bundle lacked. Only :meth:`apply` raises (ValueError, for a
-    rejected decision).
+    rejection; ``needs_consistency`` names the proof step 6 lacked (from
+    ``needs_since_size``, the stored size, to the bundle's size). Only
+    :meth:`apply` raises (ValueError, for a rejected decision).
     """
 
     accepted: bool
@@ -243,7 +273,27 @@ class Decision:
     new_checkpoint: str | None = None
     install: InstalledRelease | None = None
     fork: ForkEvidence | None = None
-    needs_since_size: int | None = None
+    needs_consistency: ConsistencyNeed | None = None
+    consistency_from_caller: bool = False
+    """Step 6 passed with a proof the caller handed in (not the bundle's)."""
+
+    @property
+    def needs_since_size(self) -> int | None:
+        """The stored tree size a consistency proof must start from, when one was missing."""
+        return None if self.needs_consistency is None else self.needs_consistency.old_size
+
+    @property
+    def only_needs_consistency(self) -> ConsistencyNeed | None:
+        """The missing proof, when it is the decision's only failure (else None).
+
+        Then a caller that finds the proof (from the log's tiles) and asks
+        again may get an acceptance; with any other failure it would not.
+        """
+        if self.needs_consistency is None or not self.failures:
+            return None
+        if any(f.code != "consistency-proof-missing" for f in self.failures):
+            return None
+        return self.needs_consistency
 
     @property
     def failures(self) -> tuple[Failure, ...]:
@@ -283,6 +333,9 @@ class Decision:
             "attestations": [a.to_dict() for a in self.attestations],
             "checkpoint": None if self.checkpoint is None else self.checkpoint.to_dict(self.now),
             "needs_since_size": self.needs_since_size,
+            "needs_consistency": (
+                None if self.needs_consistency is None else self.needs_consistency.to_dict()
+            ),
             "fork": None if self.fork is None else self.fork.to_dict(),
             "downgrade_from": None if self.install is None else self.install.downgrade_from,
         }
@@ -337,6 +390,7 @@ class _Gate:
         now: int,
         strict: bool,
         allow_downgrade: bool,
+        consistency: tuple[ConsistencyProof, ...],
     ) -> None:
         self.artifact_sha256 = hashlib.sha256(artifact).hexdigest()  # no copy of the bytes
         self.artifact_size = len(artifact)
@@ -346,6 +400,7 @@ class _Gate:
         self.now = now
         self.strict = strict
         self.allow_downgrade = allow_downgrade
+        self.supplied = consistency
         self.steps = {n: _Step(n) for n in STEP_NAMES}
         self.bundle: Bundle | None = None
         self.release: Statement | None = None
@@ -360,7 +415,8 @@ class _Gate:
         self.checkpoint_info: CheckpointInfo | None = None
         self.log_signed = False
         self.fork: ForkEvidence | None = None
-        self.needs_since_size: int | None = None
+        self.needs: ConsistencyNeed | None = None
+        self.from_caller = False
         self.install: InstalledRelease | None = None
 
     # Step 1 -------------------------------------------------------------------
@@ -767,26 +823,45 @@ class _Gate:
                 return
             s.summary = f"same tree as accepted before (size {cp.size})"
             return
-        proof = bundle.consistency_from(old.size)
-        if proof is None:
-            self.needs_since_size = old.size
+        # The bundle's proof first, then the caller's (from the log's tiles).
+        # Any one that verifies proves the log only grew: a proof cannot
+        # verify for two trees that disagree. None verifying is a fork.
+        bundled = bundle.consistency_from(old.size)
+        candidates = [(p, False) for p in (bundled,) if p is not None]
+        candidates += [(p, True) for p in self.supplied if p.old_size == old.size]
+        if not candidates:
+            self.needs = ConsistencyNeed(cp.origin, old.size, cp.size, cp.root_hash)
             s.fail(
                 "consistency-proof-missing",
                 f"the bundle has no consistency proof from size {old.size} (accepted before) to "
-                f"{cp.size}; rebuild it with: rebuild bundle --since-size {old.size}",
+                f"{cp.size}: give the updater a tile source of the log (--log URL, or logs = "
+                f"[...] in the policy) to compute it from, or rebuild the bundle with "
+                f"rebuild bundle --since-size {old.size}",
             )
             return
-        try:
-            verify_consistency(old.size, cp.size, list(proof.hashes), old.root_hash, cp.root_hash)
-        except (ProofError, FormatError) as e:
-            self._fork(
-                s,
-                previous,
-                f"checkpoint size {cp.size} is not consistent with size {old.size} accepted "
-                f"before ({e})",
-            )
+        errors = []
+        for proof, from_caller in candidates:
+            try:
+                verify_consistency(
+                    old.size, cp.size, list(proof.hashes), old.root_hash, cp.root_hash
+                )
+            except (ProofError, FormatError) as e:
+                errors.append(f"the {'caller' if from_caller else 'bundle'}'s proof: {e}")
+                continue
+            self.from_caller = from_caller
+            s.summary = f"extends size {old.size} accepted before to {cp.size}"
+            if from_caller:
+                s.notes.append(
+                    "consistency proof computed by the updater from the log's tiles "
+                    "(the bundle did not carry one from this size)"
+                )
             return
-        s.summary = f"extends size {old.size} accepted before to {cp.size}"
+        self._fork(
+            s,
+            previous,
+            f"checkpoint size {cp.size} is not consistent with size {old.size} accepted "
+            f"before ({'; '.join(errors)})",
+        )
 
     def _fork(self, s: _Step, previous: str, reason: str) -> None:
         assert self.bundle is not None and self.checkpoint is not None
@@ -876,7 +951,8 @@ class _Gate:
             new_checkpoint=self.bundle.checkpoint if accepted and self.bundle else None,
             install=self.install if accepted else None,
             fork=self.fork,
-            needs_since_size=self.needs_since_size,
+            needs_consistency=self.needs,
+            consistency_from_caller=self.from_caller and accepted,
         )
 
 
@@ -902,11 +978,18 @@ def decide(
     now: int,
     strict: bool = False,
     allow_downgrade: bool = False,
+    consistency: Sequence[ConsistencyProof] = (),
 ) -> Decision:
     """Decide whether ``artifact`` may be installed, from bytes alone (steps 1-7 above).
 
     ``now`` (POSIX seconds) is the one reference time for every freshness
     and clock check; it is required so that no check silently reads a clock.
+    ``consistency`` are proofs from outside the bundle (step 6), e.g. what a
+    caller computed from the log's tiles for ``Decision.needs_consistency``;
+    they are trusted exactly as little as the bundle's own. A caller should
+    hand in only a proof it checked against the bundle's root with the
+    tiles' own old root (as ``rebuild`` does): a proof that fails here is
+    taken for a fork.
     Returns a Decision (never raises for anything wrong with the artifact or
     the bundle: that is a rejection with its reasons). Raises TypeError or
     ValueError only for a programming error (``now`` not an int, a negative
@@ -921,8 +1004,18 @@ def decide(
         raise TypeError("bundle must be bytes")
     if not isinstance(policy, UpdatePolicy) or not isinstance(state, TrustedState):
         raise TypeError("policy must be an UpdatePolicy and state a TrustedState")
+    supplied = tuple(consistency)
+    if not all(isinstance(p, ConsistencyProof) for p in supplied):
+        raise TypeError("consistency must be a sequence of ConsistencyProof")
     return _Gate(
-        artifact, bundle, policy, state, now=now, strict=strict, allow_downgrade=allow_downgrade
+        artifact,
+        bundle,
+        policy,
+        state,
+        now=now,
+        strict=strict,
+        allow_downgrade=allow_downgrade,
+        consistency=supplied,
     ).run()
 
 
@@ -931,6 +1024,7 @@ __all__ = [
     "STEP_NAMES",
     "AttestationReport",
     "CheckpointInfo",
+    "ConsistencyNeed",
     "Decision",
     "Failure",
     "ForkEvidence",
