@@ -19,7 +19,6 @@ envelopes, every proof a well-formed tlog-proof@v1. No I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import re
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from verify.dsse import MAX_ENVELOPE_SIZE, dump_json, load_json
 from verify.errors import BundleFormatError, FormatError
 from verify.merkle import HASH_SIZE, MAX_TREE_SIZE
 from verify.note import split_note
-from verify.parsing import exact_fields
+from verify.parsing import decode_base64, exact_fields
 from verify.tlogproof import TlogProof
 from verify.tlogproof import parse as parse_proof
 
@@ -185,15 +184,7 @@ def json_depth(data: bytes) -> int:
 
 
 def _b64(value: object, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise BundleFormatError(f"{what} must be a base64 string")
-    try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise BundleFormatError(f"{what} is not base64") from None
-    if base64.b64encode(raw).decode() != value:
-        raise BundleFormatError(f"{what} is not canonical (padded, standard) base64")
-    return raw
+    return decode_base64(value, what, BundleFormatError)
 
 
 def _fields(

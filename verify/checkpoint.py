@@ -11,7 +11,6 @@ log key and origin. It decides nothing about witnesses (see
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,34 +18,17 @@ from verify.errors import CheckpointFormatError, KeyFormatError, OriginError
 from verify.keys import ALG_ED25519, SigningKey, VerifierKey
 from verify.merkle import EMPTY_ROOT, HASH_SIZE, MAX_TREE_SIZE
 from verify.note import Note, open_note, sign_note, split_note
+from verify.parsing import decode_base64, parse_decimal
 
 MAX_CHECKPOINT_BODY: Final = 64 * 1024
 MAX_EXTENSION_LINES: Final = 64
 MAX_ORIGIN_LENGTH: Final = 1024
 
 
-def _parse_size(text: str) -> int:
-    if not text or not text.isascii() or not text.isdigit():
-        raise CheckpointFormatError(f"tree size {text!r} is not an ASCII decimal")
-    if len(text) > 1 and text[0] == "0":
-        raise CheckpointFormatError(f"tree size {text!r} has a leading zero")
-    if len(text) > 19:
-        raise CheckpointFormatError("tree size is beyond 2**63-1")
-    value = int(text)
-    if value > MAX_TREE_SIZE:
-        raise CheckpointFormatError("tree size is beyond 2**63-1")
-    return value
-
-
 def _parse_hash(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise CheckpointFormatError("root hash is not valid base64") from None
+    raw = decode_base64(text, "root hash", CheckpointFormatError)
     if len(raw) != HASH_SIZE:
         raise CheckpointFormatError(f"root hash must be {HASH_SIZE} bytes, got {len(raw)}")
-    if base64.b64encode(raw).decode() != text:
-        raise CheckpointFormatError("root hash is not canonical base64")
     return raw
 
 
@@ -115,7 +97,8 @@ def parse(body: str | bytes) -> Checkpoint:
     if any("\r" in line for line in lines):
         raise CheckpointFormatError("checkpoint contains a carriage return")
     origin, size_text, hash_text, *extensions = lines
-    cp = Checkpoint(origin, _parse_size(size_text), _parse_hash(hash_text), tuple(extensions))
+    size = parse_decimal(size_text, "tree size", CheckpointFormatError, maximum=MAX_TREE_SIZE)
+    cp = Checkpoint(origin, size, _parse_hash(hash_text), tuple(extensions))
     if cp.body() != body:  # pragma: no cover - the checks above make this unreachable
         raise CheckpointFormatError("checkpoint body is not in canonical form")
     return cp

@@ -33,7 +33,6 @@ envelope mentions it.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import Any, Final
 
 from verify.errors import EnvelopeFormatError, KeyFormatError, SignatureError, ThresholdError
 from verify.keys import ALG_ED25519, SigningKey, VerifierKey
+from verify.parsing import decode_base64
 
 PAYLOAD_TYPE_INTOTO: Final = "application/vnd.in-toto+json"
 # The audit log stores envelopes as entries of at most 64 KiB; nothing larger
@@ -72,24 +72,8 @@ def key_hint(key: VerifierKey) -> str:
 
 
 def _b64decode(text: object, what: str) -> bytes:
-    """Decode canonical standard or URL-safe base64, padded or not."""
-    if not isinstance(text, str):
-        raise EnvelopeFormatError(f"{what} must be a base64 string")
-    urlsafe = "-" in text or "_" in text
-    if urlsafe and ("+" in text or "/" in text):
-        raise EnvelopeFormatError(f"{what}: mixes standard and URL-safe base64")
-    std = text.replace("-", "+").replace("_", "/") if urlsafe else text
-    padded = std + "=" * (-len(std) % 4)
-    try:
-        raw = base64.b64decode(padded.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise EnvelopeFormatError(f"{what}: invalid base64") from None
-    again = base64.b64encode(raw).decode()
-    if urlsafe:
-        again = again.replace("+", "-").replace("/", "_")
-    if text not in (again, again.rstrip("=")):
-        raise EnvelopeFormatError(f"{what}: non-canonical base64")
-    return raw
+    """Canonical standard or URL-safe base64, padded or not (the DSSE spec allows each)."""
+    return decode_base64(text, what, EnvelopeFormatError, urlsafe=True, unpadded=True)
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

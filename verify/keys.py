@@ -16,7 +16,6 @@ bytes; it never touches files.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -31,6 +30,7 @@ import nacl.signing
 import nacl.utils
 
 from verify.errors import KeyFormatError, PassphraseError
+from verify.parsing import decode_base64
 
 ALG_ED25519: Final = 0x01
 ALG_COSIGNATURE_V1: Final = 0x04
@@ -61,17 +61,6 @@ def compute_key_hash(name: str, algorithm: int, public_key: bytes) -> int:
     """The 32-bit key ID: SHA-256(name || 0x0A || type || key)[:4], big-endian."""
     digest = hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public_key).digest()
     return int(struct.unpack(">I", digest[:4])[0])
-
-
-def _b64decode_strict(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise KeyFormatError(f"{what}: invalid base64") from None
-    # b64decode tolerates some non-canonical encodings; insist on round-trip.
-    if base64.b64encode(raw).decode() != text:
-        raise KeyFormatError(f"{what}: non-canonical base64")
-    return raw
 
 
 @dataclass(frozen=True)
@@ -107,7 +96,7 @@ class VerifierKey:
             raise KeyFormatError(f"invalid key name {name!r}")
         if len(hash_hex) != 8 or any(c not in "0123456789abcdef" for c in hash_hex):
             raise KeyFormatError("key ID must be 8 lowercase hex digits")
-        raw = _b64decode_strict(b64, "verifier key")
+        raw = decode_base64(b64, "verifier key", KeyFormatError)
         if len(raw) != 33:
             raise KeyFormatError("verifier key must encode a type byte and 32 key bytes")
         if raw[0] not in KNOWN_ALGORITHMS:
@@ -181,7 +170,7 @@ class SigningKey:
         name, hash_hex, b64 = parts
         if len(hash_hex) != 8 or any(c not in "0123456789abcdef" for c in hash_hex):
             raise KeyFormatError("secret key ID must be 8 lowercase hex digits")
-        raw = _b64decode_strict(b64, "secret key")
+        raw = decode_base64(b64, "secret key", KeyFormatError)
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise KeyFormatError("secret key must encode type 0x01 and a 32-byte seed")
         key = cls(name, raw[1:])
@@ -250,12 +239,12 @@ def decode_secret_key_file(data: bytes, passphrase: bytes | None) -> SigningKey:
         if kdf["algorithm"] != "argon2id" or cipher["algorithm"] != "xsalsa20-poly1305":
             raise KeyFormatError("unsupported secret key encryption")
         opslimit, memlimit = kdf["opslimit"], kdf["memlimit"]
-        salt = base64.b64decode(kdf["salt"], validate=True)
-        nonce = base64.b64decode(cipher["nonce"], validate=True)
-        ct = base64.b64decode(cipher["ciphertext"], validate=True)
+        salt = decode_base64(kdf["salt"], "encrypted secret key salt", KeyFormatError)
+        nonce = decode_base64(cipher["nonce"], "encrypted secret key nonce", KeyFormatError)
+        ct = decode_base64(cipher["ciphertext"], "encrypted secret key", KeyFormatError)
     except KeyFormatError:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise KeyFormatError("encrypted secret key file is malformed") from None
     # type() rather than isinstance(): JSON true/false are ints to Python.
     if not (type(opslimit) is int and type(memlimit) is int):

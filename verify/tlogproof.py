@@ -12,7 +12,6 @@ and the ``extra`` data is returned unauthenticated. No I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,6 +22,7 @@ from verify.errors import OriginError, ProofError, ProofFormatError
 from verify.keys import VerifierKey
 from verify.merkle import HASH_SIZE, MAX_TREE_SIZE, leaf_hash, verify_inclusion
 from verify.note import MAX_NOTE_SIZE, open_note, split_note
+from verify.parsing import decode_base64, parse_decimal
 from verify.tlog_policy import Policy, QuorumResult
 
 HEADER: Final = "c2sp.org/tlog-proof@v1"
@@ -32,24 +32,7 @@ MAX_PROOF_TEXT: Final = MAX_NOTE_SIZE + 2 * MAX_EXTRA
 
 
 def _b64(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ProofFormatError(f"tlog-proof: {what} is not base64") from None
-    if base64.b64encode(raw).decode() != text:
-        raise ProofFormatError(f"tlog-proof: {what} is not canonical base64")
-    return raw
-
-
-def _decimal(text: str, what: str) -> int:
-    if not text or not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise ProofFormatError(f"tlog-proof: {what} {text!r} is not a decimal")
-    if len(text) > 1 and text[0] == "0":
-        raise ProofFormatError(f"tlog-proof: {what} has a leading zero")
-    value = int(text)
-    if value > MAX_TREE_SIZE:
-        raise ProofFormatError(f"tlog-proof: {what} is beyond 2**63-1")
-    return value
+    return decode_base64(text, f"tlog-proof: {what}", ProofFormatError)
 
 
 @dataclass(frozen=True)
@@ -110,7 +93,9 @@ def parse(data: str | bytes) -> TlogProof:
         pos += 1
     if pos >= len(lines) or not lines[pos].startswith("index "):
         raise ProofFormatError("tlog-proof: missing 'index N' line")
-    index = _decimal(lines[pos][len("index ") :], "index")
+    index = parse_decimal(
+        lines[pos][len("index ") :], "tlog-proof: index", ProofFormatError, maximum=MAX_TREE_SIZE
+    )
     hashes = lines[pos + 1 :]
     if len(hashes) > MAX_INCLUSION_HASHES:
         raise ProofFormatError("tlog-proof: more than 63 inclusion proof hashes")
