@@ -75,7 +75,9 @@ def _verify(
         if ident in index and index[ident] != k:
             raise KeyFormatError(f"ambiguous witness keys for {k.name}+{k.key_id}")
         index[ident] = k
-    found: dict[VerifierKey, Cosignature] = {}
+    # Keyed by public key: one witness key listed under two names (two
+    # verifier keys, two key IDs) is still one witness, as in verify.dsse.
+    found: dict[bytes, Cosignature] = {}
     for sig in sigs:
         key = index.get((sig.name, sig.key_hash))
         if key is None:
@@ -89,8 +91,8 @@ def _verify(
             raise SignatureError(f"cosignature by {key.name} has timestamp {ts} out of range")
         if max_timestamp is not None and ts > max_timestamp:
             raise SignatureError(f"cosignature by {key.name} is from the future ({ts})")
-        if key not in found:  # one witness counts once, however often it signed
-            found[key] = Cosignature(key, ts, sig)
+        if key.public_key not in found:  # one witness counts once, however often it signed
+            found[key.public_key] = Cosignature(key, ts, sig)
     return tuple(found.values())
 
 

@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args
@@ -43,6 +44,7 @@ from verify.dsse import (
 )
 from verify.errors import EnvelopeFormatError
 from verify.keys import SigningKey, VerifierKey
+from verify.parsing import unsafe_character
 
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 
@@ -67,9 +69,8 @@ MAX_TIME: Final = 253402300799  # 9999-12-31T23:59:59Z
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _RFC3339_UTC = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
-# Control characters, searched once per string rather than looped over.
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The line breaks and tabs multi-line text (the recipe) may hold.
+_LAYOUT = str.maketrans("", "", "\t\n\r")
 # re's \s is exactly str.isspace().
 _WHITE_SPACE = re.compile(r"\s")
 
@@ -88,8 +89,11 @@ def _check_text(value: object, what: str, limit: int = MAX_TEXT, *, multiline: b
         raise _fail(what, "must not be empty")
     if len(value) > limit:
         raise _fail(what, f"longer than {limit} characters")
-    if (_CONTROL_MULTILINE if multiline else _CONTROL).search(value):
-        raise _fail(what, "contains a control character")
+    bad = unsafe_character(value.translate(_LAYOUT) if multiline else value)
+    if bad is not None:
+        # C0/C1 controls, bidi overrides, zero-width and line-separator
+        # characters would make the text read differently from what it is.
+        raise _fail(what, f"contains a control character or an invisible one (U+{ord(bad):04X})")
     return value
 
 
@@ -188,6 +192,9 @@ class Subject:
         _check_text(self.name, "subject name", MAX_TEXT)
         if "/" in self.name or self.name in (".", ".."):
             raise _fail("subject name", "must be a plain file name")
+        if not unicodedata.is_normalized("NFC", self.name):
+            # One spelling per name: "é" precomposed and "e" + U+0301 look alike.
+            raise _fail("subject name", "must be in Unicode normalization form NFC")
         _check_sha256(self.sha256, f"subject {self.name} digest")
 
     def to_dict(self) -> dict[str, Any]:

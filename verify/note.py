@@ -12,7 +12,6 @@ policy beyond that: which keys are trusted is the caller's decision.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ from verify.keys import (
     VerifierKey,
     is_valid_name,
 )
+from verify.parsing import decode_base64
 
 SIG_PREFIX: Final = "\u2014 "
 MAX_NOTE_SIZE: Final = 1 << 20
@@ -148,10 +148,8 @@ def split_note(data: bytes | str) -> tuple[str, list[Signature]]:
         name, sep, b64 = line[len(SIG_PREFIX) :].partition(" ")
         if not sep or not b64 or not is_valid_name(name):
             raise NoteFormatError("malformed note: bad signature line")
-        try:
-            raw = base64.b64decode(b64.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise NoteFormatError("malformed note: bad signature encoding") from None
+        # Canonical base64 only: Go's note.Open refuses "AAAA=" and stray bits.
+        raw = decode_base64(b64, "malformed note: signature", NoteFormatError)
         if len(raw) < 5:
             raise NoteFormatError("malformed note: signature too short")
         sigs.append(Signature(name, int(struct.unpack(">I", raw[:4])[0]), raw[4:]))
