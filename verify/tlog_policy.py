@@ -196,9 +196,77 @@ def _parse_threshold(text: str, n: int, lineno: int) -> int:
     return parse_decimal(text, what, PolicyError, maximum=MAX_GROUP_MEMBERS)
 
 
+class _Lines:
+    """The definitions read so far; one method per keyword, each given one line's fields."""
+
+    def __init__(self) -> None:
+        self.logs: list[PolicyLog] = []
+        self.witnesses: list[PolicyWitness] = []
+        self.groups: list[PolicyGroup] = []
+        self.defined: set[str] = set()
+        self.quorum: str | None = None
+
+    def _check_new_name(self, name: str, lineno: int) -> None:
+        _check_name(name)
+        if name in self.defined:
+            raise PolicyError(f"line {lineno}: name {name!r} defined twice")
+
+    def log(self, args: list[str], lineno: int) -> None:
+        if not 1 <= len(args) <= 2:
+            raise PolicyError(f"line {lineno}: expected 'log <vkey> [<url>]'")
+        self.logs.append(PolicyLog(_parse_key(args[0], lineno), args[1] if len(args) > 1 else None))
+        if len(self.logs) > MAX_LOGS:
+            raise PolicyError(f"more than {MAX_LOGS} logs")
+
+    def witness(self, args: list[str], lineno: int) -> None:
+        if not 2 <= len(args) <= 3:
+            raise PolicyError(f"line {lineno}: expected 'witness <name> <vkey> [<url>]'")
+        self._check_new_name(args[0], lineno)
+        key = _parse_key(args[1], lineno)
+        self.witnesses.append(PolicyWitness(args[0], key, args[2] if len(args) > 2 else None))
+        self.defined.add(args[0])
+        if len(self.witnesses) > MAX_WITNESSES:
+            raise PolicyError(f"more than {MAX_WITNESSES} witnesses")
+
+    def group(self, args: list[str], lineno: int) -> None:
+        if len(args) < 3:
+            raise PolicyError(f"line {lineno}: expected 'group <name> <k|any|all> <names>...'")
+        name, k_text, members = args[0], args[1], tuple(args[2:])
+        self._check_new_name(name, lineno)
+        for m in members:
+            if m == QUORUM_NONE:
+                raise PolicyError(f"line {lineno}: 'none' cannot be a group member")
+            if m not in self.defined:
+                raise PolicyError(
+                    f"line {lineno}: group {name} names {m!r}, not defined on an earlier line"
+                )
+        if len(members) > MAX_GROUP_MEMBERS:
+            raise PolicyError(f"line {lineno}: group has too many members")
+        k = _parse_threshold(k_text, len(members), lineno)
+        if not 1 <= k <= len(members):
+            raise PolicyError(f"line {lineno}: threshold {k} not in 1..{len(members)}")
+        self.groups.append(PolicyGroup(name, k, members))
+        self.defined.add(name)
+        if len(self.groups) > MAX_GROUPS:
+            raise PolicyError(f"more than {MAX_GROUPS} groups")
+
+    def set_quorum(self, args: list[str], lineno: int) -> None:
+        if len(args) != 1:
+            raise PolicyError(f"line {lineno}: expected 'quorum <name|none>'")
+        if self.quorum is not None:
+            raise PolicyError(f"line {lineno}: a policy has exactly one quorum line")
+        if args[0] != QUORUM_NONE and args[0] not in self.defined:
+            raise PolicyError(f"line {lineno}: quorum names {args[0]!r}, not defined earlier")
+        self.quorum = args[0]
+
+
 def parse_policy(data: str | bytes) -> Policy:
-    """Parse tlog-policy text. Non-ASCII must be UTF-8 (stricter than C2SP's
-    opaque octets, so names compare the same everywhere in this program)."""
+    """Parse tlog-policy text strictly; raises PolicyError for anything else.
+
+    Non-ASCII must be UTF-8 (stricter than C2SP's opaque octets, so names
+    compare the same everywhere in this program). Fields are separated by
+    ASCII spaces and tabs only; ``#`` starts a comment line.
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_POLICY_SIZE:
             raise PolicyError("policy too large")
@@ -209,11 +277,13 @@ def parse_policy(data: str | bytes) -> Policy:
     if len(data) > MAX_POLICY_SIZE:
         raise PolicyError("policy too large")
     _check_chars(data)
-    logs: list[PolicyLog] = []
-    witnesses: list[PolicyWitness] = []
-    groups: list[PolicyGroup] = []
-    defined: set[str] = set()
-    quorum: str | None = None
+    lines = _Lines()
+    keywords = {
+        "log": lines.log,
+        "witness": lines.witness,
+        "group": lines.group,
+        "quorum": lines.set_quorum,
+    }
     for lineno, raw in enumerate(data.split("\n"), start=1):
         if len(raw) > MAX_LINE_LENGTH:
             raise PolicyError(f"line {lineno}: too long")
@@ -222,58 +292,10 @@ def parse_policy(data: str | bytes) -> Policy:
         fields = [f for f in raw.replace("\t", " ").split(" ") if f]
         if not fields or fields[0].startswith("#"):
             continue
-        keyword, args = fields[0], fields[1:]
-        if keyword == "log":
-            if not 1 <= len(args) <= 2:
-                raise PolicyError(f"line {lineno}: expected 'log <vkey> [<url>]'")
-            logs.append(PolicyLog(_parse_key(args[0], lineno), args[1] if len(args) > 1 else None))
-            if len(logs) > MAX_LOGS:
-                raise PolicyError(f"more than {MAX_LOGS} logs")
-        elif keyword == "witness":
-            if not 2 <= len(args) <= 3:
-                raise PolicyError(f"line {lineno}: expected 'witness <name> <vkey> [<url>]'")
-            name = args[0]
-            _check_name(name)
-            if name in defined:
-                raise PolicyError(f"line {lineno}: name {name!r} defined twice")
-            key = _parse_key(args[1], lineno)
-            witnesses.append(PolicyWitness(name, key, args[2] if len(args) > 2 else None))
-            defined.add(name)
-            if len(witnesses) > MAX_WITNESSES:
-                raise PolicyError(f"more than {MAX_WITNESSES} witnesses")
-        elif keyword == "group":
-            if len(args) < 3:
-                raise PolicyError(f"line {lineno}: expected 'group <name> <k|any|all> <names>...'")
-            name, k_text, members = args[0], args[1], tuple(args[2:])
-            _check_name(name)
-            if name in defined:
-                raise PolicyError(f"line {lineno}: name {name!r} defined twice")
-            for m in members:
-                if m == QUORUM_NONE:
-                    raise PolicyError(f"line {lineno}: 'none' cannot be a group member")
-                if m not in defined:
-                    raise PolicyError(
-                        f"line {lineno}: group {name} names {m!r}, not defined on an earlier line"
-                    )
-            if len(members) > MAX_GROUP_MEMBERS:
-                raise PolicyError(f"line {lineno}: group has too many members")
-            k = _parse_threshold(k_text, len(members), lineno)
-            if not 1 <= k <= len(members):
-                raise PolicyError(f"line {lineno}: threshold {k} not in 1..{len(members)}")
-            groups.append(PolicyGroup(name, k, members))
-            defined.add(name)
-            if len(groups) > MAX_GROUPS:
-                raise PolicyError(f"more than {MAX_GROUPS} groups")
-        elif keyword == "quorum":
-            if len(args) != 1:
-                raise PolicyError(f"line {lineno}: expected 'quorum <name|none>'")
-            if quorum is not None:
-                raise PolicyError(f"line {lineno}: a policy has exactly one quorum line")
-            if args[0] != QUORUM_NONE and args[0] not in defined:
-                raise PolicyError(f"line {lineno}: quorum names {args[0]!r}, not defined earlier")
-            quorum = args[0]
-        else:
-            raise PolicyError(f"line {lineno}: unknown keyword {keyword!r}")
-    if quorum is None:
+        handle = keywords.get(fields[0])
+        if handle is None:
+            raise PolicyError(f"line {lineno}: unknown keyword {fields[0]!r}")
+        handle(fields[1:], lineno)
+    if lines.quorum is None:
         raise PolicyError("policy has no quorum line (use 'quorum none' to require no witnesses)")
-    return Policy(tuple(logs), tuple(witnesses), tuple(groups), quorum)
+    return Policy(tuple(lines.logs), tuple(lines.witnesses), tuple(lines.groups), lines.quorum)
