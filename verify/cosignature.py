@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from verify.errors import KeyFormatError, NoteFormatError, SignatureError
+from verify.errors import KeyFormatError, NoteFormatError, SignatureError, UnsignedError
 from verify.keys import ALG_COSIGNATURE_V1, SigningKey, VerifierKey
 from verify.note import (
     SIG_PREFIX,
@@ -142,7 +142,7 @@ def verify_witness_response(
     """
     cosigs = _verify(body, parse_signature_lines(response), witness_keys, max_timestamp)
     if not cosigs:
-        raise SignatureError("witness response has no cosignature by a trusted witness key")
+        raise UnsignedError("witness response has no cosignature by a trusted witness key")
     return cosigs
 
 

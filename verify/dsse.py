@@ -38,7 +38,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from verify.errors import EnvelopeFormatError, KeyFormatError, SignatureError, ThresholdError
+from verify.errors import (
+    EnvelopeFormatError,
+    KeyFormatError,
+    SignatureError,
+    ThresholdError,
+    UnsignedError,
+)
 from verify.keys import ALG_ED25519, SigningKey, VerifierKey
 from verify.parsing import decode_base64
 
@@ -309,7 +315,7 @@ def verify_envelope(
     result = check_signatures(envelope, trusted, threshold)  # rule 4
     if not result.verified:  # rule 5
         if not result.signed:
-            raise ThresholdError("no trusted key signed the envelope")
+            raise UnsignedError("no trusted key signed the envelope")
         raise ThresholdError(
             f"{len(result.signed)} of the required {threshold} distinct trusted keys signed"
         )

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from verify.errors import KeyFormatError, NoteFormatError, SignatureError
+from verify.errors import KeyFormatError, NoteFormatError, SignatureError, UnsignedError
 from verify.keys import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -197,5 +197,5 @@ def open_note(data: bytes | str, known: Iterable[VerifierKey]) -> Note:
         verified.append(sig)
         verified_keys.append(key)
     if not verified:
-        raise SignatureError("note has no verifiable signatures")
+        raise UnsignedError("note has no verifiable signatures (no known key signed it)")
     return Note(text, tuple(verified), tuple(unverified), tuple(verified_keys))
