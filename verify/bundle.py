@@ -60,6 +60,7 @@ class LoggedEnvelope:
     proof: TlogProof
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this entry (base64 envelope, proof text). Never raises."""
         return {"envelope": base64.b64encode(self.envelope).decode(), "proof": self.proof.encode()}
 
 
@@ -83,6 +84,7 @@ class ConsistencyProof:
             raise BundleFormatError(f"consistency proof hashes must be {HASH_SIZE} bytes")
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this proof (old size, base64 hashes). Never raises."""
         return {
             "old_size": self.old_size,
             "hashes": [base64.b64encode(h).decode() for h in self.hashes],
@@ -137,6 +139,7 @@ class Bundle:
         return next((c for c in self.consistency if c.old_size == old_size), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The rebuild-bundle/v1 JSON object. Never raises."""
         doc: dict[str, Any] = {
             "format": FORMAT,
             "checkpoint": self.checkpoint,

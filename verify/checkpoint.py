@@ -65,19 +65,27 @@ class Checkpoint:
                 raise CheckpointFormatError("extension line contains a control character")
 
     def body(self) -> str:
-        """The note text: origin, size, base64 root, extensions, each newline-ended."""
+        """The note text: origin, size, base64 root, extensions, each newline-ended.
+
+        Never raises.
+        """
         lines = [self.origin, str(self.size), base64.b64encode(self.root_hash).decode()]
         lines.extend(self.extensions)
         return "\n".join(lines) + "\n"
 
     @property
     def has_valid_empty_root(self) -> bool:
-        """False only for a size-0 checkpoint whose root is not SHA-256("")."""
+        """False only for a size-0 checkpoint whose root is not SHA-256(""). Never raises."""
         return self.size != 0 or self.root_hash == EMPTY_ROOT
 
 
 def parse(body: str | bytes) -> Checkpoint:
-    """Parse a checkpoint body (the note text, without signatures), strictly."""
+    """Parse a checkpoint body (the note text, without signatures), strictly.
+
+    Raises CheckpointFormatError for anything but the one canonical body: oversized, not
+    UTF-8, missing or empty lines, a carriage return, a size that is not an ASCII
+    decimal in 0..2**63-1, a root that is not 32 bytes of canonical base64.
+    """
     if isinstance(body, bytes):
         if len(body) > MAX_CHECKPOINT_BODY:
             raise CheckpointFormatError("checkpoint body too large")
@@ -105,7 +113,11 @@ def parse(body: str | bytes) -> Checkpoint:
 
 
 def sign_checkpoint(cp: Checkpoint, key: SigningKey) -> str:
-    """Sign a checkpoint as a signed note with the log's Ed25519 key."""
+    """Sign a checkpoint as a signed note with the log's Ed25519 key.
+
+    Raises NoteFormatError when the body cannot be a note (a control character in an
+    extension).
+    """
     return sign_note(cp.body(), [key])
 
 
@@ -131,6 +143,10 @@ def open_checkpoint(
 
 
 def checkpoint_origin(note: str | bytes) -> str:
-    """The origin line of a (signed) checkpoint, unverified, for routing only."""
+    """The origin line of a (signed) checkpoint, unverified, for routing only.
+
+    Raises NoteFormatError or CheckpointFormatError when the note or its body is
+    malformed.
+    """
     text, _ = split_note(note)
     return parse(text).origin

@@ -50,6 +50,9 @@ def cosign(body: str, key: SigningKey, timestamp: int) -> str:
 
     ``body`` is the checkpoint text without signatures; ``timestamp`` is
     POSIX seconds and must not be zero (tlog-witness forbids it).
+
+    Raises NoteFormatError for a timestamp outside 1..2**63-1 or a body that cannot be a
+    note.
     """
     _check_timestamp(timestamp)
     note = sign_note(body, [key], cosign_time=timestamp)
@@ -57,7 +60,7 @@ def cosign(body: str, key: SigningKey, timestamp: int) -> str:
 
 
 def witness_key(key: SigningKey) -> VerifierKey:
-    """The type-0x04 verifier key under which ``key``'s cosignatures verify."""
+    """The type-0x04 verifier key under which ``key``'s cosignatures verify. Never raises."""
     return key.verifier_key(ALG_COSIGNATURE_V1)
 
 
@@ -113,7 +116,11 @@ def verify_cosignatures(
 
 
 def parse_signature_lines(data: str | bytes) -> list[Signature]:
-    """Parse a tlog-witness 200 response body: one or more signature lines."""
+    """Parse a tlog-witness 200 response body: one or more signature lines.
+
+    Raises NoteFormatError for more than 64 KiB, non-UTF-8 text, anything but 1 to 16
+    well-formed signature lines.
+    """
     if isinstance(data, bytes):
         if len(data) > 64 * 1024:
             raise NoteFormatError("cosignature response too large")
@@ -147,7 +154,10 @@ def verify_witness_response(
 
 
 def add_signatures(note: str, lines: Iterable[Signature]) -> str:
-    """Append signature lines to a signed note, skipping exact duplicates."""
+    """Append signature lines to a signed note, skipping exact duplicates.
+
+    Raises NoteFormatError when ``note`` is not a well-formed signed note.
+    """
     text, sigs = split_note(note)
     merged = list(sigs)
     for s in lines:

@@ -67,13 +67,15 @@ def pae(payload_type: str, body: bytes) -> bytes:
 
     ``"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`` with LEN the ASCII
     decimal byte length (no leading zeros) and type UTF-8 encoded.
+
+    Raises UnicodeEncodeError for a payload type UTF-8 cannot encode (a lone surrogate).
     """
     t = payload_type.encode("utf-8")
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(body), body)
 
 
 def key_hint(key: VerifierKey) -> str:
-    """The keyid written for ``key``: its C2SP ``name+hexid`` (a hint only)."""
+    """The keyid written for ``key``: its C2SP ``name+hexid`` (a hint only). Never raises."""
     return f"{key.name}+{key.key_id}"
 
 
@@ -96,7 +98,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def load_json(data: bytes, what: str, limit: int) -> Any:
-    """Strict, bounded JSON: UTF-8, no duplicate fields, no NaN/Infinity."""
+    """Strict, bounded JSON: UTF-8, no duplicate fields, no NaN/Infinity.
+
+    Raises EnvelopeFormatError for oversized, non-UTF-8, invalid or too deeply nested
+    JSON, a duplicate field or NaN/Infinity.
+    """
     if len(data) > limit:
         raise EnvelopeFormatError(f"{what} larger than the {limit}-byte limit")
     try:
@@ -116,7 +122,10 @@ def load_json(data: bytes, what: str, limit: int) -> Any:
 
 
 def dump_json(doc: Any) -> bytes:
-    """Compact, key-sorted JSON: the serialization every signed document uses."""
+    """Compact, key-sorted JSON: the serialization every signed document uses.
+
+    Raises TypeError or ValueError for a value JSON cannot hold (a caller bug).
+    """
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -137,6 +146,7 @@ class Envelope:
     signatures: tuple[EnvelopeSignature, ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """The envelope as a JSON object (standard, padded base64). Never raises."""
         sigs: list[dict[str, str]] = []
         for s in self.signatures:
             entry = {"sig": base64.b64encode(s.sig).decode()}
@@ -150,11 +160,15 @@ class Envelope:
         }
 
     def to_json(self) -> bytes:
+        """Compact, key-sorted JSON bytes of the envelope. Never raises."""
         return dump_json(self.to_dict())
 
     @classmethod
     def parse(cls, data: bytes) -> Envelope:
-        """Parse envelope JSON strictly (rules 1 and 2); verify nothing."""
+        """Parse envelope JSON strictly (rules 1 and 2); verify nothing.
+
+        Raises EnvelopeFormatError for anything rules 1 and 2 refuse.
+        """
         doc = load_json(data, "envelope", MAX_ENVELOPE_SIZE)
         if not isinstance(doc, dict):
             raise EnvelopeFormatError("envelope must be a JSON object")
@@ -211,11 +225,12 @@ class VerificationResult:
 
     @property
     def verified(self) -> bool:
+        """True when at least ``threshold`` distinct trusted keys signed. Never raises."""
         return len(self.signed) >= self.threshold
 
     @property
     def missing(self) -> int:
-        """How many more distinct trusted keys would be needed."""
+        """How many more distinct trusted keys would be needed. Never raises."""
         return max(0, self.threshold - len(self.signed))
 
 
@@ -228,6 +243,7 @@ class VerifiedEnvelope:
 
     @property
     def payload(self) -> bytes:
+        """The payload bytes the threshold of trusted keys signed. Never raises."""
         return self.envelope.payload
 
 
@@ -255,6 +271,10 @@ def check_signatures(
 
     The result may fall short of the threshold; :func:`verify_envelope` is the
     call that insists on it.
+
+    Raises SignatureError when a signature names a trusted key and does not verify (rule
+    4), KeyFormatError for a trusted key that is not Ed25519 or two trusted keys with
+    one name and key ID, ValueError for a threshold below 1.
     """
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
@@ -328,7 +348,11 @@ def sign_envelope(
     *,
     payload_type: str = PAYLOAD_TYPE_INTOTO,
 ) -> bytes:
-    """Sign ``payload`` with each signer; return the envelope's JSON bytes."""
+    """Sign ``payload`` with each signer; return the envelope's JSON bytes.
+
+    Raises EnvelopeFormatError for no signer, more than 32, the same key twice or an
+    envelope over 64 KiB.
+    """
     if not signers:
         raise EnvelopeFormatError("an envelope needs at least one signer")
     if len(signers) > MAX_SIGNATURES:

@@ -104,6 +104,7 @@ class Failure:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The failure's JSON object. Never raises."""
         return {"step": self.step, "code": self.code, "reason": self.reason}
 
 
@@ -122,9 +123,11 @@ class StepResult:
 
     @property
     def name(self) -> str:
+        """The step's name (``bundle``, ``maintainer``, ...). Never raises."""
         return STEP_NAMES[self.step]
 
     def to_dict(self) -> dict[str, Any]:
+        """The step's JSON object. Never raises."""
         return {
             "step": self.step,
             "name": self.name,
@@ -156,6 +159,7 @@ class AttestationReport:
     """Step 4's answer for envelopes it checked; None for the others."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report's JSON object. Never raises."""
         return {
             "position": self.position,
             "log_index": self.log_index,
@@ -183,6 +187,7 @@ class CheckpointInfo:
     newest_cosignature: int | None
 
     def to_dict(self, now: int) -> dict[str, Any]:
+        """The checkpoint's JSON object, its age measured from ``now``. Never raises."""
         newest = self.newest_cosignature
         return {
             "origin": self.origin,
@@ -209,6 +214,7 @@ class ForkEvidence:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The evidence's JSON object. Never raises."""
         return {
             "origin": self.origin,
             "accepted": self.accepted,
@@ -247,9 +253,11 @@ class Decision:
 
     @property
     def failures(self) -> tuple[Failure, ...]:
+        """Every step's failures, in step order. Never raises."""
         return tuple(f for s in self.steps for f in s.failures)
 
     def step(self, number: int) -> StepResult:
+        """Step ``number`` (1..7). Raises IndexError for another number."""
         return self.steps[number - 1]
 
     def apply(self, state: TrustedState, *, installed: bool) -> TrustedState:
@@ -265,7 +273,7 @@ class Decision:
         return new.with_installed(self.install) if installed else new
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` document (steps numbered 1..7)."""
+        """The ``--json`` document (steps numbered 1..7). Never raises."""
         return {
             "accepted": self.accepted,
             "decision": "accepted" if self.accepted else "rejected",

@@ -124,12 +124,19 @@ def _check_time(value: object, what: str) -> int:
 
 
 def format_time(t: int) -> str:
-    """Unix seconds as RFC 3339 UTC, e.g. ``2026-11-23T09:00:00Z``."""
+    """Unix seconds as RFC 3339 UTC, e.g. ``2026-11-23T09:00:00Z``.
+
+    Raises OverflowError or ValueError for a time the platform cannot convert.
+    """
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def parse_time(value: object, what: str) -> int:
-    """RFC 3339 UTC with second precision and a ``Z`` suffix, nothing else."""
+    """RFC 3339 UTC with second precision and a ``Z`` suffix, nothing else.
+
+    Raises EnvelopeFormatError for any other spelling, an impossible date or a time
+    outside 1970..9999.
+    """
     if not isinstance(value, str):
         raise _fail(what, "must be an RFC 3339 UTC time string")
     m = _RFC3339_UTC.fullmatch(value)
@@ -198,10 +205,12 @@ class Subject:
         _check_sha256(self.sha256, f"subject {self.name} digest")
 
     def to_dict(self) -> dict[str, Any]:
+        """The in-toto ResourceDescriptor of this subject. Never raises."""
         return {"name": self.name, "digest": _digest_dict(self.sha256)}
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "subject") -> Subject:
+        """Parse a subject object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["name", "digest"])
         name = _check_text(d["name"], f"{what}.name")
         return cls(name, _digest_set(d["digest"], f"{what}.digest"))
@@ -224,6 +233,7 @@ class GitSource:
         _check_commit(self.commit, "source.commit")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``source`` object of a statement. Never raises."""
         return {"git": self.url, "tag": self.tag, "commit": self.commit}
 
 
@@ -241,6 +251,7 @@ class SdistSource:
         _check_sha256(self.sha256, "source.sha256")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``source`` object of a statement. Never raises."""
         return {"sdist": self.url, "sha256": self.sha256}
 
 
@@ -248,7 +259,10 @@ Source: TypeAlias = GitSource | SdistSource
 
 
 def source_from_dict(doc: object, what: str = "source") -> Source:
-    """``{"git", "tag", "commit"}`` or ``{"sdist", "sha256"}``, nothing else."""
+    """``{"git", "tag", "commit"}`` or ``{"sdist", "sha256"}``, nothing else.
+
+    Raises EnvelopeFormatError for anything else.
+    """
     if isinstance(doc, dict) and "git" in doc:
         d = _fields(doc, what, ["git", "tag", "commit"])
         return GitSource(d["git"], d["tag"], d["commit"])
@@ -272,10 +286,12 @@ class EnvironmentRef:
         _check_sha256(self.lock_sha256, "environment.lock digest")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``environment`` object of a rebuild predicate. Never raises."""
         return {"name": self.name, "lockDigest": _digest_dict(self.lock_sha256)}
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "environment") -> EnvironmentRef:
+        """Parse an ``environment`` object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["name", "lockDigest"])
         return cls(d["name"], _digest_set(d["lockDigest"], f"{what}.lockDigest"))
 
@@ -311,6 +327,7 @@ class ReleasePredicate:
             raise _fail("predicate.recipe", "digest does not match the recipe text")
 
     def to_dict(self) -> dict[str, Any]:
+        """The release predicate as a JSON object. Never raises."""
         return {
             "package": self.package,
             "version": self.version,
@@ -320,6 +337,7 @@ class ReleasePredicate:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "predicate") -> ReleasePredicate:
+        """Parse a release predicate object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["package", "version", "source", "recipe"])
         r = _fields(d["recipe"], f"{what}.recipe", ["content", "digest"])
         return cls(
@@ -396,6 +414,7 @@ class RebuildPredicate:
             _check_text(c, f"predicate.causes[{i}]", MAX_CAUSE_TEXT)
 
     def to_dict(self) -> dict[str, Any]:
+        """The rebuild predicate as a JSON object. Never raises."""
         doc: dict[str, Any] = {
             "package": self.package,
             "version": self.version,
@@ -416,6 +435,7 @@ class RebuildPredicate:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "predicate") -> RebuildPredicate:
+        """Parse a rebuild predicate object strictly. Raises EnvelopeFormatError."""
         d = _fields(
             doc,
             what,
@@ -504,13 +524,15 @@ class Statement:
 
     @property
     def predicate_type(self) -> str:
+        """The predicate's type URI. Never raises."""
         return self.predicate.PREDICATE_TYPE
 
     def subject_for(self, sha256: str) -> Subject | None:
-        """The subject with this digest, if any."""
+        """The subject with this digest, if any. Never raises."""
         return next((s for s in self.subjects if s.sha256 == sha256), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The in-toto Statement v1 as a JSON object. Never raises."""
         return {
             "_type": STATEMENT_TYPE,
             "subject": [s.to_dict() for s in self.subjects],
@@ -519,7 +541,10 @@ class Statement:
         }
 
     def to_json(self) -> bytes:
-        """Compact, key-sorted JSON: the bytes that get signed."""
+        """Compact, key-sorted JSON: the bytes that get signed.
+
+        Raises EnvelopeFormatError when the statement would not fit in an envelope.
+        """
         data = dump_json(self.to_dict())
         if len(data) > MAX_STATEMENT_SIZE:
             raise _fail("statement", f"{len(data)} bytes, over the {MAX_STATEMENT_SIZE} limit")
@@ -527,6 +552,7 @@ class Statement:
 
     @classmethod
     def from_dict(cls, doc: object) -> Statement:
+        """Parse a statement object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, "statement", ["_type", "subject", "predicateType", "predicate"])
         if d["_type"] != STATEMENT_TYPE:
             raise _fail("statement._type", f"must be {STATEMENT_TYPE}")
@@ -546,17 +572,28 @@ class Statement:
 
     @classmethod
     def parse(cls, payload: bytes) -> Statement:
-        """Parse statement JSON bytes (an envelope's payload) strictly."""
+        """Parse statement JSON bytes (an envelope's payload) strictly.
+
+        Raises EnvelopeFormatError for anything but one well-formed statement.
+        """
         return cls.from_dict(load_json(payload, "statement", MAX_STATEMENT_SIZE))
 
 
 def make_statement(subjects: Iterable[Subject], predicate: Predicate) -> Statement:
-    """Build a validated statement about ``subjects``."""
+    """Build a validated statement about ``subjects``.
+
+    Raises EnvelopeFormatError when the subjects and predicate do not make a valid
+    statement.
+    """
     return Statement(tuple(subjects), predicate)
 
 
 def sign_statement(statement: Statement, signers: Sequence[SigningKey]) -> bytes:
-    """The DSSE envelope (JSON bytes) carrying ``statement``, signed by each signer."""
+    """The DSSE envelope (JSON bytes) carrying ``statement``, signed by each signer.
+
+    Raises EnvelopeFormatError as :func:`verify.dsse.sign_envelope` and
+    :meth:`Statement.to_json` do.
+    """
     return sign_envelope(statement.to_json(), signers, payload_type=PAYLOAD_TYPE_INTOTO)
 
 
@@ -580,6 +617,10 @@ def verify_statement(
     With ``predicate_type`` set, any other predicate is an EnvelopeFormatError.
     Signatures are checked before the payload is parsed, so unsigned bytes
     never reach the statement parser.
+
+    Raises EnvelopeFormatError (malformed, wrong type), SignatureError (a trusted key's
+    signature is bad), UnsignedError (no trusted key signed) or ThresholdError (too few
+    did).
     """
     verified = verify_envelope(envelope, trusted, threshold)
     statement = Statement.parse(verified.payload)

@@ -51,14 +51,18 @@ _WHITE_SPACE = re.compile(r"\s")
 
 
 def is_valid_name(name: str) -> bool:
-    """A key name: non-empty UTF-8 with no '+' and no Unicode white space."""
+    """A key name: non-empty UTF-8 with no '+' and no Unicode white space. Never raises."""
     if not name or "+" in name:
         return False
     return _WHITE_SPACE.search(name) is None
 
 
 def compute_key_hash(name: str, algorithm: int, public_key: bytes) -> int:
-    """The 32-bit key ID: SHA-256(name || 0x0A || type || key)[:4], big-endian."""
+    """The 32-bit key ID: SHA-256(name || 0x0A || type || key)[:4], big-endian.
+
+    Raises ValueError for an ``algorithm`` outside 0..255 and UnicodeEncodeError for a
+    ``name`` UTF-8 cannot encode (a lone surrogate).
+    """
     digest = hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public_key).digest()
     return int(struct.unpack(">I", digest[:4])[0])
 
@@ -84,7 +88,11 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        """Parse ``name+hash+base64``; the base64 may itself contain '+'."""
+        """Parse ``name+hash+base64``; the base64 may itself contain '+'.
+
+        Raises KeyFormatError for anything but one well-formed verifier key of a known
+        type (0x01 or 0x04) whose key ID matches.
+        """
         text = text.strip()
         if len(text) > MAX_KEY_TEXT:
             raise KeyFormatError("verifier key too long")
@@ -104,6 +112,7 @@ class VerifierKey:
         return cls(name, int(hash_hex, 16), raw[0], raw[1:])
 
     def encode(self) -> str:
+        """The ``name+hexkeyid+base64(type || key)`` text. Never raises."""
         keydata = base64.b64encode(bytes([self.algorithm]) + self.public_key).decode()
         return f"{self.name}+{self.key_hash:08x}+{keydata}"
 
@@ -112,10 +121,14 @@ class VerifierKey:
 
     @property
     def key_id(self) -> str:
+        """The key ID as 8 lowercase hex digits. Never raises."""
         return f"{self.key_hash:08x}"
 
     def verify_raw(self, message: bytes, signature: bytes) -> bool:
-        """Check a raw 64-byte Ed25519 signature over ``message``."""
+        """Check a raw 64-byte Ed25519 signature over ``message``.
+
+        Never raises: a signature that is invalid or not 64 bytes is False.
+        """
         if len(signature) != 64:
             return False
         try:
@@ -140,27 +153,39 @@ class SigningKey:
 
     @classmethod
     def generate(cls, name: str) -> SigningKey:
+        """A new random key named ``name``. Raises KeyFormatError for an invalid name."""
         return cls(name, nacl.utils.random(32))
 
     @property
     def public_key(self) -> bytes:
+        """The 32-byte Ed25519 public key. Never raises."""
         return bytes(nacl.signing.SigningKey(self.seed).verify_key)
 
     def verifier_key(self, algorithm: int = ALG_ED25519) -> VerifierKey:
+        """This key's verifier key of type ``algorithm`` (0x01 signed note, 0x04
+        cosignature).
+
+        Raises KeyFormatError for an unknown type.
+        """
         pub = self.public_key
         return VerifierKey(self.name, compute_key_hash(self.name, algorithm, pub), algorithm, pub)
 
     def sign_raw(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature over ``message``. Never raises."""
         return bytes(nacl.signing.SigningKey(self.seed).sign(message).signature)
 
     def encode(self) -> str:
-        """Go's ``PRIVATE+KEY+name+hash+base64(0x01||seed)`` form."""
+        """Go's ``PRIVATE+KEY+name+hash+base64(0x01||seed)`` form. Never raises."""
         key_hash = compute_key_hash(self.name, ALG_ED25519, self.public_key)
         b64 = base64.b64encode(bytes([ALG_ED25519]) + self.seed).decode()
         return f"{PRIVATE_KEY_PREFIX}{self.name}+{key_hash:08x}+{b64}"
 
     @classmethod
     def parse(cls, text: str) -> SigningKey:
+        """Parse Go's ``PRIVATE+KEY+name+hash+base64(0x01||seed)`` text.
+
+        Raises KeyFormatError when malformed or when the key ID does not match the key.
+        """
         text = text.strip()
         if not text.startswith(PRIVATE_KEY_PREFIX):
             raise KeyFormatError("secret key must start with PRIVATE+KEY+")
@@ -186,7 +211,11 @@ def encode_secret_key_file(
     opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
     memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
 ) -> bytes:
-    """Serialize a secret key file, encrypting it when a passphrase is given."""
+    """Serialize a secret key file, encrypting it when a passphrase is given.
+
+    Raises PassphraseError for an empty passphrase; PyNaCl's own error propagates for
+    KDF limits it refuses.
+    """
     plain = key.encode().encode() + b"\n"
     if passphrase is None:
         return plain
@@ -218,11 +247,16 @@ def encode_secret_key_file(
 
 
 def secret_key_file_is_encrypted(data: bytes) -> bool:
+    """True when the file holds the encrypted (JSON) form. Never raises."""
     return data.lstrip().startswith(b"{")
 
 
 def decode_secret_key_file(data: bytes, passphrase: bytes | None) -> SigningKey:
-    """Parse a secret key file made by :func:`encode_secret_key_file`."""
+    """Parse a secret key file made by :func:`encode_secret_key_file`.
+
+    Raises KeyFormatError when the file is malformed or inconsistent, PassphraseError
+    when it is encrypted and the passphrase is missing or wrong.
+    """
     if len(data) > MAX_KEY_TEXT:
         raise KeyFormatError("secret key file too large")
     try:

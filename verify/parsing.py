@@ -51,6 +51,8 @@ def decode_base64(
     or after a complete group (``AAAA=``, which Go's decoders refuse too),
     and stray bits in the last character (``AB==`` for ``AA==``): the
     decoded bytes must encode back to exactly ``text``.
+
+    Raises the caller's ``error`` (never anything else) for every refusal above.
     """
     if not isinstance(text, str):
         raise error(f"{what} must be a base64 string")

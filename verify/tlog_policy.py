@@ -41,7 +41,7 @@ class PolicyLog:
 
     @property
     def origin(self) -> str:
-        """A log's key name is its checkpoint origin (tlog-policy)."""
+        """A log's key name is its checkpoint origin (tlog-policy). Never raises."""
         return self.key.name
 
 
@@ -120,14 +120,18 @@ class Policy:
             raise PolicyError(f"quorum names {self.quorum!r}, which is not defined")
 
     def log_keys(self, origin: str | None = None) -> tuple[VerifierKey, ...]:
-        """Log keys, all or only those for ``origin``."""
+        """Log keys, all or only those for ``origin``. Never raises."""
         return tuple(lg.key for lg in self.logs if origin is None or lg.origin == origin)
 
     def witness_keys(self) -> tuple[VerifierKey, ...]:
+        """Every witness's cosignature key, in policy order. Never raises."""
         return tuple(w.key for w in self.witnesses)
 
     def evaluate(self, cosigners: Iterable[VerifierKey]) -> QuorumResult:
-        """Evaluate the quorum given the keys of verified cosignatures."""
+        """Evaluate the quorum given the keys of verified cosignatures.
+
+        Never raises: an unmet quorum is ``satisfied=False``.
+        """
         keys = set(cosigners)
         witnessed: dict[str, bool] = {}
         counted: list[str] = []
@@ -151,7 +155,7 @@ class Policy:
         return result
 
     def encode(self) -> str:
-        """Canonical policy text (one line per definition, quorum last)."""
+        """Canonical policy text (one line per definition, quorum last). Never raises."""
         out = [_opt(f"log {lg.key.encode()}", lg.url) for lg in self.logs]
         out += [_opt(f"witness {w.name} {w.key.encode()}", w.url) for w in self.witnesses]
         for g in self.groups:

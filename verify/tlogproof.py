@@ -56,6 +56,7 @@ class TlogProof:
         split_note(self.checkpoint)  # a well-formed signed note, or NoteFormatError
 
     def encode(self) -> str:
+        """The proof's canonical tlog-proof@v1 text. Never raises."""
         lines = [HEADER]
         if self.extra is not None:
             lines.append("extra " + base64.b64encode(self.extra).decode())
@@ -64,13 +65,22 @@ class TlogProof:
         return "\n".join(lines) + "\n\n" + self.checkpoint
 
     def checkpoint_body(self) -> Checkpoint:
-        """The checkpoint, parsed but NOT verified."""
+        """The checkpoint, parsed but NOT verified.
+
+        Raises CheckpointFormatError when the note's text is not a checkpoint
+        body (the note itself was checked when this proof was made).
+        """
         text, _ = split_note(self.checkpoint)
         return parse_checkpoint(text)
 
 
 def parse(data: str | bytes) -> TlogProof:
-    """Parse tlog-proof@v1 text strictly (every line newline-terminated)."""
+    """Parse tlog-proof@v1 text strictly (every line newline-terminated).
+
+    Raises ProofFormatError for anything but tlog-proof@v1 (oversized, not UTF-8, a
+    missing line, non-canonical base64, a bad index), NoteFormatError for a malformed
+    checkpoint note.
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_PROOF_TEXT:
             raise ProofFormatError("tlog-proof too large")
@@ -142,7 +152,10 @@ def verify_tlog_proof_leaf(
     *,
     now: int | None = None,
 ) -> VerifiedProof:
-    """:func:`verify_tlog_proof` for a caller that computed the leaf hash itself."""
+    """:func:`verify_tlog_proof` for a caller that computed the leaf hash itself.
+
+    Raises what :func:`verify_tlog_proof` raises.
+    """
     tp = proof if isinstance(proof, TlogProof) else parse(proof)
     if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
         raise ProofFormatError("leaf hash must be 32 bytes")
