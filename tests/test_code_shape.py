@@ -42,7 +42,6 @@ WAITING: dict[str, str] = {
     "rebuild.envs.definition:load_definition": "rebuild/envs (locks)",
     "rebuild.envs.images:build_environment": "rebuild/envs (locks)",
     "rebuild.envs.images:lock_environment": "rebuild/envs (locks)",
-    "rebuild.envs.runner:run_build": "rebuild/envs (locks)",
     "rebuild.fleet.status:render_html": "rebuild/fleet (reach)",
     "rebuild.log.serve:serve": "rebuild/log (loghard)",
     "rebuild.recipe:parse_recipe": "rebuild/recipe.py (everyday)",
