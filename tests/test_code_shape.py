@@ -45,7 +45,6 @@ WAITING: dict[str, str] = {
     "rebuild.fleet.status:render_html": "rebuild/fleet (reach)",
     "rebuild.log.serve:serve": "rebuild/log (loghard)",
     "rebuild.recipe:parse_recipe": "rebuild/recipe.py (everyday)",
-    "rebuild.sources.unpack:unpack_tar": "rebuild/sources",
     "rebuild.strategies.pywheel:plan_pypi_wheel": "rebuild/strategies (reach)",
     "verify.tiles:audit_tiles": "verify/tiles.py (loghard)",
 }
