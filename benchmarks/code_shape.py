@@ -43,7 +43,7 @@ SHARED_PARSERS = {
     "base64": "verify.parsing",
     "decimal": "verify.parsing",
     "dsse-envelope": "verify.dsse",
-    "host-port": "rebuild.netaddr",
+    "host-port": "rebuild.listen",
 }
 
 
