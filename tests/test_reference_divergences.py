@@ -14,9 +14,10 @@ import struct
 
 import pytest
 
+from tests.test_intoto import release
 from verify.cosignature import cosign, verify_cosignatures, witness_key
 from verify.errors import EnvelopeFormatError, NoteFormatError, PolicyError
-from verify.intoto import GitSource, ReleasePredicate, Statement, Subject, make_statement
+from verify.intoto import Statement, Subject
 from verify.keys import SigningKey
 from verify.note import open_note, sign_note
 from verify.tlog_policy import parse_policy
@@ -83,20 +84,6 @@ def test_tlog_policy_fields_are_separated_only_by_ascii_space_and_tab(separator:
         parse_policy(good.replace("quorum W1", f"quorum{separator}W1"))
 
 
-def _release(name: str) -> Statement:
-    recipe = "x = 1\n"
-    return make_statement(
-        [Subject(name, "a" * 64)],
-        ReleasePredicate(
-            "hello",
-            "1.0.0",
-            GitSource("https://git.example.org/hello.git", "v1.0.0", "1" * 40),
-            recipe,
-            hashlib.sha256(recipe.encode()).hexdigest(),
-        ),
-    )
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -114,7 +101,7 @@ def test_subject_names_that_hide_or_reorder_characters_are_refused(name: str) ->
     """docs/formats.md: a subject name is a plain file name without control characters."""
     with pytest.raises(EnvelopeFormatError, match="control character"):
         Subject(name, "a" * 64)
-    doc = _release("hello.phar").to_dict()
+    doc = release().to_dict()
     doc["subject"][0]["name"] = name
     with pytest.raises(EnvelopeFormatError, match="control character"):
         Statement.from_dict(doc)
