@@ -33,14 +33,20 @@ envelope mentions it.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from verify.errors import EnvelopeFormatError, KeyFormatError, SignatureError, ThresholdError
+from verify.errors import (
+    EnvelopeFormatError,
+    KeyFormatError,
+    SignatureError,
+    ThresholdError,
+    UnsignedError,
+)
 from verify.keys import ALG_ED25519, SigningKey, VerifierKey
+from verify.parsing import decode_base64
 
 PAYLOAD_TYPE_INTOTO: Final = "application/vnd.in-toto+json"
 # The audit log stores envelopes as entries of at most 64 KiB; nothing larger
@@ -61,54 +67,21 @@ def pae(payload_type: str, body: bytes) -> bytes:
 
     ``"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`` with LEN the ASCII
     decimal byte length (no leading zeros) and type UTF-8 encoded.
+
+    Raises UnicodeEncodeError for a payload type UTF-8 cannot encode (a lone surrogate).
     """
     t = payload_type.encode("utf-8")
     return b"DSSEv1 %d %b %d %b" % (len(t), t, len(body), body)
 
 
 def key_hint(key: VerifierKey) -> str:
-    """The keyid written for ``key``: its C2SP ``name+hexid`` (a hint only)."""
+    """The keyid written for ``key``: its C2SP ``name+hexid`` (a hint only). Never raises."""
     return f"{key.name}+{key.key_id}"
 
 
 def _b64decode(text: object, what: str) -> bytes:
-    """Decode canonical standard or URL-safe base64, padded or not.
-
-    Canonical: the one spelling that encodes these bytes (no stray low bits in
-    the last character, padding either complete or absent). Standard base64
-    is the hot path of the log's door: checked with binascii's strict mode and
-    one re-encode, no other per-character work in Python.
-    """
-    if not isinstance(text, str):
-        raise EnvelopeFormatError(f"{what} must be a base64 string")
-    if "-" in text or "_" in text:
-        return _b64decode_urlsafe(text, what)
-    missing = -len(text) % 4
-    if missing and text.endswith("="):
-        raise EnvelopeFormatError(f"{what}: non-canonical base64")
-    padded = text + "=" * missing if missing else text
-    try:
-        raw = binascii.a2b_base64(padded, strict_mode=True)
-    except (binascii.Error, ValueError):
-        raise EnvelopeFormatError(f"{what}: invalid base64") from None
-    if binascii.b2a_base64(raw, newline=False) != padded.encode("ascii"):
-        raise EnvelopeFormatError(f"{what}: non-canonical base64")
-    return raw
-
-
-def _b64decode_urlsafe(text: str, what: str) -> bytes:
-    if "+" in text or "/" in text:
-        raise EnvelopeFormatError(f"{what}: mixes standard and URL-safe base64")
-    std = text.replace("-", "+").replace("_", "/")
-    padded = std + "=" * (-len(std) % 4)
-    try:
-        raw = base64.b64decode(padded.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise EnvelopeFormatError(f"{what}: invalid base64") from None
-    again = base64.urlsafe_b64encode(raw).decode()
-    if text not in (again, again.rstrip("=")):
-        raise EnvelopeFormatError(f"{what}: non-canonical base64")
-    return raw
+    """Canonical standard or URL-safe base64, padded or not (the DSSE spec allows each)."""
+    return decode_base64(text, what, EnvelopeFormatError, urlsafe=True, unpadded=True)
 
 
 def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -151,7 +124,11 @@ _DECODER: Final = json.JSONDecoder(
 
 def load_json(data: bytes, what: str, limit: int) -> Any:
     """Strict, bounded JSON: UTF-8 (no BOM), no duplicate fields, no NaN/Infinity,
-    no lone surrogates, no integer Python cannot convert."""
+    no lone surrogates, no integer Python cannot convert.
+
+    Raises EnvelopeFormatError for oversized, non-UTF-8, invalid or too deeply nested
+    JSON, a duplicate field, NaN/Infinity or a lone surrogate.
+    """
     if len(data) > limit:
         raise EnvelopeFormatError(f"{what} larger than the {limit}-byte limit")
     try:
@@ -177,7 +154,10 @@ def load_json(data: bytes, what: str, limit: int) -> Any:
 
 
 def dump_json(doc: Any) -> bytes:
-    """Compact, key-sorted JSON: the serialization every signed document uses."""
+    """Compact, key-sorted JSON: the serialization every signed document uses.
+
+    Raises TypeError or ValueError for a value JSON cannot hold (a caller bug).
+    """
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -198,6 +178,7 @@ class Envelope:
     signatures: tuple[EnvelopeSignature, ...]
 
     def to_dict(self) -> dict[str, Any]:
+        """The envelope as a JSON object (standard, padded base64). Never raises."""
         sigs: list[dict[str, str]] = []
         for s in self.signatures:
             entry = {"sig": base64.b64encode(s.sig).decode()}
@@ -211,11 +192,15 @@ class Envelope:
         }
 
     def to_json(self) -> bytes:
+        """Compact, key-sorted JSON bytes of the envelope. Never raises."""
         return dump_json(self.to_dict())
 
     @classmethod
     def parse(cls, data: bytes) -> Envelope:
-        """Parse envelope JSON strictly (rules 1 and 2); verify nothing."""
+        """Parse envelope JSON strictly (rules 1 and 2); verify nothing.
+
+        Raises EnvelopeFormatError for anything rules 1 and 2 refuse.
+        """
         doc = load_json(data, "envelope", MAX_ENVELOPE_SIZE)
         if not isinstance(doc, dict):
             raise EnvelopeFormatError("envelope must be a JSON object")
@@ -272,11 +257,12 @@ class VerificationResult:
 
     @property
     def verified(self) -> bool:
+        """True when at least ``threshold`` distinct trusted keys signed. Never raises."""
         return len(self.signed) >= self.threshold
 
     @property
     def missing(self) -> int:
-        """How many more distinct trusted keys would be needed."""
+        """How many more distinct trusted keys would be needed. Never raises."""
         return max(0, self.threshold - len(self.signed))
 
 
@@ -289,6 +275,7 @@ class VerifiedEnvelope:
 
     @property
     def payload(self) -> bytes:
+        """The payload bytes the threshold of trusted keys signed. Never raises."""
         return self.envelope.payload
 
 
@@ -316,6 +303,10 @@ def check_signatures(
 
     The result may fall short of the threshold; :func:`verify_envelope` is the
     call that insists on it.
+
+    Raises SignatureError when a signature names a trusted key and does not verify (rule
+    4), KeyFormatError for a trusted key that is not Ed25519 or two trusted keys with
+    one name and key ID, ValueError for a threshold below 1.
     """
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
@@ -376,7 +367,7 @@ def verify_envelope(
     result = check_signatures(envelope, trusted, threshold)  # rule 4
     if not result.verified:  # rule 5
         if not result.signed:
-            raise ThresholdError("no trusted key signed the envelope")
+            raise UnsignedError("no trusted key signed the envelope")
         raise ThresholdError(
             f"{len(result.signed)} of the required {threshold} distinct trusted keys signed"
         )
@@ -389,7 +380,11 @@ def sign_envelope(
     *,
     payload_type: str = PAYLOAD_TYPE_INTOTO,
 ) -> bytes:
-    """Sign ``payload`` with each signer; return the envelope's JSON bytes."""
+    """Sign ``payload`` with each signer; return the envelope's JSON bytes.
+
+    Raises EnvelopeFormatError for no signer, more than 32, the same key twice or an
+    envelope over 64 KiB.
+    """
     if not signers:
         raise EnvelopeFormatError("an envelope needs at least one signer")
     if len(signers) > MAX_SIGNATURES:

@@ -107,6 +107,7 @@ class Failure:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The failure's JSON object. Never raises."""
         return {"step": self.step, "code": self.code, "reason": self.reason}
 
 
@@ -125,9 +126,11 @@ class StepResult:
 
     @property
     def name(self) -> str:
+        """The step's name (``bundle``, ``maintainer``, ...). Never raises."""
         return STEP_NAMES[self.step]
 
     def to_dict(self) -> dict[str, Any]:
+        """The step's JSON object. Never raises."""
         return {
             "step": self.step,
             "name": self.name,
@@ -159,6 +162,7 @@ class AttestationReport:
     """Step 4's answer for envelopes it checked; None for the others."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report's JSON object. Never raises."""
         return {
             "position": self.position,
             "log_index": self.log_index,
@@ -186,6 +190,7 @@ class CheckpointInfo:
     newest_cosignature: int | None
 
     def to_dict(self, now: int) -> dict[str, Any]:
+        """The checkpoint's JSON object, its age measured from ``now``. Never raises."""
         newest = self.newest_cosignature
         return {
             "origin": self.origin,
@@ -212,6 +217,7 @@ class ForkEvidence:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The evidence's JSON object. Never raises."""
         return {
             "origin": self.origin,
             "accepted": self.accepted,
@@ -297,9 +303,11 @@ class Decision:
 
     @property
     def failures(self) -> tuple[Failure, ...]:
+        """Every step's failures, in step order. Never raises."""
         return tuple(f for s in self.steps for f in s.failures)
 
     def step(self, number: int) -> StepResult:
+        """Step ``number`` (1..7). Raises IndexError for another number."""
         return self.steps[number - 1]
 
     def apply(self, state: TrustedState, *, installed: bool) -> TrustedState:
@@ -315,7 +323,7 @@ class Decision:
         return new.with_installed(self.install) if installed else new
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` document (steps numbered 1..7)."""
+        """The ``--json`` document (steps numbered 1..7). Never raises."""
         return {
             "accepted": self.accepted,
             "decision": "accepted" if self.accepted else "rejected",
@@ -375,6 +383,17 @@ class _Step:
             "; ".join(f.reason for f in self.failures) if self.failures else ""
         )
         return StepResult(self.number, status, summary, tuple(self.failures), tuple(self.notes))
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    """What step 3 made of one attestation, before its position is attached."""
+
+    status: Literal["counted", "dissent", "ignored"]
+    code: str
+    reason: str
+    signers: tuple[VerifierKey, ...] = ()
+    verdict: str | None = None
 
 
 class _Gate:
@@ -520,101 +539,103 @@ class _Gate:
 
     def _judge(self, position: int, logged: LoggedEnvelope) -> AttestationReport:
         """Classify one attestation; record counted keys."""
-        pkg, pred = self.package, self.release_predicate
-        assert pkg is not None and pred is not None  # the caller checked
-        index = logged.proof.index
+        read = self._read_attestation(logged.envelope)
+        if isinstance(read, _Judgement):
+            j = read
+        else:
+            signers, statement = read
+            j = self._compare_with_release(statement, signers)
+            if j.code == "counted":
+                j = self._count(position, signers, j)
+        return AttestationReport(
+            position,
+            logged.proof.index,
+            j.status,
+            j.code,
+            j.reason,
+            tuple(_hint(k) for k in j.signers),
+            j.verdict,
+        )
 
-        def report(
-            status: Literal["counted", "dissent", "ignored"],
-            code: str,
-            reason: str,
-            signers: tuple[VerifierKey, ...] = (),
-            verdict: str | None = None,
-        ) -> AttestationReport:
-            return AttestationReport(
-                position, index, status, code, reason, tuple(_hint(k) for k in signers), verdict
-            )
-
+    def _read_attestation(
+        self, envelope: bytes
+    ) -> tuple[tuple[VerifierKey, ...], Statement] | _Judgement:
+        """The trusted rebuilders who signed ``envelope`` and its statement, or why not."""
+        pkg = self.package
+        assert pkg is not None  # step 3 runs only for a package in the policy
         try:
-            env = Envelope.parse(logged.envelope)
+            env = Envelope.parse(envelope)
         except FormatError as e:
-            return report("ignored", "malformed", f"not a DSSE envelope: {e}")
+            return _Judgement("ignored", "malformed", f"not a DSSE envelope: {e}")
         if env.payload_type != PAYLOAD_TYPE_INTOTO:
-            return report("ignored", "malformed", f"payload type {env.payload_type!r}")
+            return _Judgement("ignored", "malformed", f"payload type {env.payload_type!r}")
         try:
             result = check_signatures(env, pkg.rebuilders, 1)
         except SignatureError as e:
-            return report("ignored", "invalid-signature", str(e))
+            return _Judgement("ignored", "invalid-signature", str(e))
         if not result.signed:
             hints = ", ".join(sig.keyid or "(no keyid)" for sig in env.signatures)
-            return report(
+            return _Judgement(
                 "ignored",
                 "untrusted-key",
                 f"signed by no trusted rebuilder of {pkg.name} (signatures: {hints})",
             )
-        signers = result.signed
         try:
-            statement = Statement.parse(env.payload)
+            return result.signed, Statement.parse(env.payload)
         except FormatError as e:
-            return report("ignored", "malformed", f"statement: {e}", signers)
+            return _Judgement("ignored", "malformed", f"statement: {e}", result.signed)
+
+    def _compare_with_release(
+        self, statement: Statement, signers: tuple[VerifierKey, ...]
+    ) -> _Judgement:
+        """Does this signed statement attest an accepted verdict for the release's build?"""
+        pkg, pred = self.package, self.release_predicate
+        assert pkg is not None and pred is not None  # the caller checked
         att = statement.predicate
         if not isinstance(att, RebuildPredicate):
-            return report("ignored", "not-rebuild", "not a rebuild attestation", signers)
+            return _Judgement("ignored", "not-rebuild", "not a rebuild attestation", signers)
         subject = statement.subjects[0]
         if subject.sha256 != self.artifact_sha256:
-            return report(
-                "ignored",
-                "other-digest",
-                f"attests another artifact (sha256 {subject.sha256})",
-                signers,
-                att.verdict,
-            )
-        same_source = _source_id(att.source) == _source_id(pred.source)
-        same_recipe = att.recipe_sha256 == pred.recipe_sha256
+            reason = f"attests another artifact (sha256 {subject.sha256})"
+            return _Judgement("ignored", "other-digest", reason, signers, att.verdict)
         differences = []
-        if not same_source:
+        if _source_id(att.source) != _source_id(pred.source):
             differences.append(
                 f"built {_source_id(att.source)}, the release names {_source_id(pred.source)}"
             )
-        if not same_recipe:
+        if att.recipe_sha256 != pred.recipe_sha256:
             differences.append(
                 f"used recipe sha256 {att.recipe_sha256}, the release names {pred.recipe_sha256}"
             )
         if att.verdict in DISSENTING_VERDICTS:
             extra = f" ({'; '.join(differences)})" if differences else ""
-            return report(
-                "dissent",
-                att.verdict,
+            reason = (
                 f"trusted rebuilder {', '.join(_hint(k) for k in signers)} attests "
-                f"{att.verdict} for these bytes{extra}",
-                signers,
-                att.verdict,
+                f"{att.verdict} for these bytes{extra}"
             )
-        if not same_source:
-            return report("ignored", "other-commit", differences[0], signers, att.verdict)
-        if not same_recipe:
-            return report("ignored", "other-recipe", differences[-1], signers, att.verdict)
+            return _Judgement("dissent", att.verdict, reason, signers, att.verdict)
+        if differences:
+            code = "other-commit" if differences[0].startswith("built") else "other-recipe"
+            return _Judgement("ignored", code, differences[0], signers, att.verdict)
         if att.verdict not in pkg.verdicts:
-            return report(
-                "ignored",
-                "verdict-not-accepted",
+            reason = (
                 f"verdict {att.verdict!r} is not accepted for {pkg.name} "
-                f"(accepted: {', '.join(pkg.verdicts)})",
-                signers,
-                att.verdict,
+                f"(accepted: {', '.join(pkg.verdicts)})"
             )
+            return _Judgement("ignored", "verdict-not-accepted", reason, signers, att.verdict)
+        return _Judgement("counted", "counted", att.verdict, signers, att.verdict)
+
+    def _count(
+        self, position: int, signers: tuple[VerifierKey, ...], accepted: _Judgement
+    ) -> _Judgement:
+        """Count an accepted attestation's signers; each public key counts once."""
         new = [k for k in signers if k.public_key not in self.counted]
         for k in signers:
             self.counted.setdefault(k.public_key, (k, []))[1].append(position)
-        if not new:
-            return report(
-                "ignored",
-                "duplicate-key",
-                f"{', '.join(_hint(k) for k in signers)} already counted (one key counts once)",
-                signers,
-                att.verdict,
-            )
-        return report("counted", "counted", f"{att.verdict}", signers, att.verdict)
+        if new:
+            return accepted
+        reason = f"{', '.join(_hint(k) for k in signers)} already counted (one key counts once)"
+        return _Judgement("ignored", "duplicate-key", reason, signers, accepted.verdict)
 
     def step3_rebuilders(self) -> None:
         s = self.steps[3]

@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args
@@ -43,6 +44,7 @@ from verify.dsse import (
 )
 from verify.errors import EnvelopeFormatError
 from verify.keys import SigningKey, VerifierKey
+from verify.parsing import unsafe_character
 
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 
@@ -67,9 +69,8 @@ MAX_TIME: Final = 253402300799  # 9999-12-31T23:59:59Z
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _RFC3339_UTC = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
-# Control characters, searched once per string rather than looped over.
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The line breaks and tabs multi-line text (the recipe) may hold.
+_LAYOUT = str.maketrans("", "", "\t\n\r")
 # re's \s is exactly str.isspace().
 _WHITE_SPACE = re.compile(r"\s")
 
@@ -88,8 +89,11 @@ def _check_text(value: object, what: str, limit: int = MAX_TEXT, *, multiline: b
         raise _fail(what, "must not be empty")
     if len(value) > limit:
         raise _fail(what, f"longer than {limit} characters")
-    if (_CONTROL_MULTILINE if multiline else _CONTROL).search(value):
-        raise _fail(what, "contains a control character")
+    bad = unsafe_character(value.translate(_LAYOUT) if multiline else value)
+    if bad is not None:
+        # C0/C1 controls, bidi overrides, zero-width and line-separator
+        # characters would make the text read differently from what it is.
+        raise _fail(what, f"contains a control character or an invisible one (U+{ord(bad):04X})")
     return value
 
 
@@ -120,12 +124,19 @@ def _check_time(value: object, what: str) -> int:
 
 
 def format_time(t: int) -> str:
-    """Unix seconds as RFC 3339 UTC, e.g. ``2026-11-23T09:00:00Z``."""
+    """Unix seconds as RFC 3339 UTC, e.g. ``2026-11-23T09:00:00Z``.
+
+    Raises OverflowError or ValueError for a time the platform cannot convert.
+    """
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def parse_time(value: object, what: str) -> int:
-    """RFC 3339 UTC with second precision and a ``Z`` suffix, nothing else."""
+    """RFC 3339 UTC with second precision and a ``Z`` suffix, nothing else.
+
+    Raises EnvelopeFormatError for any other spelling, an impossible date or a time
+    outside 1970..9999.
+    """
     if not isinstance(value, str):
         raise _fail(what, "must be an RFC 3339 UTC time string")
     m = _RFC3339_UTC.fullmatch(value)
@@ -188,13 +199,18 @@ class Subject:
         _check_text(self.name, "subject name", MAX_TEXT)
         if "/" in self.name or self.name in (".", ".."):
             raise _fail("subject name", "must be a plain file name")
+        if not unicodedata.is_normalized("NFC", self.name):
+            # One spelling per name: "é" precomposed and "e" + U+0301 look alike.
+            raise _fail("subject name", "must be in Unicode normalization form NFC")
         _check_sha256(self.sha256, f"subject {self.name} digest")
 
     def to_dict(self) -> dict[str, Any]:
+        """The in-toto ResourceDescriptor of this subject. Never raises."""
         return {"name": self.name, "digest": _digest_dict(self.sha256)}
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "subject") -> Subject:
+        """Parse a subject object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["name", "digest"])
         name = _check_text(d["name"], f"{what}.name")
         return cls(name, _digest_set(d["digest"], f"{what}.digest"))
@@ -217,6 +233,7 @@ class GitSource:
         _check_commit(self.commit, "source.commit")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``source`` object of a statement. Never raises."""
         return {"git": self.url, "tag": self.tag, "commit": self.commit}
 
 
@@ -234,6 +251,7 @@ class SdistSource:
         _check_sha256(self.sha256, "source.sha256")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``source`` object of a statement. Never raises."""
         return {"sdist": self.url, "sha256": self.sha256}
 
 
@@ -241,7 +259,10 @@ Source: TypeAlias = GitSource | SdistSource
 
 
 def source_from_dict(doc: object, what: str = "source") -> Source:
-    """``{"git", "tag", "commit"}`` or ``{"sdist", "sha256"}``, nothing else."""
+    """``{"git", "tag", "commit"}`` or ``{"sdist", "sha256"}``, nothing else.
+
+    Raises EnvelopeFormatError for anything else.
+    """
     if isinstance(doc, dict) and "git" in doc:
         d = _fields(doc, what, ["git", "tag", "commit"])
         return GitSource(d["git"], d["tag"], d["commit"])
@@ -265,10 +286,12 @@ class EnvironmentRef:
         _check_sha256(self.lock_sha256, "environment.lock digest")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``environment`` object of a rebuild predicate. Never raises."""
         return {"name": self.name, "lockDigest": _digest_dict(self.lock_sha256)}
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "environment") -> EnvironmentRef:
+        """Parse an ``environment`` object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["name", "lockDigest"])
         return cls(d["name"], _digest_set(d["lockDigest"], f"{what}.lockDigest"))
 
@@ -304,6 +327,7 @@ class ReleasePredicate:
             raise _fail("predicate.recipe", "digest does not match the recipe text")
 
     def to_dict(self) -> dict[str, Any]:
+        """The release predicate as a JSON object. Never raises."""
         return {
             "package": self.package,
             "version": self.version,
@@ -313,6 +337,7 @@ class ReleasePredicate:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "predicate") -> ReleasePredicate:
+        """Parse a release predicate object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["package", "version", "source", "recipe"])
         r = _fields(d["recipe"], f"{what}.recipe", ["content", "digest"])
         return cls(
@@ -389,6 +414,7 @@ class RebuildPredicate:
             _check_text(c, f"predicate.causes[{i}]", MAX_CAUSE_TEXT)
 
     def to_dict(self) -> dict[str, Any]:
+        """The rebuild predicate as a JSON object. Never raises."""
         doc: dict[str, Any] = {
             "package": self.package,
             "version": self.version,
@@ -409,6 +435,7 @@ class RebuildPredicate:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "predicate") -> RebuildPredicate:
+        """Parse a rebuild predicate object strictly. Raises EnvelopeFormatError."""
         d = _fields(
             doc,
             what,
@@ -497,13 +524,15 @@ class Statement:
 
     @property
     def predicate_type(self) -> str:
+        """The predicate's type URI. Never raises."""
         return self.predicate.PREDICATE_TYPE
 
     def subject_for(self, sha256: str) -> Subject | None:
-        """The subject with this digest, if any."""
+        """The subject with this digest, if any. Never raises."""
         return next((s for s in self.subjects if s.sha256 == sha256), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The in-toto Statement v1 as a JSON object. Never raises."""
         return {
             "_type": STATEMENT_TYPE,
             "subject": [s.to_dict() for s in self.subjects],
@@ -512,7 +541,10 @@ class Statement:
         }
 
     def to_json(self) -> bytes:
-        """Compact, key-sorted JSON: the bytes that get signed."""
+        """Compact, key-sorted JSON: the bytes that get signed.
+
+        Raises EnvelopeFormatError when the statement would not fit in an envelope.
+        """
         data = dump_json(self.to_dict())
         if len(data) > MAX_STATEMENT_SIZE:
             raise _fail("statement", f"{len(data)} bytes, over the {MAX_STATEMENT_SIZE} limit")
@@ -520,6 +552,7 @@ class Statement:
 
     @classmethod
     def from_dict(cls, doc: object) -> Statement:
+        """Parse a statement object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, "statement", ["_type", "subject", "predicateType", "predicate"])
         if d["_type"] != STATEMENT_TYPE:
             raise _fail("statement._type", f"must be {STATEMENT_TYPE}")
@@ -539,17 +572,28 @@ class Statement:
 
     @classmethod
     def parse(cls, payload: bytes) -> Statement:
-        """Parse statement JSON bytes (an envelope's payload) strictly."""
+        """Parse statement JSON bytes (an envelope's payload) strictly.
+
+        Raises EnvelopeFormatError for anything but one well-formed statement.
+        """
         return cls.from_dict(load_json(payload, "statement", MAX_STATEMENT_SIZE))
 
 
 def make_statement(subjects: Iterable[Subject], predicate: Predicate) -> Statement:
-    """Build a validated statement about ``subjects``."""
+    """Build a validated statement about ``subjects``.
+
+    Raises EnvelopeFormatError when the subjects and predicate do not make a valid
+    statement.
+    """
     return Statement(tuple(subjects), predicate)
 
 
 def sign_statement(statement: Statement, signers: Sequence[SigningKey]) -> bytes:
-    """The DSSE envelope (JSON bytes) carrying ``statement``, signed by each signer."""
+    """The DSSE envelope (JSON bytes) carrying ``statement``, signed by each signer.
+
+    Raises EnvelopeFormatError as :func:`verify.dsse.sign_envelope` and
+    :meth:`Statement.to_json` do.
+    """
     return sign_envelope(statement.to_json(), signers, payload_type=PAYLOAD_TYPE_INTOTO)
 
 
@@ -573,6 +617,10 @@ def verify_statement(
     With ``predicate_type`` set, any other predicate is an EnvelopeFormatError.
     Signatures are checked before the payload is parsed, so unsigned bytes
     never reach the statement parser.
+
+    Raises EnvelopeFormatError (malformed, wrong type), SignatureError (a trusted key's
+    signature is bad), UnsignedError (no trusted key signed) or ThresholdError (too few
+    did).
     """
     verified = verify_envelope(envelope, trusted, threshold)
     statement = Statement.parse(verified.payload)

@@ -75,34 +75,46 @@ class Tile:
 
     @property
     def is_entries(self) -> bool:
+        """True for an entry bundle, False for a hash tile. Never raises."""
         return self.level == ENTRIES
 
     @property
     def is_partial(self) -> bool:
+        """True when the tile holds fewer than 256 hashes or entries. Never raises."""
         return self.width < TILE_WIDTH
 
     def path(self) -> str:
+        """The tile's one canonical path, ``tile/<L>/<N>[.p/<W>]``. Never raises."""
         level = "entries" if self.is_entries else str(self.level)
         suffix = f".p/{self.width}" if self.is_partial else ""
         return f"tile/{level}/{_encode_index(self.n)}{suffix}"
 
     def full(self) -> Tile:
-        """The full tile this partial tile grows into."""
+        """The full tile this partial tile grows into. Never raises."""
         return Tile(self.level, self.n)
 
 
 def tile_path(level: int, n: int, width: int | None = None) -> str:
-    """``tile/<L>/<N>[.p/<W>]``; ``width`` None or 256 means a full tile."""
+    """``tile/<L>/<N>[.p/<W>]``; ``width`` None or 256 means a full tile.
+
+    Raises TileFormatError for a level, index or width out of range.
+    """
     return Tile(level, n, TILE_WIDTH if width is None else width).path()
 
 
 def entries_path(n: int, width: int | None = None) -> str:
-    """``tile/entries/<N>[.p/<W>]``; ``width`` None or 256 means a full bundle."""
+    """``tile/entries/<N>[.p/<W>]``; ``width`` None or 256 means a full bundle.
+
+    Raises TileFormatError for an index or width out of range.
+    """
     return Tile(ENTRIES, n, TILE_WIDTH if width is None else width).path()
 
 
 def parse_tile_path(path: str) -> Tile:
-    """Parse a tile or entry-bundle path; refuses every non-canonical spelling."""
+    """Parse a tile or entry-bundle path; refuses every non-canonical spelling.
+
+    Raises TileFormatError.
+    """
     if not isinstance(path, str) or len(path) > 128 or not path.isascii():
         raise TileFormatError("tile path too long or not ASCII")
     parts = path.split("/")
@@ -138,12 +150,15 @@ def parse_tile_path(path: str) -> Tile:
 
 
 def level_width(size: int, level: int) -> int:
-    """How many hashes level ``level`` of a tree of ``size`` leaves has in tiles."""
+    """How many hashes level ``level`` of a tree of ``size`` leaves has in tiles. Never raises."""
     return size >> (TILE_HEIGHT * level)
 
 
 def tile_for(size: int, level: int, n: int) -> Tile:
-    """The tile (full or partial) that tree ``size`` has at (level, n)."""
+    """The tile (full or partial) that tree ``size`` has at (level, n).
+
+    Raises TileFormatError when the tree has no such tile.
+    """
     count = level_width(size, 0 if level == ENTRIES else level)
     width = min(TILE_WIDTH, count - n * TILE_WIDTH)
     if width <= 0:
@@ -157,6 +172,8 @@ def tiles_between(old_size: int, new_size: int) -> Iterator[Tile]:
     With ``old_size`` 0 this is every hash tile of the tree. A partial tile
     that grew wider appears at its new width; tiles are yielded level by
     level, left to right, so a writer can lay lower levels down first.
+
+    Raises TileFormatError unless 0 <= old_size <= new_size <= 2**63-1.
     """
     if not 0 <= old_size <= new_size <= MAX_TREE_SIZE:
         raise TileFormatError(f"bad size range {old_size}..{new_size}")
@@ -172,12 +189,18 @@ def tiles_between(old_size: int, new_size: int) -> Iterator[Tile]:
 
 
 def hash_tiles(size: int) -> list[Tile]:
-    """Every hash tile (full and partial) of a tree of ``size`` leaves."""
+    """Every hash tile (full and partial) of a tree of ``size`` leaves.
+
+    Raises TileFormatError for a size outside 0..2**63-1.
+    """
     return list(tiles_between(0, size))
 
 
 def entry_bundles_between(old_size: int, new_size: int) -> Iterator[Tile]:
-    """Entry bundles that a tree of ``new_size`` has and one of ``old_size`` lacks."""
+    """Entry bundles that a tree of ``new_size`` has and one of ``old_size`` lacks.
+
+    Raises TileFormatError unless 0 <= old_size <= new_size <= 2**63-1.
+    """
     for t in tiles_between(old_size, new_size):
         if t.level != 0:
             break
@@ -185,19 +208,28 @@ def entry_bundles_between(old_size: int, new_size: int) -> Iterator[Tile]:
 
 
 def entry_bundles(size: int) -> list[Tile]:
-    """Every entry bundle (full and partial) of a tree of ``size`` entries."""
+    """Every entry bundle (full and partial) of a tree of ``size`` entries.
+
+    Raises TileFormatError for a size outside 0..2**63-1.
+    """
     return list(entry_bundles_between(0, size))
 
 
 def split_hashes(data: bytes, width: int) -> list[bytes]:
-    """Split tile data into ``width`` 32-byte hashes, checking its length."""
+    """Split tile data into ``width`` 32-byte hashes, checking its length.
+
+    Raises TileFormatError when the data is not ``width`` * 32 bytes.
+    """
     if len(data) != width * HASH_SIZE:
         raise TileFormatError(f"tile data is {len(data)} bytes, expected {width * HASH_SIZE}")
     return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
 
 
 def encode_entry_bundle(entries: Sequence[bytes]) -> bytes:
-    """An entry bundle: each entry prefixed with its big-endian uint16 length."""
+    """An entry bundle: each entry prefixed with its big-endian uint16 length.
+
+    Raises TileFormatError for no entry, more than 256 or one over 65535 bytes.
+    """
     if not 1 <= len(entries) <= TILE_WIDTH:
         raise TileFormatError("an entry bundle holds 1..256 entries")
     out = bytearray()
@@ -209,7 +241,10 @@ def encode_entry_bundle(entries: Sequence[bytes]) -> bytes:
 
 
 def parse_entry_bundle(data: bytes, width: int) -> list[bytes]:
-    """Parse an entry bundle of exactly ``width`` entries; nothing may trail."""
+    """Parse an entry bundle of exactly ``width`` entries; nothing may trail.
+
+    Raises TileFormatError for a truncated bundle, trailing data or another count.
+    """
     entries: list[bytes] = []
     pos = 0
     while pos < len(data):
@@ -277,7 +312,11 @@ class TileHashes:
         return hashes
 
     def node(self, height: int, k: int) -> bytes:
-        """The hash of the perfect subtree covering leaves [k*2^height, (k+1)*2^height)."""
+        """The hash of the perfect subtree covering leaves [k*2^height, (k+1)*2^height).
+
+        Raises ProofFormatError for a node outside the tree, TileFormatError for tile
+        data of the wrong length; what the reader raises propagates.
+        """
         if ((k + 1) << height) > self.size:
             raise ProofFormatError(f"node {height}/{k} is outside a tree of size {self.size}")
         level, rest = divmod(height, TILE_HEIGHT)
@@ -287,7 +326,12 @@ class TileHashes:
         return perfect_root(tile[offset : offset + (1 << rest)])
 
     def subtree(self, start: int, end: int) -> bytes:
-        """MTH(D[start:end]) for a range that is a subtree of the tree (as in proofs)."""
+        """MTH(D[start:end]) for a range that is a subtree of the tree (as in proofs).
+
+        Raises ProofFormatError for a range outside the tree or not aligned as in
+        proofs, TileFormatError for tile data of the wrong length; what the reader
+        raises propagates.
+        """
         if not 0 <= start < end <= self.size:
             raise ProofFormatError(f"range [{start}, {end}) outside a tree of size {self.size}")
         n = end - start
@@ -299,17 +343,35 @@ class TileHashes:
         return node_hash(self.subtree(start, start + k), self.subtree(start + k, end))
 
     def root(self) -> bytes:
+        """The tree's root hash, computed from its tiles.
+
+        Raises TileFormatError for tile data of the wrong length; what the reader raises
+        propagates.
+        """
         return root([]) if self.size == 0 else self.subtree(0, self.size)
 
     def inclusion_proof(self, index: int) -> list[bytes]:
+        """The inclusion proof of leaf ``index``, computed from the tiles.
+
+        Raises ProofFormatError for an index outside the tree, TileFormatError for tile
+        data of the wrong length; what the reader raises propagates.
+        """
         return [self.subtree(a, b) for a, b in inclusion_proof_ranges(index, self.size)]
 
     def consistency_proof(self, old_size: int) -> list[bytes]:
+        """The consistency proof from ``old_size`` to this tree, computed from the tiles.
+
+        Raises ProofFormatError unless 0 < old_size <= size, TileFormatError for tile
+        data of the wrong length; what the reader raises propagates.
+        """
         return [self.subtree(a, b) for a, b in consistency_proof_ranges(old_size, self.size)]
 
 
 def tiles_from_leaf_hashes(leaf_hashes: Sequence[bytes]) -> dict[Tile, bytes]:
-    """Every hash tile of the tree over ``leaf_hashes`` (in memory; tests, small logs)."""
+    """Every hash tile of the tree over ``leaf_hashes`` (in memory; tests, small logs).
+
+    Never raises.
+    """
     out: dict[Tile, bytes] = {}
     level_hashes = list(leaf_hashes)
     level = 0
