@@ -49,6 +49,10 @@ def main(argv: list[str]) -> int:
         # A POSIX TZ rule (e.g. "GMT0BST,M3.5.0/1,M10.5.0"): needs no tzdata.
         os.environ["TZ"] = options[options.index("--tz") + 1]
         time.tzset()
+    if "--path" in options:
+        # Launchers for the build requirements' commands (meson, ninja, cmake).
+        bin_dir = options[options.index("--path") + 1]
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     if "--umask" in options:
         os.umask(int(options[options.index("--umask") + 1], 8))
     # Run with -S: the image's own dist-packages (Debian's setuptools) must not

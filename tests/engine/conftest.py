@@ -28,6 +28,19 @@ def docker_envs() -> None:
         raise
 
 
+@pytest.fixture(scope="session")
+def package_index() -> None:
+    """pip's configured index answers from this host, or the test says so and skips
+    (scripts/test turns the skip into a failure naming the cause)."""
+    from rebuild.errors import RebuildError
+    from rebuild.sources.pypi import PackageIndex
+
+    try:
+        PackageIndex.from_pip().files("attrs")
+    except (RebuildError, OSError) as e:
+        pytest.skip(f"the package index is not reachable from this host: {e}")
+
+
 def make_fixture(name: str, tmp: Path, variant: str | None = None) -> MaterializedFixture:
     return materialize(name, tmp / "fixture", lock_for=lock_digest, variant=variant)
 
