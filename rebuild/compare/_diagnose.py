@@ -19,13 +19,13 @@ import base64
 import csv
 import hashlib
 import io
-import mmap
 import re
 import struct
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from rebuild.compare._blob import Blob, spans_equal
 from rebuild.compare._decompress import Codec
 from rebuild.compare._errors import ArchiveFormatError
 from rebuild.compare._model import Difference, Side
@@ -83,27 +83,12 @@ def _sniff(head: bytes, name: str) -> str:
 
 
 class _Side:
-    """One artifact opened for diagnosis: an mmap view of the whole file."""
+    """One artifact opened for diagnosis: read with pread, never loaded whole."""
 
     def __init__(self, path: Path, stack: ExitStack) -> None:
         self.path = path
         f = stack.enter_context(path.open("rb"))
-        size = path.stat().st_size
-        if size == 0:
-            self.buf = memoryview(b"")
-        else:
-            m = stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            self.buf = memoryview(m)
-            stack.callback(self.buf.release)
-
-
-def _raw_equal(a: memoryview, b: memoryview) -> bool:
-    if len(a) != len(b):
-        return False
-    for i in range(0, len(a), CHUNK):
-        if a[i : i + CHUNK].tobytes() != b[i : i + CHUNK].tobytes():
-            return False
-    return True
+        self.buf = Blob.open_fd(f.fileno())
 
 
 class _Contents:
@@ -136,7 +121,7 @@ class _Contents:
         """(content identical, compressed bytes identical under the same codec)."""
         re_ = self.views["expected"].raw(name)
         ra = self.views["actual"].raw(name)
-        if re_ is not None and ra is not None and re_[0] == ra[0] and _raw_equal(re_[1], ra[1]):
+        if re_ is not None and ra is not None and re_[0] == ra[0] and spans_equal(re_[1], ra[1]):
             self.raw_same[name] = True
             return True, True
         return self.digest("expected", name) == self.digest("actual", name), False
