@@ -16,7 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from rebuild.cli._output import Output
-from rebuild.compare import DEFAULT_DIFFOSCOPE, DEFAULT_TIMEOUT, compare, store_html_report
+from rebuild.compare import (
+    DEFAULT_DIFFOSCOPE,
+    DEFAULT_LIMITS,
+    DEFAULT_TIMEOUT,
+    InflationLimits,
+    compare,
+    store_html_report,
+)
+from rebuild.compare._limits import MiB
 from rebuild.compare._vocab import describe
 from rebuild.errors import UsageError
 
@@ -30,7 +38,10 @@ def register(sub: Any) -> None:
             "sha256 ends the comparison. Otherwise wheels, zips, native/tar/zip phars, tars "
             "and their gzip/bzip2 forms are diagnosed entry by entry, and with --report-dir "
             "diffoscope runs and its JSON/HTML/text reports are stored there, named by their "
-            "sha256, with an HTML summary. Exit status: 0 identical, 1 different, 2 trouble."
+            "sha256, with an HTML summary. An artifact over the inflation caps is not "
+            "inflated (cause limit:<side>) and diffoscope is not run on it; diffoscope runs "
+            "with the same file size cap and a memory cap. "
+            "Exit status: 0 identical, 1 different, 2 trouble."
         ),
     )
     p.add_argument("expected", type=Path, metavar="EXPECTED")
@@ -50,6 +61,30 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help=f"diffoscope wall-clock limit (default {DEFAULT_TIMEOUT:g})",
     )
+    p.add_argument(
+        "--max-inflated-mib",
+        type=int,
+        default=DEFAULT_LIMITS.max_inflated // MiB,
+        metavar="MIB",
+        help="refuse to inflate an artifact whose entries declare more than this many MiB "
+        f"in all (default {DEFAULT_LIMITS.max_inflated // MiB}); diffoscope gets the same cap",
+    )
+    p.add_argument(
+        "--max-ratio",
+        type=int,
+        default=DEFAULT_LIMITS.max_ratio,
+        metavar="N",
+        help="refuse an entry that inflates more than N times its stored size "
+        f"(entries under 1 KiB stored count as 1 KiB; default {DEFAULT_LIMITS.max_ratio})",
+    )
+    p.add_argument(
+        "--diffoscope-memory-mib",
+        type=int,
+        default=DEFAULT_LIMITS.diffoscope_memory // MiB,
+        metavar="MIB",
+        help="address space diffoscope and its tools may use "
+        f"(default {DEFAULT_LIMITS.diffoscope_memory // MiB})",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_diff)
 
@@ -57,12 +92,22 @@ def register(sub: Any) -> None:
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if min(args.max_inflated_mib, args.max_ratio, args.diffoscope_memory_mib) <= 0:
+        raise UsageError(
+            "--max-inflated-mib, --max-ratio and --diffoscope-memory-mib must be positive"
+        )
+    limits = InflationLimits(
+        max_inflated=args.max_inflated_mib * MiB,
+        max_ratio=args.max_ratio,
+        diffoscope_memory=args.diffoscope_memory_mib * MiB,
+    )
     result = compare(
         args.expected,
         args.actual,
         report_dir=args.report_dir,
         diffoscope_timeout=args.timeout,
         diffoscope=None if args.no_diffoscope else args.diffoscope,
+        limits=limits,
     )
     summary = None
     if args.report_dir is not None and not result.identical:

@@ -18,11 +18,13 @@ from rebuild.compare._errors import (
     ZipFormatError,
 )
 from rebuild.compare._html import render_html_report, store_html_report, write_html_report
+from rebuild.compare._limits import DEFAULT_LIMITS, InflationLimitError, InflationLimits
 from rebuild.compare._model import Comparison, Difference, DiffoscopeRun, ReportFile
 from rebuild.compare._vocab import DESCRIPTIONS, describe
 
 __all__ = [
     "DEFAULT_DIFFOSCOPE",
+    "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
     "DESCRIPTIONS",
     "ArchiveFormatError",
@@ -30,6 +32,8 @@ __all__ = [
     "Difference",
     "DiffoscopeError",
     "DiffoscopeRun",
+    "InflationLimitError",
+    "InflationLimits",
     "PharFormatError",
     "ReportFile",
     "TarFormatError",

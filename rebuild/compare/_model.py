@@ -32,6 +32,7 @@ KINDS: frozenset[str] = frozenset(
         "record-invalid",
         "layout",
         "format",
+        "limit",
     }
 )
 
@@ -57,7 +58,7 @@ class Difference:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown difference kind {self.kind!r}")
-        if self.kind in {"signature-invalid", "record-invalid"} and self.side is None:
+        if self.kind in {"signature-invalid", "record-invalid", "limit"} and self.side is None:
             raise ValueError(f"a {self.kind} difference needs a side")
 
     def cause(self) -> str | None:
@@ -66,7 +67,7 @@ class Difference:
             return None
         if self.kind in {"added", "removed", "content"} and self.path is not None:
             return f"{self.kind}:{self.path}"
-        if self.kind in {"signature-invalid", "record-invalid", "format"}:
+        if self.kind in {"signature-invalid", "record-invalid", "format", "limit"}:
             return f"{self.kind}:{self.side}" if self.side else self.kind
         return self.kind
 
@@ -95,11 +96,14 @@ class ReportFile:
         return {"kind": self.kind, "path": str(self.path), "sha256": self.sha256, "size": self.size}
 
 
+DiffoscopeStatus = Literal["ran", "missing", "timeout", "failed", "skipped", "refused", "limit"]
+
+
 @dataclass(frozen=True)
 class DiffoscopeRun:
     """What happened when diffoscope was asked (or why it was not)."""
 
-    status: Literal["ran", "missing", "timeout", "failed", "skipped"]
+    status: DiffoscopeStatus
     version: str | None
     exit_code: int | None
     json_format_version: int | None

@@ -51,6 +51,7 @@ def _entry(e: PharEntry) -> Entry:
         show_perm=f"{e.permissions:04o}",
         show_comp=_COMP_NAMES.get(e.compression, hex(e.compression)),
         size=e.usize,
+        stored=e.csize,
     )
 
 

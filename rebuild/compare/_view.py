@@ -28,7 +28,8 @@ class Entry:
     show_time: str = ""
     show_perm: str = ""
     show_comp: str = ""
-    size: int = 0
+    size: int = 0  # uncompressed bytes, as declared
+    stored: int = -1  # bytes stored in the archive (-1: same as size)
 
 
 @dataclass

@@ -105,6 +105,7 @@ def _entry(e: ZipEntry) -> Entry:
         show_perm=_show_perm(e),
         show_comp=f"{METHOD_NAMES.get(e.method, str(e.method))} (flags {e.flags & 6:#x})",
         size=e.usize,
+        stored=e.csize,
     )
 
 
