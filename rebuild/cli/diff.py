@@ -40,8 +40,10 @@ def register(sub: Any) -> None:
             "diffoscope runs and its JSON/HTML/text reports are stored there, named by their "
             "sha256, with an HTML summary. An artifact over the inflation caps is not "
             "inflated (cause limit:<side>) and diffoscope is not run on it; diffoscope runs "
-            "with the same file size cap and a memory cap. "
-            "Exit status: 0 identical, 1 different, 2 trouble."
+            "with the same file size cap and a memory cap. Zips that differ only in entry "
+            "times, order or permission bits are reported equivalent when normalizing those "
+            "makes them byte-identical (still exit 1: not identical). "
+            "Exit status: 0 identical, 1 different (equivalent included), 2 trouble."
         ),
     )
     p.add_argument("expected", type=Path, metavar="EXPECTED")
@@ -122,7 +124,14 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         if result.identical:
             c.print(f"[bold green]identical[/] sha256 {result.expected_sha256}")
             return
-        c.print(f"[bold red]different[/] ({result.format})")
+        if result.equivalent and result.normalized is not None:
+            c.print(
+                f"[bold yellow]different, but equivalent[/] ({result.format}): identical after "
+                f"normalizing {', '.join(result.normalized.rules)} "
+                f"(sha256 {result.normalized.expected_sha256})"
+            )
+        else:
+            c.print(f"[bold red]different[/] ({result.format})")
         table = Table("cause", "meaning", "differences", title="Causes")
         for cause in result.causes:
             n = sum(1 for d in result.differences if d.cause() == cause)

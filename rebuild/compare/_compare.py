@@ -5,6 +5,10 @@ and, when they are not, says why.
    nothing is unpacked and diffoscope is not run.
 2. Otherwise diagnose with the format-aware parsers (pure Python, bounded).
    A side that cannot be parsed is itself a difference (``format:<side>``).
+   2b. For zips whose every cause is ``timestamps``, ``order`` or
+   ``permissions``, normalize both sides by exactly those rules
+   (``_normalize``); equal normalized digests make the pair *equivalent*.
+   Never identical: that is only ever equal sha256s.
 3. With a report directory, run diffoscope (bounded) and store its JSON, HTML
    and text reports content-addressed, then store the comparison report (which
    names all of them) and return its digest.
@@ -25,6 +29,7 @@ from rebuild.compare._diffoscope import DEFAULT_DIFFOSCOPE, DEFAULT_TIMEOUT, run
 from rebuild.compare._hashing import sha256_file
 from rebuild.compare._limits import DEFAULT_LIMITS, InflationLimits
 from rebuild.compare._model import Comparison, DiffoscopeRun, ReportFile, causes_of
+from rebuild.compare._normalize import normalize_pair
 from rebuild.compare._store import store_report
 
 COMPARISON_REPORT_TYPE = "https://rebuild.invalid/comparison/v1"
@@ -68,6 +73,17 @@ def compare(
     diag: Diagnosis = diagnose(expected, actual, limits)
     notes = list(diag.notes)
     causes = causes_of(diag.differences)
+    normalized = None
+    if diag.format in {"wheel", "zip"}:
+        # Step 2b: equivalence. Only zips whose every cause has a normalization
+        # rule are normalized; equal normalized digests make them equivalent.
+        normalized = normalize_pair(expected, actual, causes)
+        if normalized is not None and not normalized.equal:
+            notes.append(
+                "still different after normalizing "
+                + ", ".join(normalized.rules)
+                + ": not equivalent"
+            )
     differences = diag.differences[:MAX_DIFFERENCES]
     if len(diag.differences) > MAX_DIFFERENCES:
         omitted = len(diag.differences) - MAX_DIFFERENCES
@@ -120,6 +136,7 @@ def compare(
         diffoscope=run,
         reports=tuple(reports),
         seconds=time.monotonic() - start,
+        normalized=normalized,
     )
     if report_dir is None:
         return result

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rebuild.compare._normalize import NormalizedPair
 
 Side = Literal["expected", "actual"]
 
@@ -147,6 +150,13 @@ class Comparison:
     reports: tuple[ReportFile, ...] = ()
     report_sha256: str | None = None
     seconds: float = 0.0
+    normalized: NormalizedPair | None = None
+    """Both sides normalized by the rules their causes call for (zips only)."""
+
+    @property
+    def equivalent(self) -> bool:
+        """Not identical, but identical after the recorded normalizations."""
+        return not self.identical and self.normalized is not None and self.normalized.equal
 
     def report(self, kind: str) -> ReportFile | None:
         for r in self.reports:
@@ -168,6 +178,8 @@ class Comparison:
             "diffoscope": self.diffoscope.to_json() if self.diffoscope else None,
             "reports": [r.to_json() for r in self.reports],
             "report_sha256": self.report_sha256,
+            "equivalent": self.equivalent,
+            "normalized": self.normalized.to_json() if self.normalized else None,
         }
 
 

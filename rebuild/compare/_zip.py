@@ -72,6 +72,10 @@ class ZipEntry:
     local_extra: tuple[tuple[int, bytes], ...] | bytes
     data_offset: int
     gap: int  # bytes after the data up to the next record (data descriptor, padding)
+    # The records as stored (fixed parts, the name): normalization copies them.
+    raw_name: bytes = b""
+    raw_central: bytes = b""  # the 46-byte fixed part of the central record
+    raw_local: bytes = b""  # the 30-byte fixed part of the local header
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def _zip64_values(
     return usize, csize, offset
 
 
-def _find_eocd(buf: Blob) -> int:
+def find_eocd(buf: Blob) -> int:
     n = len(buf)
     if n < _EOCD.size:
         raise ZipFormatError("too short to be a zip file")
@@ -160,7 +164,7 @@ def parse_zip(data: Blob | bytes | memoryview) -> ZipArchive:
 
 def _parse_zip(buf: Blob) -> ZipArchive:
     size = len(buf)
-    eocd = _find_eocd(buf)
+    eocd = find_eocd(buf)
     _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len = buf.unpack(_EOCD, eocd)
     comment = buf.read(eocd + _EOCD.size, comment_len)
     zip64 = False
@@ -195,6 +199,7 @@ def _parse_zip(buf: Blob) -> ZipArchive:
     for index in range(n_total):
         if pos + _CD.size > cd_end:
             raise ZipFormatError("central directory is truncated")
+        raw_central = cd[pos - cd_offset : pos - cd_offset + _CD.size]
         rec = _CD.unpack_from(cd, pos - cd_offset)
         if rec[0] != CD_SIG:
             raise ZipFormatError(f"central directory record {index} has a bad signature")
@@ -236,7 +241,8 @@ def _parse_zip(buf: Blob) -> ZipArchive:
             raise ZipFormatError(f"{name}: {usize} bytes uncompressed exceeds the limit")
         if header_offset + _LOCAL.size > cd_offset:
             raise ZipFormatError(f"{name}: local header offset points past the data area")
-        loc = buf.unpack(_LOCAL, header_offset)
+        raw_local = buf.read(header_offset, _LOCAL.size)
+        loc = _LOCAL.unpack(raw_local)
         if loc[0] != LOCAL_SIG:
             raise ZipFormatError(f"{name}: local header has a bad signature")
         _, lver, lflags, lmethod, ltime, ldate, _, _, _, lname_len, lextra_len = loc
@@ -278,6 +284,9 @@ def _parse_zip(buf: Blob) -> ZipArchive:
                 local_extra=local_extra,
                 data_offset=data_offset,
                 gap=0,
+                raw_name=raw_name,
+                raw_central=raw_central,
+                raw_local=raw_local,
             )
         )
     if pos != cd_end:
