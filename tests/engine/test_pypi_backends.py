@@ -37,3 +37,17 @@ def test_in_tree_wrapper_backend_setuptools_scm_8_1_0_reproduces(tmp_path: Path)
     assert doc["upstream_sha256"] == doc["rebuilt_sha256"]
     assert doc["details"]["knobs"]["in_tree_backend"] == "wrapper"  # type: ignore[index]
     assert code == 0
+
+
+def test_meson_python_0_16_0_is_rebuilt_and_found_equivalent(tmp_path: Path) -> None:
+    """'Generator: meson' has no version; it failed with "cannot read a name and
+    version". meson-python builds itself in-tree with meson and a ninja wheel; its
+    maintainers built without SOURCE_DATE_EPOCH, so the dist-info entries carry their
+    build clock: equivalent (times only), never reproduced, exit 1."""
+    code, doc = _verify("pypi:meson-python==0.16.0", tmp_path)
+    assert doc["verdict"] == "equivalent", doc.get("message")
+    assert doc["upstream_sha256"] != doc["rebuilt_sha256"]
+    assert doc["normalization"]["rules"] == ["zip-entry-times"]  # type: ignore[index]
+    assert doc["details"]["knobs"]["in_tree_backend"] == "self"  # type: ignore[index]
+    assert "ninja" in doc["details"]["build_requirements"]  # type: ignore[index,operator]
+    assert code == 1
