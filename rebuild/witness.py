@@ -197,6 +197,7 @@ class Witness:
         if not self.logs:
             raise UsageError("a witness needs at least one --log key")
         self._locks: dict[str, asyncio.Lock] = {}
+        self.observer: Callable[[int], None] | None = None  # --metrics: each answer's status
 
     def _lock(self, origin: str) -> asyncio.Lock:
         return self._locks.setdefault(origin, asyncio.Lock())
@@ -305,7 +306,10 @@ def make_app(witness: Witness) -> web.Application:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _text(413, f"request body larger than {MAX_BODY} bytes\n")
-        return await witness.add_checkpoint(body)
+        response = await witness.add_checkpoint(body)
+        if witness.observer is not None:
+            witness.observer(response.status)
+        return response
 
     async def get_checkpoint(request: web.Request) -> web.Response:
         return witness.get_checkpoint(request.match_info["ohash"])

@@ -2,7 +2,7 @@
 VENV="${REBUILD_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(docker.io debootstrap diffoscope-minimal git unzip zip xxd file
-  ca-certificates iptables chromium)
+  ca-certificates iptables chromium redis-server redis-tools)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -47,6 +47,48 @@ ensure_dockerd() {
   echo "setup: dockerd did not come up; see $log" >&2
   tail -20 "$log" >&2
   return 1
+}
+
+# The fleet's broker (docs/fleet.md): Debian's Redis on loopback, with the
+# append-only file on and fsynced on every write, so a queued job survives a
+# broker restart or crash. Started like dockerd when nothing answers; a Redis
+# already running (e.g. under systemd) gets the same persistence settings.
+REDIS_PORT="${REBUILD_REDIS_PORT:-6379}"
+
+redis_answers() {
+  timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG
+}
+
+ensure_redis() {
+  if ! redis_answers; then
+    if [ "$(id -u)" != 0 ]; then
+      echo "setup: no Redis answers on 127.0.0.1:$REDIS_PORT and we are not root to start one" >&2
+      return 1
+    fi
+    step "starting redis-server on 127.0.0.1:$REDIS_PORT (append-only file on)"
+    local user=root
+    if id redis >/dev/null 2>&1; then user=redis; fi
+    install -d -o "$user" -m 0750 /var/lib/rebuild-redis
+    install -d -o "$user" -m 0755 /var/log/rebuild-redis
+    # Own directory and options: nothing here depends on the packaged service
+    # (no init system in containers and CI).
+    runuser -u "$user" -- redis-server --bind "127.0.0.1 -::1" --port "$REDIS_PORT" \
+      --protected-mode yes --dir /var/lib/rebuild-redis --appendonly yes \
+      --appendfsync always --save "" --daemonize yes \
+      --logfile /var/log/rebuild-redis/redis.log
+    for _ in $(seq 1 30); do
+      if redis_answers; then break; fi
+      sleep 1
+    done
+    if ! redis_answers; then
+      echo "setup: redis-server did not come up; see /var/log/rebuild-redis/redis.log" >&2
+      tail -20 /var/log/rebuild-redis/redis.log >&2 || true
+      return 1
+    fi
+  fi
+  # Jobs must survive a broker restart: make sure the running server keeps them.
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendonly yes >/dev/null
+  redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config set appendfsync always >/dev/null
 }
 
 ensure_venv() {

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.env",
     "rebuild.cli.log",
     "rebuild.cli.verify",
+    "rebuild.cli.fleet",
 )
 
 

@@ -76,6 +76,11 @@ def register(sub: Any) -> None:
         "--witness-timeout", type=float, default=10.0, metavar="S", help="per-request timeout"
     )
     s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
+    s.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
+    )
     s.set_defaults(func=cmd_serve)
 
     a = lsub.add_parser(
@@ -184,6 +189,8 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             if policy is not None:
                 pool = WitnessPool(policy, client_ssl_context(args.ca_bundle), args.witness_timeout)
             sequencer = Sequencer(store, pool, ServerOptions(batch_ms=args.batch_ms))
+            if args.metrics:
+                sequencer.observer = _log_metrics(args.metrics, sequencer, policy, out)
             shape = f"{workers} front-end processes" if workers else "one process"
             await serve(
                 sequencer,
@@ -201,6 +208,22 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     finally:
         store.close()
     return 0
+
+
+def _log_metrics(spec: str, sequencer: Any, policy: Policy | None, out: Output) -> Any:
+    from rebuild import metrics as m  # noqa: PLC0415 - only with --metrics
+
+    registry = m.new_registry()
+    names = [w.name for w in policy.witnesses] if policy is not None else []
+    observer = m.LogMetrics(
+        registry,
+        sequencer.tile_dir,
+        lambda: (sequencer.store.size, sequencer.published_size),
+        names,
+    )
+    server = m.serve(spec, registry)  # a daemon thread: it ends with the process
+    out.note(f"metrics on {server.url}")
+    return observer
 
 
 def _client(args: argparse.Namespace) -> LogClient:

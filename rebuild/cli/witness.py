@@ -45,6 +45,11 @@ def register(sub: Any) -> None:
     )
     s.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this cert")
     s.add_argument("--tls-key", type=Path, metavar="FILE", help="private key for --tls-cert")
+    s.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_serve)
 
@@ -88,6 +93,14 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     try:
         witness = Witness(key, logs, state)
         vkey = witness.vkey.encode()
+        metrics = None
+        if args.metrics:
+            from rebuild import metrics as m  # noqa: PLC0415 - only with --metrics
+
+            registry = m.new_registry()
+            witness.observer = m.WitnessMetrics(registry).answered
+            metrics = m.serve(args.metrics, registry)
+            out.note(f"metrics on {metrics.url}")
 
         def ready(url: str) -> None:
             doc = {
@@ -105,7 +118,11 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 
             out.result(doc, human)
 
-        asyncio.run(serve_forever(witness, host, port, tls, ready))
+        try:
+            asyncio.run(serve_forever(witness, host, port, tls, ready))
+        finally:
+            if metrics is not None:
+                metrics.close()
     finally:
         state.close()
     return 0

@@ -128,6 +128,14 @@ class _Group:
             self.done(self.error if self.error is not None else self.first)
 
 
+class SequencerObserver(Protocol):
+    """Told of each integrated batch and each witnessing round (metrics)."""
+
+    def batch(self, entries: int, seconds: float) -> None: ...
+
+    def witnessed(self, cosigned: Sequence[str], quorum_met: bool) -> None: ...
+
+
 class Sequencer:
     """One log directory: owns the store, the sequencer task and the publisher."""
 
@@ -148,6 +156,7 @@ class Sequencer:
         self._published_note = b""
         self._closing = False
         self._listeners: list[Callable[[int, int], None]] = []
+        self.observer: SequencerObserver | None = None  # --metrics (rebuild.metrics)
 
     @property
     def tile_dir(self) -> Path:
@@ -261,6 +270,8 @@ class Sequencer:
                 )
                 ms = (loop.time() - t0) * 1000
                 log.debug("batch of %d integrated in %.1f ms", len(batch), ms)
+                if self.observer is not None:
+                    self.observer.batch(len(batch), ms / 1000)
             except Exception as e:
                 if not isinstance(e, StorageError):
                     log.exception("internal error integrating a batch")
@@ -303,6 +314,8 @@ class Sequencer:
                 return await asyncio.to_thread(self.store.tile_hashes(new).consistency_proof, old)
 
             cosigned = await self.witnesses.collect(signed.size, signed.note, proof)
+            if self.observer is not None:
+                self.observer.witnessed(cosigned.witnesses, cosigned.quorum_met)
             if not cosigned.quorum_met:
                 log.warning(
                     "checkpoint %d: witness quorum not met (cosigned by %s); retrying",

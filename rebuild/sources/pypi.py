@@ -281,38 +281,57 @@ def _is_pure_wheel(filename: str) -> bool:
     return any(t.abi == "none" and t.platform == "any" for t in tags)
 
 
-def locate_release(index: PackageIndex, name: str, version: str) -> ReleaseFiles:
-    """Find the sdist and the pure-Python wheel of ``name==version``."""
-    try:
-        want = Version(version)
-    except InvalidVersion:
-        raise UsageError(f"{version!r} is not a valid version") from None
+def _release_files(
+    index: PackageIndex, name: str
+) -> dict[Version, tuple[list[IndexFile], list[IndexFile]]]:
+    """``{version: (sdists, pure wheels)}`` of ``name`` as the index lists them."""
     cname = canonicalize_name(name)
-    sdists: list[IndexFile] = []
-    wheels: list[IndexFile] = []
+    out: dict[Version, tuple[list[IndexFile], list[IndexFile]]] = {}
     for f in index.files(name):
         if f.filename.endswith(".whl"):
             try:
                 wname, wver, _, _ = parse_wheel_filename(f.filename)
             except InvalidWheelFilename:
                 continue
-            if wname == cname and wver == want and _is_pure_wheel(f.filename):
-                wheels.append(f)
+            if wname == cname and _is_pure_wheel(f.filename):
+                out.setdefault(wver, ([], []))[1].append(f)
         elif f.filename.endswith((".tar.gz", ".zip")):
             stem = f.filename.removesuffix(".tar.gz").removesuffix(".zip")
             sname, _, sver = stem.rpartition("-")
             try:
-                if canonicalize_name(sname) == cname and Version(sver) == want:
-                    sdists.append(f)
+                if canonicalize_name(sname) == cname:
+                    out.setdefault(Version(sver), ([], []))[0].append(f)
             except InvalidVersion:
                 continue
+    for sdists, _ in out.values():
+        # Prefer .tar.gz (the PEP 625 form) over legacy .zip sdists.
+        sdists.sort(key=lambda f: not f.filename.endswith(".tar.gz"))
+    return out
+
+
+def locate_release(index: PackageIndex, name: str, version: str) -> ReleaseFiles:
+    """Find the sdist and the pure-Python wheel of ``name==version``."""
+    try:
+        want = Version(version)
+    except InvalidVersion:
+        raise UsageError(f"{version!r} is not a valid version") from None
+    sdists, wheels = _release_files(index, name).get(want, ([], []))
     if not wheels:
         raise InputError(f"{name}=={version}: the index lists no pure-Python wheel (*-none-any)")
     if not sdists:
         raise InputError(f"{name}=={version}: the index lists no sdist to rebuild from")
-    # Prefer .tar.gz (the PEP 625 form) over legacy .zip sdists.
-    sdists.sort(key=lambda f: not f.filename.endswith(".tar.gz"))
     return ReleaseFiles(name=name, version=str(want), sdist=sdists[0], wheel=wheels[0])
+
+
+def list_releases(index: PackageIndex, name: str) -> list[ReleaseFiles]:
+    """Every version with a pure-Python wheel and an sdist, neither yanked, oldest first."""
+    out: list[ReleaseFiles] = []
+    for version, (all_sdists, all_wheels) in sorted(_release_files(index, name).items()):
+        sdists = [f for f in all_sdists if not f.yanked]
+        wheels = [f for f in all_wheels if not f.yanked]
+        if sdists and wheels:
+            out.append(ReleaseFiles(name, str(version), sdist=sdists[0], wheel=wheels[0]))
+    return out
 
 
 def latest_before(index: PackageIndex, project: str, when: datetime) -> Version | None:
