@@ -81,17 +81,19 @@ def select() -> int:
             report = Path(tmp) / f"{tool}.json"
             cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
             cmd += ["--quiet", "--target", str(Path(tmp) / "t"), "--report", str(report)]
-            proc = subprocess.run([*cmd, *_TARGET, tool], capture_output=True, text=True)
+            proc = subprocess.run(
+                [*cmd, *_TARGET, tool], capture_output=True, text=True, check=False
+            )
             if proc.returncode != 0:
                 print(f"{tool}: pip could not resolve it: {proc.stderr.strip()[-300:]}")
                 continue
             for item in json.loads(report.read_text())["install"]:
                 meta = item["metadata"]
-                name = canonicalize_name(meta["name"])
+                key = str(canonicalize_name(meta["name"]))
                 version = Version(meta["version"])
                 url = item["download_info"]["url"]
-                if name not in picked or version > picked[name][0]:
-                    picked[name] = (version, url, meta["name"])
+                if key not in picked or version > picked[key][0]:
+                    picked[key] = (version, url, meta["name"])
     index = PackageIndex.from_pip()
     kept: list[str] = []
     for name in sorted(picked):

@@ -167,7 +167,7 @@ def test_statement_signed_by_someone_else_is_not_parsed_as_trusted() -> None:
                 "normalization": NORM,
             },
             "normalization: is required exactly for verdict equivalent",
-        ),  # fmt: skip
+        ),
         ({"causes": ("x" * 201,)}, "longer than 200"),
         ({"causes": tuple(str(i) for i in range(33))}, "at most 32"),
         ({"causes": ["a list"]}, "must be a tuple"),

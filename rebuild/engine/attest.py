@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rebuild.compare._normalize import NormalizedPair
 from rebuild.engine.result import LogEntryRef, Verdict
 from rebuild.errors import InputError, TransportError
 from rebuild.fsio import read_bounded
@@ -50,12 +49,12 @@ def rebuild_attestation(
     rebuilt_sha256: str | None,
     diff_report_sha256: str | None,
     causes: tuple[str, ...],
-    normalized: NormalizedPair | None = None,
+    normalization: Normalization | None = None,
 ) -> bytes:
     """The signed envelope bytes of one rebuild attestation.
 
-    ``normalized`` (verdict ``equivalent``) records the rules and both
-    normalized digests; the subject is the upstream (``expected``) side.
+    ``normalization`` (verdict ``equivalent``) records the rules and both
+    normalized digests; the subject is the upstream side.
     """
     try:
         predicate = RebuildPredicate(
@@ -75,13 +74,7 @@ def rebuild_attestation(
             rebuilt_sha256=rebuilt_sha256,
             diff_report_sha256=diff_report_sha256,
             causes=tuple(c[:200] for c in causes[:32]),
-            normalization=(
-                Normalization(
-                    normalized.rules, normalized.expected_sha256, normalized.actual_sha256
-                )
-                if normalized is not None
-                else None
-            ),
+            normalization=normalization,
         )
         statement = make_statement([Subject(artifact_name, artifact_sha256)], predicate)
         data: bytes = sign_statement(statement, [key])

@@ -31,6 +31,7 @@ from rebuild.engine.result import LogEntryRef, StepStatus, StepTiming, Verdict, 
 from rebuild.errors import InputError, NegativeVerdict, OperationalError, UsageError
 from rebuild.fsio import atomic_write
 from rebuild.hashing import sha256_file
+from verify.intoto import Normalization
 
 ProgressFn = Callable[[str, str, float], None]
 """Called as ``progress(step, event, elapsed_seconds)``; event is "start" or a status."""
@@ -416,7 +417,11 @@ def _attest(
         rebuilt_sha256=rebuilt_sha if verdict in _BUILT else None,
         diff_report_sha256=diff_sha if verdict in ("equivalent", "mismatch") else None,
         causes=tuple(dict.fromkeys(run.causes)),
-        normalized=normalized if verdict == "equivalent" else None,
+        normalization=(
+            Normalization(normalized.rules, normalized.expected_sha256, normalized.actual_sha256)
+            if verdict == "equivalent" and normalized is not None
+            else None
+        ),
     )
     path = run.report_dir / "attestation.dsse.json"
     atomic_write(path, data)
