@@ -59,6 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def commands(parser: argparse.ArgumentParser) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every command and sub-command of ``parser``, parents first: ``("log",), ("log", "add")``.
+
+    The start-up test and benchmark walk this, so a command added later is
+    covered without being named anywhere.
+    """
+    found: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+
+    def walk(p: argparse.ArgumentParser, prefix: tuple[str, ...]) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                walked: set[int] = set()
+                for name, child in action.choices.items():
+                    if id(child) not in walked:  # an alias names a parser already walked
+                        walked.add(id(child))
+                        found[(*prefix, name)] = child
+                        walk(child, (*prefix, name))
+
+    walk(parser, ())
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
-from rebuild.compare import (
-    DEFAULT_DIFFOSCOPE,
-    DEFAULT_LIMITS,
-    DEFAULT_TIMEOUT,
-    InflationLimits,
-    compare,
-    store_html_report,
-)
+from rebuild.compare import DEFAULT_DIFFOSCOPE, DEFAULT_LIMITS, DEFAULT_TIMEOUT
 from rebuild.compare._limits import MiB
-from rebuild.compare._vocab import describe
 from rebuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: Any) -> None:
@@ -92,6 +83,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.compare import InflationLimits, compare, store_html_report  # noqa: PLC0415
+    from rebuild.compare._vocab import describe  # noqa: PLC0415
+
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     if min(args.max_inflated_mib, args.max_ratio, args.diffoscope_memory_mib) <= 0:
@@ -121,6 +115,9 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         doc["reports"].append(summary.to_json())
 
     def human(c: Console) -> None:
+        from rich.table import Table  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
         if result.identical:
             c.print(f"[bold green]identical[/] sha256 {result.expected_sha256}")
             return

@@ -6,28 +6,17 @@ import argparse
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
-from rebuild.envs.definition import (
-    Definition,
-    build_order,
-    list_definitions,
-    load_definition,
-    load_lock,
-)
-from rebuild.envs.images import (
-    BuildOutcome,
-    build_environment,
-    check_environment,
-    find_image,
-    lock_environment,
-)
-from rebuild.envs.mirror import Mirrors, check_url, resolve_mirrors
 from rebuild.errors import OperationalError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rebuild.envs.definition import Definition
+    from rebuild.envs.images import BuildOutcome
+    from rebuild.envs.mirror import Mirrors
 
 
 def register(sub: Any) -> None:
@@ -98,6 +87,8 @@ def register(sub: Any) -> None:
 
 
 def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:
+    from rebuild.envs.mirror import check_url, resolve_mirrors  # noqa: PLC0415
+
     # Bad flags are refused up front, even when no build turns out to need them.
     if args.mirror:
         check_url(args.mirror, "--mirror")
@@ -113,6 +104,8 @@ def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:
 
 
 def _suite_of(definition: Definition) -> str:
+    from rebuild.envs.definition import load_definition  # noqa: PLC0415
+
     d = definition
     seen = 0
     while d.parent is not None and seen < 16:
@@ -135,6 +128,9 @@ def _progress(out: Output, title: str) -> Iterator[Callable[[str], None]]:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.envs.definition import list_definitions, load_definition, load_lock  # noqa: PLC0415
+    from rebuild.envs.images import find_image  # noqa: PLC0415
+
     rows: list[dict[str, Any]] = []
     for name in list_definitions():
         d = load_definition(name)
@@ -160,6 +156,8 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
         rows.append(row)
 
     def human(c: Console) -> None:
+        from rich.table import Table  # noqa: PLC0415
+
         t = Table("environment", "identity (lock digest)", "packages", "on", "image built")
         for r in rows:
             t.add_row(
@@ -176,6 +174,8 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
 
 
 def _targets(args: argparse.Namespace) -> list[Definition]:
+    from rebuild.envs.definition import build_order, list_definitions  # noqa: PLC0415
+
     names = list_definitions() if args.all else [args.name]
     if not names:
         raise UsageError("no environments defined in containers/")
@@ -194,6 +194,8 @@ def _outcome_json(o: BuildOutcome) -> dict[str, Any]:
 
 
 def cmd_build(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.envs.images import build_environment  # noqa: PLC0415
+
     outcomes: list[BuildOutcome] = []
     for d in _targets(args):
         with _progress(out, f"env {d.name}") as progress:
@@ -209,6 +211,8 @@ def cmd_build(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_lock(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.envs.images import build_environment, lock_environment  # noqa: PLC0415
+
     results: list[dict[str, Any]] = []
     for d in _targets(args):
         if not args.all and d.name != args.name:
@@ -230,6 +234,9 @@ def cmd_lock(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.envs.definition import load_definition, load_lock  # noqa: PLC0415
+    from rebuild.envs.images import check_environment  # noqa: PLC0415
+
     d = load_definition(args.name)
     report = check_environment(d)
     if report.image is None:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
-from rebuild.keystore import (
-    generate_key_files,
-    load_signing_key,
-    passphrase_from_env,
-    prompt_new_passphrase,
-)
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: Any) -> None:
@@ -50,6 +45,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.keystore import generate_key_files, passphrase_from_env, prompt_new_passphrase  # noqa: PLC0415
+
     passphrase: bytes | None = None
     if args.passphrase_env:
         passphrase = passphrase_from_env(args.passphrase_env)
@@ -75,6 +72,8 @@ def cmd_generate(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_show(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+
     key = load_signing_key(args.file, args.passphrase_env)
     vkey = key.verifier_key().encode()
     out.result({"name": key.name, "verifier_key": vkey}, lambda c: c.print(vkey))

@@ -8,28 +8,21 @@ and exit codes only: the work is in :mod:`rebuild.log` and :mod:`verify`.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, TransportError, UsageError
-from rebuild.fsio import atomic_write, read_bounded, read_text_bounded
-from rebuild.keystore import load_signing_key, load_verifier_key
-from rebuild.log.client import LogClient
-from rebuild.log.entry import MAX_ENTRY_SIZE
-from rebuild.log.monitor import CheckpointVerifier, FollowResult, follow_once
-from rebuild.log.urls import client_ssl_context, server_ssl_context
-from verify import merkle
-from verify.errors import VerifyError
-from verify.tlog_policy import Policy, parse_policy
-from verify.tlogproof import verify_tlog_proof
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rebuild.log.client import LogClient
+    from rebuild.log.monitor import FollowResult
+    from verify.tlog_policy import Policy
 
 MAX_POLICY = 256 * 1024
 MAX_PROOF = 2 << 20
@@ -139,6 +132,10 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def _read_policy(path: Path) -> Policy:
+    from rebuild.fsio import read_text_bounded  # noqa: PLC0415
+    from verify.errors import VerifyError  # noqa: PLC0415
+    from verify.tlog_policy import parse_policy  # noqa: PLC0415
+
     text = read_text_bounded(path, MAX_POLICY)
     try:
         return parse_policy(text)
@@ -154,9 +151,14 @@ def _listen(spec: str) -> tuple[str, int]:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
     from rebuild.log.serve import default_workers, serve  # noqa: PLC0415
     from rebuild.log.server import Sequencer, ServerOptions, install_uvloop  # noqa: PLC0415
     from rebuild.log.store import LogStore  # noqa: PLC0415
+    from rebuild.log.urls import client_ssl_context, server_ssl_context  # noqa: PLC0415
     from rebuild.log.witnessing import WitnessPool  # noqa: PLC0415
 
     host, port = _listen(args.listen)
@@ -227,10 +229,16 @@ def _log_metrics(spec: str, sequencer: Any, policy: Policy | None, out: Output) 
 
 
 def _client(args: argparse.Namespace) -> LogClient:
+    from rebuild.log.client import LogClient  # noqa: PLC0415
+
     return LogClient(args.log, args.ca_bundle, args.timeout)
 
 
 def cmd_add(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.fsio import read_bounded  # noqa: PLC0415
+    from rebuild.log.entry import MAX_ENTRY_SIZE  # noqa: PLC0415
+    from verify import merkle  # noqa: PLC0415
+
     entry = read_bounded(args.file, MAX_ENTRY_SIZE)
     wait = args.wait or args.json
     with _client(args) as client:
@@ -259,6 +267,11 @@ def cmd_add(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_prove(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.fsio import atomic_write, read_bounded  # noqa: PLC0415
+    from rebuild.log.entry import MAX_ENTRY_SIZE  # noqa: PLC0415
+    from verify import merkle  # noqa: PLC0415
+    from verify.tlogproof import parse as parse_proof  # noqa: PLC0415
+
     entry = read_bounded(args.file, MAX_ENTRY_SIZE)
     leaf = merkle.leaf_hash(entry)
     with _client(args) as client:
@@ -267,8 +280,6 @@ def cmd_prove(args: argparse.Namespace, out: Output) -> int:
             raise InputError(f"{args.file}: not in the log at {args.log}")
         proof = client.proof(index)
     # The proof is checked by whoever uses it; here we only refuse garbage.
-    from verify.tlogproof import parse as parse_proof  # noqa: PLC0415
-
     parsed = parse_proof(proof)
     if parsed.index != index:
         raise InputError(f"{args.log}: proof is for index {parsed.index}, not {index}")
@@ -285,6 +296,9 @@ def cmd_prove(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_verify_proof(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.fsio import read_bounded  # noqa: PLC0415
+    from verify.tlogproof import verify_tlog_proof  # noqa: PLC0415
+
     policy = _read_policy(args.policy)
     entry = read_bounded(args.file)
     proof = read_bounded(args.proof, MAX_PROOF)
@@ -315,6 +329,9 @@ def _report_once(out: Output, r: FollowResult) -> None:
 
 
 def cmd_follow(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.keystore import load_verifier_key  # noqa: PLC0415
+    from rebuild.log.monitor import CheckpointVerifier, follow_once  # noqa: PLC0415
+
     if args.policy is not None:
         verifier = CheckpointVerifier(policy=_read_policy(args.policy))
     else:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, UsageError
-from rebuild.fsio import atomic_write
-from rebuild.keystore import load_signing_key, load_verifier_key
-from rebuild.recipe import load_recipe
-from rebuild.release import release_statement, sign_release, verify_release
-from verify.dsse import key_hint
-from verify.intoto import GitSource, Source
-from verify.keys import ALG_ED25519
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from verify.intoto import Source
 
 
 def register(sub: Any) -> None:
@@ -77,12 +72,20 @@ def _source_doc(source: Source) -> dict[str, str]:
 
 
 def _source_text(source: Source) -> str:
+    from verify.intoto import GitSource  # noqa: PLC0415
+
     if isinstance(source, GitSource):
         return f"git {source.url} {source.tag} @ {source.commit}"
     return f"sdist {source.url} sha256 {source.sha256}"
 
 
 def cmd_sign(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.fsio import atomic_write  # noqa: PLC0415
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+    from rebuild.recipe import load_recipe  # noqa: PLC0415
+    from rebuild.release import release_statement, sign_release  # noqa: PLC0415
+    from verify.dsse import key_hint  # noqa: PLC0415
+
     artifact: Path = args.artifact
     dest: Path = args.out or artifact.with_name(artifact.name + ".release.json")
     if dest.exists() and not args.force:
@@ -128,6 +131,11 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.keystore import load_verifier_key  # noqa: PLC0415
+    from rebuild.release import verify_release  # noqa: PLC0415
+    from verify.dsse import key_hint  # noqa: PLC0415
+    from verify.keys import ALG_ED25519  # noqa: PLC0415
+
     trusted = [load_verifier_key(k) for k in args.key_file]
     for spec, key in zip(args.key_file, trusted, strict=True):
         if key.algorithm != ALG_ED25519:
@@ -150,6 +158,8 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     }
 
     def human(c: Console) -> None:
+        from rich.text import Text  # noqa: PLC0415
+
         c.print(
             Text.assemble(
                 ("valid", "bold green"),

@@ -8,28 +8,20 @@ failed, 2 error; ``--accept-equivalent`` makes equivalent exit 0.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
-from rebuild.engine.fixtures import materialize
-from rebuild.engine.pipeline import (
-    DEFAULT_TIMEOUT,
-    RecipeTarget,
-    Target,
-    VerifyOptions,
-    default_report_dir,
-    parse_target,
-    verify,
-)
-from rebuild.engine.result import VerifyResult
-from rebuild.engine.runner import lock_digest
+from rebuild.engine.plan import DEFAULT_TIMEOUT
 from rebuild.errors import UsageError
-from rebuild.keystore import load_signing_key
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from rebuild.engine.pipeline import Target
+    from rebuild.engine.result import VerifyResult
 
 _STYLE = {
     "reproduced": "bold green",
@@ -103,6 +95,17 @@ def register(sub: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.engine.fixtures import materialize  # noqa: PLC0415
+    from rebuild.engine.pipeline import (  # noqa: PLC0415
+        RecipeTarget,
+        VerifyOptions,
+        default_report_dir,
+        parse_target,
+        verify,
+    )
+    from rebuild.engine.runner import lock_digest  # noqa: PLC0415
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+
     if args.timeout <= 0 or args.timeout > 24 * 3600:
         raise UsageError("--timeout must be between 0 and 86400 seconds")
     if args.log and not args.key:
@@ -132,28 +135,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         keep_work=args.keep_work,
     )
 
-    bar = Progress(
-        SpinnerColumn(finished_text="•"),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=out.err,
-        transient=False,
-        disable=out.json_mode,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def progress(step: str, event: str, elapsed: float) -> None:
-        if out.json_mode:
-            if event != "start":
-                out.note(f"{step}: {event} ({elapsed:.1f}s)")
-            return
-        if event == "start":
-            tasks[step] = bar.add_task(step, total=1)
-        else:
-            task = tasks.get(step) or bar.add_task(step, total=1)
-            bar.update(task, completed=1, description=f"{step}: {event} ({elapsed:.1f}s)")
-
-    with bar:
+    with _progress(out) as progress:
         result = verify(target, opts, progress)
     out.result(result.to_json(), lambda c: _render(c, result))
     if result.verdict == "equivalent" and args.accept_equivalent:
@@ -161,7 +143,42 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     return result.exit_code
 
 
+@contextmanager
+def _progress(out: Output) -> Iterator[Callable[[str, str, float], None]]:
+    """Step progress: a rich bar on stderr, or (with --json) plain lines there."""
+    if out.json_mode:
+
+        def note(step: str, event: str, elapsed: float) -> None:
+            if event != "start":
+                out.note(f"{step}: {event} ({elapsed:.1f}s)")
+
+        yield note
+        return
+    from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    bar = Progress(
+        SpinnerColumn(finished_text="•"),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=out.err,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(step: str, event: str, elapsed: float) -> None:
+        if event == "start":
+            tasks[step] = bar.add_task(step, total=1)
+        else:
+            task = tasks.get(step) or bar.add_task(step, total=1)
+            bar.update(task, completed=1, description=f"{step}: {event} ({elapsed:.1f}s)")
+
+    with bar:
+        yield update
+
+
 def _render(c: Console, r: VerifyResult) -> None:
+    from rich.table import Table  # noqa: PLC0415
+
     t = Table(title=f"rebuild verify {r.target}", show_header=True)
     t.add_column("step")
     t.add_column("status")

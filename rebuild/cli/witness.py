@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
-import logging
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
-from rebuild.keystore import load_signing_key, load_verifier_key
-from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context
-from verify.cosignature import witness_key
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(sub: Any) -> None:
@@ -73,6 +69,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.keystore import load_signing_key  # noqa: PLC0415
+    from verify.cosignature import witness_key  # noqa: PLC0415
+
     key = load_signing_key(args.key, args.passphrase_env)
     vkey = witness_key(key).encode()
     out.result({"name": key.name, "witness_verifier_key": vkey}, lambda c: c.print(vkey))
@@ -80,6 +79,12 @@ def cmd_vkey(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from rebuild.keystore import load_signing_key, load_verifier_key  # noqa: PLC0415
+    from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context  # noqa: PLC0415
+
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     host, port = parse_listen(args.listen)

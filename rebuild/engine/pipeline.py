@@ -26,7 +26,7 @@ from typing import Any
 from rebuild import __version__
 from rebuild.compare._normalize import NormalizedPair
 from rebuild.engine import attest, diagnose, runner, targets
-from rebuild.engine.plan import BuildPlan
+from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
 from rebuild.engine.result import LogEntryRef, StepStatus, StepTiming, Verdict, VerifyResult
 from rebuild.errors import InputError, NegativeVerdict, OperationalError, UsageError
 from rebuild.fsio import atomic_write
@@ -36,9 +36,7 @@ from verify.intoto import Normalization
 ProgressFn = Callable[[str, str, float], None]
 """Called as ``progress(step, event, elapsed_seconds)``; event is "start" or a status."""
 
-DEFAULT_TIMEOUT = 1800.0
 _BUILT = ("reproduced", "equivalent", "mismatch")  # verdicts with a rebuilt artifact
-
 
 # -- targets --------------------------------------------------------------------------------
 

@@ -15,6 +15,11 @@ from typing import Any
 BUILD_DIR = "/build"
 OUTPUT_DIR = "/out"
 
+# A build's default wall-clock limit in seconds. Defined here, in a module that
+# imports only the standard library, so `rebuild verify --help` can show it
+# without loading the pipeline (and with it the Docker SDK).
+DEFAULT_TIMEOUT = 1800.0
+
 
 @dataclass(frozen=True)
 class InputMount:
