@@ -52,20 +52,6 @@ TOOLS: tuple[str, ...] = (
     "scrapy",
     "awscli",
 )
-_TARGET = (
-    "--only-binary",
-    ":all:",
-    "--python-version",
-    "3.11",
-    "--implementation",
-    "cp",
-    "--abi",
-    "cp311",
-    "--platform",
-    "manylinux2014_x86_64",
-    "--platform",
-    "manylinux_2_28_x86_64",
-)
 
 
 def select() -> int:
@@ -73,7 +59,9 @@ def select() -> int:
     from packaging.version import Version
 
     from rebuild.errors import RebuildError
-    from rebuild.sources.pypi import PackageIndex, locate_release
+
+    # The build requirements' target: CPython 3.11, manylinux x86_64, wheels only.
+    from rebuild.sources.pypi import _TARGET_FLAGS, PackageIndex, locate_release
 
     picked: dict[str, tuple[Version, str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="survey-select-") as tmp:
@@ -82,7 +70,7 @@ def select() -> int:
             cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"]
             cmd += ["--quiet", "--target", str(Path(tmp) / "t"), "--report", str(report)]
             proc = subprocess.run(
-                [*cmd, *_TARGET, tool], capture_output=True, text=True, check=False
+                [*cmd, *_TARGET_FLAGS, tool], capture_output=True, text=True, check=False
             )
             if proc.returncode != 0:
                 print(f"{tool}: pip could not resolve it: {proc.stderr.strip()[-300:]}")
