@@ -97,18 +97,24 @@ def test_reordered_zip_without_record_is_equivalent(tmp_path: Path) -> None:
 
 
 def test_owner_ids_are_not_normalized(tmp_path: Path) -> None:
-    """uid/gid extra fields count as permissions in the diagnosis, but no rule removes them."""
+    """uid/gid extra fields count as permissions in the diagnosis, but no rule removes
+    them, not even the time rule that edits the same extra field list."""
 
-    def z(path: Path, uid: int) -> Path:
+    def z(path: Path, uid: int, date: tuple[int, int, int, int, int, int]) -> Path:
         with zipfile.ZipFile(path, "w") as f:
-            info = zipfile.ZipInfo("demo/mod.py", (2020, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo("demo/mod.py", date)
             info.extra = struct.pack("<HHBBIBI", 0x7875, 11, 1, 4, uid, 4, uid)
             f.writestr(info, FILES["demo/mod.py"])
         return path
 
-    r = compare(z(tmp_path / "a.zip", 1000), z(tmp_path / "b.zip", 0), diffoscope=None)
-    assert r.causes == ("permissions",)
+    a = z(tmp_path / "a.zip", 1000, (2020, 1, 1, 0, 0, 0))
+    r = compare(a, z(tmp_path / "b.zip", 0, LATER), diffoscope=None)
+    assert r.causes == ("permissions", "timestamps")
+    assert r.normalized is not None
+    assert r.normalized.rules == ("zip-entry-times", "zip-permission-bits")
     assert not r.equivalent
+    # The same owner at another time: equivalent, so the owner alone made the difference.
+    assert compare(a, z(tmp_path / "c.zip", 1000, LATER), diffoscope=None).equivalent
 
 
 def test_a_header_difference_hidden_behind_timestamps_is_not_equivalent(tmp_path: Path) -> None:
