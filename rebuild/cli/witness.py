@@ -37,7 +37,8 @@ def register(sub: Any) -> None:
         required=True,
         action="append",
         metavar="VKEY",
-        help="a log's verifier key (name = origin), literal or .pub file; repeatable",
+        help="a log's verifier key (name = origin), literal (example.com/log+id+key) or "
+        ".pub file; repeatable",
     )
     s.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this cert")
     s.add_argument("--tls-key", type=Path, metavar="FILE", help="private key for --tls-cert")
