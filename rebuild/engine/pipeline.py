@@ -139,6 +139,9 @@ class _Prepared:
     recipe_sha256: str | None = None
     source: Any = None  # verify.intoto.GitSource | SdistSource
     expected_lock: str | None = None  # the recipe's environment lock digest, if it names one
+    refine: Callable[[Path], BuildPlan | None] | None = None
+    """A strategy's second plan after a failed build (its log), or None: see _build."""
+    refined: bool = False
 
 
 class _Failed(Exception):
@@ -360,6 +363,25 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
         staging=run.work / "inputs",
     )
     note.append(outcome.summary)
+    refined = run.p.refine(log_path) if not outcome.ok and run.p.refine else None
+    if refined is not None:
+        # The strategy learned something from the failed attempt (a backend
+        # asking for build requirements its sdist does not declare): build
+        # once more with its new plan. The first log is kept beside it.
+        plan = refined
+        log_path.replace(run.report_dir / "build-1.log")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        outcome = runner.run_plan(
+            plan,
+            source=plan.source_dir,
+            out_dir=out_dir,
+            log_path=log_path,
+            timeout=run.opts.timeout,
+            staging=run.work / "inputs",
+        )
+        note.append(f"again with {', '.join(plan.details.get('knobs', {}).get('asked_for', []))}")
+        note.append(outcome.summary)
     if not outcome.ok:
         raise _Failed(f"build {outcome.summary}; see {log_path}")
     produced = sorted(p for p in out_dir.glob(plan.output) if p.is_file() and not p.is_symlink())

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import calendar
 import configparser
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ import sys
 import tomllib
 import zipfile
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -115,6 +117,9 @@ _GENERATORS: dict[str, Backend] = {
         ("scikit_build_core",),
         tools=("cmake", "ninja"),
     ),
+    # uv's build backend: a binary in uv-build's wheel (its scripts), run by a
+    # small Python shim that finds it on PATH.
+    "uv": Backend("uv", "uv-build", ("uv-build",), ("uv_build",)),
     "maturin": Backend(
         "maturin",
         "maturin",
@@ -124,7 +129,9 @@ _GENERATORS: dict[str, Backend] = {
         "no Rust toolchain",
     ),
 }
-_KNOWN = "hatchling, flit, poetry-core, pdm-backend, setuptools, meson-python, scikit-build-core"
+_KNOWN = (
+    "hatchling, flit, poetry-core, pdm-backend, setuptools, meson-python, scikit-build-core, uv"
+)
 _GEN_RE = re.compile(
     r"^\s*([A-Za-z0-9][A-Za-z0-9_.\-]*)(?:\s+\(?\s*v?([0-9][0-9A-Za-z.+\-]*)\s*\)?)?\s*$"
 )
@@ -305,6 +312,58 @@ def builds_in_tree(gen: Generator, build_system: dict[str, Any]) -> bool:
     return in_tree_role(gen, build_system) == "self"
 
 
+_ENV_MARKERS = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux"}
+
+
+def _applicable(raw: str, what: str) -> Requirement | None:
+    """The requirement without its marker, or None when the marker excludes the environment."""
+    try:
+        req = Requirement(raw)
+    except InvalidRequirement as e:
+        raise InputError(f"{what} {raw!r}: {e}") from None
+    if req.marker is not None and not req.marker.evaluate(_ENV_MARKERS):
+        return None
+    req.marker = None
+    return req
+
+
+def dynamic_requirements(reqs: Sequence[str], asked: Sequence[str]) -> list[str]:
+    """What the backend asked for at build time that ``reqs`` does not name yet."""
+    have = {canonicalize_name(Requirement(r).name) for r in reqs}
+    out: list[str] = []
+    for raw in asked[:64]:
+        req = _applicable(raw, "build requirement asked for by the backend")
+        if req is not None and canonicalize_name(req.name) not in have:
+            have.add(canonicalize_name(req.name))
+            out.append(str(req))
+    return out
+
+
+_MISSING_LINE = "rebuild-frontend: missing-build-requirements "
+_LOG_TAIL = 256 * 1024
+
+
+def missing_from_log(log: Path) -> list[str] | None:
+    """The requirements the frontend reported missing in a build log, if it did."""
+    try:
+        with log.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _LOG_TAIL))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln for ln in text.splitlines() if ln.startswith(_MISSING_LINE)]
+    if not lines:
+        return None
+    try:
+        asked = json.loads(lines[-1].removeprefix(_MISSING_LINE))
+    except ValueError:
+        return None
+    if not isinstance(asked, list) or not all(isinstance(a, str) for a in asked):
+        return None
+    return [a[:256] for a in asked]
+
+
 def build_requirements(gen: Generator, build_system: dict[str, Any]) -> list[str]:
     """The backend pin plus the sdist's other build requirements and the backend's tools."""
     requires = build_system.get("requires", list(_DEFAULT_REQUIRES))
@@ -313,19 +372,13 @@ def build_requirements(gen: Generator, build_system: dict[str, Any]) -> list[str
     in_tree = builds_in_tree(gen, build_system)
     out = [] if in_tree or not gen.pinned else [gen.requirement]
     for raw in requires:
-        try:
-            req = Requirement(raw)
-        except InvalidRequirement as e:
-            raise InputError(f"pyproject build requirement {raw!r}: {e}") from None
-        if req.marker is not None and not req.marker.evaluate(
-            {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux"}
-        ):
+        req = _applicable(raw, "pyproject build requirement")
+        if req is None:
             continue
         # Without a version in the Generator line the sdist's own requirement
         # for the backend stands (held to the upload date like the rest).
         if canonicalize_name(req.name) in gen.backend_dists and gen.pinned:
             continue
-        req.marker = None
         out.append(str(req))
     names = {canonicalize_name(Requirement(r).name) for r in out}
     if not gen.pinned and not in_tree and not names & gen.backend_dists:
@@ -556,25 +609,35 @@ def plan_pypi_wheel(
     wheel_uploaded: datetime | None,
     work: Path,
     index_url: str | None = None,
+    asked: Sequence[str] | None = None,
 ) -> BuildPlan:
-    """Infer and prepare the build of ``wheel`` from ``sdist`` (inputs fetched, pinned)."""
+    """Infer and prepare the build of ``wheel`` from ``sdist`` (inputs fetched, pinned).
+
+    ``asked`` is what the backend's ``get_requires_for_build_wheel`` asked for
+    in an earlier attempt that stopped for missing requirements: they join
+    the requirements (held to the date like the rest), and the frontend then
+    builds without checking again.
+    """
     facts = read_wheel_facts(wheel)
     src_parent = work / "sdist"
     if src_parent.exists():
         shutil.rmtree(src_parent)
     sd = unpack_sdist(sdist, src_parent)
     reqs = build_requirements(facts.generator, sd.build_system)
+    dynamic = dynamic_requirements(reqs, asked or [])
+    reqs += dynamic
     wh = resolve_wheelhouse(
         reqs, work / "wheelhouse", index=index, before=wheel_uploaded, index_url=index_url
     )
     site_dir = work / "site"
     if site_dir.exists():
         shutil.rmtree(site_dir)
-    install_wheelhouse(wh, site_dir)
     bin_dir = work / "bin"
     if bin_dir.exists():
         shutil.rmtree(bin_dir)
-    scripts = write_console_scripts(site_dir, bin_dir)
+    install_wheelhouse(wh, site_dir, bin_dir)  # binaries such as uv-build
+    write_console_scripts(site_dir, bin_dir)  # launchers such as meson
+    scripts = sorted(p.name for p in bin_dir.iterdir())
     epoch = choose_source_date_epoch(sd, facts)
     # -S: no site-packages of the image; the pinned wheelhouse is the only one.
     command: tuple[str, ...] = (
@@ -589,6 +652,9 @@ def plan_pypi_wheel(
         command += ("--path", BIN_MOUNT)
         inputs.append(InputMount(bin_dir, BIN_MOUNT))
     knobs: dict[str, Any] = {}
+    if asked is not None:
+        command += ("--skip-requires-check",)
+        knobs["asked_for"] = dynamic
     if epoch.unset:
         command += ("--unset-source-date-epoch",)
         # Entry times are local-time renderings of the mtimes: use the

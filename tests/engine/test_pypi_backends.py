@@ -51,3 +51,35 @@ def test_meson_python_0_16_0_is_rebuilt_and_found_equivalent(tmp_path: Path) -> 
     assert doc["details"]["knobs"]["in_tree_backend"] == "self"  # type: ignore[index]
     assert "ninja" in doc["details"]["build_requirements"]  # type: ignore[index]
     assert code == 1
+
+
+def test_build_requirements_the_backend_asks_for_are_fetched_mkdocs_1_6_1(
+    tmp_path: Path,
+) -> None:
+    """mkdocs' hatch build hook imports babel, which its sdist's [build-system] does not
+    list; hatchling asks for it through get_requires_for_build_wheel. The build
+    failed with "No module named 'babel'"; now the frontend stops, reports it, and
+    the second attempt has it (held to the upload date like the rest)."""
+    code, doc = _verify("pypi:mkdocs==1.6.1", tmp_path)
+    assert doc["verdict"] == "reproduced", doc.get("message")
+    assert doc["details"]["knobs"]["asked_for"] == ["babel"]  # type: ignore[index]
+    assert (tmp_path / "r" / "build-1.log").is_file()
+    assert code == 0
+
+
+def test_uv_build_backend_cachecontrol_0_14_4_reproduces(tmp_path: Path) -> None:
+    """'Generator: uv 0.9.9' was refused; uv_build's backend is a binary in its wheel's
+    scripts, put on PATH for the build."""
+    code, doc = _verify("pypi:CacheControl==0.14.4", tmp_path)
+    assert doc["verdict"] == "reproduced", doc.get("message")
+    assert doc["details"]["backend"] == "uv"  # type: ignore[index]
+    assert code == 0
+
+
+def test_the_wheel_for_the_environments_python_is_chosen_backrefs_8_3_1(tmp_path: Path) -> None:
+    """backrefs publishes py310 ... py315 wheels; comparing the rebuilt py311 wheel with
+    the py310 one failed with "build produced backrefs-8.3.1-py311-none-any.whl"."""
+    code, doc = _verify("pypi:backrefs==8.3.1", tmp_path)
+    assert doc["artifact"] == "backrefs-8.3.1-py311-none-any.whl"
+    assert doc["verdict"] == "reproduced", doc.get("message")
+    assert code == 0

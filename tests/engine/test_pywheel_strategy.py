@@ -17,7 +17,9 @@ from rebuild.strategies.pywheel import (
     WheelFacts,
     build_requirements,
     choose_source_date_epoch,
+    dynamic_requirements,
     in_tree_role,
+    missing_from_log,
     parse_generator,
     read_wheel_facts,
     unpack_sdist,
@@ -89,6 +91,24 @@ def test_in_tree_wrapper_of_a_released_backend_stays_importable() -> None:
     self_built = {"requires": [], "build-backend": "mesonpy", "backend-path": ["."]}
     assert in_tree_role(parse_generator("meson"), self_built) == "self"
     assert in_tree_role(parse_generator("meson"), {"build-backend": "mesonpy"}) == "none"
+
+
+def test_requirements_the_backend_asks_for_join_once_and_honour_markers(tmp_path: Path) -> None:
+    """mkdocs' hatch hook needs babel, rfc3986-validator's setup.py pytest-runner:
+    the frontend reports them, the host resolves them (not what is already there)."""
+    log = tmp_path / "build.log"
+    log.write_text(
+        "rebuild-frontend: backend hatchling.build asks for [...]\n"
+        'rebuild-frontend: missing-build-requirements ["babel", '
+        '"setuptools; python_version >= \'3.12\'", "hatchling>=1.0"]\n'
+    )
+    asked = missing_from_log(log)
+    assert asked == ["babel", "setuptools; python_version >= '3.12'", "hatchling>=1.0"]
+    assert dynamic_requirements(["hatchling==1.25.0"], asked) == ["babel"]
+    log.write_text("Traceback: the build failed for another reason\n")
+    assert missing_from_log(log) is None
+    log.write_text('rebuild-frontend: missing-build-requirements {"not": "a list"}\n')
+    assert missing_from_log(log) is None
 
 
 def test_console_scripts_become_checked_launchers(tmp_path: Path) -> None:
