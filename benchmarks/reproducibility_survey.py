@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,12 +111,30 @@ def _releases() -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
 
 
-def _backend(doc: dict[str, object]) -> str:
+def _generator(doc: dict[str, object], report_dir: Path) -> str | None:
+    """The Generator line, from the result or (when the run stopped before the
+    plan) from the published wheel it downloaded."""
     details = doc.get("details")
     gen = details.get("generator") if isinstance(details, dict) else None
-    if not isinstance(gen, str):
+    if isinstance(gen, str):
+        return gen
+    for wheel in sorted((report_dir / "upstream").glob("*.whl")):
+        try:
+            with zipfile.ZipFile(wheel) as z:
+                name = next(n for n in z.namelist() if n.endswith(".dist-info/WHEEL"))
+                text = z.read(name)[:4096].decode("utf-8", "replace")
+        except (OSError, zipfile.BadZipFile, StopIteration):
+            continue
+        for line in text.splitlines():
+            if line.lower().startswith("generator:"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def _backend(generator: str | None) -> str:
+    if not generator or not generator.split():
         return "(none)"
-    return gen.split("(")[0].split()[0].replace("_", "-") if gen.split() else "(none)"
+    return generator.split("(")[0].split()[0].replace("_", "-")
 
 
 def run(names: list[str]) -> int:
@@ -147,10 +166,11 @@ def run(names: list[str]) -> int:
                 doc = {"verdict": "error", "message": proc.stderr.strip()[-300:]}
             if "error" in doc and "verdict" not in doc:
                 doc = {"verdict": "error", "message": doc["error"]["message"]}
+            generator = _generator(doc, Path(tmp) / spec)
             row = {
                 "package": spec,
-                "generator": doc.get("details", {}).get("generator"),
-                "backend": _backend(doc),
+                "generator": generator,
+                "backend": _backend(generator),
                 "verdict": doc.get("verdict"),
                 "seconds": round(seconds, 1),
                 "causes": doc.get("causes", [])[:6],
