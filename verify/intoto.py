@@ -53,8 +53,17 @@ RebuildPredicateType: TypeAlias = Literal["https://rebuild-tools.github.io/predi
 RELEASE_PREDICATE_TYPE: Final[ReleasePredicateType] = get_args(ReleasePredicateType)[0]
 REBUILD_PREDICATE_TYPE: Final[RebuildPredicateType] = get_args(RebuildPredicateType)[0]
 
-Verdict: TypeAlias = Literal["reproduced", "mismatch", "failed", "error"]
+Verdict: TypeAlias = Literal["reproduced", "equivalent", "mismatch", "failed", "error"]
 VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
+
+# The normalizations an ``equivalent`` verdict may rest on (docs/formats.md):
+# each leaves every byte that can change what an installer writes or runs.
+NormalizationRule: TypeAlias = Literal[
+    "zip-entry-times",  # DOS time/date -> 1980-01-01 00:00; time extra fields dropped
+    "zip-entry-order",  # records and data ordered by the entry name's bytes
+    "zip-permission-bits",  # Unix rw bits -> 0644, or 0755 when any x bit is set
+]
+NORMALIZATION_RULES: Final[tuple[NormalizationRule, ...]] = get_args(NormalizationRule)
 
 # A statement travels base64-encoded inside a <= 64 KiB envelope.
 MAX_STATEMENT_SIZE: Final = MAX_ENVELOPE_SIZE * 3 // 4
@@ -296,6 +305,55 @@ class EnvironmentRef:
         return cls(d["name"], _digest_set(d["lockDigest"], f"{what}.lockDigest"))
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """What an ``equivalent`` verdict rests on: the rules, and both normalized digests."""
+
+    rules: tuple[NormalizationRule, ...]
+    """The normalizations applied to both artifacts, in :data:`NORMALIZATION_RULES` order."""
+    subject_sha256: str
+    """SHA-256 of the subject's normalized form."""
+    rebuilt_sha256: str
+    """SHA-256 of the rebuilt artifact's normalized form; equal to ``subject_sha256``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rules, tuple) or not self.rules:
+            raise _fail("predicate.normalization.rules", "must list at least one rule")
+        for r in self.rules:
+            if r not in NORMALIZATION_RULES:
+                raise _fail(
+                    "predicate.normalization.rules",
+                    f"{r!r} is not one of {', '.join(NORMALIZATION_RULES)}",
+                )
+        canonical = tuple(r for r in NORMALIZATION_RULES if r in self.rules)
+        if self.rules != canonical:
+            raise _fail("predicate.normalization.rules", "must be unique and in canonical order")
+        _check_sha256(self.subject_sha256, "predicate.normalization.subjectDigest")
+        _check_sha256(self.rebuilt_sha256, "predicate.normalization.rebuiltDigest")
+        # Equivalent means the normalized forms are the same bytes; anything else is a mismatch.
+        if self.subject_sha256 != self.rebuilt_sha256:
+            raise _fail("predicate.normalization", "the two normalized digests differ")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rules": list(self.rules),
+            "subjectDigest": _digest_dict(self.subject_sha256),
+            "rebuiltDigest": _digest_dict(self.rebuilt_sha256),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: object, what: str = "normalization") -> Normalization:
+        d = _fields(doc, what, ["rules", "subjectDigest", "rebuiltDigest"])
+        rules = d["rules"]
+        if not isinstance(rules, list) or len(rules) > len(NORMALIZATION_RULES):
+            raise _fail(f"{what}.rules", "must be a list of known rules")
+        return cls(
+            tuple(rules),
+            _digest_set(d["subjectDigest"], f"{what}.subjectDigest"),
+            _digest_set(d["rebuiltDigest"], f"{what}.rebuiltDigest"),
+        )
+
+
 # -- the two predicates -------------------------------------------------------
 
 
@@ -358,8 +416,10 @@ class RebuildPredicate:
     version: str
     """Version from the recipe."""
     verdict: Verdict
-    """``reproduced`` (bit-identical), ``mismatch`` (built, bytes differ),
-    ``failed`` (the build itself failed) or ``error`` (rebuild could not run)."""
+    """``reproduced`` (bit-identical), ``equivalent`` (bytes differ, identical
+    after the recorded ``normalization``; never bit-identical), ``mismatch``
+    (built, bytes differ), ``failed`` (the build itself failed) or ``error``
+    (rebuild could not run)."""
     source: Source
     """The source that was built (git commit or sdist digest)."""
     recipe_sha256: str
@@ -373,12 +433,14 @@ class RebuildPredicate:
     finished_at: int
     """Unix time the rebuild finished (``finishedOn``); not before ``started_at``."""
     rebuilt_sha256: str | None = None
-    """SHA-256 of the rebuilt artifact; required for reproduced and mismatch,
-    absent for failed and error."""
+    """SHA-256 of the rebuilt artifact; required for reproduced, equivalent and
+    mismatch, absent for failed and error."""
     diff_report_sha256: str | None = None
-    """SHA-256 of the stored diff report; required exactly when mismatch."""
+    """SHA-256 of the stored diff report; required exactly when equivalent or mismatch."""
     causes: tuple[str, ...] = ()
     """Short diagnoses (e.g. ``zip timestamps differ``), at most 32."""
+    normalization: Normalization | None = None
+    """The normalizations and both normalized digests; required exactly when equivalent."""
 
     PREDICATE_TYPE: ClassVar[RebuildPredicateType] = REBUILD_PREDICATE_TYPE
 
@@ -397,15 +459,23 @@ class RebuildPredicate:
         _check_time(self.finished_at, "predicate.finishedOn")
         if self.finished_at < self.started_at:
             raise _fail("predicate.finishedOn", "is before startedOn")
-        built = self.verdict in ("reproduced", "mismatch")
+        built = self.verdict in ("reproduced", "equivalent", "mismatch")
         if built and self.rebuilt_sha256 is None:
             raise _fail("predicate.rebuiltDigest", f"is required for verdict {self.verdict}")
         if not built and self.rebuilt_sha256 is not None:
             raise _fail("predicate.rebuiltDigest", f"must be absent for verdict {self.verdict}")
         if self.rebuilt_sha256 is not None:
             _check_sha256(self.rebuilt_sha256, "predicate.rebuiltDigest")
-        if (self.verdict == "mismatch") != (self.diff_report_sha256 is not None):
-            raise _fail("predicate.diffReportDigest", "is required exactly for verdict mismatch")
+        compared = self.verdict in ("equivalent", "mismatch")
+        if compared != (self.diff_report_sha256 is not None):
+            raise _fail(
+                "predicate.diffReportDigest",
+                "is required exactly for verdicts equivalent and mismatch",
+            )
+        if (self.verdict == "equivalent") != (self.normalization is not None):
+            raise _fail("predicate.normalization", "is required exactly for verdict equivalent")
+        if self.normalization is not None and not isinstance(self.normalization, Normalization):
+            raise _fail("predicate.normalization", "must be a Normalization")
         if self.diff_report_sha256 is not None:
             _check_sha256(self.diff_report_sha256, "predicate.diffReportDigest")
         if not isinstance(self.causes, tuple) or len(self.causes) > MAX_CAUSES:
@@ -431,6 +501,8 @@ class RebuildPredicate:
             doc["rebuiltDigest"] = _digest_dict(self.rebuilt_sha256)
         if self.diff_report_sha256 is not None:
             doc["diffReportDigest"] = _digest_dict(self.diff_report_sha256)
+        if self.normalization is not None:
+            doc["normalization"] = self.normalization.to_dict()
         return doc
 
     @classmethod
@@ -451,7 +523,7 @@ class RebuildPredicate:
                 "finishedOn",
                 "causes",
             ],
-            ["rebuiltDigest", "diffReportDigest"],
+            ["rebuiltDigest", "diffReportDigest", "normalization"],
         )
         causes = d["causes"]
         if not isinstance(causes, list):
@@ -480,6 +552,11 @@ class RebuildPredicate:
                 else None
             ),
             causes=tuple(causes),
+            normalization=(
+                Normalization.from_dict(d["normalization"], f"{what}.normalization")
+                if "normalization" in d
+                else None
+            ),
         )
 
 
@@ -519,8 +596,8 @@ class Statement:
             # A verdict that contradicts its own digests is not a verdict.
             if p.verdict == "reproduced" and p.rebuilt_sha256 != subject.sha256:
                 raise _fail("predicate.rebuiltDigest", "differs from the subject for reproduced")
-            if p.verdict == "mismatch" and p.rebuilt_sha256 == subject.sha256:
-                raise _fail("predicate.rebuiltDigest", "equals the subject for mismatch")
+            if p.verdict in ("equivalent", "mismatch") and p.rebuilt_sha256 == subject.sha256:
+                raise _fail("predicate.rebuiltDigest", f"equals the subject for {p.verdict}")
 
     @property
     def predicate_type(self) -> str:

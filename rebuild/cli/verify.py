@@ -1,7 +1,8 @@
 """``rebuild verify``: rebuild a published artifact and report the verdict.
 
 Only renders: the pipeline (:mod:`rebuild.engine.pipeline`) decides and
-returns a frozen result. Exit 0 reproduced, 1 mismatch or failed, 2 error.
+returns a frozen result. Exit 0 reproduced, 1 equivalent, mismatch or
+failed, 2 error; ``--accept-equivalent`` makes equivalent exit 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 _STYLE = {
     "reproduced": "bold green",
+    "equivalent": "bold yellow",
     "mismatch": "bold red",
     "failed": "bold red",
     "error": "bold yellow",
@@ -39,8 +41,10 @@ def register(sub: Any) -> None:
             "recipe inferred), RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT (a maintainer's "
             "signed release statement; with --maintainer-key its signature must verify). "
             "Steps: fetch, environment, build (no network), compare sha256, diagnose a "
-            "mismatch, attest (--key), publish (--log). Exit 0 reproduced, 1 mismatch or "
-            "failed, 2 error."
+            "mismatch, attest (--key), publish (--log). A wheel that differs only in zip "
+            "entry times, order or permission bits, and is byte-identical once those are "
+            "normalized, is 'equivalent', never 'reproduced'. Exit 0 reproduced, 1 "
+            "equivalent, mismatch or failed, 2 error."
         ),
     )
     p.add_argument("target", nargs="*", metavar="TARGET", help="what to rebuild (see above)")
@@ -81,6 +85,11 @@ def register(sub: Any) -> None:
         help=f"build time limit in seconds (default {DEFAULT_TIMEOUT:.0f})",
     )
     p.add_argument("--keep-work", action="store_true", help="keep unpacked sources and wheels")
+    p.add_argument(
+        "--accept-equivalent",
+        action="store_true",
+        help="exit 0 for verdict equivalent too (the verdict and attestation stay equivalent)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_verify)
 
@@ -129,6 +138,8 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     with _progress(out) as progress:
         result = verify(target, opts, progress)
     out.result(result.to_json(), lambda c: _render(c, result))
+    if result.verdict == "equivalent" and args.accept_equivalent:
+        return 0
     return result.exit_code
 
 
@@ -181,6 +192,12 @@ def _render(c: Console, r: VerifyResult) -> None:
         c.print(f"artifact: {r.artifact}", markup=False)
     c.print(f"upstream sha256: {r.upstream_sha256}", markup=False)
     c.print(f"rebuilt  sha256: {r.rebuilt_sha256}", markup=False)
+    if r.normalization:
+        c.print(
+            f"normalized sha256: {r.normalization['sha256']} (both, after "
+            f"{', '.join(r.normalization['rules'])})",
+            markup=False,
+        )
     if r.causes:
         c.print("causes:", markup=False)
         for cause in r.causes:

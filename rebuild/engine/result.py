@@ -2,7 +2,8 @@
 
 Decides nothing; it records. The one invariant it enforces is the product's
 first rule: the verdict ``reproduced`` is only constructible when the two
-sha256 digests are present and equal.
+sha256 digests are present and equal; ``equivalent`` and ``mismatch`` only
+when they differ (``equivalent`` also needs its normalization).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Verdict = Literal["reproduced", "mismatch", "failed", "error"]
+Verdict = Literal["reproduced", "equivalent", "mismatch", "failed", "error"]
 StepStatus = Literal["ok", "failed", "error", "skipped"]
 STEPS: tuple[str, ...] = ("fetch", "environment", "build", "compare", "attest", "publish")
 
@@ -73,20 +74,27 @@ class VerifyResult:
     sde_rule: str | None = None
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    normalization: dict[str, Any] | None = None
+    """For ``equivalent``: ``{"rules": [...], "sha256": <both normalized forms>}``."""
 
     def __post_init__(self) -> None:
         if self.verdict == "reproduced" and (
             self.upstream_sha256 is None or self.upstream_sha256 != self.rebuilt_sha256
         ):
             raise ValueError("verdict reproduced requires equal sha256 digests")
-        if self.verdict == "mismatch" and (
+        if self.verdict in ("equivalent", "mismatch") and (
             self.rebuilt_sha256 is None or self.upstream_sha256 == self.rebuilt_sha256
         ):
-            raise ValueError("verdict mismatch requires two different sha256 digests")
+            raise ValueError(f"verdict {self.verdict} requires two different sha256 digests")
+        if (self.verdict == "equivalent") != (self.normalization is not None):
+            raise ValueError("a normalization is recorded exactly for verdict equivalent")
 
     @property
     def exit_code(self) -> int:
-        return {"reproduced": 0, "mismatch": 1, "failed": 1, "error": 2}[self.verdict]
+        """0 reproduced; 1 equivalent (not bit-identical), mismatch, failed; 2 error."""
+        return {"reproduced": 0, "equivalent": 1, "mismatch": 1, "failed": 1, "error": 2}[
+            self.verdict
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,5 +122,6 @@ class VerifyResult:
             "source_date_epoch_rule": self.sde_rule,
             "message": self.message,
             "details": self.details,
+            "normalization": self.normalization,
             "exit_code": self.exit_code,
         }

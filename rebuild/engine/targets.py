@@ -52,19 +52,39 @@ def prepare_pypi(
     wheel = index.download(rel.wheel, upstream)
     sdist = index.download(rel.sdist, upstream)
     note.append(f"{rel.wheel.filename} + {rel.sdist.filename} (sha256 checked against the index)")
-    plan = pywheel.plan_pypi_wheel(
-        index=index, sdist=sdist, wheel=wheel, wheel_uploaded=rel.wheel.upload_time, work=work
-    )
-    lock = runner.lock_digest(plan.environment)
-    text = inferred_recipe(name, version, rel.sdist, plan, lock)
-    data = text.encode("utf-8")
-    recipe = parse_recipe(data, "inferred recipe")  # the inferred recipe is a valid recipe
-    atomic_write(report_dir / "recipe.toml", data)
+
+    def adopt(asked: list[str] | None) -> BuildPlan:
+        plan = pywheel.plan_pypi_wheel(
+            index=index,
+            sdist=sdist,
+            wheel=wheel,
+            wheel_uploaded=rel.wheel.upload_time,
+            work=work,
+            asked=asked,
+        )
+        lock = runner.lock_digest(plan.environment)
+        text = inferred_recipe(name, version, rel.sdist, plan, lock)
+        data = text.encode("utf-8")
+        recipe = parse_recipe(data, "inferred recipe")  # the inferred recipe is a valid recipe
+        atomic_write(report_dir / "recipe.toml", data)
+        p.plan = plan
+        p.recipe_text, p.recipe_sha256 = text, recipe.sha256
+        p.source = recipe.source
+        p.expected_lock = lock
+        return plan
+
+    def refine(build_log: Path) -> BuildPlan | None:
+        # Once: the backend asked for requirements the sdist does not declare.
+        asked = pywheel.missing_from_log(build_log)
+        if asked is None or p.refined:
+            return None
+        p.refined = True
+        return adopt(asked)
+
     p.package, p.version = name, version
-    p.upstream, p.plan = wheel, plan
-    p.recipe_text, p.recipe_sha256 = text, recipe.sha256
-    p.source = recipe.source
-    p.expected_lock = lock
+    p.upstream = wheel
+    plan = adopt(None)
+    p.refine = refine
     note.append(f"backend {plan.details['generator']}")
 
 
