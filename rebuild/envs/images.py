@@ -29,7 +29,8 @@ from typing import Any
 import docker.errors
 import requests
 
-from rebuild.envs import _docker, localrepo
+from rebuild.envs._docker import client as docker_client
+from rebuild.envs._docker import engine_errors
 from rebuild.envs.deb822 import parse_stanzas
 from rebuild.envs.definition import (
     IMAGE_REPOSITORY_PREFIX,
@@ -45,6 +46,7 @@ from rebuild.envs.definition import (
     read_pinned_versions,
 )
 from rebuild.envs.fetch import FetchReport, ensure_in_store
+from rebuild.envs.localrepo import POOL, stage, staged_name, write_repository
 from rebuild.envs.mirror import Mirrors, render_sources
 from rebuild.envs.store import PackageStore
 from rebuild.errors import InputError, ToolError, UsageError
@@ -179,10 +181,10 @@ def run_capture(
     file system and ``tmpfs`` the only writable places). The container is
     removed whatever happens (error, timeout, Ctrl-C).
     """
-    c = _docker.client()
+    c = docker_client()
     container = None
     try:
-        with _docker.engine_errors(f"running {argv[0]} in {image}"):
+        with engine_errors(f"running {argv[0]} in {image}"):
             container = c.containers.create(
                 image,
                 argv,
@@ -273,8 +275,8 @@ class ImageRef:
 
 def find_image(lock: Lock) -> ImageRef | None:
     """The image tagged for ``lock`` and labelled with its full digest, if any."""
-    c = _docker.client()
-    with _docker.engine_errors(f"looking up {lock.image_tag}"):
+    c = docker_client()
+    with engine_errors(f"looking up {lock.image_tag}"):
         try:
             image = c.images.get(lock.image_tag)
         except docker.errors.ImageNotFound:
@@ -464,8 +466,8 @@ def _debootstrap_rootfs(
         if tar.returncode != 0:
             raise ToolError(f"tar of the root file system failed: {tar.stderr[-500:]!r}")
         repo, _, t = tag.rpartition(":")
-        c = _docker.client()
-        with _docker.engine_errors("docker import of the root file system"):
+        c = docker_client()
+        with engine_errors("docker import of the root file system"):
             c.api.import_image_from_file(str(tarball), repository=repo, tag=t)
             image_id: str = c.images.get(tag).id
         return image_id, installed
@@ -496,11 +498,11 @@ def _docker_build(
 ) -> tuple[str, list[str]]:
     """Build ``dockerfile`` in ``context``; returns (image id, log lines)."""
     (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
-    c = _docker.client()
+    c = docker_client()
     log: list[str] = []
     image_id = None
     error = None
-    with _docker.engine_errors(f"docker build of {tag}"):
+    with engine_errors(f"docker build of {tag}"):
         for chunk in c.api.build(
             path=str(context),
             tag=tag,
@@ -587,7 +589,7 @@ def _parent_image(definition: Definition) -> tuple[str, Lock]:
 
 
 def _untag(tag: str) -> None:
-    c = _docker.client()
+    c = docker_client()
     with contextlib.suppress(Exception):
         c.images.remove(tag, noprune=True)
 
@@ -604,12 +606,12 @@ def _install_debs(from_ref: str, debs: Path, count: int, progress: Progress) -> 
         "apt-get install -y -q --no-install-recommends --allow-downgrades "
         f"-o Dpkg::Use-Pty=0 {_DEBS_MOUNT}/*.deb; {_APT_CLEAN}"
     )
-    c = _docker.client()
+    c = docker_client()
     container = None
     name = f"rebuild-env-install-{secrets.token_hex(6)}"
     progress(f"installing {count} pinned packages from the package store (no network)")
     try:
-        with _docker.engine_errors(f"installing packages on {from_ref[:19]}"):
+        with engine_errors(f"installing packages on {from_ref[:19]}"):
             container = c.containers.create(
                 from_ref,
                 ["sh", "-c", script],
@@ -701,14 +703,14 @@ def build_environment(
         with _workdir("rebuild-debs-") as repo:
             # Step 3: verified copies.
             progress(f"staging {len(own)} packages from the package store")
-            localrepo.stage(own, store, repo)
+            stage(own, store, repo)
             # Step 4: install them, with no network.
             if definition.parent is not None:
                 from_ref, _ = _parent_image(definition)
                 remaining = own
             elif definition.is_debootstrap:
                 assert definition.suite is not None
-                localrepo.write_repository(repo, own, definition.suite, lock.architecture)
+                write_repository(repo, own, definition.suite, lock.architecture)
                 from_ref, installed = _debootstrap_rootfs(
                     definition,
                     repo.resolve().as_uri(),
@@ -722,11 +724,11 @@ def build_environment(
                 assert definition.base is not None
                 from_ref, remaining = definition.base, own
             if remaining:
-                names = {localrepo.staged_name(p) for p in remaining}
-                for f in (repo / localrepo.POOL).iterdir():
+                names = {staged_name(p) for p in remaining}
+                for f in (repo / POOL).iterdir():
                     if f.name not in names:
                         f.unlink()
-                from_ref = _install_debs(from_ref, repo / localrepo.POOL, len(remaining), progress)
+                from_ref = _install_debs(from_ref, repo / POOL, len(remaining), progress)
         # Step 5: the definition's files and the labels.
         with _workdir("rebuild-ctx-") as ctx:
             _prepare_context(ctx, definition)
@@ -753,7 +755,7 @@ def build_environment(
     if existing is not None and existing.id != image_id:
         # --force replaced it; drop the old copy unless something still uses it.
         with contextlib.suppress(Exception):
-            _docker.client().images.remove(existing.id)
+            docker_client().images.remove(existing.id)
     return BuildOutcome(
         definition.name,
         lock.digest,
