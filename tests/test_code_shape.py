@@ -46,7 +46,6 @@ WAITING: dict[str, str] = {
     "rebuild.log.serve:serve": "rebuild/log (tidy)",
     "rebuild.recipe:parse_recipe": "rebuild/recipe.py (everyday)",
     "rebuild.strategies.pywheel:plan_pypi_wheel": "rebuild/strategies (tidy)",
-    "verify.tiles:audit_tiles": "verify/tiles.py (tidy)",
 }
 
 CYCLES_WAITING: dict[tuple[str, ...], str] = {
