@@ -255,24 +255,8 @@ def _central_record(
     rec = _CD.unpack_from(cd, pos - end.cd_offset)
     if rec[0] != CD_SIG:
         raise ZipFormatError(f"central directory record {index} has a bad signature")
-    (
-        _,
-        made_by,
-        needed,
-        flags,
-        method,
-        mtime,
-        mdate,
-        crc,
-        csize,
-        usize,
-        name_len,
-        extra_len,
-        comment_len,
-        _disk_start,
-        internal_attr,
-        external_attr,
-    ) = rec[:16]
+    _, made_by, needed, flags, method, mtime, mdate, crc, csize, usize = rec[:10]
+    name_len, extra_len, comment_len, _disk_start, internal_attr, external_attr = rec[10:16]
     (header_offset,) = struct.unpack_from("<I", cd, pos - end.cd_offset + 42)
     p = pos + 46
     if p + name_len + extra_len + comment_len > end.cd_end:
