@@ -32,7 +32,6 @@ WAITING: dict[str, str] = {
     "rebuild.compare._compare:compare": "rebuild/compare (tidy)",
     "rebuild.compare._diagnose:compare_views": "rebuild/compare (tidy)",
     "rebuild.compare._html:render_html_report": "rebuild/compare (tidy)",
-    "rebuild.compare._phar:parse_phar": "rebuild/compare (tidy)",
     "rebuild.demo.story:Story.cast": "rebuild/demo (tidy)",
     "rebuild.engine.pipeline:verify": "rebuild/engine (everyday)",
     "rebuild.envs.archive:export_environment": "rebuild/envs (tidy)",
