@@ -29,8 +29,6 @@ WAITING: dict[str, str] = {
     "rebuild.cli.env:register": "rebuild/cli (everyday)",
     "rebuild.cli.fleet:register": "rebuild/cli (everyday)",
     "rebuild.cli.log:register": "rebuild/cli (everyday)",
-    "rebuild.compare._compare:compare": "rebuild/compare (tidy)",
-    "rebuild.compare._diagnose:compare_views": "rebuild/compare (tidy)",
     "rebuild.compare._html:render_html_report": "rebuild/compare (tidy)",
     "rebuild.demo.story:Story.cast": "rebuild/demo (tidy)",
     "rebuild.engine.pipeline:verify": "rebuild/engine (everyday)",

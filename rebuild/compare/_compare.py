@@ -88,39 +88,16 @@ def compare(
     if len(diag.differences) > MAX_DIFFERENCES:
         omitted = len(diag.differences) - MAX_DIFFERENCES
         notes.append(f"{omitted} further differences omitted from the details")
-    reports: list[ReportFile] = []
-    run = None
-    over = [d for d in diag.differences if d.kind == "limit"]
-    if report_dir is not None and diffoscope is not None and over:
-        # diffoscope would extract (and often load) what the caps refused.
-        run = DiffoscopeRun(
-            "refused",
-            None,
-            None,
-            None,
-            0.0,
-            f"diffoscope was not run: the {' and the '.join(str(d.side) for d in over)} "
-            "artifact exceeds the inflation caps",
-        )
-        notes.append(str(run.note))
-    elif report_dir is not None and diffoscope is not None:
-        out = run_diffoscope(
-            expected, actual, executable=diffoscope, timeout=diffoscope_timeout, limits=limits
-        )
-        run = out.run
-        if run.note:
-            notes.append(run.note)
-        for kind, data in (
-            ("diffoscope-json", out.json_report),
-            ("diffoscope-html", out.html_report),
-            ("diffoscope-text", out.text_report),
-        ):
-            if data is not None:
-                reports.append(store_report(report_dir, kind, data))
-    elif diffoscope is None:
-        notes.append("diffoscope was not requested; format-aware diagnosis only")
-    else:
-        notes.append("no report directory given; diffoscope was not run")
+    run, reports, said = _diffoscope_step(
+        expected,
+        actual,
+        diag,
+        report_dir=report_dir,
+        diffoscope=diffoscope,
+        timeout=diffoscope_timeout,
+        limits=limits,
+    )
+    notes += said
     result = Comparison(
         identical=False,
         expected=expected,
@@ -138,8 +115,59 @@ def compare(
         seconds=time.monotonic() - start,
         normalized=normalized,
     )
-    if report_dir is None:
-        return result
+    return result if report_dir is None else _with_summary(result, report_dir)
+
+
+def _diffoscope_step(
+    expected: Path,
+    actual: Path,
+    diag: Diagnosis,
+    *,
+    report_dir: Path | None,
+    diffoscope: str | None,
+    timeout: float,
+    limits: InflationLimits,
+) -> tuple[DiffoscopeRun | None, list[ReportFile], list[str]]:
+    """Run diffoscope when it may (a report directory, caps kept): its run, reports and notes."""
+    reports: list[ReportFile] = []
+    notes: list[str] = []
+    run = None
+    over = [d for d in diag.differences if d.kind == "limit"]
+    if report_dir is not None and diffoscope is not None and over:
+        # diffoscope would extract (and often load) what the caps refused.
+        run = DiffoscopeRun(
+            "refused",
+            None,
+            None,
+            None,
+            0.0,
+            f"diffoscope was not run: the {' and the '.join(str(d.side) for d in over)} "
+            "artifact exceeds the inflation caps",
+        )
+        notes.append(str(run.note))
+    elif report_dir is not None and diffoscope is not None:
+        out = run_diffoscope(
+            expected, actual, executable=diffoscope, timeout=timeout, limits=limits
+        )
+        run = out.run
+        if run.note:
+            notes.append(run.note)
+        for kind, data in (
+            ("diffoscope-json", out.json_report),
+            ("diffoscope-html", out.html_report),
+            ("diffoscope-text", out.text_report),
+        ):
+            if data is not None:
+                reports.append(store_report(report_dir, kind, data))
+    elif diffoscope is None:
+        notes.append("diffoscope was not requested; format-aware diagnosis only")
+    else:
+        notes.append("no report directory given; diffoscope was not run")
+    return run, reports, notes
+
+
+def _with_summary(result: Comparison, report_dir: Path) -> Comparison:
+    """``result`` with its stored comparison report listed first and its digest recorded."""
     summary = store_report(report_dir, "comparison-json", comparison_report_bytes(result))
     return Comparison(
         **{
