@@ -29,7 +29,6 @@ WAITING: dict[str, str] = {
     "rebuild.cli.env:register": "rebuild/cli (everyday)",
     "rebuild.cli.fleet:register": "rebuild/cli (everyday)",
     "rebuild.cli.log:register": "rebuild/cli (everyday)",
-    "rebuild.compare._html:render_html_report": "rebuild/compare (tidy)",
     "rebuild.demo.story:Story.cast": "rebuild/demo (tidy)",
     "rebuild.engine.pipeline:verify": "rebuild/engine (everyday)",
     "rebuild.envs.archive:export_environment": "rebuild/envs (tidy)",
