@@ -36,7 +36,6 @@ WAITING: dict[str, str] = {
     "rebuild.envs.definition:load_definition": "rebuild/envs (tidy)",
     "rebuild.envs.images:build_environment": "rebuild/envs (tidy)",
     "rebuild.envs.images:lock_environment": "rebuild/envs (tidy)",
-    "rebuild.log.serve:serve": "rebuild/log (tidy)",
     "rebuild.recipe:parse_recipe": "rebuild/recipe.py (everyday)",
     "rebuild.strategies.pywheel:plan_pypi_wheel": "rebuild/strategies (tidy)",
 }
