@@ -29,7 +29,6 @@ WAITING: dict[str, str] = {
     "rebuild.cli.env:register": "rebuild/cli (everyday)",
     "rebuild.cli.fleet:register": "rebuild/cli (everyday)",
     "rebuild.cli.log:register": "rebuild/cli (everyday)",
-    "rebuild.demo.story:Story.cast": "rebuild/demo (tidy)",
     "rebuild.engine.pipeline:verify": "rebuild/engine (everyday)",
     "rebuild.envs.archive:export_environment": "rebuild/envs (tidy)",
     "rebuild.envs.archive:import_environment": "rebuild/envs (tidy)",
@@ -37,7 +36,6 @@ WAITING: dict[str, str] = {
     "rebuild.envs.images:build_environment": "rebuild/envs (tidy)",
     "rebuild.envs.images:lock_environment": "rebuild/envs (tidy)",
     "rebuild.recipe:parse_recipe": "rebuild/recipe.py (everyday)",
-    "rebuild.strategies.pywheel:plan_pypi_wheel": "rebuild/strategies (tidy)",
 }
 
 CYCLES_WAITING: dict[tuple[str, ...], str] = {
