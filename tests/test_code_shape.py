@@ -30,11 +30,6 @@ WAITING: dict[str, str] = {
     "rebuild.cli.fleet:register": "rebuild/cli (everyday)",
     "rebuild.cli.log:register": "rebuild/cli (everyday)",
     "rebuild.engine.pipeline:verify": "rebuild/engine (everyday)",
-    "rebuild.envs.archive:export_environment": "rebuild/envs (tidy)",
-    "rebuild.envs.archive:import_environment": "rebuild/envs (tidy)",
-    "rebuild.envs.definition:load_definition": "rebuild/envs (tidy)",
-    "rebuild.envs.images:build_environment": "rebuild/envs (tidy)",
-    "rebuild.envs.images:lock_environment": "rebuild/envs (tidy)",
     "rebuild.recipe:parse_recipe": "rebuild/recipe.py (everyday)",
 }
 
