@@ -19,6 +19,7 @@ It never executes anything from an artifact and never writes outside
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -57,15 +58,18 @@ def compare(
     expected, actual = Path(expected), Path(actual)
     e_sha, e_size = sha256_file(expected)
     a_sha, a_size = sha256_file(actual)
+    pair = functools.partial(
+        Comparison,
+        expected=expected,
+        actual=actual,
+        expected_sha256=e_sha,
+        actual_sha256=a_sha,
+        expected_size=e_size,
+        actual_size=a_size,
+    )
     if e_sha == a_sha:
-        return Comparison(
+        return pair(
             identical=True,
-            expected=expected,
-            actual=actual,
-            expected_sha256=e_sha,
-            actual_sha256=a_sha,
-            expected_size=e_size,
-            actual_size=a_size,
             format=sniff_format(expected),
             causes=(),
             seconds=time.monotonic() - start,
@@ -98,14 +102,8 @@ def compare(
         limits=limits,
     )
     notes += said
-    result = Comparison(
+    result = pair(
         identical=False,
-        expected=expected,
-        actual=actual,
-        expected_sha256=e_sha,
-        actual_sha256=a_sha,
-        expected_size=e_size,
-        actual_size=a_size,
         format=diag.format,
         causes=causes,
         differences=differences,
