@@ -115,10 +115,17 @@ def test_broker_killed_while_jobs_are_queued_loses_none(
     rig.worker("a")
     rig.worker("b")
     rig.publisher()
-    wait_for("a job in flight", lambda: status(rig.broker)["running"], timeout=120)
-    # Again, with jobs in flight and workers connected.
+    building = wait_for(
+        "a job building",
+        lambda: [r for r in status(rig.broker)["running"] if r["step"] == "build"],
+        timeout=120,
+    )
+    # Again, with jobs in flight and workers connected; the broker stays down
+    # until that build ended, so its worker's writes after it (the step
+    # record, the hand-over, the acknowledgement) all meet the outage.
     redis_server.kill()
-    time.sleep(1)
+    result = Path(building[0]["report_dir"]) / "report" / "result.json"
+    wait_for("the build to end while the broker is down", result.is_file, timeout=240)
     redis_server.start()
 
     for rel in releases:
