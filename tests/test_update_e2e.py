@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from pathlib import Path
 
 from rebuild.keystore import load_signing_key
@@ -144,6 +145,15 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
         # and nothing newer: up to date, exit 0
         r = update_cli(policy, install, [urls["honest"]], *ca)
         assert r.returncode == 0 and report(r)["status"] == "up-to-date"
+        # a freeze: every mirror cut off is a failure, never "up to date"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            dead = f"https://127.0.0.1:{s.getsockname()[1]}"
+        r = update_cli(policy, install, [dead], *ca)
+        doc = report(r)
+        assert r.returncode == 1 and doc["status"] == "failed", r.stdout + r.stderr
+        assert "no mirror answered for" in r.stderr, r.stderr
+        assert installed(install) == ("1.1.0", art2.read_bytes())
     finally:
         for s in reversed(servers):
             s.stop()
