@@ -308,7 +308,7 @@ def test_broken_verifier_key_file_is_a_one_line_error_naming_it(
     statement = tmp_path / "s.json"
     statement.write_text("{}")
     code, _, err = run(
-        capsys, "release", "verify", artifact, "--statement", statement, "--key-file", pub
+        capsys, "release", "verify", artifact, "--statement", statement, "--maintainer-key", pub
     )
     assert code == 2
     assert_one_line_error(err, pub, message)

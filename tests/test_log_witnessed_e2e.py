@@ -45,7 +45,7 @@ def test_entries_from_concurrent_clients_verify_against_witness_cosigned_checkpo
                         str(tmp_path / f"ws{i}"),
                         "--listen",
                         "127.0.0.1:0",
-                        "--log",
+                        "--log-key",
                         f"{log_key}.pub",
                     ],
                     tmp_path / f"witness{i}.log",

@@ -59,7 +59,7 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
             str(tmp_path / "ws1"),
             "--listen",
             "127.0.0.1:0",
-            "--log",
+            "--log-key",
             f"{log_key}.pub",
         ],
         tmp_path / "witness.log",

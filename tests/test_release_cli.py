@@ -78,7 +78,7 @@ class Release:
     def verify(self, statement: Path | None = None, *extra: str | Path) -> tuple[int, str, str]:
         return run(
             self.capsys, "release", "verify", self.artifact,
-            "--statement", statement or self.statement, "--key-file", self.pub, *extra,
+            "--statement", statement or self.statement, "--maintainer-key", self.pub, *extra,
         )  # fmt: skip
 
     def envelope(self) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def test_trojaned_artifact_is_rejected_with_exit_1(rel: Release) -> None:
     rel.artifact.write_bytes(b"<?php system($_GET['c']);\n")
     code, out, err = rel.verify(None, "--json")
     assert code == 1
-    assert json.loads(out)["error"]["kind"] == "DigestMismatchError"
+    assert json.loads(out)["reason"]["kind"] == "DigestMismatchError"
     one_line(err, rel.artifact, "is not covered by", rel.statement)
 
 
@@ -245,7 +245,7 @@ def test_broken_statement_file_is_exit_2_naming_it(rel: Release, mutate: Any, me
     rel.statement.write_bytes(mutate(raw, json.loads(raw)))
     code, out, err = rel.verify(None, "--json")
     assert code == 2
-    assert json.loads(out)["error"]["exit_code"] == 2
+    assert json.loads(out)["exit_code"] == 2
     one_line(err, rel.statement, message)
 
 
@@ -350,7 +350,7 @@ def test_exit_codes_of_the_real_process(rel: Release) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [
         sys.executable, "-m", "rebuild", "release", "verify", str(rel.artifact),
-        "--statement", str(rel.statement), "--key-file", str(rel.pub),
+        "--statement", str(rel.statement), "--maintainer-key", str(rel.pub),
     ]  # fmt: skip
 
     def code() -> int:

@@ -49,7 +49,7 @@ def register(sub: Any) -> None:
         help=f"diffoscope wall-clock limit (default {DEFAULT_TIMEOUT:g})",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(func=cmd_diff)
+    p.set_defaults(func=cmd_diff, negative_verdict="different")
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
@@ -71,6 +71,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
             args.report_dir, result, {"command": "rebuild diff", "title": None}
         )
     doc = result.to_json()
+    doc["verdict"] = "identical" if result.identical else "different"
     if summary is not None:
         doc["reports"].append(summary.to_json())
 

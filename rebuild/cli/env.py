@@ -23,7 +23,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("env", help="pinned build environments (containers/)")
     esub = p.add_subparsers(dest="env_command", metavar="ACTION", required=True)
 
-    ls = esub.add_parser("list", help="list environments, their lock digests and images")
+    ls = esub.add_parser(
+        "list",
+        help="list environments, their lock digests and images",
+        description=(
+            "List the environments defined in containers/: each one's identity (the sha256 "
+            "of its lock file), package count, parent, and whether its image is built. "
+            "Verify and recipes name environments by these names."
+        ),
+    )
     ls.add_argument("--json", action="store_true", help="print one JSON document")
     ls.set_defaults(func=cmd_list)
 
@@ -83,7 +91,7 @@ def register(sub: Any) -> None:
     )
     ck.add_argument("name", metavar="NAME", help="environment name")
     ck.add_argument("--json", action="store_true", help="print one JSON document")
-    ck.set_defaults(func=cmd_check)
+    ck.set_defaults(func=cmd_check, negative_verdict="drifted")
 
 
 def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:
@@ -250,6 +258,7 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
         "lock_digest": report.lock_digest,
         "image": report.image.tag,
         "image_id": report.image.id,
+        "verdict": "matches" if report.ok else "drifted",
         "matches": report.ok,
         "drift": report.drift.to_json(),
     }

@@ -136,6 +136,7 @@ def register(sub: Any) -> None:
         help="on SIGTERM, wait this long for running jobs (then they are delivered again)",
     )
     _metrics_arg(k)
+    _stream_arg(k)
     k.set_defaults(func=cmd_worker)
 
     b = fsub.add_parser(
@@ -155,6 +156,7 @@ def register(sub: Any) -> None:
     b.add_argument("--state", type=Path, default=Path("fleet-publish"), metavar="D",
                    help="state directory (default ./fleet-publish)")  # fmt: skip
     _metrics_arg(b)
+    _stream_arg(b)
     b.set_defaults(func=cmd_publish)
 
     s = fsub.add_parser(
@@ -185,6 +187,14 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="S",
         help="a worker silent this long is dead and its jobs are delivered again (default 60)",
+    )
+
+
+def _stream_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON line when ready and the final envelope when stopped (docs/cli.md)",
     )
 
 
@@ -405,6 +415,7 @@ def _serve_queue(
     worker.start()
     try:
         out.note(ready)
+        out.event({"event": "ready", "detail": ready})
         every()
         while not stop.wait(10.0):
             every()

@@ -37,8 +37,15 @@ def register(sub: Any) -> None:
     g.add_argument("--json", action="store_true", help="print one JSON document")
     g.set_defaults(func=cmd_generate)
 
-    s = ksub.add_parser("show", help="print the verifier key of a secret key file")
-    s.add_argument("file", type=Path, metavar="FILE")
+    s = ksub.add_parser(
+        "show",
+        help="print the verifier key of a secret key file",
+        description=(
+            "Print FILE's verifier key (name+keyid+base64), the public half to publish or "
+            "pin; the same text rebuild key generate wrote to FILE.pub."
+        ),
+    )
+    s.add_argument("file", type=Path, metavar="FILE", help="secret key file")
     s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_show)

@@ -74,6 +74,11 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
     )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON line once listening and the final envelope when stopped (docs/cli.md)",
+    )
     s.set_defaults(func=cmd_serve)
 
     a = lsub.add_parser(
@@ -90,7 +95,15 @@ def register(sub: Any) -> None:
     a.add_argument("--json", action="store_true", help="print one JSON document (implies --wait)")
     a.set_defaults(func=cmd_add)
 
-    pr = lsub.add_parser("prove", help="write the tlog-proof of an entry already in the log")
+    pr = lsub.add_parser(
+        "prove",
+        help="write the tlog-proof of an entry already in the log",
+        description=(
+            "Find FILE (a DSSE envelope) in the log by its leaf hash and write its C2SP "
+            "tlog-proof@v1 against the log's published (cosigned) checkpoint: the offline "
+            "proof rebuild log verify-proof checks. Exit 2 when FILE is not in the log."
+        ),
+    )
     _client_args(pr)
     pr.add_argument("file", type=Path, metavar="FILE", help="the entry (DSSE envelope)")
     pr.add_argument("--out", type=Path, metavar="P", help="proof file (default: stdout)")
@@ -107,7 +120,7 @@ def register(sub: Any) -> None:
     v.add_argument("file", type=Path, metavar="FILE")
     v.add_argument("proof", type=Path, metavar="PROOF")
     v.add_argument("--json", action="store_true", help="print one JSON document")
-    v.set_defaults(func=cmd_verify_proof)
+    v.set_defaults(func=cmd_verify_proof, negative_verdict="rejected")
 
     f = lsub.add_parser(
         "follow",
@@ -122,7 +135,7 @@ def register(sub: Any) -> None:
     f.add_argument("--once", action="store_true", help="check once and exit")
     f.add_argument("--interval", type=float, default=10.0, metavar="S", help="seconds per round")
     f.add_argument("--json", action="store_true", help="print one JSON document (with --once)")
-    f.set_defaults(func=cmd_follow)
+    f.set_defaults(func=cmd_follow, negative_verdict="fork")
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -201,15 +214,18 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 tls=tls_files,
                 ssl_context=tls,
                 workers=workers,
-                ready=lambda url: out.note(
-                    f"log {origin} (size {store.size}) listening on {url} ({shape})"
-                ),
+                ready=lambda url: _listening(out, origin, store.size, url, shape),
             )
 
         asyncio.run(main())
     finally:
         store.close()
     return 0
+
+
+def _listening(out: Output, origin: str, size: int, url: str, shape: str) -> None:
+    out.note(f"log {origin} (size {size}) listening on {url} ({shape})")
+    out.event({"event": "listening", "url": url, "origin": origin, "size": size})
 
 
 def _log_metrics(spec: str, sequencer: Any, policy: Policy | None, out: Output) -> Any:
@@ -304,6 +320,7 @@ def cmd_verify_proof(args: argparse.Namespace, out: Output) -> int:
     proof = read_bounded(args.proof, MAX_PROOF)
     v = verify_tlog_proof(proof, entry, policy, now=int(time.time()) + 300)
     doc = {
+        "verdict": "verified",
         "verified": True,
         "origin": v.checkpoint.origin,
         "size": v.checkpoint.size,
@@ -325,7 +342,8 @@ def cmd_verify_proof(args: argparse.Namespace, out: Output) -> int:
 
 
 def _report_once(out: Output, r: FollowResult) -> None:
-    out.result(r.as_json(), lambda c: c.print(f"{r.status}: size {r.size}"))
+    doc = {"verdict": "consistent", **r.as_json()}
+    out.result(doc, lambda c: c.print(f"{r.status}: size {r.size}"))
 
 
 def cmd_follow(args: argparse.Namespace, out: Output) -> int:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import renamed
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, UsageError
 
@@ -57,14 +58,16 @@ def register(sub: Any) -> None:
     v.add_argument("artifact", type=Path, metavar="ARTIFACT")
     v.add_argument("--statement", required=True, type=Path, metavar="S", help="envelope file")
     v.add_argument(
-        "--key-file",
+        "--maintainer-key",
+        dest="maintainer_keys",
         required=True,
         action="append",
         metavar="PUB",
-        help="trusted maintainer verifier key (file or name+id+key); repeatable",
+        help="trusted maintainer verifier key (a .pub file or name+id+key); repeatable",
     )
+    renamed(v, "--maintainer-key", "--key-file")
     v.add_argument("--json", action="store_true", help="print one JSON document")
-    v.set_defaults(func=cmd_verify)
+    v.set_defaults(func=cmd_verify, negative_verdict="invalid")
 
 
 def _source_doc(source: Source) -> dict[str, str]:
@@ -136,8 +139,8 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     from verify.dsse import key_hint  # noqa: PLC0415
     from verify.keys import ALG_ED25519  # noqa: PLC0415
 
-    trusted = [load_verifier_key(k) for k in args.key_file]
-    for spec, key in zip(args.key_file, trusted, strict=True):
+    trusted = [load_verifier_key(k) for k in args.maintainer_keys]
+    for spec, key in zip(args.maintainer_keys, trusted, strict=True):
         if key.algorithm != ALG_ED25519:
             raise InputError(
                 f"{spec}: a type 0x{key.algorithm:02x} (witness) key cannot sign releases"
