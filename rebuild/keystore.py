@@ -16,6 +16,7 @@ from rebuild.fsio import atomic_write, read_bounded, read_text_bounded
 from verify.errors import KeyFormatError, PassphraseError
 from verify.keys import (
     MAX_KEY_TEXT,
+    PRIVATE_KEY_PREFIX,
     SigningKey,
     VerifierKey,
     decode_secret_key_file,
@@ -56,8 +57,10 @@ def generate_key_files(
             raise StorageError(f"{p}: already exists; refusing to overwrite")
     try:
         key = SigningKey.generate(name)
-    except KeyFormatError as e:
-        raise UsageError(f"invalid key name {name!r}: {e}") from None
+    except KeyFormatError:
+        raise UsageError(
+            f"invalid key name {name!r}: a name must be non-empty, without '+' or white space"
+        ) from None
     secret = encode_secret_key_file(key, passphrase, **kdf)
     atomic_write(out, secret, mode=0o600, overwrite=False)
     try:
@@ -85,6 +88,12 @@ def load_signing_key(path: str | os.PathLike[str], passphrase_env: str | None = 
     try:
         return decode_secret_key_file(data, passphrase)
     except KeyFormatError as e:
+        if _is_verifier_key(data):
+            secret = p.with_name(p.name.removesuffix(".pub"))
+            raise InputError(
+                f"{p}: this is a verifier (public) key, not a secret key file",
+                hint=f"pass the secret key file ({secret})" if secret != p else None,
+            ) from None
         raise InputError(f"{p}: {e}") from None
     except PassphraseError as e:
         raise InputError(f"{p}: {e}") from None
@@ -96,7 +105,11 @@ def load_verifier_key(spec: str | os.PathLike[str]) -> VerifierKey:
     p = Path(text)
     if p.exists():
         text = read_text_bounded(p, MAX_KEY_TEXT).strip()
+        if text.startswith(PRIVATE_KEY_PREFIX) or secret_key_file_is_encrypted(text.encode()):
+            raise _secret_key_error(p)
         where = str(p)
+    elif text.startswith(PRIVATE_KEY_PREFIX):
+        raise _secret_key_error(None)
     elif text.count("+") >= 2 and "/" not in text.split("+", 1)[0]:
         where = "verifier key"
     else:
@@ -105,3 +118,24 @@ def load_verifier_key(spec: str | os.PathLike[str]) -> VerifierKey:
         return VerifierKey.parse(text)
     except KeyFormatError as e:
         raise InputError(f"{where}: {e}") from None
+
+
+def _is_verifier_key(data: bytes) -> bool:
+    try:
+        VerifierKey.parse(data.decode("utf-8"))
+    except (UnicodeDecodeError, KeyFormatError):
+        return False
+    return True
+
+
+def _secret_key_error(path: Path | None) -> InputError:
+    """A secret key where a public one is expected: say so, and echo none of it."""
+    if path is None:
+        return InputError(
+            "this is a secret key, not a verifier key",
+            hint="give its verifier key: the .pub file next to the secret key file",
+        )
+    return InputError(
+        f"{path}: this is a secret key file, not a verifier key; pass {path}.pub",
+        hint=f"rebuild key generate wrote the verifier key to {path}.pub",
+    )
