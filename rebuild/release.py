@@ -74,6 +74,16 @@ def release_statement(
         raise UsageError(f"--version {version} does not match the recipe's {recipe.version}")
     subjects: list[Subject] = []
     for a in artifacts:
+        if not recipe.builds(a.name):
+            # A rebuilder compares the published file with the build output of
+            # the same name: a release no output matches can never be reproduced.
+            outputs = ", ".join(recipe.outputs)
+            raise UsageError(
+                f"{a}: its name matches none of the recipe's outputs ({outputs}), so no "
+                "rebuild could ever reproduce it",
+                hint=f"publish the artifact under the name the build gives it ({outputs}), "
+                "or change the recipe's [build] outputs",
+            )
         digest = sha256_file(a)
         try:
             subjects.append(Subject(a.name, digest))

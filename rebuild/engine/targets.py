@@ -10,7 +10,6 @@ fetches through the git and index seams and never runs fetched code.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import urllib.parse
@@ -128,9 +127,8 @@ def _artifact(artifact: Path) -> Path:
 
 
 def _output_for(recipe: Recipe, artifact: Path) -> str:
-    for pattern in recipe.outputs:
-        if fnmatch.fnmatchcase(artifact.name, pattern):
-            return artifact.name
+    if recipe.builds(artifact.name):
+        return artifact.name
     raise InputError(
         f"{artifact}: its name matches none of the recipe's outputs {list(recipe.outputs)}"
     )

@@ -25,7 +25,6 @@ versions it saw are local state, written atomically after each round.
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -193,7 +192,7 @@ class Watcher:
             return []
         jobs: list[Job] = []
         for subject in statement.subjects:
-            if not any(fnmatch.fnmatchcase(subject.name, p) for p in recipe.outputs):
+            if not recipe.builds(subject.name):
                 continue  # released, but not what this recipe builds
             try:
                 jobs.append(
