@@ -361,3 +361,21 @@ def test_exit_codes_of_the_real_process(rel: Release) -> None:
     assert code() == 1
     rel.statement.write_bytes(b"\x00")
     assert code() == 2
+
+
+def test_a_release_no_rebuild_can_reproduce_is_refused_at_signing(rel: Release) -> None:
+    """The recipe builds hello.phar; a release of hello-1.0.0.phar could never be
+    matched by a rebuild (verify compares the file with the output of the same
+    name), so signing it would publish a release nobody can ever attest."""
+    renamed = rel.root / "hello-1.0.0.phar"
+    rel.artifact.rename(renamed)
+    code, out, err = run(
+        rel.capsys, "release", "sign", renamed, "--recipe", RECIPE, "--key", rel.key, "--json"
+    )
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["error"]["kind"] == "UsageError"
+    assert "matches none of the recipe's outputs (hello.phar)" in doc["error"]["message"]
+    assert "hello.phar" in doc["error"]["hint"]
+    assert str(renamed) in err
+    assert not (rel.root / "hello-1.0.0.phar.release.json").exists()
