@@ -129,6 +129,11 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     with _progress(out) as progress:
         result = verify(target, opts, progress)
     out.result(result.to_json(), lambda c: _render(c, result))
+    if result.step_error is not None:
+        e = result.step_error
+        out.fail(e.message, kind=f"{e.step.capitalize()}Error", hint=e.hint)
+    elif result.verdict == "error":
+        out.fail(result.message or "the rebuild could not run", quiet=True)
     return result.exit_code
 
 
@@ -179,8 +184,8 @@ def _render(c: Console, r: VerifyResult) -> None:
     c.print(f"verdict: [{_STYLE[r.verdict]}]{r.verdict}[/]")
     if r.artifact:
         c.print(f"artifact: {r.artifact}", markup=False)
-    c.print(f"upstream sha256: {r.upstream_sha256}", markup=False)
-    c.print(f"rebuilt  sha256: {r.rebuilt_sha256}", markup=False)
+    c.print(f"upstream sha256: {r.upstream_sha256 or '(unknown: not fetched)'}", markup=False)
+    c.print(f"rebuilt  sha256: {r.rebuilt_sha256 or '(none: no artifact was built)'}", markup=False)
     if r.causes:
         c.print("causes:", markup=False)
         for cause in r.causes:

@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,14 @@ from typing import Any
 from rebuild import __version__
 from rebuild.engine import attest, diagnose, runner, targets
 from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
-from rebuild.engine.result import LogEntryRef, StepStatus, StepTiming, Verdict, VerifyResult
+from rebuild.engine.result import (
+    LogEntryRef,
+    StepError,
+    StepStatus,
+    StepTiming,
+    Verdict,
+    VerifyResult,
+)
 from rebuild.errors import InputError, NegativeVerdict, OperationalError, UsageError
 from rebuild.fsio import atomic_write
 from rebuild.hashing import sha256_file
@@ -218,6 +225,9 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
                 verdict = "mismatch"
                 note.append("sha256 differs")
                 diff_report, diff_sha = _diagnose(run, run.p.upstream, rebuilt)
+        if verdict != "reproduced":
+            # The comparison ran fine, but its row must not read "ok" beside a mismatch.
+            run.steps[-1] = replace(run.steps[-1], status="differs")
     except (_Failed, NegativeVerdict) as e:
         verdict, message = "failed", str(e)
         run.causes.append(str(e))
@@ -227,9 +237,12 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         if not opts.keep_work and run.work.exists():
             shutil.rmtree(run.work, ignore_errors=True)
 
-    # Step 5: attest (with a key), Step 6: publish (with a log).
+    # Step 5: attest (with a key), Step 6: publish (with a log). The verdict is
+    # a fact about the build: a failure here is reported beside it (exit 2), it
+    # never replaces it.
     attestation: Path | None = None
     log_entry: LogEntryRef | None = None
+    step_error: StepError | None = None
     if opts.signing_key is None:
         run.skip("attest", "no --key")
     else:
@@ -244,17 +257,24 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
                     env_lock=env_lock,
                 )
         except OperationalError as e:
-            verdict, message = "error", message or str(e)
+            step_error = StepError("attest", str(e), None)
     if opts.log_url is None:
         run.skip("publish", "no --log")
     elif attestation is None:
         run.skip("publish", "no attestation to publish")
     else:
         try:
-            with run.step("publish"):
+            with run.step("publish") as note:
                 log_entry = attest.publish(opts.log_url, attestation, ca_bundle=opts.log_ca_bundle)
+                note.append(f"index {log_entry.index}")
+                if log_entry.proof is None:
+                    note.append("no proof yet: " + attest.prove_later(opts.log_url, attestation))
         except OperationalError as e:
-            verdict, message = "error", message or str(e)
+            step_error = StepError(
+                "publish",
+                f"the attestation was not published: {e}",
+                "publish it later: " + attest.publish_later(opts.log_url, attestation),
+            )
 
     plan = run.p.plan
     result = VerifyResult(
@@ -282,6 +302,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         sde_rule=plan.sde_rule if plan else None,
         message=message,
         details={**(plan.details if plan else {}), **run.details},
+        step_error=step_error,
     )
     atomic_write(
         opts.report_dir / "result.json",

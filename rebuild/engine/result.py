@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["reproduced", "mismatch", "failed", "error"]
-StepStatus = Literal["ok", "failed", "error", "skipped"]
+# "differs": the compare step ran and the digests differ (never "ok" beside a mismatch).
+StepStatus = Literal["ok", "differs", "failed", "error", "skipped"]
 STEPS: tuple[str, ...] = ("fetch", "environment", "build", "compare", "attest", "publish")
 
 
@@ -46,6 +47,19 @@ class LogEntryRef:
 
 
 @dataclass(frozen=True)
+class StepError:
+    """A step after the verdict (attest, publish) that failed: reported, and exit
+    status 2, but the verdict stands."""
+
+    step: str
+    message: str
+    hint: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     """Everything one ``rebuild verify`` run found out."""
 
@@ -73,6 +87,7 @@ class VerifyResult:
     sde_rule: str | None = None
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    step_error: StepError | None = None
 
     def __post_init__(self) -> None:
         if self.verdict == "reproduced" and (
@@ -86,6 +101,8 @@ class VerifyResult:
 
     @property
     def exit_code(self) -> int:
+        if self.step_error is not None:
+            return 2
         return {"reproduced": 0, "mismatch": 1, "failed": 1, "error": 2}[self.verdict]
 
     def to_json(self) -> dict[str, Any]:
@@ -114,5 +131,6 @@ class VerifyResult:
             "source_date_epoch_rule": self.sde_rule,
             "message": self.message,
             "details": self.details,
+            "step_error": self.step_error.to_json() if self.step_error else None,
             "exit_code": self.exit_code,
         }
