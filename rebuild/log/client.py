@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from rebuild.errors import TransportError
+from rebuild.errors import TransportError, UsageError
+from rebuild.log.entry import PACKAGE_NAME
 from rebuild.log.urls import check_url, client_ssl_context
 from verify.errors import VerifyError
 from verify.merkle import HASH_SIZE
@@ -33,8 +34,8 @@ class NotFoundError(TransportError):
 
 
 class HTTPStatusError(TransportError):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
         self.status = status
 
 
@@ -97,14 +98,35 @@ class LogClient:
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 self.close()
                 if attempt == 1:
-                    raise TransportError(f"{self.url}{path}: {e}") from None
+                    raise TransportError(f"{self.url}{path}: {e}", hint=self._hint()) from None
             except ssl.SSLError as e:
                 self.close()
-                raise TransportError(f"{self.url}{path}: TLS error: {e.reason}") from None
+                raise TransportError(
+                    f"{self.url}{path}: TLS error: {e.reason}",
+                    hint="pass the log's CA bundle with --log-ca-bundle F",
+                ) from None
+            except ConnectionRefusedError:
+                self.close()
+                raise TransportError(
+                    f"cannot reach the log at {self.url}: connection refused", hint=self._hint()
+                ) from None
+            except TimeoutError:
+                self.close()
+                raise TransportError(
+                    f"the log at {self.url} did not answer {method} {path} within "
+                    f"{self._timeout:g} s",
+                    hint=self._hint(),
+                ) from None
             except (OSError, http.client.HTTPException) as e:
                 self.close()
-                raise TransportError(f"{self.url}{path}: {type(e).__name__}: {e}") from None
+                raise TransportError(
+                    f"cannot reach the log at {self.url} ({path}): {_os_reason(e)}",
+                    hint=self._hint(),
+                ) from None
         raise TransportError(f"{self.url}{path}: request failed")  # pragma: no cover
+
+    def _hint(self) -> str:
+        return f"is the log running at {self.url}? (rebuild log status --log {self.url})"
 
     def _get(self, path: str, limit: int) -> bytes:
         status, _, data = self.request("GET", path, limit=limit)
@@ -126,7 +148,14 @@ class LogClient:
     # --- the read API (tlog-tiles) ------------------------------------------
 
     def checkpoint(self) -> bytes:
-        return self._get("/checkpoint", MAX_CHECKPOINT)
+        try:
+            return self._get("/checkpoint", MAX_CHECKPOINT)
+        except NotFoundError:
+            raise NotFoundError(
+                f"the log at {self.url} has published no checkpoint yet",
+                hint="a log with witnesses publishes its first checkpoint once their quorum "
+                f"cosigned it: rebuild log status --log {self.url}",
+            ) from None
 
     def tile(self, tile: Tile) -> bytes:
         """A tile at exactly ``tile.width``; a partial one falls back to the full tile."""
@@ -165,10 +194,42 @@ class LogClient:
 
     def lookup_subject(self, digest: bytes) -> list[int]:
         doc = self._json(self._get(f"/lookup/sha256/{digest.hex()}", MAX_JSON), "/lookup")
+        return self._indexes(doc, "/lookup/sha256")
+
+    def lookup_package(self, name: str, version: str | None = None) -> list[int]:
+        """Indexes of statements naming package ``name`` (every version: the caller
+        reads the entries to filter by ``version``)."""
+        if not PACKAGE_NAME.fullmatch(name):
+            raise UsageError(f"package name {name[:40]!r} has characters the log does not index")
+        path = f"/lookup/package/{name}"
+        try:
+            doc = self._json(self._get(path, MAX_JSON), path)
+        except NotFoundError:
+            raise NotFoundError(
+                f"{self.url}: this log server has no package lookup",
+                hint="find the artifact's entries instead: rebuild log find --sha256 HEX",
+            ) from None
+        return self._indexes(doc, "/lookup/package")
+
+    def _indexes(self, doc: dict[str, Any], what: str) -> list[int]:
         indexes = doc.get("indexes")
-        if not isinstance(indexes, list) or not all(isinstance(i, int) for i in indexes):
-            raise TransportError(f"{self.url}/lookup/sha256: response lacks indexes")
-        return [int(i) for i in indexes]
+        if not isinstance(indexes, list) or not all(type(i) is int and i >= 0 for i in indexes):
+            raise TransportError(f"{self.url}{what}: response lacks indexes")
+        return sorted(set(indexes))
+
+    def status(self) -> dict[str, Any]:
+        """The server's ``/status``: sizes, checkpoint age, witnesses, pending work."""
+        doc = self._json(self._get("/status", MAX_JSON), "/status")
+        for field, kind in (("origin", str), ("committed_size", int), ("published_size", int)):
+            if not isinstance(doc.get(field), kind):
+                raise TransportError(f"{self.url}/status: response lacks {field}")
+        return doc
+
+
+def _os_reason(e: Exception) -> str:
+    """``Name or service not known`` rather than ``[Errno -2] Name or ...``."""
+    reason = getattr(e, "strerror", None)
+    return reason if isinstance(reason, str) and reason else f"{type(e).__name__}: {e}"
 
 
 def _snippet(data: bytes) -> str:

@@ -3,7 +3,8 @@
 The log decides only that an entry *looks like* a DSSE envelope (a JSON
 object with a string ``payloadType``, a base64 ``payload`` and a non-empty
 ``signatures`` list) and, when the payload is an in-toto statement, which
-sha256 subject digests to index. It never judges a signature: who is trusted
+sha256 subject digests (and which package name) to index. It never judges a
+signature: who is trusted
 is the updater's business, and the log must stay a neutral append-only
 record. It never raises anything but :class:`EntryError`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -40,7 +42,8 @@ class EntryTooLargeError(EntryError):
 class EntryInfo:
     """What the log indexes about one accepted entry."""
 
-    subjects: tuple[bytes, ...]  # raw 32-byte sha256 subject digests, deduplicated
+    # raw 32-byte sha256 subject digests and the package key, deduplicated
+    subjects: tuple[bytes, ...]
 
 
 def is_sha256_hex(text: object) -> bool:
@@ -57,8 +60,25 @@ def _b64(text: str, what: str) -> bytes:
         raise EntryError(f"{what} is not base64") from None
 
 
+_PACKAGE_KEY_DOMAIN: Final = b"rebuild log package index v1\x00"
+_PACKAGE_SEPARATORS: Final = re.compile(r"[-_.]+")
+PACKAGE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}")
+
+
+def package_key(name: str) -> bytes:
+    """The index key of a package name (``rebuild log find --package``).
+
+    Names are compared the way Python's package index compares them
+    (case-insensitive, runs of ``-_.`` equal), which is harmless for other
+    ecosystems. Domain-separated: no artifact digest can collide with it.
+    """
+    normalized = _PACKAGE_SEPARATORS.sub("-", name).lower()
+    return hashlib.sha256(_PACKAGE_KEY_DOMAIN + normalized.encode()).digest()
+
+
 def _subjects(payload: bytes) -> tuple[bytes, ...]:
-    """sha256 subject digests of an in-toto statement; () when it is not one."""
+    """sha256 subject digests of an in-toto statement, and the key of the package its
+    predicate names; () when it is not a statement."""
     try:
         statement = json.loads(payload)
     except (ValueError, RecursionError):
@@ -77,6 +97,10 @@ def _subjects(payload: bytes) -> tuple[bytes, ...]:
         if is_sha256_hex(hexd):
             assert isinstance(hexd, str)
             found[bytes.fromhex(hexd)] = None
+    predicate = statement.get("predicate")
+    package = predicate.get("package") if isinstance(predicate, dict) else None
+    if found and isinstance(package, str) and PACKAGE_NAME.fullmatch(package):
+        found[package_key(package)] = None
     return tuple(found)
 
 

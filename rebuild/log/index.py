@@ -45,7 +45,8 @@ _REC: Final = _KEY_AT + KEY_SIZE + 8
 # whole tree: 7.5 us per entry at 2x10^5 rising to 18.5 us at 10^6 (and the
 # index fell behind the log). A lookup seeks once per epoch instead of once.
 EPOCH_BITS: Final = 16
-SCHEMA_VERSION: Final = 2
+# 3: subjects also hold each statement's package key (rebuild.log.entry.package_key).
+SCHEMA_VERSION: Final = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;

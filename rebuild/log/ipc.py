@@ -47,6 +47,7 @@ CALL_PROOF: Final = 1  # u64 index -> proof text, or empty when not yet covered
 CALL_LOOKUP_SUBJECT: Final = 2  # 32-byte digest -> u64 indexes
 CALL_LOOKUP_LEAF: Final = 3  # 32-byte leaf hash -> u64 index, or empty
 CALL_SIZE: Final = 4  # -> u64 committed size
+CALL_STATUS: Final = 5  # -> the sequencer's status, JSON
 
 _HEAD = struct.Struct(">IB")
 _REQ = struct.Struct(">IH")  # request id, entry count

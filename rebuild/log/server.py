@@ -24,7 +24,9 @@ Endpoints::
     POST /add-bundle                       add up to 256 envelopes (entry-bundle framing)
     GET  /proof/<index>                    tlog-proof@v1 against the published checkpoint
     GET  /lookup/sha256/<hex>              JSON indexes of entries with that subject
+    GET  /lookup/package/<name>            JSON indexes of statements about that package
     GET  /lookup/leaf/<hex>                JSON index of the entry with that leaf hash
+    GET  /status                           JSON: sizes, checkpoint age, witnesses, pending work
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,7 +45,14 @@ from typing import Final, Protocol
 from aiohttp import web
 
 from rebuild.errors import StorageError
-from rebuild.log.entry import MAX_ENTRY_SIZE, EntryError, EntryTooLargeError, check_entry
+from rebuild.log.entry import (
+    MAX_ENTRY_SIZE,
+    PACKAGE_NAME,
+    EntryError,
+    EntryTooLargeError,
+    check_entry,
+    package_key,
+)
 from rebuild.log.store import MAX_BATCH, LogStore, Pending, Sequenced
 from rebuild.log.witnessing import WitnessPool
 from verify import merkle
@@ -59,6 +69,7 @@ MAX_BUNDLE_BYTES: Final = 4 * 1024 * 1024
 MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024  # beyond this, POST /add answers 503
 MAX_WAIT_SECONDS: Final = 60.0
 WITNESS_RETRY_SECONDS: Final = 1.0
+MAX_WITNESS_RETRY_SECONDS: Final = 30.0  # back-off ceiling while witnesses fail
 
 
 class LogBusyError(StorageError):
@@ -105,6 +116,10 @@ class Backend(Protocol):
     async def lookup_subject(self, digest: bytes) -> list[int]: ...
 
     async def lookup_leaf(self, digest: bytes) -> int | None: ...
+
+    async def status(self) -> dict[str, object]:
+        """What ``GET /status`` answers (see :meth:`Sequencer.status`)."""
+        ...
 
 
 class _Group:
@@ -157,6 +172,8 @@ class Sequencer:
         self._closing = False
         self._listeners: list[Callable[[int, int], None]] = []
         self.observer: SequencerObserver | None = None  # --metrics (rebuild.metrics)
+        self._quorum_failing = False
+        self._published_at: float | None = None  # wall clock of the last publication
 
     @property
     def tile_dir(self) -> Path:
@@ -210,10 +227,19 @@ class Sequencer:
     def _refresh_published(self) -> None:
         with contextlib.suppress(StorageError):
             self._published_note = self.store.published_note()
+        if self.store.published_size != self._published_size or self._published_at is None:
+            self._published_at = self._publication_time()
         self._published_size = self.store.published_size
         self._published.set()
         self._published = asyncio.Event()
         self._changed()
+
+    def _publication_time(self) -> float | None:
+        """When the published checkpoint file was written (survives restarts)."""
+        try:
+            return (self.store.dir / "checkpoint").stat().st_mtime
+        except OSError:
+            return None
 
     # --- sequencing -------------------------------------------------------
 
@@ -303,6 +329,7 @@ class Sequencer:
         if self.witnesses is None:
             return
         loop = asyncio.get_running_loop()
+        retry = WITNESS_RETRY_SECONDS
         while True:
             await self._committed.wait()
             self._committed.clear()
@@ -317,14 +344,21 @@ class Sequencer:
             if self.observer is not None:
                 self.observer.witnessed(cosigned.witnesses, cosigned.quorum_met)
             if not cosigned.quorum_met:
-                log.warning(
-                    "checkpoint %d: witness quorum not met (cosigned by %s); retrying",
-                    signed.size,
-                    ", ".join(cosigned.witnesses) or "none",
-                )
-                await asyncio.sleep(WITNESS_RETRY_SECONDS)
+                if not self._quorum_failing:  # say it once; each witness's trouble is logged
+                    log.warning(
+                        "checkpoint %d waits for the witness quorum (cosigned by %s); "
+                        "retrying with back-off up to %g s",
+                        signed.size,
+                        ", ".join(cosigned.witnesses) or "none",
+                        MAX_WITNESS_RETRY_SECONDS,
+                    )
+                self._quorum_failing = True
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, MAX_WITNESS_RETRY_SECONDS)
                 self._committed.set()
                 continue
+            retry = WITNESS_RETRY_SECONDS
+            self._quorum_failing = False
 
             try:
                 await loop.run_in_executor(
@@ -335,7 +369,11 @@ class Sequencer:
                 await asyncio.sleep(WITNESS_RETRY_SECONDS)
                 self._committed.set()
                 continue
-            log.info("published checkpoint %d cosigned by %s", signed.size, cosigned.witnesses)
+            log.info(
+                "published checkpoint %d cosigned by %s",
+                signed.size,
+                ", ".join(cosigned.witnesses),
+            )
             self._refresh_published()
 
     def _persist_cosigned(self, size: int, note: str) -> None:
@@ -375,9 +413,41 @@ class Sequencer:
     async def lookup_leaf(self, digest: bytes) -> int | None:
         return self.store.lookup_leaf(digest)
 
+    async def status(self) -> dict[str, object]:
+        """Sizes, the published checkpoint's age, the witnesses' health, pending work."""
+        committed, published = self.store.size, self._published_size
+        witnesses = self.witnesses.health() if self.witnesses is not None else []
+        problems = [str(w["last_error"]) for w in witnesses if w["last_error"]]
+        if self._quorum_failing:
+            problems.insert(0, f"checkpoint {committed} waits for the witness quorum")
+        at = self._published_at
+        return {
+            "origin": self.store.origin,
+            "healthy": not problems,
+            "committed_size": committed,
+            "published_size": max(published, 0),
+            "checkpoint_published_at": at,
+            "checkpoint_age_seconds": None if at is None else round(time.time() - at, 1),
+            "witness_quorum": None if self.witnesses is None else self.witnesses.policy.quorum,
+            "witnesses": witnesses,
+            "pending": {
+                "queued_entries": len(self._queue),
+                "awaiting_witnesses": max(0, committed - max(published, 0)),
+            },
+            "problems": problems,
+        }
+
 
 _NO_CACHE_HEADERS: Final = {"Cache-Control": NO_CACHE}
-_ROUTES: Final = ("/add", "/add-bundle", "/checkpoint", "/tile/", "/proof/", "/lookup/")
+_ROUTES: Final = (
+    "/add",
+    "/add-bundle",
+    "/checkpoint",
+    "/tile/",
+    "/proof/",
+    "/lookup/",
+    "/status",
+)
 
 
 def _known(path: str) -> bool:
@@ -439,6 +509,10 @@ class HttpApi:
                 return await self.get_lookup_subject(path[len("/lookup/sha256/") :])
             if path.startswith("/lookup/leaf/"):
                 return await self.get_lookup_leaf(path[len("/lookup/leaf/") :])
+            if path.startswith("/lookup/package/"):
+                return await self.get_lookup_package(path[len("/lookup/package/") :])
+            if path == "/status":
+                return _json(await self.backend.status())
             return _error(404, "not found")
         except (LogBusyError, LogClosingError) as e:
             return _error(503, str(e))
@@ -592,6 +666,12 @@ class HttpApi:
             return _error(400, "digest must be 64 lowercase hex digits")
         indexes = await self.backend.lookup_subject(digest)
         return _json({"sha256": digest.hex(), "indexes": indexes})
+
+    async def get_lookup_package(self, name: str) -> web.Response:
+        if not PACKAGE_NAME.fullmatch(name):
+            return _error(400, "package name must be 1-200 of A-Z a-z 0-9 . _ + ~ -")
+        indexes = await self.backend.lookup_subject(package_key(name))
+        return _json({"package": name, "indexes": indexes})
 
     async def get_lookup_leaf(self, text: str) -> web.Response:
         digest = _digest(text)
