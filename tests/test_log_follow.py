@@ -151,8 +151,9 @@ def test_log_over_https_with_a_ca_bundle(tmp_path: Path) -> None:
             "--log",
             s.url,
             str(entry),
-            "--ca-bundle",
+            "--log-ca-bundle",
             str(tmp_path / "ca.pem"),
+            "--wait",
             "--json",
         )
         assert r.returncode == 0, r.stderr

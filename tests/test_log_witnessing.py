@@ -105,10 +105,14 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         assert {c.key for c in verify_cosignatures(note, [wvk, other])} == {wvk}
         entry2 = tmp_path / "e2.json"
         entry2.write_bytes(envelope("after restart"))
-        r = run_cli("log", "add", "--log", log.url, str(entry2), "--json")
+        r = run_cli("log", "add", "--log", log.url, str(entry2), "--wait", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["proof"]
         log.stop()
+        # The operator reads names, not a Python tuple.
+        served = (tmp_path / "log2.log").read_text()
+        assert "published checkpoint 1 cosigned by W1\n" in served, served
+        assert "('W1'" not in served
 
         # 3. once more, with the witness now ahead of a log process that knows nothing
         log = start_log(
@@ -117,7 +121,7 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         servers.append(log)
         entry3 = tmp_path / "e3.json"
         entry3.write_bytes(envelope("third"))
-        r = run_cli("log", "add", "--log", log.url, str(entry3), "--json")
+        r = run_cli("log", "add", "--log", log.url, str(entry3), "--wait", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["index"] == 2
     finally:
