@@ -99,25 +99,39 @@ def load_signing_key(path: str | os.PathLike[str], passphrase_env: str | None = 
         raise InputError(f"{p}: {e}") from None
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:  # e.g. a literal key too long to be a file name
+        return False
+
+
 def load_verifier_key(spec: str | os.PathLike[str]) -> VerifierKey:
-    """A verifier key from a file (``.pub``) or given literally as ``name+id+key``."""
+    """A verifier key from a file (``.pub``) or given literally as ``name+id+key``.
+
+    A file that exists wins; otherwise the text is parsed as a literal key,
+    whatever it contains: C2SP key names are often ``example.com/log``, and
+    the base64 part may hold ``/`` too, so a slash does not make it a path.
+    Raises InputError.
+    """
     text = str(spec)
     p = Path(text)
-    if p.exists():
+    if _is_file(p):
         text = read_text_bounded(p, MAX_KEY_TEXT).strip()
         if text.startswith(PRIVATE_KEY_PREFIX) or secret_key_file_is_encrypted(text.encode()):
             raise _secret_key_error(p)
-        where = str(p)
-    elif text.startswith(PRIVATE_KEY_PREFIX):
+        try:
+            return VerifierKey.parse(text)
+        except KeyFormatError as e:
+            raise InputError(f"{p}: {e}") from None
+    if text.startswith(PRIVATE_KEY_PREFIX):
         raise _secret_key_error(None)
-    elif text.count("+") >= 2 and "/" not in text.split("+", 1)[0]:
-        where = "verifier key"
-    else:
-        raise InputError(f"{p}: no such file")
     try:
         return VerifierKey.parse(text)
     except KeyFormatError as e:
-        raise InputError(f"{where}: {e}") from None
+        if text.count("+") >= 2:
+            raise InputError(f"verifier key {text[:80]!r}: {e}") from None
+        raise InputError(f"{p}: no such file (and not a verifier key)") from None
 
 
 def _is_verifier_key(data: bytes) -> bool:

@@ -18,7 +18,6 @@ import fnmatch
 import hashlib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, TypeAlias
@@ -34,6 +33,7 @@ from verify.intoto import (
     SdistSource,
     Source,
 )
+from verify.parsing import load_toml
 
 RECIPE_FORMAT: Final = "rebuild-recipe/v1"
 # Recipes travel inside the maintainer's release statement, itself inside a
@@ -163,16 +163,8 @@ def _check_output_glob(r: _Reader, i: int, pattern: str) -> None:
 
 def parse_recipe(data: bytes, where: str = "recipe") -> Recipe:
     """Parse recipe bytes; errors are one line naming ``where`` and the key."""
-    if len(data) > MAX_RECIPE_SIZE:
-        raise InputError(f"{where}: larger than the {MAX_RECIPE_SIZE}-byte recipe limit")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{where}: not UTF-8 text (byte {e.start})") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{where}: invalid TOML: {e}") from None
+    doc = load_toml(data, where, MAX_RECIPE_SIZE, InputError)
+    text = data.decode("utf-8")
     r = _Reader(where, doc)
 
     fmt = doc.get("format")

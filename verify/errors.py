@@ -44,7 +44,27 @@ class TileFormatError(FormatError):
 
 
 class PolicyError(FormatError):
-    """A tlog-policy text is malformed, ambiguous or beyond the limits."""
+    """A tlog-policy or rebuild-policy text is malformed, ambiguous or beyond the limits."""
+
+
+class BundleFormatError(FormatError):
+    """A rebuild-bundle/v1 document is malformed, oversized or nested too deeply.
+
+    ``code`` says which: ``bundle-too-large``, ``bundle-too-deep`` or
+    ``bundle-malformed`` (the gate reports it as step 1's failure code).
+    """
+
+    def __init__(self, message: str, code: str = "bundle-malformed") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StateFormatError(FormatError):
+    """An updater's trusted-state document (rebuild-gate-state/v1) is malformed."""
+
+
+class VersionError(FormatError):
+    """A release version is outside the orderable subset, so it cannot be compared."""
 
 
 class PassphraseError(VerifyError):

@@ -24,6 +24,7 @@ reads files or fetches anything.
 from __future__ import annotations
 
 import calendar
+import datetime
 import hashlib
 import re
 import time
@@ -66,6 +67,11 @@ MAX_TIME: Final = 253402300799  # 9999-12-31T23:59:59Z
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _RFC3339_UTC = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
+# Control characters, searched once per string rather than looped over.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# re's \s is exactly str.isspace().
+_WHITE_SPACE = re.compile(r"\s")
 
 
 # -- value checks -------------------------------------------------------------
@@ -82,17 +88,15 @@ def _check_text(value: object, what: str, limit: int = MAX_TEXT, *, multiline: b
         raise _fail(what, "must not be empty")
     if len(value) > limit:
         raise _fail(what, f"longer than {limit} characters")
-    allowed = "\n\r\t" if multiline else ""
-    for ch in value:
-        if (ch < "\x20" and ch not in allowed) or ch == "\x7f":
-            raise _fail(what, "contains a control character")
+    if (_CONTROL_MULTILINE if multiline else _CONTROL).search(value):
+        raise _fail(what, "contains a control character")
     return value
 
 
 def _check_token(value: object, what: str, limit: int = MAX_TEXT) -> str:
     """Text without white space: URLs, tags, versions, names."""
     text = _check_text(value, what, limit)
-    if any(ch.isspace() for ch in text):
+    if _WHITE_SPACE.search(text):
         raise _fail(what, "must not contain white space")
     return text
 
@@ -128,10 +132,13 @@ def parse_time(value: object, what: str) -> int:
     if not m:
         raise _fail(what, "must look like 2026-01-31T12:00:00Z")
     try:
-        t = calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ"))
-    except ValueError:
+        # datetime validates the calendar (no 31 February, no second 60).
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        stamp = datetime.datetime(year, month, day, hour, minute, second)
+        t = calendar.timegm(stamp.timetuple())
+    except (ValueError, OverflowError):
         raise _fail(what, "is not a valid date and time") from None
-    if format_time(t) != value:  # rejects e.g. leap seconds that strptime shifts
+    if format_time(t) != value:  # one spelling per instant (ASCII digits only)
         raise _fail(what, "is not a valid date and time")
     return _check_time(t, what)
 

@@ -33,6 +33,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.log",
     "rebuild.cli.verify",
     "rebuild.cli.fleet",
+    "rebuild.cli.bundle",
+    "rebuild.cli.gate",
 )
 
 

@@ -40,8 +40,8 @@ def register(sub: Any) -> None:
         required=True,
         action="append",
         metavar="VKEY",
-        help="verifier key of a log to witness (its name is the log's origin), a .pub file "
-        "or name+id+key; repeatable",
+        help="verifier key of a log to witness (its name is the log's origin): a .pub file "
+        "or literal (example.com/log+id+key); repeatable",
     )
     renamed(s, "--log-key", "--log")
     s.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this cert")
