@@ -40,7 +40,14 @@ def _add(server: Server, tmp: Path, directory: Path, envelopes: list[bytes]) -> 
         f = directory / f"entry{i}.json"
         f.write_bytes(data)
         r = run_cli(
-            "log", "add", "--log", server.url, "--log-ca-bundle", str(tmp / "ca.pem"), str(f), "--wait"
+            "log",
+            "add",
+            "--log",
+            server.url,
+            "--log-ca-bundle",
+            str(tmp / "ca.pem"),
+            str(f),
+            "--wait",
         )
         assert r.returncode == 0, r.stderr
 

@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.env",
     "rebuild.cli.log",
     "rebuild.cli.verify",
+    "rebuild.cli.fetch",
     "rebuild.cli.fleet",
     "rebuild.cli.bundle",
     "rebuild.cli.gate",

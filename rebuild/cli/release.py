@@ -35,6 +35,13 @@ def register(sub: Any) -> None:
     s.add_argument(
         "--out", type=Path, metavar="F", help="envelope file (default: ARTIFACT.release.json)"
     )
+    s.add_argument(
+        "--url",
+        metavar="URL",
+        help="where the artifact will be downloadable (the statement's downloadLocation, "
+        "so 'rebuild verify STATEMENT' and 'rebuild fetch' find it); a directory URL ending "
+        "in / gets ARTIFACT's name appended",
+    )
     s.add_argument("--package", metavar="P", help="fail unless the recipe is for package P")
     s.add_argument("--version", metavar="V", help="fail unless the recipe is for version V")
     s.add_argument("--force", action="store_true", help="replace an existing envelope file")
@@ -97,7 +104,9 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
         if _same_file(dest, src):
             raise UsageError(f"{dest}: is the {name} file; refusing to write the envelope over it")
     recipe = load_recipe(args.recipe)
-    statement = release_statement([artifact], recipe, package=args.package, version=args.version)
+    statement = release_statement(
+        [artifact], recipe, package=args.package, version=args.version, url=args.url
+    )
     key = load_signing_key(args.key, args.passphrase_env)
     envelope = sign_release(statement, key)
     atomic_write(dest, envelope + b"\n", overwrite=args.force)
@@ -107,6 +116,7 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
         "statement_file": str(dest),
         "artifact": subject.name,
         "sha256": subject.sha256,
+        "download_location": subject.download_location,
         "package": recipe.package,
         "version": recipe.version,
         "source": _source_doc(recipe.source),
@@ -120,6 +130,8 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
         c.print(f"  artifact  {subject.name}  sha256 {subject.sha256}", markup=False)
         c.print(f"  source    {_source_text(recipe.source)}", markup=False)
         c.print(f"  recipe    {args.recipe}  sha256 {recipe.sha256}", markup=False)
+        if subject.download_location:
+            c.print(f"  download  {subject.download_location}", markup=False)
         c.print(f"  wrote     {dest} ({len(envelope) + 1} bytes)", markup=False)
 
     out.result(doc, human)

@@ -36,8 +36,10 @@ def register(sub: Any) -> None:
         help="rebuild a published artifact and compare it bit for bit",
         description=(
             "TARGET is pypi:NAME==VERSION (sdist and wheel from pip's configured index, "
-            "recipe inferred), RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT (a maintainer's "
-            "signed release statement; with --maintainer-key its signature must verify). "
+            "recipe inferred), RECIPE.toml ARTIFACT, or STATEMENT [ARTIFACT] (a maintainer's "
+            "signed release statement; with --maintainer-key its signature must verify; "
+            "without ARTIFACT it is downloaded from --url or the statement's downloadLocation "
+            "and kept only with the statement's sha256). "
             "Steps: fetch, environment, build (no network), compare sha256, diagnose a "
             "mismatch, attest (--key), publish (--log). Exit 0 reproduced, 1 mismatch or "
             "failed, 2 error."
@@ -63,9 +65,22 @@ def register(sub: Any) -> None:
         help="trusted maintainer verifier key for a release statement (repeatable)",
     )
     p.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STATEMENT without ARTIFACT: where to download it (a file, or a directory URL "
+        "ending in /), before the statement's downloadLocation; repeatable",
+    )
+    p.add_argument(
         "--log", metavar="URL", help="submit the attestation to this audit log (needs --key)"
     )
-    p.add_argument("--log-ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
+    p.add_argument(
+        "--log-ca-bundle",
+        type=Path,
+        metavar="F",
+        help="CA bundle (PEM) to check an https:// log's certificate (default: the system's)",
+    )
     p.add_argument(
         "--report-dir",
         type=Path,
@@ -115,7 +130,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         )
         target: Target = RecipeTarget(made.recipe, made.artifact)
     else:
-        target = parse_target(args.target, args.maintainer_key)
+        target = parse_target(args.target, args.maintainer_key, args.url)
         report_dir = args.report_dir or default_report_dir(target)
     opts = VerifyOptions(
         report_dir=report_dir,

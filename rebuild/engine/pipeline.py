@@ -69,21 +69,26 @@ class RecipeTarget:
 
 @dataclass(frozen=True)
 class StatementTarget:
-    """A maintainer's release statement (DSSE envelope) and the released artifact."""
+    """A maintainer's release statement (DSSE envelope) and the released artifact;
+    without the artifact, it is fetched from ``urls`` or the statement's own
+    download locations (rebuild.fetch)."""
 
     statement: Path
-    artifact: Path
+    artifact: Path | None
     maintainer_keys: tuple[Path, ...] = ()
+    urls: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        return f"{self.statement} {self.artifact}"
+        return f"{self.statement} {self.artifact}" if self.artifact else str(self.statement)
 
 
 Target = PypiTarget | RecipeTarget | StatementTarget
 
 
-def parse_target(words: Sequence[str], maintainer_keys: Sequence[Path] = ()) -> Target:
+def parse_target(
+    words: Sequence[str], maintainer_keys: Sequence[Path] = (), urls: Sequence[str] = ()
+) -> Target:
     """Turn the command line's TARGET words into a target, or raise UsageError."""
     if len(words) == 1 and words[0].startswith("pypi:"):
         spec = words[0].removeprefix("pypi:")
@@ -97,7 +102,9 @@ def parse_target(words: Sequence[str], maintainer_keys: Sequence[Path] = ()) -> 
             if maintainer_keys:
                 raise UsageError("--maintainer-key applies to a release statement, not a recipe")
             return RecipeTarget(first, artifact)
-        return StatementTarget(first, artifact, tuple(maintainer_keys))
+        return StatementTarget(first, artifact, tuple(maintainer_keys), tuple(urls))
+    if len(words) == 1 and not words[0].endswith(".toml"):
+        return StatementTarget(Path(words[0]), None, tuple(maintainer_keys), tuple(urls))
     raise UsageError(
         "TARGET is pypi:NAME==VERSION, RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT "
         f"(got {' '.join(words) or 'nothing'})"
@@ -324,8 +331,13 @@ def _fetch(run: _Run, note: list[str]) -> None:
     elif isinstance(t, RecipeTarget):
         targets.prepare_recipe_file(run.p, t.recipe, t.artifact, work=run.work, note=note)
     else:
+        artifact = t.artifact
+        if artifact is None:
+            artifact = targets.fetch_released_artifact(
+                t.statement, t.maintainer_keys, t.urls, run.report_dir / "upstream", note
+            )
         targets.prepare_statement(
-            run.p, t.statement, t.artifact, t.maintainer_keys, work=run.work, note=note
+            run.p, t.statement, artifact, t.maintainer_keys, work=run.work, note=note
         )
     if run.p.upstream is None or run.p.plan is None:
         raise InputError(f"{t.label}: nothing to rebuild")

@@ -247,7 +247,8 @@ class PackageIndex:
                 os.fsync(out.fileno())
             if h.hexdigest() != f.sha256:
                 raise InputError(
-                    f"{f.filename}: sha256 {h.hexdigest()} differs from the index's {f.sha256}"
+                    f"{f.url}: served {f.filename} with sha256 {h.hexdigest()}, not the "
+                    f"expected {f.sha256}"
                 )
             os.replace(tmp, target)
         except OSError as e:
