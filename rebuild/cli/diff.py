@@ -8,6 +8,7 @@ format is a difference (cause ``format:<side>``), not trouble.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ from rebuild.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from rebuild.compare._model import Difference
 
 
 def register(sub: Any) -> None:
@@ -84,11 +87,19 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
             return
         c.print(f"[bold red]different[/] ({result.format})")
         table = Table("cause", "meaning", "differences", title="Causes")
+        entries: list[str] = []
         for cause in result.causes:
-            n = sum(1 for d in result.differences if d.cause() == cause)
+            found = [d for d in result.differences if d.cause() == cause]
             # Entry names are attacker-chosen: never let rich read them as markup.
-            table.add_row(Text(cause), Text(describe(cause)), str(n))
+            table.add_row(Text(cause), Text(describe(cause)), str(len(found)))
+            listed = _entries(found)
+            if listed:
+                entries.append(f"  {cause}: {listed}")
         c.print(table)
+        if entries:
+            c.print("entries per cause:", markup=False)
+            for line in entries:
+                c.print(line, markup=False)
         c.print(f"expected sha256 {result.expected_sha256}", markup=False)
         c.print(f"actual   sha256 {result.actual_sha256}", markup=False)
         for note in result.notes:
@@ -98,3 +109,15 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
 
     out.result(doc, human)
     return 0 if result.identical else 1
+
+
+SHOWN_ENTRIES = 3
+
+
+def _entries(found: Sequence[Difference]) -> str:
+    """The first few entry paths a cause covers, then how many more."""
+    paths = list(dict.fromkeys(d.path for d in found if d.path))
+    if not paths:
+        return ""
+    more = len(paths) - SHOWN_ENTRIES
+    return ", ".join(paths[:SHOWN_ENTRIES]) + (f" (+{more} more)" if more > 0 else "")

@@ -148,7 +148,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         e = result.step_error
         out.fail(e.message, kind=f"{e.step.capitalize()}Error", hint=e.hint)
     elif result.verdict == "error":
-        out.fail(result.message or "the rebuild could not run", quiet=True)
+        out.fail(result.message or "the rebuild could not run", hint=result.hint, quiet=True)
     return result.exit_code
 
 
@@ -207,6 +207,8 @@ def _render(c: Console, r: VerifyResult) -> None:
             c.print(f"  - {cause}", markup=False)
     if r.message:
         c.print(f"message: {r.message}", markup=False)
+    if r.hint:
+        c.print(f"hint: {r.hint}", markup=False)
     for label, value in (
         ("build log", r.build_log),
         ("diff report", r.diff_report),

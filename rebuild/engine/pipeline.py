@@ -204,6 +204,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
     run = _Run(target, opts, progress)
     verdict: Verdict
     message = ""
+    hint: str | None = None
     rebuilt: Path | None = None
     rebuilt_sha: str | None = None
     diff_report: Path | None = None
@@ -239,7 +240,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         verdict, message = "failed", str(e)
         run.causes.append(str(e))
     except OperationalError as e:
-        verdict, message = "error", str(e)
+        verdict, message, hint = "error", str(e), e.hint
     finally:
         if not opts.keep_work and run.work.exists():
             shutil.rmtree(run.work, ignore_errors=True)
@@ -264,7 +265,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
                     env_lock=env_lock,
                 )
         except OperationalError as e:
-            step_error = StepError("attest", str(e), None)
+            step_error = StepError("attest", str(e), e.hint)
     if opts.log_url is None:
         run.skip("publish", "no --log")
     elif attestation is None:
@@ -308,6 +309,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         source_date_epoch=plan.source_date_epoch if plan else None,
         sde_rule=plan.sde_rule if plan else None,
         message=message,
+        hint=hint,
         details={**(plan.details if plan else {}), **run.details},
         step_error=step_error,
     )

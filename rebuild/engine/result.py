@@ -86,6 +86,7 @@ class VerifyResult:
     source_date_epoch: int | None = None
     sde_rule: str | None = None
     message: str = ""
+    hint: str | None = None  # what to try next, for verdict error
     details: dict[str, Any] = field(default_factory=dict)
     step_error: StepError | None = None
 
@@ -130,6 +131,7 @@ class VerifyResult:
             "source_date_epoch": self.source_date_epoch,
             "source_date_epoch_rule": self.sde_rule,
             "message": self.message,
+            "hint": self.hint,
             "details": self.details,
             "step_error": self.step_error.to_json() if self.step_error else None,
             "exit_code": self.exit_code,
