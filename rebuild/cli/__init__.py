@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.log",
     "rebuild.cli.verify",
     "rebuild.cli.fetch",
+    "rebuild.cli.completion",
     "rebuild.cli.fleet",
     "rebuild.cli.bundle",
     "rebuild.cli.gate",
