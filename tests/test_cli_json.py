@@ -2,8 +2,8 @@
 
 The commands are discovered from the parser, never listed by hand: a
 command that lands later is checked by the tests here without being named.
-``SCENARIOS`` (tests/cli_scenarios.py) must hold real runs of each one; a
-command without an entry there fails :func:`test_every_command_has_a_scenario`.
+Real runs of each one are in tests/test_cli_scenarios.py, whose
+``test_every_command_has_a_scenario`` fails for a command without one.
 """
 
 from __future__ import annotations

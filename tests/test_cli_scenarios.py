@@ -1,0 +1,430 @@
+"""Every command, run for real with ``--json``, prints what docs/cli-output.schema.json says.
+
+The commands are discovered from the parser (tests/test_cli_json.py checks the
+ones with no scenario here fail loudly): each has at least one real run in
+``SCENARIOS``, with the exit status it must give, against a real world built
+once for the module: keys, a signed release, ``witness serve``, ``log serve``
+with that witness, a Redis broker, the Docker environments. Long-running
+commands are started, read until their first JSON line, stopped with SIGTERM,
+and their whole output (JSON lines) is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rebuild.cli import build_parser, commands
+from rebuild.engine.attest import rebuild_attestation
+from rebuild.engine.runner import environment_image
+from rebuild.keystore import load_signing_key
+from tests import clijson
+from tests.fleet.fleetutil import RedisServer
+from tests.gatesim import World as GateWorld
+from tests.logutil import PYTHON, Server, cli_env, make_key, run_cli, start_log
+from verify.cosignature import witness_key
+from verify.intoto import GitSource
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One invocation (``--json`` is added) and the exit status it must give."""
+
+    args: tuple[str, ...]
+    code: int
+    daemon: bool = False  # runs until stopped: read its first line, then SIGTERM
+
+
+@dataclass
+class World:
+    d: Path
+    maint: Path
+    rebuilder: Path
+    log_key: Path
+    witness_key: Path
+    artifact: Path
+    statement: Path
+    attestation: Path
+    proof: Path
+    policy: Path
+    log_url: str
+    broker: str
+
+    def fresh(self, name: str) -> Path:
+        """A path in a new directory of its own (commands that refuse to overwrite)."""
+        n = 0
+        while (self.d / f"{name}-{n}").exists():
+            n += 1
+        (self.d / f"{name}-{n}").mkdir()
+        return self.d / f"{name}-{n}" / name
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    for env in ("python-3.11", "php-8.2"):
+        environment_image(env)  # built by scripts/setup; idempotent
+    d = tmp_path_factory.mktemp("world")
+    maint = make_key(d, "maint.world.test")
+    rebuilder = make_key(d, "rebuilder.world.test")
+    log_key = make_key(d, "log.world.test")
+    wkey = make_key(d, "w1.world.test")
+    artifact = d / "hello.phar"
+    artifact.write_bytes(b"<?php echo 'world';\n")
+    assert (
+        run_cli(
+            "release", "sign", str(artifact), "--recipe", str(RECIPE), "--key", str(maint)
+        ).returncode
+        == 0
+    )
+    statement = d / "hello.phar.release.json"
+    servers: list[Server] = []
+    redis = RedisServer(d / "redis")
+    try:
+        witness = Server(
+            ["witness", "serve", "--key", str(wkey), "--state", str(d / "ws"),
+             "--listen", "127.0.0.1:0", "--log-key", f"{log_key}.pub"],
+            d / "witness.out",
+        )  # fmt: skip
+        servers.append(witness)
+        wvkey = witness_key(load_signing_key(wkey)).encode()
+        policy = d / "tlog.policy"
+        policy.write_text(
+            f"log {(d / 'log.world.test.pub').read_text().strip()}\n"
+            f"witness w1 {wvkey} {witness.url}\nquorum w1\n"
+        )
+        log = start_log(
+            d / "logdir", log_key, d / "log.out", "--workers", "0", "--witnesses", str(policy)
+        )
+        servers.append(log)
+        proof = d / "release.proof"
+        r = run_cli("log", "add", "--log", log.url, "--out", str(proof), str(statement))
+        assert r.returncode == 0, r.stderr
+        attestation = d / "attestation.json"
+        attestation.write_bytes(_attestation(rebuilder, artifact))
+        r = run_cli("log", "add", "--log", log.url, "--wait", str(attestation))
+        assert r.returncode == 0, r.stderr
+        yield World(
+            d, maint, rebuilder, log_key, wkey, artifact, statement, attestation, proof,
+            policy, log.url, redis.url,
+        )  # fmt: skip
+    finally:
+        for s in reversed(servers):
+            s.stop()
+        redis.stop()
+
+
+def _attestation(rebuilder: Path, artifact: Path) -> bytes:
+    import hashlib
+
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    return rebuild_attestation(
+        key=load_signing_key(rebuilder),
+        artifact_name=artifact.name,
+        artifact_sha256=digest,
+        package="hello-phar",
+        version="1.0.0",
+        verdict="reproduced",
+        source=GitSource(
+            "https://git.example.org/hello-phar.git",
+            "v1.0.0",
+            "3f786850e387550fdab836ed7e6dc881de23001b",
+        ),
+        recipe_sha256="1" * 64,
+        environment="php-8.2",
+        environment_lock="2" * 64,
+        tool_version="rebuild/0.1.0",
+        started_at=1_700_000_000,
+        finished_at=1_700_000_060,
+        rebuilt_sha256=digest,
+        diff_report_sha256=None,
+        causes=(),
+    )
+
+
+# -- the scenarios, one entry per command ----------------------------------------------------
+
+
+def _key_generate(w: World) -> list[Run]:
+    out = w.fresh("k")
+    return [Run(("key", "generate", "k.world.test", "--out", str(out)), 0),
+            Run(("key", "generate", "k.world.test", "--out", str(out)), 2)]  # fmt: skip
+
+
+def _release_sign(w: World) -> list[Run]:
+    copy = w.fresh("hello.phar")
+    shutil.copy(w.artifact, copy)
+    wrong = copy.with_name("hello-1.0.0.phar")
+    shutil.copy(w.artifact, wrong)
+    sign = ("release", "sign", "--recipe", str(RECIPE), "--key", str(w.maint))
+    return [Run((*sign, str(copy)), 0), Run((*sign, str(wrong)), 2)]
+
+
+def _release_verify(w: World) -> list[Run]:
+    tampered = w.fresh("hello.phar")
+    tampered.write_bytes(w.artifact.read_bytes() + b"system($_GET['c']);\n")
+    args = ("--statement", str(w.statement), "--maintainer-key", f"{w.maint}.pub")
+    return [
+        Run(("release", "verify", str(w.artifact), *args), 0),
+        Run(("release", "verify", str(tampered), *args), 1),
+        Run(("release", "verify", str(w.d / "missing.phar"), *args), 2),
+    ]
+
+
+def _diff(w: World) -> list[Run]:
+    other = w.fresh("other.phar")
+    other.write_bytes(b"<?php echo 'other';\n")
+    return [
+        Run(("diff", str(w.artifact), str(w.artifact)), 0),
+        Run(("diff", str(w.artifact), str(other), "--no-diffoscope"), 1),
+        Run(("diff", str(w.artifact), str(w.d / "missing")), 2),
+    ]
+
+
+def _fetch(w: World) -> list[Run]:
+    there = w.fresh("hello.phar")
+    shutil.copy(w.artifact, there)
+    return [
+        Run(("fetch", str(w.statement), "--out", str(there.parent)), 0),
+        Run(("fetch", str(w.statement), "--out", str(w.fresh("empty").parent)), 2),
+    ]
+
+
+def _log_follow(w: World) -> list[Run]:
+    trust = ("--log", w.log_url, "--policy", str(w.policy))
+    return [
+        Run(("log", "follow", *trust, "--state", str(w.fresh("mon")), "--once"), 0),
+        Run(("log", "follow", *trust, "--state", str(w.fresh("mon")), "--interval", "0.1"), 0,
+            daemon=True),
+    ]  # fmt: skip
+
+
+def _log_add(w: World) -> list[Run]:
+    entry = w.fresh("entry.json")
+    entry.write_bytes(_attestation(w.maint, w.artifact))  # another signer: another entry
+    return [Run(("log", "add", "--log", w.log_url, "--wait", str(entry)), 0)]
+
+
+def _bundle(w: World) -> list[Run]:
+    out = w.fresh("b.json")
+    return [
+        Run(("bundle", "--artifact", str(w.artifact), "--log", w.log_url, "--out", str(out)), 0)
+    ]
+
+
+def _gate(w: World) -> list[Run]:
+    sim = GateWorld()
+    artifact = b"<?php echo 'gate';\n"
+    release = sim.release(artifact)
+    atts = [sim.attest(artifact, k) for k in sim.rebuilder_keys]
+    sim.add(release, *atts)
+    note = sim.checkpoint(cosign_time=int(time.time()))
+    d = w.fresh("gate").parent
+    (d / "hello.phar").write_bytes(artifact)
+    (d / "evil.phar").write_bytes(b"evil")
+    (d / "b.json").write_bytes(sim.bundle(release, atts, note))
+    (d / "tlog.policy").write_text(sim.tlog_policy())
+    (d / "policy.toml").write_text(sim.policy_toml())
+    args = ("--bundle", str(d / "b.json"), "--policy", str(d / "policy.toml"))
+    return [
+        Run(("gate", str(d / "hello.phar"), *args, "--state", str(d / "s1")), 0),
+        Run(("gate", str(d / "evil.phar"), *args, "--state", str(d / "s2")), 1),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[World], list[Run]]] = {
+    "key generate": _key_generate,
+    "key show": lambda w: [Run(("key", "show", str(w.maint)), 0)],
+    "release sign": _release_sign,
+    "release verify": _release_verify,
+    "witness serve": lambda w: [
+        Run(
+            (
+                "witness",
+                "serve",
+                "--key",
+                str(w.witness_key),
+                "--state",
+                str(w.fresh("ws")),
+                "--listen",
+                "127.0.0.1:0",
+                "--log-key",
+                f"{w.log_key}.pub",
+            ),
+            0,
+            daemon=True,
+        )
+    ],
+    "witness vkey": lambda w: [Run(("witness", "vkey", "--key", str(w.witness_key)), 0)],
+    "diff": _diff,
+    "env list": lambda w: [Run(("env", "list"), 0)],
+    "env build": lambda w: [Run(("env", "build", "php-8.2"), 0)],
+    "env check": lambda w: [Run(("env", "check", "php-8.2"), 0)],
+    # Locking rebuilds an environment from the mirror (minutes): its refusal is what runs here.
+    "env lock": lambda w: [Run(("env", "lock", "no-such-environment"), 2)],
+    "log serve": lambda w: [
+        Run(
+            (
+                "log",
+                "serve",
+                "--dir",
+                str(w.fresh("log")),
+                "--key",
+                str(w.log_key),
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "0",
+            ),
+            0,
+            daemon=True,
+        )
+    ],
+    "log add": _log_add,
+    "log prove": lambda w: [Run(("log", "prove", "--log", w.log_url, str(w.statement)), 0)],
+    "log verify-proof": lambda w: [
+        Run(("log", "verify-proof", "--policy", str(w.policy), str(w.statement), str(w.proof)), 0),
+        Run(
+            ("log", "verify-proof", "--policy", str(w.policy), str(w.attestation), str(w.proof)), 1
+        ),
+    ],
+    "log follow": _log_follow,
+    "log get": lambda w: [
+        Run(("log", "get", "--log", w.log_url, "0", "--policy", str(w.policy)), 0),
+        Run(("log", "get", "--log", w.log_url, "99"), 2),
+    ],
+    "log find": lambda w: [
+        Run(
+            (
+                "log",
+                "find",
+                "--log",
+                w.log_url,
+                "--package",
+                "hello-phar",
+                "--trusted-key",
+                f"{w.rebuilder}.pub",
+            ),
+            0,
+        ),
+    ],
+    "log status": lambda w: [Run(("log", "status", "--log", w.log_url), 0)],
+    "verify": lambda w: [
+        Run(("verify", "--fixture", "php-phar", "--report-dir", str(w.fresh("report"))), 0),
+        Run(("verify", "pypi:no-version"), 2),
+    ],
+    "fetch": _fetch,
+    "completion": lambda w: [Run(("completion", "bash"), 0)],
+    "fleet watch": lambda w: [
+        Run(
+            (
+                "fleet",
+                "watch",
+                "--broker",
+                w.broker,
+                "--once",
+                "--log",
+                w.log_url,
+                "--policy",
+                str(w.policy),
+                "--artifacts",
+                str(w.d),
+                "--state",
+                str(w.fresh("watch")),
+            ),
+            0,
+        ),
+    ],
+    "fleet worker": lambda w: [
+        Run(
+            ("fleet", "worker", "--broker", w.broker, "--reports", str(w.fresh("reports"))),
+            0,
+            daemon=True,
+        ),
+    ],
+    "fleet publish": lambda w: [
+        Run(
+            (
+                "fleet",
+                "publish",
+                "--broker",
+                w.broker,
+                "--key",
+                str(w.rebuilder),
+                "--log",
+                w.log_url,
+                "--state",
+                str(w.fresh("publish")),
+            ),
+            0,
+            daemon=True,
+        ),
+    ],
+    "fleet status": lambda w: [Run(("fleet", "status", "--broker", w.broker), 0)],
+    "bundle": _bundle,
+    "gate": _gate,
+}
+
+
+def _leaves() -> list[str]:
+    found = commands(build_parser())
+    return sorted(
+        " ".join(path)
+        for path, p in found.items()
+        if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+    )
+
+
+def test_every_command_has_a_scenario() -> None:
+    missing = sorted(set(_leaves()) - set(SCENARIOS))
+    assert not missing, f"add a real run of each to SCENARIOS in {__file__}: {missing}"
+    assert not set(SCENARIOS) - set(_leaves()), "a scenario names a command that is gone"
+
+
+def _run_daemon(args: tuple[str, ...]) -> tuple[int, str]:
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "rebuild", *args, "--json"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline()  # its first event: it is up (or it died: "")
+        assert first, proc.communicate(timeout=60)[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=180)
+    assert "Traceback" not in err, err
+    return proc.returncode, first + rest
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("command", _leaves())
+def test_the_json_output_of_every_command_validates(world: World, command: str) -> None:
+    runs = SCENARIOS[command](world)
+    assert runs
+    for run in runs:
+        if run.daemon:
+            code, stdout = _run_daemon(run.args)
+            assert code == run.code, (run.args, stdout)
+            docs = clijson.stream(stdout, run.code, command)
+            assert "event" in docs[0]
+            continue
+        r = run_cli(*run.args, "--json", timeout=600)
+        assert r.returncode == run.code, (run.args, r.stdout, r.stderr)
+        assert "Traceback" not in r.stderr
+        doc = clijson.envelope(r.stdout, run.code, command)
+        assert json.loads(r.stdout) == doc
