@@ -123,7 +123,7 @@ def test_log_add_wait_to_a_file_writes_a_proof_file_that_verifies(tmp_path: Path
             )
         assert r.returncode == 0, r.stderr
         assert proof.read_bytes().startswith(b"c2sp.org/tlog-proof@v1\n")
-        assert b"entry 0" in r.stderr  # the index still reaches the user, on stderr
+        assert b"entry 0 added" in r.stderr  # the index still reaches the user, on stderr
         policy = _policy(tmp_path, key)
         doc = _json(
             "log", "verify-proof", "--policy", str(policy), str(entry), str(proof),
@@ -284,7 +284,7 @@ def test_log_status_says_the_witnesses_are_down_and_the_log_says_it_once(
         assert doc["index"] == 0 and doc["proof"] is None
         assert "no published checkpoint covered it within 1 s" in doc["error"]["message"]
         assert f"rebuild log status --log {server.url}" in doc["error"]["hint"]
-        assert "waiting for a published checkpoint" in r.stderr  # it said it was waiting
+        assert "waiting up to 1 s for a published checkpoint" in r.stderr  # it said so
 
         # Wait (on the server's own count, not a clock) for several failed attempts.
         deadline = time.monotonic() + 60

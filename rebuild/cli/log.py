@@ -489,7 +489,8 @@ def cmd_add(args: argparse.Namespace, out: Output) -> int:
             sys.stdout.write(proof.decode())
             sys.stdout.flush()
 
-    out.note(f"entry {index}" + (f": proof written to {args.out}" if args.out else ""))
+    if args.out is not None:
+        out.note(f"entry {index}: proof written to {args.out}")
     out.result(result, human)
     return 0
 
@@ -501,7 +502,11 @@ def _wait_for_proof(client: LogClient, index: int, timeout: float, out: Output) 
 
     start = time.monotonic()
     delay = 0.05
-    told = -1
+    told = 0
+    out.note(
+        f"entry {index} added; waiting up to {timeout:g} s for a published checkpoint "
+        "that covers it"
+    )
     while True:
         try:
             proof = client.proof(index)
@@ -514,13 +519,10 @@ def _wait_for_proof(client: LogClient, index: int, timeout: float, out: Output) 
         waited = time.monotonic() - start
         if waited >= timeout:
             return None
-        # One line now, then one every 10 s: a wait for witnesses can be long.
+        # Then a line every 10 s: a wait for witnesses can be long.
         if int(waited) // 10 != told:
             told = int(waited) // 10
-            out.note(
-                f"entry {index} added; waiting for a published checkpoint that covers it "
-                f"({waited:.0f} s of at most {timeout:g} s)"
-            )
+            out.note(f"still waiting for entry {index}'s proof ({waited:.0f} s)")
         time.sleep(min(delay, max(0.0, timeout - waited)))
         delay = min(delay * 2, 1.0)
 
@@ -669,7 +671,7 @@ def _follow_line(r: FollowResult) -> str:
         return f"grew: size {r.previous_size} -> {r.size} (consistent)"
     if r.status == "stale":
         return f"stale: the log served size {r.size}, older than {r.previous_size} (consistent)"
-    return f"unchanged: size {r.size}"
+    return f"unchanged: size {r.size} (as when last seen)"
 
 
 # -- get, find, status ----------------------------------------------------------------------
@@ -823,12 +825,16 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             markup=False,
         )
         for w in doc.get("witnesses", []):
-            state = "ok" if w.get("ok") else f"FAILING: {w.get('last_error') or 'not asked yet'}"
+            error = str(w.get("last_error") or "not asked yet")
+            error = error.removeprefix(f"witness {w['name']} at {w.get('url')}/add-checkpoint: ")
+            state = "ok" if w.get("ok") else f"FAILING: {error}"
             size = w.get("cosigned_size")
             cosigned = "nothing cosigned yet" if size is None else f"cosigned size {size}"
             c.print(f"  witness {w['name']} ({w.get('url')}): {state}; {cosigned}", markup=False)
+        said = {w.get("last_error") for w in doc.get("witnesses", [])}
         for problem in doc.get("problems", []):
-            c.print(f"  problem: {problem}", markup=False)
+            if problem not in said:
+                c.print(f"  problem: {problem}", markup=False)
 
     out.result(doc, human)
     return 0
