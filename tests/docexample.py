@@ -50,9 +50,8 @@ def run(steps: list[Step], workdir: Path, repo: Path, timeout: float = 600) -> l
     script = ["set +e", f"cd {repo}"]
     runnable = [s for s in steps if s.command.strip() != "echo $?"]
     for i, step in enumerate(runnable):
-        script.append(
-            f"{{ {step.command}\n}} > {workdir}/out.{i} 2>&1 < /dev/null; echo $? > {workdir}/rc.{i}"
-        )
+        out, rc = workdir / f"out.{i}", workdir / f"rc.{i}"
+        script.append(f"{{ {step.command}\n}} > {out} 2>&1 < /dev/null; echo $? > {rc}")
     subprocess.run(
         ["bash", "-c", "\n".join(script)],
         env={**os.environ, "NO_COLOR": "1", "COLUMNS": "100"},
