@@ -371,7 +371,9 @@ def _artifact_source(spec: str) -> str:
 def _render_round(c: Any, doc: dict[str, Any]) -> None:
     if doc["log"]:
         lg = doc["log"]
-        c.print(f"log: {lg['status']}, size {lg['size']}, read {lg['from']}..{lg.get('next')}")
+        c.print(
+            f"log: {lg['status']}, size {lg['size']}, read {lg['from']}..{_cell(lg.get('next'))}"
+        )
     for name, info in doc["index"].items():
         c.print(f"index {name}: {info}", markup=False)
     for item in doc["enqueued"]:
@@ -586,14 +588,18 @@ def _render_status(c: Any, doc: dict[str, Any]) -> None:
         w.add_column(col)
     for x in doc["workers"]:
         w.add_row(x["id"], "alive" if x["alive"] else "gone", str(x["done"]),
-                  str(x["rebuilds_per_minute"]), str(x["current"]))  # fmt: skip
+                  str(x["rebuilds_per_minute"]), _cell(x["current"]))  # fmt: skip
     c.print(w)
     latest = Table(title="latest verdicts")
     for col in ("package", "version", "verdict", "log index"):
         latest.add_column(col)
     for d in doc["latest"]:
-        latest.add_row(str(d.get("package")), str(d.get("version")), str(d.get("verdict")),
-                       str(d.get("log_index")))  # fmt: skip
+        latest.add_row(*(_cell(d.get(k)) for k in ("package", "version", "verdict", "log_index")))
     c.print(latest)
     if doc.get("html"):
         c.print(f"page: {doc['html']}", markup=False)
+
+
+def _cell(value: object) -> str:
+    """A table cell: "-" for a missing value, never Python's None."""
+    return "-" if value is None else str(value)
