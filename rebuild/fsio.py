@@ -9,6 +9,7 @@ one. Reads are bounded so an oversized input is an error, not an OOM.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -18,17 +19,27 @@ from rebuild.errors import InputError, StorageError
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 
 
-def read_bounded(path: str | os.PathLike[str], limit: int = DEFAULT_READ_LIMIT) -> bytes:
-    """Read a whole file, refusing one larger than ``limit`` bytes."""
+def read_bounded(
+    path: str | os.PathLike[str], limit: int = DEFAULT_READ_LIMIT, *, follow_symlinks: bool = True
+) -> bytes:
+    """Read a whole file, refusing one larger than ``limit`` bytes.
+
+    With ``follow_symlinks=False`` a symlink is refused (for files in a
+    directory someone else could plant one in), and so is anything that
+    would block on open (a FIFO).
+    """
     p = Path(path)
+    flags = os.O_RDONLY if follow_symlinks else os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
     try:
-        with p.open("rb") as f:
+        with os.fdopen(os.open(p, flags), "rb") as f:
             data = f.read(limit + 1)
     except FileNotFoundError:
         raise InputError(f"{p}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{p}: is a directory, expected a file") from None
     except OSError as e:
+        if e.errno == errno.ELOOP and not follow_symlinks:
+            raise InputError(f"{p}: is a symlink; refusing to follow it") from None
         raise InputError(f"{p}: cannot read: {e.strerror}") from None
     if len(data) > limit:
         raise InputError(f"{p}: larger than the {limit}-byte limit")

@@ -22,13 +22,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import fcntl
 import hashlib
 import logging
 import os
 import re
-import signal
 import ssl
 import time
 from collections.abc import Callable, Iterable
@@ -40,6 +38,7 @@ from aiohttp import web
 
 from rebuild.errors import InputError, StorageError, UsageError
 from rebuild.fsio import atomic_write, read_bounded
+from rebuild.httpserve import Running, serve_until_signalled, start_app
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.cosignature import cosign, witness_key
@@ -337,31 +336,11 @@ def parse_listen(spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass
-class RunningWitness:
-    runner: web.AppRunner
-    url: str
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
 async def start(
     witness: Witness, host: str, port: int, tls: ssl.SSLContext | None = None
-) -> RunningWitness:
+) -> Running:
     """Start serving; returns once the socket listens (port 0 picks a free one)."""
-    runner = web.AppRunner(make_app(witness), access_log=log)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=256)
-    try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    bound = int(runner.addresses[0][1]) if runner.addresses else port
-    scheme = "https" if tls else "http"
-    shown = f"[{host}]" if ":" in host else host
-    return RunningWitness(runner, f"{scheme}://{shown}:{bound}")
+    return await start_app(make_app(witness), host, port, tls, access_log=log)
 
 
 async def serve_forever(
@@ -372,14 +351,4 @@ async def serve_forever(
     on_ready: Callable[[str], None],
 ) -> None:
     """Serve until SIGINT/SIGTERM, then shut down cleanly."""
-    running = await start(witness, host, port, tls)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        on_ready(running.url)
-        await stop.wait()
-    finally:
-        await running.stop()
+    await serve_until_signalled(await start(witness, host, port, tls), on_ready)

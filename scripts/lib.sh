@@ -1,7 +1,7 @@
 # Shared by scripts/setup and scripts/test. Not meant to be run directly.
 VENV="${REBUILD_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-APT_PACKAGES=(docker.io debootstrap diffoscope-minimal git unzip zip xxd file
+APT_PACKAGES=(docker.io debootstrap diffoscope-minimal git unzip zip xxd file systemd passwd
   ca-certificates iptables chromium redis-server redis-tools)
 
 step() { printf '\n==> %s\n' "$*"; }

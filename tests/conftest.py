@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 VECTORS = Path(__file__).parent / "vectors" / "tlog"
 
 
 def load_vector(name: str) -> Any:
     return json.loads((VECTORS / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Any]]:
+    """Test servers (tests.updaterutil.ThreadServer) a test starts; stopped afterwards."""
+    running: list[Any] = []
+    yield running
+    for s in running:
+        s.stop()
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:

@@ -37,6 +37,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.fleet",
     "rebuild.cli.bundle",
     "rebuild.cli.gate",
+    "rebuild.cli.mirror",
+    "rebuild.cli.update",
+    "rebuild.cli.updater",
 )
 
 

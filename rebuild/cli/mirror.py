@@ -1,0 +1,103 @@
+"""``rebuild mirror``: publish a release into a mirror directory, serve one over HTTP(S).
+
+A mirror is untrusted storage (layout in docs/formats.md); publishing trusts
+nothing either: it files the artifact and its bundle under the package and
+version the bundle's release statement names, for the gate to judge later.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rebuild.cli._output import Output
+from rebuild.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("mirror", help="publish releases to a mirror directory and serve it")
+    msub = p.add_subparsers(dest="mirror_command", metavar="ACTION", required=True)
+
+    pub = msub.add_parser(
+        "publish",
+        help="add a release (artifact + bundle) to a mirror directory",
+        description=(
+            "Add ARTIFACT and its rebuild-bundle/v1 to DIR in the rebuild-mirror/v1 layout "
+            "(DIR/PACKAGE/index.json, DIR/PACKAGE/VERSION/ARTIFACT, .../bundle.json), with "
+            "package, version and file name taken from the bundle's release statement (not "
+            "verified: the updater's gate does that). Writes are atomic; publishing the same "
+            "release again is a no-op, the same version with other bytes is refused."
+        ),
+    )
+    pub.add_argument("--dir", required=True, type=Path, metavar="DIR", help="mirror directory")
+    pub.add_argument("--artifact", required=True, type=Path, metavar="FILE", help="the artifact")
+    pub.add_argument("--bundle", required=True, type=Path, metavar="B", help="its bundle")
+    pub.add_argument("--json", action="store_true", help="print one JSON document")
+    pub.set_defaults(func=cmd_publish)
+
+    s = msub.add_parser(
+        "serve",
+        help="serve a mirror directory over HTTP(S) (for tests and demos)",
+        description=(
+            "Serve DIR's regular files (no listings, no symlinks, no dot-files) until SIGINT "
+            "or SIGTERM; prints 'listening on URL'. Updaters refuse plain http except to "
+            "loopback with --insecure-loopback, so give --tls-cert/--tls-key elsewhere."
+        ),
+    )
+    s.add_argument("--dir", required=True, type=Path, metavar="DIR", help="mirror directory")
+    s.add_argument("--listen", required=True, metavar="HOST:PORT", help="address (port 0: any)")
+    s.add_argument("--tls-cert", type=Path, metavar="C", help="serve HTTPS with this certificate")
+    s.add_argument("--tls-key", type=Path, metavar="K", help="private key for --tls-cert")
+    s.set_defaults(func=cmd_serve)
+
+
+def cmd_publish(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.fsio import read_bounded  # noqa: PLC0415
+    from rebuild.hashing import sha256_file  # noqa: PLC0415
+    from rebuild.updater.gateway import release_info  # noqa: PLC0415
+    from rebuild.updater.mirror import publish  # noqa: PLC0415
+    from verify.bundle import MAX_BUNDLE_SIZE  # noqa: PLC0415
+
+    bundle = read_bounded(args.bundle, MAX_BUNDLE_SIZE)
+    info = release_info(bundle, sha256_file(args.artifact), str(args.bundle))
+    result = publish(
+        args.dir,
+        args.artifact,
+        args.bundle,
+        package=info.package,
+        version=info.version,
+        artifact_name=info.artifact,
+    )
+
+    def human(c: Console) -> None:
+        verb = "published" if result.added else "already published"
+        r = result.release
+        c.print(
+            f"{verb}: {result.package} {r.version} ({r.artifact}, {r.size} bytes) in {args.dir}"
+        )
+
+    out.result(result.as_json(), human)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from rebuild.log.urls import server_ssl_context  # noqa: PLC0415
+    from rebuild.updater.serve import serve_forever  # noqa: PLC0415
+    from rebuild.witness import parse_listen  # noqa: PLC0415
+
+    host, port = parse_listen(args.listen)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    asyncio.run(
+        serve_forever(
+            args.dir, host, port, tls, lambda url: out.note(f"mirror {args.dir} listening on {url}")
+        )
+    )
+    return 0

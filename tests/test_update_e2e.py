@@ -1,0 +1,215 @@
+"""From the maintainer's signature to the installed file, through a real witnessed log.
+
+Everything is a real process except the rebuilds: ``key generate``, two
+``witness serve``, a ``log serve`` that publishes only cosigned checkpoints,
+``release sign``, ``log add``, ``rebuild bundle`` (lookup, tiles, proofs,
+and the consistency proof for the next release), ``mirror publish``, two
+``mirror serve`` over HTTPS (one of them tampered with) and ``rebuild
+update``. The rebuild attestations are signed here with the rebuilders' real
+keys for the bytes the maintainer signed; a real rebuild in the pinned
+environment needs the Docker engine and is proven by the gate's attack
+suite (tests/test_gate_attacks.py) and tests/engine/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from rebuild.keystore import load_signing_key
+from rebuild.recipe import load_recipe
+from tests.logutil import ROOT, Server, make_key, run_cli, start_log
+from tests.updaterutil import TLS, installed, report, update_cli
+from verify.bundle import parse_bundle
+from verify.cosignature import witness_key
+from verify.intoto import RebuildPredicate, Subject, make_statement, sign_statement
+
+RECIPE = ROOT / "fixtures" / "recipes" / "hello-phar.recipe.toml"
+
+
+def _json(*args: str) -> dict[str, object]:
+    r = run_cli(*args, "--json", timeout=120)
+    assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
+    doc = json.loads(r.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def _attest(key: Path, artifact: Path, recipe: Path, out: Path) -> Path:
+    """What ``rebuild verify`` signs when it reproduces ``artifact`` (see the module docstring)."""
+    r = load_recipe(recipe)
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    now = int(time.time())
+    pred = RebuildPredicate(
+        package=r.package,
+        version=r.version,
+        verdict="reproduced",
+        source=r.source,
+        recipe_sha256=r.sha256,
+        environment=r.environment,
+        tool_version="rebuild/0.1.0",
+        started_at=now - 30,
+        finished_at=now,
+        rebuilt_sha256=digest,
+    )
+    out.write_bytes(
+        sign_statement(
+            make_statement([Subject(artifact.name, digest)], pred), [load_signing_key(key)]
+        )
+    )
+    return out
+
+
+def _release(
+    tmp: Path, version: str, keys: dict[str, Path], log: str, since: int | None
+) -> tuple[Path, Path]:
+    """Sign, log, attest (r1, r2) and bundle ``version``; returns (artifact, bundle)."""
+    d = tmp / f"v{version}"
+    d.mkdir()
+    recipe = d / "recipe.toml"
+    recipe.write_text(
+        RECIPE.read_text()
+        .replace('version = "1.0.0"', f'version = "{version}"')
+        .replace('tag = "v1.0.0"', f'tag = "v{version}"')
+    )
+    artifact = d / f"hello-{version}.phar"
+    artifact.write_bytes(f"<?php echo 'hello {version}\\n';\n".encode())
+    release = d / "release.json"
+    sign = ["release", "sign", str(artifact), "--recipe", str(recipe)]
+    _json(*sign, "--key", str(keys["maintainer"]), "--out", str(release))
+    envelopes = [release]
+    for r in ("r1", "r2"):
+        envelopes.append(_attest(keys[r], artifact, recipe, d / f"{r}.json"))
+    for e in envelopes:
+        _json("log", "add", "--log", log, str(e))
+    bundle = d / "bundle.json"
+    args = ["bundle", "--log", log, "--artifact", str(artifact), "--out", str(bundle)]
+    if since is not None:
+        args += ["--since-size", str(since)]
+    _json(*args)
+    return artifact, bundle
+
+
+def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
+    tmp_path: Path,
+) -> None:
+    keys = {
+        n: make_key(tmp_path, f"{n}.e2e.test")
+        for n in ("log", "w1", "w2", "maintainer", "r1", "r2")
+    }
+    servers: list[Server] = []
+    try:
+        wurls = []
+        for w in ("w1", "w2"):
+            s = Server(
+                [
+                    *("witness", "serve", "--key", str(keys[w])),
+                    *("--state", str(tmp_path / f"{w}-state"), "--listen", "127.0.0.1:0"),
+                    *("--log", f"{keys['log']}.pub"),
+                ],
+                tmp_path / f"{w}.out",
+            )
+            servers.append(s)
+            wurls.append(s.url)
+        log_vkey = Path(f"{keys['log']}.pub").read_text().strip()
+        wvk = [witness_key(load_signing_key(keys[w])).encode() for w in ("w1", "w2")]
+        tlog = tmp_path / "tlog.policy"
+        tlog.write_text(
+            f"log {log_vkey}\nwitness W1 {wvk[0]} {wurls[0]}\nwitness W2 {wvk[1]} {wurls[1]}\n"
+            "group both 2 W1 W2\nquorum both\n"
+        )
+        log = start_log(
+            tmp_path / "log", keys["log"], tmp_path / "log.out", "--witnesses", str(tlog)
+        )
+        servers.append(log)
+
+        def vkeys(*names: str) -> str:
+            return ", ".join(f'"{Path(f"{keys[n]}.pub").read_text().strip()}"' for n in names)
+
+        policy = tmp_path / "policy.toml"
+        policy.write_text(
+            'format = "rebuild-policy/v1"\ntlog_policy = "tlog.policy"\nmax_checkpoint_age = 3600\n'
+            "[[package]]\n"
+            'name = "hello-phar"\n'
+            f"maintainers = [{vkeys('maintainer')}]\n"
+            f"rebuilders = [{vkeys('r1', 'r2')}]\n"
+            "threshold = 2\n"
+        )
+
+        art1, bundle1 = _release(tmp_path, "1.0.0", keys, log.url, None)
+        honest, tampered = tmp_path / "honest", tmp_path / "tampered"
+        for m in (honest, tampered):
+            m.mkdir()
+            _json(
+                "mirror",
+                "publish",
+                "--dir",
+                str(m),
+                "--artifact",
+                str(art1),
+                "--bundle",
+                str(bundle1),
+            )
+        # the tampered mirror serves a backdoored artifact and a version list to match it
+        bad = tampered / "hello-phar" / "1.0.0" / art1.name
+        bad.write_bytes(art1.read_bytes() + b"system($_GET['c']);\n")
+        index = json.loads((tampered / "hello-phar" / "index.json").read_text())
+        index["releases"][0]["sha256"] = hashlib.sha256(bad.read_bytes()).hexdigest()
+        index["releases"][0]["size"] = bad.stat().st_size
+        (tampered / "hello-phar" / "index.json").write_text(json.dumps(index))
+
+        tls = TLS(tmp_path / "tls")
+        cert, key = tls.cert_files()
+        urls = {}
+        for name, m in (("tampered", tampered), ("honest", honest)):
+            s = Server(
+                [
+                    *("mirror", "serve", "--dir", str(m), "--listen", "127.0.0.1:0"),
+                    *("--tls-cert", str(cert), "--tls-key", str(key)),
+                ],
+                tmp_path / f"mirror-{name}.out",
+            )
+            servers.append(s)
+            urls[name] = s.url
+
+        install = tmp_path / "install"
+        ca = ["--ca-bundle", str(tls.ca_bundle)]
+        r = update_cli(policy, install, [urls["tampered"], urls["honest"]], *ca)
+        assert r.returncode == 0, r.stdout + r.stderr
+        doc = report(r)
+        first, second = doc["attempts"]
+        assert (first["mirror"], first["outcome"]) == (urls["tampered"], "rejected")
+        assert "subject-mismatch" in {f["code"] for f in first["gate"]["failures"]}
+        assert (second["mirror"], second["outcome"]) == (urls["honest"], "installed")
+        assert second["gate"]["rebuilders"]["distinct"] == 2
+        assert installed(install) == ("1.0.0", art1.read_bytes())
+        assert (install / "current" / art1.name).is_file()
+
+        # the next release: its bundle proves the log only grew since 1.0.0's checkpoint
+        size1 = parse_bundle(bundle1.read_bytes()).checkpoint_body().size
+        art2, bundle2 = _release(tmp_path, "1.1.0", keys, log.url, size1)
+        _json(
+            "mirror",
+            "publish",
+            "--dir",
+            str(honest),
+            "--artifact",
+            str(art2),
+            "--bundle",
+            str(bundle2),
+        )
+        r = update_cli(policy, install, [urls["tampered"], urls["honest"]], *ca)
+        assert r.returncode == 0, r.stdout + r.stderr
+        doc = report(r)
+        assert doc["status"] == "installed" and doc["previous_version"] == "1.0.0"
+        assert [m["versions"] for m in doc["mirrors"]] == [["1.0.0"], ["1.0.0", "1.1.0"]]
+        assert installed(install) == ("1.1.0", art2.read_bytes())
+        assert (install / "previous" / art1.name).read_bytes() == art1.read_bytes()
+        # and nothing newer: up to date, exit 0
+        r = update_cli(policy, install, [urls["honest"]], *ca)
+        assert r.returncode == 0 and report(r)["status"] == "up-to-date"
+    finally:
+        for s in reversed(servers):
+            s.stop()

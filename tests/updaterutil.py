@@ -1,0 +1,447 @@
+"""Shared fixtures for the updater's tests: releases the gate accepts, mirrors, HTTPS servers.
+
+Releases come from the gate's release world (:mod:`tests.gatesim`): real
+Ed25519 keys sign a real release statement and real rebuild attestations,
+which go into an RFC 6962 tree with a signed, witness-cosigned checkpoint and
+tlog-proofs, all made by the project's own ``verify`` code, dated now so the
+gate's freshness check passes. The gate itself, the mirrors (aiohttp on
+127.0.0.1 with ``trustme`` certificates) and ``rebuild update`` are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import signal
+import site
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiohttp import web
+
+from rebuild.updater.mirror import publish
+from rebuild.updater.serve import make_app, resolve
+from tests.gatesim import COMMIT, RECIPE, RECIPE_SHA256, World
+from tests.logutil import ROOT, cli_env, run_cli
+from verify.intoto import GitSource, ReleasePredicate, Subject, make_statement, sign_statement
+
+PACKAGE = "hello-phar"
+
+
+@dataclass
+class Release:
+    package: str
+    version: str
+    name: str
+    artifact: Path
+    bundle: Path
+    data: bytes
+
+
+@dataclass
+class Releases:
+    """One package's releases, signed and logged, plus the policy that trusts them."""
+
+    root: Path
+    world: World = field(default_factory=World)
+    made: list[Release] = field(default_factory=list)
+    _sizes: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def write_policy(
+        self, *, package_extra: str = "", top: str = "", name: str = "policy.toml"
+    ) -> Path:
+        (self.root / "tlog.policy").write_text(self.world.tlog_policy())
+        text = self.world.policy_toml(package_extra=package_extra)
+        path = self.root / name
+        path.write_text(top + text)
+        return path
+
+    def make(self, version: str, data: bytes | None = None, *, name: str = "hello.phar") -> Release:
+        """Sign, log and bundle ``data`` as ``version`` (bundle against a fresh checkpoint)."""
+        w = self.world
+        data = data if data is not None else f"<?php echo 'hello {version}';\n".encode()
+        digest = hashlib.sha256(data).hexdigest()
+        pred = ReleasePredicate(
+            package=w.package,
+            version=version,
+            source=GitSource("https://git.example.org/hello.git", f"v{version}", COMMIT),
+            recipe=RECIPE,
+            recipe_sha256=RECIPE_SHA256,
+        )
+        release = sign_statement(make_statement([Subject(name, digest)], pred), [w.maintainer])
+        atts = [w.attest(data, k) for k in w.rebuilder_keys]
+        w.add(release, *atts)
+        size = len(w.entries)
+        note = w.checkpoint(cosign_time=int(time.time()) - 5)
+        bundle = w.bundle(
+            release,
+            atts,
+            note,
+            consistency=[
+                w.consistency(old, size) for old in sorted(set(self._sizes)) if old < size
+            ],
+        )
+        self._sizes.append(size)
+        d = self.root / "releases" / f"{len(self.made)}-{version}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(data)
+        (d / "bundle.json").write_bytes(bundle)
+        r = Release(w.package, version, name, d / name, d / "bundle.json", data)
+        self.made.append(r)
+        return r
+
+
+def publish_to(mirror: Path, release: Release) -> None:
+    mirror.mkdir(parents=True, exist_ok=True)
+    publish(
+        mirror,
+        release.artifact,
+        release.bundle,
+        package=release.package,
+        version=release.version,
+        artifact_name=release.name,
+    )
+
+
+@dataclass
+class TLS:
+    """A test CA, its bundle on disk, and server contexts for names it certifies."""
+
+    dir: Path
+    ca: trustme.CA = field(default_factory=trustme.CA)
+
+    def __post_init__(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca_bundle = self.dir / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_bundle))
+
+    def server_context(self, *names: str) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ca.issue_cert(*(names or ("127.0.0.1", "localhost"))).configure_cert(ctx)
+        return ctx
+
+    def cert_files(self, *names: str) -> tuple[Path, Path]:
+        leaf = self.ca.issue_cert(*(names or ("127.0.0.1", "localhost")))
+        cert, key = self.dir / "server.pem", self.dir / "server.key"
+        leaf.cert_chain_pems[0].write_to_path(str(cert))
+        for extra in leaf.cert_chain_pems[1:]:
+            extra.write_to_path(str(cert), append=True)
+        leaf.private_key_pem.write_to_path(str(key))
+        return cert, key
+
+
+class ThreadServer:
+    """An aiohttp application on 127.0.0.1 (any port) in its own thread and event loop."""
+
+    def __init__(self, app: web.Application, tls: ssl.SSLContext | None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._tls = tls
+        self.url = ""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("test server did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+
+        async def start() -> None:
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._tls)
+            await site.start()
+            port = self._runner.addresses[0][1]
+            self.url = f"{'https' if self._tls else 'http'}://127.0.0.1:{port}"
+            self._ready.set()
+
+        self._loop.run_until_complete(start())
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def static_mirror(root: Path) -> web.Application:
+    """The project's own static mirror server (``rebuild mirror serve``'s application)."""
+    return make_app(root)
+
+
+def hostile_mirror(root: Path, *, artifact: Handler) -> web.Application:
+    """Serves ``root``'s version lists and bundles honestly; artifacts go to ``artifact``."""
+    root = root.resolve()
+    app = web.Application()
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        rel = request.match_info["path"]
+        if rel.endswith(("index.json", "bundle.json")):
+            path = resolve(root, rel)
+            if path is None:
+                raise web.HTTPNotFound()
+            return web.FileResponse(path)
+        return await artifact(request)
+
+    app.router.add_get("/{path:.*}", route)
+    return app
+
+
+async def slow_body(request: web.Request) -> web.StreamResponse:
+    """Headers at once, then a few bytes, then silence far longer than any read timeout."""
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    await resp.write(b"<?php")
+    await asyncio.sleep(3600)
+    return resp
+
+
+async def endless_body(request: web.Request) -> web.StreamResponse:
+    """A response that never ends (no Content-Length), as fast as the client reads."""
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    # Yield to the event loop between writes: a write that needs no drain
+    # does not, and then the loop never runs connection_lost once the client
+    # hangs up at its byte cap, and every later write hits the dead socket.
+    chunk = b"A" * 65536
+    for _ in range(1 << 20):  # bounded: 64 GiB, far past any cap; the client hangs up first
+        if request.transport is None or request.transport.is_closing():
+            break
+        await resp.write(chunk)
+        await asyncio.sleep(0)
+    return resp
+
+
+def dead_url() -> str:
+    """A loopback HTTPS URL where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"https://127.0.0.1:{port}"
+
+
+def update_cli(
+    policy: Path,
+    install: Path,
+    mirrors: list[str],
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    package: str = PACKAGE,
+) -> subprocess.CompletedProcess[str]:
+    """``rebuild update --json`` as a real subprocess."""
+    args = [
+        "update",
+        "--policy",
+        str(policy),
+        "--package",
+        package,
+        "--install-dir",
+        str(install),
+        "--json",
+        *extra,
+    ]
+    for m in mirrors:
+        args += ["--mirror", m]
+    if env is None:
+        return run_cli(*args, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rebuild", *args],
+        env={**cli_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError as e:
+        raise AssertionError(
+            f"not JSON (exit {proc.returncode}): {proc.stdout}\n{proc.stderr}"
+        ) from e
+    assert isinstance(doc, dict)
+    return doc
+
+
+def other_user_python() -> tuple[list[str], dict[str, str]]:
+    """A command line and environment that run this project's Python as another user.
+
+    This interpreter may live where other users cannot reach it (a root-only
+    home directory); then the system's interpreter of the same version runs
+    the project's source and this environment's packages (same ABI).
+    """
+    exe = Path(sys.executable).resolve()
+
+    def reachable(p: Path) -> bool:
+        return all(os.stat(d).st_mode & 0o001 for d in p.parents) and bool(
+            os.stat(p).st_mode & 0o001
+        )
+
+    if not reachable(exe):
+        exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+        if not exe.is_file() or not reachable(exe):
+            raise AssertionError(f"no interpreter other users can run (tried {exe})")
+    paths = [str(ROOT), *(p for p in site.getsitepackages() if Path(p).is_dir())]
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": os.pathsep.join(paths),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        "HOME": "/nonexistent",
+    }
+    return [str(exe)], env
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (symlinks by target) and its sha256: "nothing changed" checks."""
+    out: dict[str, str] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = Path(dirpath) / n
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def installed(install: Path) -> tuple[str, bytes] | None:
+    """(version, artifact bytes) of D/current, checking it is one complete release."""
+    cur = install / "current"
+    if not cur.is_symlink():
+        return None
+    rid = os.readlink(cur).removeprefix("releases/")
+    meta = json.loads((install / "releases" / f"{rid}.json").read_text())
+    files = sorted(p.name for p in cur.iterdir())
+    assert files == [meta["artifact"]], files
+    data = (cur / meta["artifact"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == meta["sha256"]
+    return meta["version"], data
+
+
+# -- privilege separation: real Unix users, the spool, the daemon ----------------
+
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+
+
+def useradd(prefix: str) -> User:
+    """A new system user with its own group (remove it with :func:`userdel`)."""
+    name = f"{prefix}{secrets.token_hex(3)}"
+    subprocess.run(
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--user-group",
+            "-s",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pw = pwd.getpwnam(name)
+    return User(name, pw.pw_uid, pw.pw_gid)
+
+
+def userdel(user: User) -> None:
+    subprocess.run(["userdel", user.name], check=False, capture_output=True)
+
+
+def make_spool(spool: Path, updater: User, web: User) -> None:
+    """The spool layout docs/updater.md (and the tmpfiles snippet) prescribe."""
+    spool.mkdir(mode=0o755)
+    req, status = spool / "requests", spool / "status"
+    req.mkdir()
+    status.mkdir()
+    os.chown(req, updater.uid, web.gid)
+    os.chmod(req, 0o1730)
+    os.chown(status, updater.uid, web.gid)
+    os.chmod(status, 0o750)
+
+
+def run_as(user: User, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """This project's Python (``args`` after the interpreter) as ``user``."""
+    python, env = other_user_python()
+    return subprocess.run(
+        [*python, *args],
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[],
+        env=env,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class Daemon:
+    """``rebuild updater daemon`` as ``user``, its output in ``log``."""
+
+    def __init__(self, user: User, log: Path, *args: str) -> None:
+        python, env = other_user_python()
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            [*python, "-m", "rebuild", "updater", "daemon", *args],
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            env=env,
+            cwd="/",
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_for("watching")
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.log.read_text(errors="replace")
+            if text in out:
+                return out
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {out}")
+            time.sleep(0.05)
+        raise AssertionError(f"daemon never said {text!r}: {self.log.read_text()}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            self._out.close()
