@@ -158,7 +158,7 @@ class RealWorld:
         args = ["witness", "serve", "--key", str(key), "--state", str(self.root / state)]
         args += ["--listen", "127.0.0.1:0"]
         for pub in log_pubs:
-            args += ["--log", vkey(pub)]
+            args += ["--log-key", vkey(pub)]
         server = Server(args, self.root / f"{state}.out")
         self.servers.append(server)
         return server

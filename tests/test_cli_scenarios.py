@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from tests import clijson
 from tests.fleet.fleetutil import RedisServer
 from tests.gatesim import World as GateWorld
 from tests.logutil import PYTHON, Server, cli_env, make_key, run_cli, start_log
+from tests.updaterutil import Releases, ThreadServer, publish_to, static_mirror
 from verify.cosignature import witness_key
 from verify.intoto import GitSource
 
@@ -61,6 +63,9 @@ class World:
     policy: Path
     log_url: str
     broker: str
+    updates: Releases
+    update_policy: Path
+    mirror_url: str
 
     def fresh(self, name: str) -> Path:
         """A path in a new directory of its own (commands that refuse to overwrite)."""
@@ -91,6 +96,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     statement = d / "hello.phar.release.json"
     servers: list[Server] = []
     redis = RedisServer(d / "redis")
+    updates = Releases(d / "releases")
+    update_policy = updates.write_policy()
+    mirror = d / "mirror"
+    publish_to(mirror, updates.make("1.0.0"))
+    mirror_server = ThreadServer(static_mirror(mirror), None)
     try:
         witness = Server(
             ["witness", "serve", "--key", str(wkey), "--state", str(d / "ws"),
@@ -117,11 +127,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert r.returncode == 0, r.stderr
         yield World(
             d, maint, rebuilder, log_key, wkey, artifact, statement, attestation, proof,
-            policy, log.url, redis.url,
+            policy, log.url, redis.url, updates, update_policy, mirror_server.url,
         )  # fmt: skip
     finally:
         for s in reversed(servers):
             s.stop()
+        mirror_server.stop()
         redis.stop()
 
 
@@ -241,6 +252,52 @@ def _gate(w: World) -> list[Run]:
         Run(("gate", str(d / "hello.phar"), *args, "--state", str(d / "s1")), 0),
         Run(("gate", str(d / "evil.phar"), *args, "--state", str(d / "s2")), 1),
     ]
+
+
+def _update(w: World) -> list[Run]:
+    args = ("update", "--policy", str(w.update_policy), "--package", "hello-phar")
+    install = w.fresh("install")
+    return [
+        Run((*args, "--install-dir", str(install), "--mirror", w.mirror_url,
+             "--insecure-loopback"), 0),
+        Run((*args, "--install-dir", str(install), "--mirror", "http://127.0.0.1:1",
+             "--insecure-loopback", "--version", "9.9.9"), 1),
+    ]  # fmt: skip
+
+
+def _spool(w: World, *requests: str) -> Path:
+    from rebuild.updater.spool import write_request
+
+    spool = w.fresh("spool")
+    (spool / "requests").mkdir(parents=True)
+    (spool / "status").mkdir()
+    os.chmod(spool / "requests", 0o1733)
+    for version in requests:
+        write_request(spool, "hello-phar", version)
+    return spool
+
+
+def _daemon_args(w: World, spool: Path) -> tuple[str, ...]:
+    return (
+        "updater", "daemon", "--spool", str(spool), "--policy", str(w.update_policy),
+        "--install-dir", str(w.fresh("install")), "--mirror", w.mirror_url, "--insecure-loopback",
+    )  # fmt: skip
+
+
+def _updater_status(w: World) -> list[Run]:
+    spool = _spool(w, "1.0.0")
+    r = run_cli(*_daemon_args(w, spool), "--once")
+    assert r.returncode == 0, r.stderr
+    return [
+        Run(("updater", "status", "--spool", str(spool)), 0),
+        Run(("updater", "status", "hello-phar", "--spool", str(spool)), 0),
+    ]
+
+
+def _mirror_publish(w: World) -> list[Run]:
+    release = w.updates.made[0]
+    args = ("--artifact", str(release.artifact), "--bundle", str(release.bundle))
+    return [Run(("mirror", "publish", "--dir", str(w.fresh("mirror").parent), *args), 0)]
 
 
 SCENARIOS: dict[str, Callable[[World], list[Run]]] = {
@@ -374,6 +431,23 @@ SCENARIOS: dict[str, Callable[[World], list[Run]]] = {
     "fleet status": lambda w: [Run(("fleet", "status", "--broker", w.broker), 0)],
     "bundle": _bundle,
     "gate": _gate,
+    "mirror publish": _mirror_publish,
+    "mirror serve": lambda w: [
+        Run(
+            ("mirror", "serve", "--dir", str(w.fresh("m").parent), "--listen", "127.0.0.1:0"),
+            0,
+            daemon=True,
+        ),
+    ],
+    "update": _update,
+    "updater request": lambda w: [
+        Run(("updater", "request", "hello-phar", "latest", "--spool", str(_spool(w))), 0)
+    ],
+    "updater daemon": lambda w: [
+        Run((*_daemon_args(w, _spool(w, "1.0.0")), "--once"), 0),
+        Run(_daemon_args(w, _spool(w)), 0, daemon=True),
+    ],
+    "updater status": _updater_status,
 }
 
 

@@ -74,7 +74,7 @@ def _release(
         .replace('version = "1.0.0"', f'version = "{version}"')
         .replace('tag = "v1.0.0"', f'tag = "v{version}"')
     )
-    artifact = d / f"hello-{version}.phar"
+    artifact = d / "hello.phar"  # the name the recipe's build gives its output
     artifact.write_bytes(f"<?php echo 'hello {version}\\n';\n".encode())
     release = d / "release.json"
     sign = ["release", "sign", str(artifact), "--recipe", str(recipe)]
@@ -107,7 +107,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
                 [
                     *("witness", "serve", "--key", str(keys[w])),
                     *("--state", str(tmp_path / f"{w}-state"), "--listen", "127.0.0.1:0"),
-                    *("--log", f"{keys['log']}.pub"),
+                    *("--log-key", f"{keys['log']}.pub"),
                 ],
                 tmp_path / f"{w}.out",
             )
@@ -175,7 +175,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
             urls[name] = s.url
 
         install = tmp_path / "install"
-        ca = ["--ca-bundle", str(tls.ca_bundle)]
+        ca = ["--mirror-ca-bundle", str(tls.ca_bundle)]
         r = update_cli(policy, install, [urls["tampered"], urls["honest"]], *ca)
         assert r.returncode == 0, r.stdout + r.stderr
         doc = report(r)
