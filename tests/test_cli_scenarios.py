@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,16 +24,15 @@ from pathlib import Path
 import pytest
 
 from rebuild.cli import build_parser, commands
-from rebuild.engine.attest import rebuild_attestation
 from rebuild.engine.runner import environment_image
 from rebuild.keystore import load_signing_key
 from tests import clijson
 from tests.fleet.fleetutil import RedisServer
-from tests.gatesim import World as GateWorld
+from tests.gatesim import write_gate_inputs
 from tests.logutil import PYTHON, Server, cli_env, make_key, run_cli, start_log
+from tests.statements import attestation as signed_attestation
 from tests.updaterutil import Releases, ThreadServer, publish_to, static_mirror
 from verify.cosignature import witness_key
-from verify.intoto import GitSource
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
@@ -122,7 +120,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         r = run_cli("log", "add", "--log", log.url, "--out", str(proof), str(statement))
         assert r.returncode == 0, r.stderr
         attestation = d / "attestation.json"
-        attestation.write_bytes(_attestation(rebuilder, artifact))
+        attestation.write_bytes(signed_attestation(rebuilder, artifact))
         r = run_cli("log", "add", "--log", log.url, "--wait", str(attestation))
         assert r.returncode == 0, r.stderr
         yield World(
@@ -134,34 +132,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             s.stop()
         mirror_server.stop()
         redis.stop()
-
-
-def _attestation(rebuilder: Path, artifact: Path) -> bytes:
-    import hashlib
-
-    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
-    return rebuild_attestation(
-        key=load_signing_key(rebuilder),
-        artifact_name=artifact.name,
-        artifact_sha256=digest,
-        package="hello-phar",
-        version="1.0.0",
-        verdict="reproduced",
-        source=GitSource(
-            "https://git.example.org/hello-phar.git",
-            "v1.0.0",
-            "3f786850e387550fdab836ed7e6dc881de23001b",
-        ),
-        recipe_sha256="1" * 64,
-        environment="php-8.2",
-        environment_lock="2" * 64,
-        tool_version="rebuild/0.1.0",
-        started_at=1_700_000_000,
-        finished_at=1_700_000_060,
-        rebuilt_sha256=digest,
-        diff_report_sha256=None,
-        causes=(),
-    )
 
 
 # -- the scenarios, one entry per command ----------------------------------------------------
@@ -223,7 +193,7 @@ def _log_follow(w: World) -> list[Run]:
 
 def _log_add(w: World) -> list[Run]:
     entry = w.fresh("entry.json")
-    entry.write_bytes(_attestation(w.maint, w.artifact))  # another signer: another entry
+    entry.write_bytes(signed_attestation(w.maint, w.artifact))  # another signer: another entry
     return [Run(("log", "add", "--log", w.log_url, "--wait", str(entry)), 0)]
 
 
@@ -235,18 +205,9 @@ def _bundle(w: World) -> list[Run]:
 
 
 def _gate(w: World) -> list[Run]:
-    sim = GateWorld()
-    artifact = b"<?php echo 'gate';\n"
-    release = sim.release(artifact)
-    atts = [sim.attest(artifact, k) for k in sim.rebuilder_keys]
-    sim.add(release, *atts)
-    note = sim.checkpoint(cosign_time=int(time.time()))
     d = w.fresh("gate").parent
-    (d / "hello.phar").write_bytes(artifact)
+    write_gate_inputs(d, b"<?php echo 'gate';\n")
     (d / "evil.phar").write_bytes(b"evil")
-    (d / "b.json").write_bytes(sim.bundle(release, atts, note))
-    (d / "tlog.policy").write_text(sim.tlog_policy())
-    (d / "policy.toml").write_text(sim.policy_toml())
     args = ("--bundle", str(d / "b.json"), "--policy", str(d / "policy.toml"))
     return [
         Run(("gate", str(d / "hello.phar"), *args, "--state", str(d / "s1")), 0),

@@ -19,12 +19,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from rebuild.engine.attest import rebuild_attestation
 from rebuild.keystore import load_signing_key
 from tests import clijson
 from tests.logutil import PYTHON, Server, cli_env, envelope, make_key, run_cli, start_log
+from tests.statements import attestation
 from verify.cosignature import witness_key
-from verify.intoto import GitSource
+from verify.intoto import Verdict
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
@@ -62,36 +62,11 @@ def _release(tmp: Path, artifact_bytes: bytes = b"<?php echo 1;\n") -> tuple[Pat
     return maint, artifact, tmp / "hello.phar.release.json"
 
 
-def _attestation(tmp: Path, artifact: Path, verdict: str) -> tuple[Path, Path]:
+def _attestation(tmp: Path, artifact: Path, verdict: Verdict) -> tuple[Path, Path]:
     """A rebuilder key and its signed attestation about ``artifact``."""
-    import hashlib
-
     rebuilder = make_key(tmp, f"rebuilder-{verdict}.cli.test")
-    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
-    data = rebuild_attestation(
-        key=load_signing_key(rebuilder),
-        artifact_name=artifact.name,
-        artifact_sha256=digest,
-        package="hello-phar",
-        version="1.0.0",
-        verdict=verdict,  # type: ignore[arg-type]
-        source=GitSource(
-            "https://git.example.org/hello-phar.git",
-            "v1.0.0",
-            "3f786850e387550fdab836ed7e6dc881de23001b",
-        ),
-        recipe_sha256="1" * 64,
-        environment="php-8.2",
-        environment_lock="2" * 64,
-        tool_version="rebuild/0.1.0",
-        started_at=1_700_000_000,
-        finished_at=1_700_000_060,
-        rebuilt_sha256=digest if verdict == "reproduced" else "3" * 64,
-        diff_report_sha256=None if verdict == "reproduced" else "4" * 64,
-        causes=() if verdict == "reproduced" else ("timestamps",),
-    )
     path = tmp / f"attestation-{verdict}.json"
-    path.write_bytes(data)
+    path.write_bytes(attestation(rebuilder, artifact, verdict))
     return rebuilder, path
 
 

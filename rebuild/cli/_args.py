@@ -86,16 +86,17 @@ def renamed_options_used(parser: argparse.ArgumentParser, argv: Sequence[str]) -
     return list(dict.fromkeys(used))
 
 
-def add_json(parser: argparse.ArgumentParser, what: str = "print one JSON document") -> None:
-    parser.add_argument("--json", action="store_true", help=f"{what} (docs/cli.md)")
-
-
-def add_log_client(parser: argparse.ArgumentParser, *, required: bool = True, help: str) -> None:
-    """``--log URL`` and ``--log-ca-bundle F`` (old spelling: ``--ca-bundle``)."""
-    parser.add_argument("--log", required=required, metavar="URL", help=help)
+def add_ca_bundle(
+    parser: argparse.ArgumentParser, peer: str, reaching: str, *, old: str | None = None
+) -> None:
+    """``--PEER-ca-bundle F``: the CA bundle for reaching ``reaching`` (one name per meaning);
+    ``old`` is a former spelling kept as a hidden alias."""
+    option = f"--{peer}-ca-bundle"
     parser.add_argument(
-        "--log-ca-bundle",
-        metavar="F",
+        option,
         type=Path,
-        help="CA bundle (PEM) to check an https:// log's certificate (default: the system's)",
+        metavar="F",
+        help=f"CA bundle (PEM) to check {reaching}'s certificates (default: the system's)",
     )
+    if old is not None:
+        renamed(parser, option, old)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rebuild.cli._args import renamed
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
 
@@ -50,13 +50,7 @@ def register(sub: Any) -> None:
         metavar="N",
         help="add the consistency proof from tree size N to the bundle's checkpoint",
     )
-    p.add_argument(
-        "--log-ca-bundle",
-        type=Path,
-        metavar="F",
-        help="CA bundle (PEM) to check an https:// log's certificate (default: the system's)",
-    )
-    renamed(p, "--log-ca-bundle", "--ca-bundle")
+    add_ca_bundle(p, "log", "an https:// log", old="--ca-bundle")
     p.add_argument("--timeout", type=float, default=90.0, metavar="S", help="request timeout")
     p.add_argument(
         "--from-files",

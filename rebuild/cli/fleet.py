@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 from rebuild.errors import OperationalError, UsageError
 
@@ -58,7 +59,7 @@ def register(sub: Any) -> None:
     )
     _broker_args(w)
     w.add_argument("--log", metavar="URL", help="audit log to follow (tlog-tiles prefix)")
-    w.add_argument("--log-ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
+    add_ca_bundle(w, "log", "an https:// log")
     trust = w.add_mutually_exclusive_group()
     trust.add_argument("--log-key", metavar="VKEY", help="the log's verifier key (file or text)")
     trust.add_argument("--policy", type=Path, metavar="P", help="tlog-policy (log + witnesses)")
@@ -152,7 +153,7 @@ def register(sub: Any) -> None:
     b.add_argument("--key", required=True, type=Path, metavar="K", help="rebuilder secret key")
     b.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
     b.add_argument("--log", required=True, metavar="URL", help="audit log to add to")
-    b.add_argument("--log-ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
+    add_ca_bundle(b, "log", "an https:// log")
     b.add_argument("--state", type=Path, default=Path("fleet-publish"), metavar="D",
                    help="state directory (default ./fleet-publish)")  # fmt: skip
     _metrics_arg(b)
@@ -180,7 +181,7 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
         "$REBUILD_FLEET_BROKER or " + DEFAULT_BROKER,
     )
     p.add_argument("--broker-password-env", metavar="VAR", help="take the password from VAR")
-    p.add_argument("--broker-ca-bundle", type=Path, metavar="F", help="CA bundle for rediss://")
+    add_ca_bundle(p, "broker", "a rediss:// broker")
     p.add_argument(
         "--heartbeat-timeout",
         type=float,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rebuild.cli._args import renamed
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, TransportError, UsageError
 
@@ -79,13 +79,7 @@ def _serve_parser(lsub: Any) -> None:
     )
     s.add_argument("--tls-cert", type=Path, metavar="C", help="serve HTTPS with this certificate")
     s.add_argument("--tls-key", type=Path, metavar="K", help="private key for --tls-cert")
-    s.add_argument(
-        "--witness-ca-bundle",
-        type=Path,
-        metavar="F",
-        help="CA bundle (PEM) to check https:// witnesses (default: the system's)",
-    )
-    renamed(s, "--witness-ca-bundle", "--ca-bundle")
+    add_ca_bundle(s, "witness", "https:// witnesses", old="--ca-bundle")
     s.add_argument(
         "--batch-ms",
         type=float,
@@ -227,13 +221,7 @@ def _get_parser(lsub: Any) -> None:
     _client_args(g)
     g.add_argument("index", type=int, metavar="INDEX", help="the entry's index (from 0)")
     _trust_args(g, required=False)
-    g.add_argument(
-        "--trusted-key",
-        action="append",
-        default=[],
-        metavar="PUB",
-        help="verifier key whose signature on the entry to check (repeatable)",
-    )
+    _trusted_key_arg(g)
     g.add_argument("--out", type=Path, metavar="F", help="write the entry's bytes to F")
     g.add_argument("--json", action="store_true", help="print one JSON document")
     g.set_defaults(func=cmd_get)
@@ -257,13 +245,7 @@ def _find_parser(lsub: Any) -> None:
     what.add_argument("--package", metavar="NAME", help="a package name, as its recipe says")
     fd.add_argument("--version", metavar="V", help="with --package: only this version")
     _trust_args(fd, required=False)
-    fd.add_argument(
-        "--trusted-key",
-        action="append",
-        default=[],
-        metavar="PUB",
-        help="verifier key (maintainer or rebuilder) whose signatures to check (repeatable)",
-    )
+    _trusted_key_arg(fd)
     fd.add_argument(
         "--limit",
         type=int,
@@ -293,13 +275,7 @@ def _status_parser(lsub: Any) -> None:
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", required=True, metavar="URL", help="the log's URL (tlog-tiles prefix)")
-    p.add_argument(
-        "--log-ca-bundle",
-        type=Path,
-        metavar="F",
-        help="CA bundle (PEM) to check an https:// log's certificate (default: the system's)",
-    )
-    renamed(p, "--log-ca-bundle", "--ca-bundle")
+    add_ca_bundle(p, "log", "an https:// log", old="--ca-bundle")
     p.add_argument(
         "--timeout", type=float, default=90.0, metavar="S", help="seconds per HTTP request"
     )
@@ -312,6 +288,16 @@ def _trust_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     )
     trust.add_argument(
         "--log-key", metavar="VKEY", help="the log's verifier key (a .pub file or name+id+key)"
+    )
+
+
+def _trusted_key_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trusted-key",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="verifier key (maintainer or rebuilder) whose signatures to check (repeatable)",
     )
 
 

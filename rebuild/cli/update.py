@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rebuild.cli._args import renamed
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 
 if TYPE_CHECKING:
@@ -35,13 +35,7 @@ def add_fetch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state", type=Path, metavar="S", help="the gate's state directory (default: D/state)"
     )
-    p.add_argument(
-        "--mirror-ca-bundle",
-        type=Path,
-        metavar="F",
-        help="CA bundle (PEM) to check https:// mirrors (default: the system's)",
-    )
-    renamed(p, "--mirror-ca-bundle", "--ca-bundle")
+    add_ca_bundle(p, "mirror", "https:// mirrors", old="--ca-bundle")
     p.add_argument(
         "--insecure-loopback",
         action="store_true",

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 from rebuild.engine.plan import DEFAULT_TIMEOUT
 from rebuild.errors import UsageError
@@ -75,12 +76,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--log", metavar="URL", help="submit the attestation to this audit log (needs --key)"
     )
-    p.add_argument(
-        "--log-ca-bundle",
-        type=Path,
-        metavar="F",
-        help="CA bundle (PEM) to check an https:// log's certificate (default: the system's)",
-    )
+    add_ca_bundle(p, "log", "an https:// log")
     p.add_argument(
         "--report-dir",
         type=Path,
