@@ -179,7 +179,14 @@ class PackageIndex:
                 raise InputError(f"{url}: not found on the index") from None
             raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
-            raise TransportError(f"{url}: {getattr(e, 'reason', e)}") from None
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, ConnectionRefusedError):
+                host = urllib.parse.urlsplit(url).netloc
+                raise TransportError(
+                    f"cannot reach {url}: connection refused",
+                    hint=f"is the server at {host} running, and is the URL right?",
+                ) from None
+            raise TransportError(f"{url}: {reason}") from None
 
     def files(self, project: str) -> tuple[IndexFile, ...]:
         """All files the index lists for ``project`` (cached per instance)."""

@@ -1,0 +1,57 @@
+"""Errors a new user meets say what was being reached or looked for, and what to try.
+
+Refused connections are real (a port nothing listens on); the hint is in the
+JSON envelope's ``error.hint`` and on the second line of stderr.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from tests import clijson
+from tests.logutil import make_key, run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_broker_that_refuses_says_which_and_how_to_start_one() -> None:
+    broker = f"redis://127.0.0.1:{_closed_port()}/0"
+    r = run_cli("fleet", "status", "--broker", broker, "--json")
+    doc = clijson.envelope(r.stdout, 2, "fleet status")
+    assert doc["error"]["message"].startswith(f"cannot reach the broker at {broker}")
+    assert "is Redis running there?" in doc["error"]["hint"]
+    assert "hint: is Redis running there?" in r.stderr
+
+
+def test_a_mirror_that_refuses_says_which_url(tmp_path: Path) -> None:
+    maint = make_key(tmp_path, "maint.errors.test")
+    artifact = tmp_path / "hello.phar"
+    artifact.write_bytes(b"x")
+    assert (
+        run_cli(
+            "release", "sign", str(artifact), "--recipe", str(RECIPE), "--key", str(maint)
+        ).returncode
+        == 0
+    )
+    url = f"http://127.0.0.1:{_closed_port()}/"
+    r = run_cli(
+        "fetch", str(tmp_path / "hello.phar.release.json"), "--url", url,
+        "--out", str(tmp_path / "got"), "--json",
+    )  # fmt: skip
+    doc = clijson.envelope(r.stdout, 2, "fetch")
+    assert f"cannot reach {url}hello.phar: connection refused" in doc["error"]["message"]
+
+
+def test_an_unknown_environment_points_at_env_list() -> None:
+    r = run_cli("env", "check", "no-such-environment", "--json")
+    doc = clijson.envelope(r.stdout, 2, "env check")
+    assert "unknown environment 'no-such-environment'" in doc["error"]["message"]
+    assert doc["error"]["hint"] == "the environments there are: rebuild env list"
