@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("env", help="pinned build environments (containers/)")
+    p = sub.add_parser(
+        "env",
+        help="pinned build environments (containers/)",
+        description="The pinned container environments builds run in: list them, build "
+        "their images from their lock files, check an image still matches its lock, and "
+        "re-lock one. docs/environments.md explains them.",
+    )
     esub = p.add_subparsers(dest="env_command", metavar="ACTION", required=True)
 
     ls = esub.add_parser(

@@ -13,7 +13,12 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("key", help="generate and inspect keys")
+    p = sub.add_parser(
+        "key",
+        help="generate and inspect keys",
+        description="Ed25519 keys named the C2SP signed-note way (name+keyid+key): every "
+        "key in the system (maintainer, rebuilder, log, witness) is made here.",
+    )
     ksub = p.add_subparsers(dest="key_command", metavar="ACTION", required=True)
 
     g = ksub.add_parser(

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("mirror", help="publish releases to a mirror directory and serve it")
+    p = sub.add_parser(
+        "mirror",
+        help="publish releases to a mirror directory and serve it",
+        description="A mirror is a directory of static files (releases and their bundles) "
+        "any web server can serve; nothing on it is trusted: updaters gate every release. "
+        "docs/updater.md explains it.",
+    )
     msub = p.add_subparsers(dest="mirror_command", metavar="ACTION", required=True)
 
     pub = msub.add_parser(

@@ -17,7 +17,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("release", help="sign and verify maintainer release statements")
+    p = sub.add_parser(
+        "release",
+        help="sign and verify maintainer release statements",
+        description="A maintainer signs a release statement offline (the artifact's name "
+        "and sha256, package, version, source and recipe, as an in-toto statement in a "
+        "DSSE envelope); anyone verifies an artifact against it with the public key.",
+    )
     rsub = p.add_subparsers(dest="release_command", metavar="ACTION", required=True)
 
     s = rsub.add_parser(

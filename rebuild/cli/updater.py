@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 def register(sub: Any) -> None:
     from rebuild.cli.update import add_fetch_args  # noqa: PLC0415
 
-    p = sub.add_parser("updater", help="privilege-separated updates: request, daemon, status")
+    p = sub.add_parser(
+        "updater",
+        help="privilege-separated updates: request, daemon, status",
+        description="The web application's user only requests an update; a daemon running "
+        "as another user fetches, gates and installs it. docs/updater.md explains it.",
+    )
     usub = p.add_subparsers(dest="updater_command", metavar="ACTION", required=True)
 
     r = usub.add_parser(

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("witness", help="run a transparency-log witness (C2SP tlog-witness)")
+    p = sub.add_parser(
+        "witness",
+        help="run a transparency-log witness (C2SP tlog-witness)",
+        description="A witness cosigns a log's checkpoints only when each is consistent "
+        "with the last one it saw, so a log cannot show different histories to different "
+        "users. docs/log.md explains it.",
+    )
     wsub = p.add_subparsers(dest="witness_command", metavar="ACTION", required=True)
 
     s = wsub.add_parser(
