@@ -2,7 +2,7 @@
 VENV="${REBUILD_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(docker.io debootstrap diffoscope-minimal git unzip zip xxd file systemd passwd
-  ca-certificates iptables chromium redis-server redis-tools)
+  ca-certificates iptables chromium redis-server redis-tools dpkg-dev)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -103,8 +103,86 @@ ensure_venv() {
 }
 
 build_environments() {
+  # The package store keeps every .deb the locks pin, so the environments
+  # still build once the mirror has moved on. Fill it first: a package that
+  # neither the store nor the mirror (nor REBUILD_DEBIAN_MIRROR, e.g. a
+  # snapshot archive) has cannot be built as locked.
+  step "fetching the locks' pinned packages into the package store"
+  local out rc=0
+  out=$(mktemp)
+  "$VENV/bin/rebuild" env fetch --all --json >"$out" || rc=$?
+  if [ "$rc" != 0 ]; then
+    # (rebuild has printed the error, naming the packages, on stderr.)
+    if grep -q '"kind": "PackagesUnavailableError"' "$out" \
+        && [ "${REBUILD_NO_RELOCK:-0}" != 1 ]; then
+      rm -f "$out"
+      relock_after_mirror_moved
+    else
+      rm -f "$out"
+      return 1
+    fi
+  fi
+  rm -f "$out"
   step "building the pinned build environments"
   "$VENV/bin/rebuild" env build --all
+}
+
+relock_after_mirror_moved() {
+  cat >&2 <<'NOTE'
+
+==> NOTE: the Debian mirror no longer serves versions that containers/*/lock.json
+    pin, and the package store does not hold them. Setup re-locks every
+    environment at the mirror's newest versions and rebuilds the fixtures'
+    published artifacts from source in them (each checked by a second,
+    independent build). The tests then run on those new locks; `git status`
+    shows what changed. To build the committed locks exactly instead, give
+    setup their packages (rebuild env import FILE, or REBUILD_PACKAGE_STORE)
+    or a snapshot archive (REBUILD_DEBIAN_MIRROR), or set REBUILD_NO_RELOCK=1
+    to stop here.
+NOTE
+  relock_environments
+}
+
+relock_environments() {
+  step "re-locking every environment at the mirror's newest versions"
+  "$VENV/bin/rebuild" env lock --all
+  step "rebuilding the fixtures' published artifacts from source"
+  refresh_fixtures
+}
+
+refresh_fixtures() {
+  # Each fixture with a published artifact: build it from its tagged source
+  # in its (new) environment, publish that, then a second build must agree
+  # (reproduced) or, for a fixture meant to differ, still differ (mismatch).
+  local spec name fields artifact expect tmp rebuilt rc
+  for spec in fixtures/*/fixture.toml; do
+    name=$(basename "$(dirname "$spec")")
+    fields=$("$VENV/bin/python" -c \
+      'import sys, tomllib; d = tomllib.load(open(sys.argv[1], "rb")); print(d["artifact"], d["expect"])' \
+      "$spec")
+    read -r artifact expect <<<"$fields"
+    case "$artifact" in published/*) ;; *) continue ;; esac
+    tmp=$(mktemp -d)
+    rc=0
+    "$VENV/bin/rebuild" verify --fixture "$name" --report-dir "$tmp/first" --json \
+      >"$tmp/first.json" || rc=$?
+    rebuilt=$("$VENV/bin/python" -c \
+      'import json, sys; print(json.load(open(sys.argv[1])).get("rebuilt_artifact") or "")' \
+      "$tmp/first.json")
+    if [ -z "$rebuilt" ] || [ ! -f "$rebuilt" ]; then
+      echo "setup: fixture $name did not build (exit $rc); see $tmp" >&2
+      return 1
+    fi
+    cp "$rebuilt" "fixtures/$name/$artifact"
+    rc=0
+    "$VENV/bin/rebuild" verify --fixture "$name" --report-dir "$tmp/second" >/dev/null || rc=$?
+    case "$expect:$rc" in
+      reproduced:0 | mismatch:1) echo "fixture $name: published anew; a second build: $expect" ;;
+      *) echo "setup: fixture $name: second build exit $rc, expected $expect; see $tmp" >&2
+         return 1 ;;
+    esac
+    rm -rf "$tmp"
+  done
 }
 
 run_main_job() {

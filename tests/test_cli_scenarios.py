@@ -261,6 +261,17 @@ def _mirror_publish(w: World) -> list[Run]:
     return [Run(("mirror", "publish", "--dir", str(w.fresh("mirror").parent), *args), 0)]
 
 
+def _env_import(w: World) -> list[Run]:
+    exported = w.fresh("env.tar")
+    r = run_cli("env", "export", "debian-bookworm", "-o", str(exported), timeout=600)
+    assert r.returncode == 0, r.stderr
+    store = w.fresh("store")
+    return [
+        Run(("env", "import", str(exported), "--store", str(store)), 0),
+        Run(("env", "import", str(w.d / "missing.tar"), "--store", str(store)), 2),
+    ]
+
+
 SCENARIOS: dict[str, Callable[[World], list[Run]]] = {
     "key generate": _key_generate,
     "key show": lambda w: [Run(("key", "show", str(w.maint)), 0)],
@@ -291,6 +302,13 @@ SCENARIOS: dict[str, Callable[[World], list[Run]]] = {
     "env check": lambda w: [Run(("env", "check", "php-8.2"), 0)],
     # Locking rebuilds an environment from the mirror (minutes): its refusal is what runs here.
     "env lock": lambda w: [Run(("env", "lock", "no-such-environment"), 2)],
+    # The package store is filled by scripts/setup: fetching the base's packages is a check.
+    "env fetch": lambda w: [Run(("env", "fetch", "debian-bookworm"), 0)],
+    "env export": lambda w: [
+        Run(("env", "export", "debian-bookworm", "-o", str(w.fresh("env.tar"))), 0),
+        Run(("env", "export", "no-such-environment", "-o", str(w.fresh("env.tar"))), 2),
+    ],
+    "env import": _env_import,
     "log serve": lambda w: [
         Run(
             (

@@ -8,9 +8,12 @@ checks that no build container is left behind.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import shutil
 import signal
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -24,16 +27,25 @@ from rebuild.envs import _docker
 from rebuild.envs.definition import (
     LABEL_LOCK_DIGEST,
     LABEL_NAME,
+    Definition,
+    Lock,
     build_order,
     default_containers_dir,
     list_definitions,
     load_definition,
     load_lock,
 )
-from rebuild.envs.images import DriftError, build_environment, check_environment, find_image
+from rebuild.envs.images import (
+    DriftError,
+    build_environment,
+    check_environment,
+    find_image,
+    own_packages,
+)
 from rebuild.envs.mirror import resolve_mirrors
 from rebuild.envs.runner import RUN_LABEL, Limits, RunResult, run_build
-from rebuild.errors import ToolError
+from rebuild.envs.store import PackageStore
+from tests.debtools import TestMirror, make_deb, probe_mirror
 
 pytestmark = pytest.mark.docker
 
@@ -52,11 +64,13 @@ def _containers_of(tmp_path: Path) -> list[str]:
     """Containers (any state) that mount something under this test's tmp_path.
 
     Other work may run builds on the same engine at the same time, so a test
-    only counts the containers made for its own directories.
+    only counts the containers made for its own directories. ``sparse``: the
+    mounts come with the listing, so a container someone else removes between
+    the listing and an inspect cannot fail the check.
     """
     c = _docker.client()
     found = []
-    for container in c.containers.list(all=True, filters={"label": RUN_LABEL}):
+    for container in c.containers.list(all=True, sparse=True, filters={"label": RUN_LABEL}):
         sources = [m.get("Source", "") for m in container.attrs.get("Mounts", [])]
         if any(s.startswith(str(tmp_path)) for s in sources):
             found.append(container.short_id)
@@ -346,22 +360,189 @@ def _probe_containers(tmp_path: Path, name: str, like: str) -> Path:
     return probe
 
 
-def test_lock_pinning_a_version_the_mirror_dropped_fails_with_relock_advice(
-    environments: list[str], tmp_path: Path
-) -> None:
-    """Debian point releases drop superseded versions; the build must say so, not drift."""
-    probe = _probe_containers(tmp_path, "gone-probe", "php-8.2")
-    lock = load_lock(load_definition("php-8.2"))
-    pkgs = tuple(
-        dataclasses.replace(p, version="99.0-gone1") if p.name == "php8.2-cli" else p
-        for p in lock.packages
+@dataclasses.dataclass
+class StoreProbe:
+    """A builder on debian-bookworm whose own packages come from a test mirror."""
+
+    containers: Path
+    definition: Definition
+    lock: Lock
+    mirror: TestMirror
+    lib: Path  # probe-lib 1.0's .deb
+    tool: Path  # probe-tool 1.0's .deb (depends on probe-lib = 1.0)
+    store: PackageStore
+
+    def build_args(self) -> list[str]:
+        return [
+            "env",
+            "build",
+            "store-probe",
+            "--mirror",
+            self.mirror.url,
+            "--store",
+            str(self.store.root),
+            "--json",
+        ]
+
+
+@pytest.fixture
+def store_probe(
+    environments: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StoreProbe]:
+    """store-probe: debian-bookworm's lock plus probe-lib 1.0 and probe-tool 1.0.
+
+    The lock is made from the test mirror's index (dpkg-scanpackages), as
+    ``env lock`` makes one from apt's. The test mirror runs on 127.0.0.1; the
+    host fetches from it, the build itself has no network.
+    """
+    mirror, lib, tool = probe_mirror(tmp_path)
+    containers = tmp_path / "containers"
+    shutil.copytree(default_containers_dir(), containers)
+    (containers / "store-probe").mkdir()
+    (containers / "store-probe" / "environment.toml").write_text(
+        'name = "store-probe"\nparent = "debian-bookworm"\npackages = ["probe-tool"]\n'
     )
-    gone = dataclasses.replace(lock, name="gone-probe", packages=pkgs)
-    (probe / "lock.json").write_bytes(gone.canonical_bytes())
-    d = load_definition("gone-probe", probe.parent)
-    with pytest.raises(ToolError, match=r"no longer has pinned versions \(php8.2-cli=99.0-gone1"):
-        build_environment(d, lambda: resolve_mirrors("bookworm"))
-    assert find_image(load_lock(d)) is None
+    base = load_lock(load_definition("debian-bookworm"))
+    own = (mirror.locked("probe-lib", "1.0"), mirror.locked("probe-tool", "1.0"))
+    lock = dataclasses.replace(
+        base,
+        name="store-probe",
+        parent="debian-bookworm",
+        parent_lock_digest=base.digest,
+        packages=tuple(sorted((*base.packages, *own))),
+    )
+    (containers / "store-probe" / "lock.json").write_bytes(lock.canonical_bytes())
+    monkeypatch.setenv("REBUILD_CONTAINERS_DIR", str(containers))
+    with mirror.serve():
+        yield StoreProbe(
+            containers,
+            load_definition("store-probe", containers),
+            lock,
+            mirror,
+            lib,
+            tool,
+            PackageStore(tmp_path / "store"),
+        )
+    if find_image(lock) is not None:
+        _docker.client().images.remove(lock.image_tag, force=True)
+
+
+def test_build_takes_a_pinned_version_the_mirror_dropped_from_the_package_store(
+    store_probe: StoreProbe,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    no_leftovers: None,
+) -> None:
+    """The mirror moved on (probe-lib 1.0 replaced by 1.1); the store still has 1.0."""
+    p = store_probe
+    lib = p.mirror.locked("probe-lib", "1.0")
+    p.store.add_file(lib, p.lib, "an earlier build")
+    p.mirror.remove(p.lib)
+    p.mirror.publish([make_deb(tmp_path, "probe-lib", "1.1")])
+    p.mirror.requests.clear()
+    assert main(p.build_args()) == 0
+    doc = json.loads(capsys.readouterr().out)["environments"][-1]
+    assert doc["name"] == "store-probe" and doc["built"] is True
+    assert doc["fetch"]["in_store"] == 1 and doc["fetch"]["fetched"] == 1
+    assert not any("probe-lib" in r for r in p.mirror.requests)
+    assert check_environment(p.definition).ok
+    r = _run(
+        tmp_path / "run",
+        "probe-lib > /out/lib; probe-tool > /out/tool",
+        environment="store-probe",
+        containers_dir=p.containers,
+    )
+    assert r.ok, r.log_path.read_text()
+    assert (tmp_path / "run" / "out" / "lib").read_text() == "probe-lib 1.0\n"
+    # The store now holds every package the lock pins beyond the parent's.
+    assert (
+        p.store.missing(own_packages(p.lock, load_lock(load_definition("debian-bookworm")))) == []
+    )
+
+
+def test_build_of_a_version_gone_from_mirror_and_store_fails_naming_it(
+    store_probe: StoreProbe, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = store_probe
+    p.mirror.remove(p.lib)
+    assert main(p.build_args()) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["kind"] == "PackagesUnavailableError"
+    assert "probe-lib=1.0" in error["message"] and "probe-tool" not in error["message"]
+    assert "snapshot" in error["message"] and str(p.store.root) in error["message"]
+    assert find_image(p.lock) is None
+
+
+def test_build_refuses_a_mirror_serving_other_bytes_for_a_pinned_package(
+    store_probe: StoreProbe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = store_probe
+    pinned = p.mirror.locked("probe-tool", "1.0")
+    evil = make_deb(tmp_path, "probe-tool", "1.0", script="#!/bin/sh\necho pwned\n")
+    p.mirror.overrides[pinned.filename] = evil.read_bytes()
+    assert main(p.build_args()) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["kind"] == "DigestMismatchError"
+    assert "probe-tool=1.0" in error["message"] and pinned.sha256 in error["message"]
+    assert hashlib.sha256(evil.read_bytes()).hexdigest() in error["message"]
+    assert find_image(p.lock) is None
+    assert not p.store.has(pinned)
+
+
+def test_exported_image_is_imported_and_tagged_only_after_its_checks(
+    store_probe: StoreProbe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Round trip with --with-image; then a swapped image (manifest rewritten) stays untagged."""
+    p = store_probe
+    assert main(p.build_args()) == 0
+    capsys.readouterr()
+    archive = tmp_path / "probe.tar"
+    export = ["env", "export", "store-probe", "-o", str(archive), "--with-image"]
+    assert main([*export, "--store", str(p.store.root), "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out)
+    image = find_image(p.lock)
+    assert image is not None and exported["image_id"] == image.id
+    _docker.client().images.remove(p.lock.image_tag)
+    other = tmp_path / "other-store"
+    imp = ["env", "import", str(archive), "--store", str(other), "--with-image", "--json"]
+    assert main(imp) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["image_id"] == image.id and doc["added_to_store"] == len(p.lock.packages)
+    assert (found := find_image(p.lock)) is not None and found.id == image.id
+    assert check_environment(p.definition).ok
+
+    # An attacker swaps in another image and rewrites the manifest to match.
+    _docker.client().images.remove(p.lock.image_tag)
+    base = find_image(load_lock(load_definition("debian-bookworm")))
+    assert base is not None
+    swapped = tmp_path / "swapped.tar"
+    _swap_image(archive, swapped, base.id, tmp_path)
+    assert main([*imp[:2], str(swapped), *imp[3:]]) == 1
+    assert "not labelled with lock" in json.loads(capsys.readouterr().out)["error"]["message"]
+    assert find_image(p.lock) is None
+
+
+def _swap_image(archive: Path, out: Path, image_id: str, tmp: Path) -> None:
+    """Rewrite ``archive`` with ``image_id``'s docker save in place of its image."""
+    saved = tmp / "swap.tar"
+    with saved.open("wb") as f:
+        for chunk in _docker.client().images.get(image_id).save():
+            f.write(chunk)
+    data = saved.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    with tarfile.open(archive) as src, tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as dst:
+        for m in src.getmembers():
+            content = src.extractfile(m)
+            assert content is not None
+            body = content.read()
+            if m.name == "rebuild-env-export.json":
+                manifest = json.loads(body)
+                manifest["image"] = {"id": image_id, "sha256": digest, "size": len(data)}
+                body = json.dumps(manifest).encode()
+            elif m.name.startswith("image/"):
+                m.name, body = f"image/{digest}.tar", data
+            m.size = len(body)
+            dst.addfile(m, io.BytesIO(body))
 
 
 def test_env_lock_writes_a_canonical_lock_and_a_labelled_image(
@@ -370,14 +551,23 @@ def test_env_lock_writes_a_canonical_lock_and_a_labelled_image(
     probe = _probe_containers(tmp_path, "lock-probe", "php-8.2")
     (probe / "lock.json").unlink()
     monkeypatch.setenv("REBUILD_CONTAINERS_DIR", str(probe.parent))
-    assert main(["env", "lock", "lock-probe", "--json"]) == 0
+    store = PackageStore(tmp_path / "store")
+    assert main(["env", "lock", "lock-probe", "--store", str(store.root), "--json"]) == 0
     d = load_definition("lock-probe", probe.parent)
     lock = load_lock(d)  # refuses a non-canonical file
     try:
         image = find_image(lock)
         assert image is not None and image.labels[LABEL_LOCK_DIGEST] == lock.digest
         assert any(p.name == "php8.2-cli" for p in lock.packages)
-        assert lock.parent_lock_digest == load_lock(load_definition("debian-bookworm")).digest
+        parent = load_lock(load_definition("debian-bookworm"))
+        assert lock.parent_lock_digest == parent.digest
+        # Each package the lock adds is pinned to a .deb now in the store, as
+        # the apt index gave it; inherited entries are the parent's own.
+        own = own_packages(lock, parent)
+        assert own and store.missing(own) == []
+        for p in own:
+            assert hashlib.sha256(store.path(p).read_bytes()).hexdigest() == p.sha256
+        assert set(lock.packages) - set(own) == set(parent.packages)
         assert check_environment(d).ok
         # A second build of the fresh lock is a no-op.
         assert not build_environment(d, lambda: resolve_mirrors("bookworm")).built

@@ -2,9 +2,11 @@
 
 A definition (``containers/NAME/environment.toml``) says what an environment
 is made of; its lock (``containers/NAME/lock.json``) lists every Debian
-package installed in the built image, pinned to the exact version. The
-environment's identity is the sha256 of the lock's canonical bytes. This
-module decides only from files: it never talks to Docker or the network.
+package installed in the built image, pinned to the exact version and to the
+sha256 and size of its ``.deb`` (as the apt index said at lock time), with the
+path of that ``.deb`` in a Debian archive. The environment's identity is the
+sha256 of the lock's canonical bytes. This module decides only from files: it
+never talks to Docker or the network.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from typing import Any
 from rebuild.errors import InputError, UsageError
 from rebuild.fsio import read_bounded, read_text_bounded
 
-LOCK_FORMAT = "rebuild-env-lock/v1"
+LOCK_FORMAT = "rebuild-env-lock/v2"
+# v1 locks pinned versions only; they are read solely to re-lock them with
+# the same versions (``rebuild env lock --keep-versions``), never built.
+LOCK_FORMAT_V1 = "rebuild-env-lock/v1"
 DEFINITION_FILE = "environment.toml"
 LOCK_FILE = "lock.json"
 IMAGE_REPOSITORY_PREFIX = "rebuild-env/"
@@ -33,6 +38,9 @@ MAX_LOCK_BYTES = 4 * 1024 * 1024
 MAX_FILE_BYTES = 256 * 1024
 MAX_PACKAGES = 5000
 MAX_FILES = 32
+# The largest .deb a lock may pin (Debian's biggest binary packages are a
+# few hundred MiB); it bounds every download and every archive member.
+MAX_DEB_BYTES = 1024 * 1024 * 1024
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 # Debian policy: package names and versions (epoch:upstream-revision).
@@ -45,6 +53,11 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # a pin (it can move), so it is refused.
 _PINNED_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]{0,254}@sha256:[0-9a-f]{64}$")
 _TARGET_RE = re.compile(r"^/[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# A .deb's place in a Debian archive, relative to the archive root (apt's
+# ``Filename:``): pool/COMPONENT/.../NAME_VERSION_ARCH.deb. No '..', no
+# absolute path, nothing a URL could read differently.
+_POOL_PATH_RE = re.compile(r"^pool/[A-Za-z0-9_.+~-]+(/[A-Za-z0-9_.+~%-]+)+\.deb$")
 
 DEBOOTSTRAP = "debootstrap"
 
@@ -101,7 +114,9 @@ class Definition:
 
 
 @dataclass(frozen=True, order=True)
-class LockedPackage:
+class InstalledPackage:
+    """A package as dpkg reports it installed: name, version, architecture."""
+
     name: str
     version: str
     architecture: str
@@ -112,8 +127,52 @@ class LockedPackage:
             return f"{self.name}={self.version}"
         return f"{self.name}:{self.architecture}={self.version}"
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, self.version, self.architecture)
+
+    def check_pin(self, where: Path | str) -> None:
+        """Name, version and architecture follow Debian policy (they reach argv)."""
+        if not (
+            isinstance(self.name, str)
+            and _PKG_RE.match(self.name)
+            and isinstance(self.version, str)
+            and _VERSION_RE.match(self.version)
+            and isinstance(self.architecture, str)
+            and _ARCH_RE.match(self.architecture)
+        ):
+            raise InputError(f"{where}: bad package entry {self}")
+
     def __str__(self) -> str:
         return f"{self.name}={self.version} ({self.architecture})"
+
+
+@dataclass(frozen=True, order=True)
+class LockedPackage(InstalledPackage):
+    """A locked package: the exact ``.deb`` (sha256, size, archive path)."""
+
+    sha256: str = ""
+    size: int = 0
+    filename: str = ""  # the .deb's path below a Debian archive's root
+
+    def check(self, where: Path | str) -> LockedPackage:
+        """Validate every field; a lock entry is used in URLs, paths and argv."""
+        self.check_pin(where)
+        if not (isinstance(self.sha256, str) and _SHA256_RE.match(self.sha256)):
+            raise InputError(f"{where}: package {self}: bad sha256 {self.sha256!r}")
+        size = self.size
+        if not (isinstance(size, int) and not isinstance(size, bool) and 0 < size <= MAX_DEB_BYTES):
+            raise InputError(f"{where}: package {self}: bad size {self.size!r}")
+        if not (
+            isinstance(self.filename, str)
+            and _POOL_PATH_RE.match(self.filename)
+            and ".." not in self.filename.split("/")
+        ):
+            raise InputError(f"{where}: package {self}: bad filename {self.filename!r}")
+        return self
+
+    def installed(self) -> InstalledPackage:
+        return InstalledPackage(self.name, self.version, self.architecture)
 
 
 @dataclass(frozen=True)
@@ -147,7 +206,14 @@ class Lock:
             "architecture": self.architecture,
             "files": [{"target": f.target, "sha256": f.sha256} for f in self.files],
             "packages": [
-                {"name": p.name, "version": p.version, "architecture": p.architecture}
+                {
+                    "name": p.name,
+                    "version": p.version,
+                    "architecture": p.architecture,
+                    "sha256": p.sha256,
+                    "size": p.size,
+                    "filename": p.filename,
+                }
                 for p in self.packages
             ],
         }
@@ -313,11 +379,13 @@ def build_order(names: list[str], containers_dir: Path | None = None) -> list[De
 
 def parse_lock(data: bytes, where: Path | str) -> Lock:
     """Parse a lock file's bytes; they must be in canonical form."""
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{where}: not a JSON lock file: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != LOCK_FORMAT:
+    doc = _lock_document(data, where)
+    if doc.get("format") == LOCK_FORMAT_V1:
+        raise InputError(
+            f"{where}: a {LOCK_FORMAT_V1} lock pins versions but not the packages' sha256; "
+            "re-lock it with: rebuild env lock NAME --keep-versions"
+        )
+    if doc.get("format") != LOCK_FORMAT:
         raise InputError(f"{where}: not a {LOCK_FORMAT} lock file")
     try:
         name = doc["name"]
@@ -326,24 +394,22 @@ def parse_lock(data: bytes, where: Path | str) -> Lock:
         parent_doc = doc["parent"]
         parent = parent_doc["name"] if parent_doc is not None else None
         parent_digest = parent_doc["lock_digest"] if parent_doc is not None else None
+        if not isinstance(doc["packages"], list) or len(doc["packages"]) > MAX_PACKAGES:
+            raise InputError(f"{where}: 'packages' must be a list of at most {MAX_PACKAGES}")
         packages = tuple(
-            LockedPackage(p["name"], p["version"], p["architecture"]) for p in doc["packages"]
+            LockedPackage(
+                p["name"], p["version"], p["architecture"], p["sha256"], p["size"], p["filename"]
+            ).check(where)
+            for p in doc["packages"]
         )
         files = tuple(LockedFile(f["target"], f["sha256"]) for f in doc["files"])
     except (KeyError, TypeError) as e:
         raise InputError(f"{where}: malformed lock file ({e})") from None
-    if len(packages) > MAX_PACKAGES:
-        raise InputError(f"{where}: more than {MAX_PACKAGES} packages")
+    seen: set[tuple[str, str]] = set()
     for p in packages:
-        if not (
-            isinstance(p.name, str)
-            and _PKG_RE.match(p.name)
-            and isinstance(p.version, str)
-            and _VERSION_RE.match(p.version)
-            and isinstance(p.architecture, str)
-            and _ARCH_RE.match(p.architecture)
-        ):
-            raise InputError(f"{where}: bad package entry {p}")
+        if (p.name, p.architecture) in seen:
+            raise InputError(f"{where}: {p.name} ({p.architecture}) is locked twice")
+        seen.add((p.name, p.architecture))
     if parent_digest is not None and not _DIGEST_RE.match(str(parent_digest)):
         raise InputError(f"{where}: bad parent lock digest")
     lock = Lock(
@@ -363,9 +429,45 @@ def parse_lock(data: bytes, where: Path | str) -> Lock:
     return lock
 
 
+def _lock_document(data: bytes, where: Path | str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{where}: not a JSON lock file: {e}") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{where}: not a {LOCK_FORMAT} lock file")
+    return doc
+
+
+def read_pinned_versions(definition: Definition) -> list[InstalledPackage]:
+    """The versions an existing lock (v1 or v2) pins, for a re-lock that keeps them.
+
+    Only names, versions and architectures are taken, each validated; the
+    caller installs them from the mirror and records fresh digests.
+    """
+    path = definition.lock_path
+    if not path.is_file():
+        raise UsageError(f"{path}: no lock to keep the versions of")
+    doc = _lock_document(read_bounded(path, MAX_LOCK_BYTES), path)
+    if doc.get("format") not in (LOCK_FORMAT, LOCK_FORMAT_V1):
+        raise InputError(f"{path}: not a {LOCK_FORMAT} lock file")
+    raw = doc.get("packages")
+    if not isinstance(raw, list) or len(raw) > MAX_PACKAGES:
+        raise InputError(f"{path}: 'packages' must be a list of at most {MAX_PACKAGES}")
+    pins: list[InstalledPackage] = []
+    for entry in raw:
+        try:
+            pin = InstalledPackage(entry["name"], entry["version"], entry["architecture"])
+        except (KeyError, TypeError) as e:
+            raise InputError(f"{path}: malformed package entry ({e})") from None
+        pin.check_pin(path)
+        pins.append(pin)
+    return sorted(set(pins))
+
+
 def make_lock(
     definition: Definition,
-    packages: list[LockedPackage],
+    packages: list[LockedPackage],  # every installed package with its .deb's digest
     architecture: str,
     parent_lock: Lock | None,
 ) -> Lock:

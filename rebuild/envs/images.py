@@ -1,11 +1,13 @@
 """Build, lock and check environment images against their lock files.
 
 Decides whether an image matches its lock (the installed Debian package set
-and the definition's files, exactly) and builds images that do: the base from
-Debian packages with debootstrap and ``docker import``, builders on top with
-``apt-get install NAME=VERSION`` for every locked package. It never builds
-from an unpinned package list except when asked to (re)lock, and never leaves
-an image tagged with a lock digest it does not match.
+and the definition's files, exactly) and builds images that do, from the
+lock's ``.deb`` files only: each is taken from the package store (fetched
+into it first when missing), hashed against the lock, then installed with no
+network: the base by debootstrap from a local repository of those files and
+``docker import``, builders on top by ``apt-get install`` of the files. It
+never builds from an unpinned package list except when asked to (re)lock,
+and never leaves an image tagged with a lock digest it does not match.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -26,26 +29,37 @@ from typing import Any
 import docker.errors
 import requests
 
-from rebuild.envs import _docker
+from rebuild.envs import _docker, localrepo
+from rebuild.envs.deb822 import parse_stanzas
 from rebuild.envs.definition import (
     IMAGE_REPOSITORY_PREFIX,
     LABEL_LOCK_DIGEST,
     LABEL_NAME,
     Definition,
+    InstalledPackage,
     Lock,
     LockedPackage,
     load_definition,
     load_lock,
     make_lock,
+    read_pinned_versions,
 )
+from rebuild.envs.fetch import FetchReport, ensure_in_store
 from rebuild.envs.mirror import Mirrors, render_sources
-from rebuild.errors import ToolError, UsageError
+from rebuild.envs.store import PackageStore
+from rebuild.errors import InputError, ToolError, UsageError
 from rebuild.fsio import atomic_write
 
 Progress = Callable[[str], None]
 
 CHECK_TIMEOUT_S = 120
 DEBOOTSTRAP_TIMEOUT_S = 1800
+INSTALL_TIMEOUT_S = 1800
+INDEX_TIMEOUT_S = 600
+# Where the staged .debs appear in the install container. Under /tmp, which
+# the hermetic runner covers with a tmpfs, so the empty mount point Docker
+# leaves in the image is never seen by a build.
+_DEBS_MOUNT = "/tmp/rebuild-debs"  # noqa: S108 - a path inside the container
 BUILD_LABEL = "org.rebuild.env.helper"
 _FILES_MARK = "--rebuild-files--"
 _ARCH_MARK = "--rebuild-arch--"
@@ -147,14 +161,23 @@ class Drift:
 @dataclass(frozen=True)
 class ImageContents:
     architecture: str
-    packages: tuple[LockedPackage, ...]
+    packages: tuple[InstalledPackage, ...]
     file_digests: dict[str, str | None] = field(default_factory=dict)
 
 
-def run_capture(image: str, argv: list[str], *, timeout_s: float = CHECK_TIMEOUT_S) -> bytes:
-    """Run a short command in ``image`` with no network and return its stdout.
+def run_capture(
+    image: str,
+    argv: list[str],
+    *,
+    timeout_s: float = CHECK_TIMEOUT_S,
+    network: bool = False,
+    tmpfs: dict[str, str] | None = None,
+) -> bytes:
+    """Run a short command in ``image`` and return its stdout.
 
-    The container is removed whatever happens (error, timeout, Ctrl-C).
+    No network unless ``network`` (then root, for apt, with a read-only root
+    file system and ``tmpfs`` the only writable places). The container is
+    removed whatever happens (error, timeout, Ctrl-C).
     """
     c = _docker.client()
     container = None
@@ -163,12 +186,13 @@ def run_capture(image: str, argv: list[str], *, timeout_s: float = CHECK_TIMEOUT
             container = c.containers.create(
                 image,
                 argv,
-                network_mode="none",
+                network_mode="bridge" if network else "none",
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
                 read_only=True,
-                user="65534:65534",
-                labels={BUILD_LABEL: "check"},
+                tmpfs=tmpfs or {},
+                user="0:0" if network else "65534:65534",
+                labels={BUILD_LABEL: "index" if network else "check"},
             )
             container.start()
             try:
@@ -201,7 +225,7 @@ def inspect_contents(image: str, file_targets: list[str]) -> ImageContents:
     text = raw.decode("utf-8", "replace")
     arch_part, _, rest = text.partition(f"{_ARCH_MARK}\n")
     pkg_part, _, files_part = rest.partition(f"{_FILES_MARK}\n")
-    packages: list[LockedPackage] = []
+    packages: list[InstalledPackage] = []
     for line in pkg_part.splitlines():
         parts = line.split("\t")
         if len(parts) != 4:
@@ -209,7 +233,7 @@ def inspect_contents(image: str, file_targets: list[str]) -> ImageContents:
         status, name, version, arch = parts
         # Only fully installed packages count; 'rc' (removed, config left) does not.
         if status.strip() == "ii":
-            packages.append(LockedPackage(name, version, arch))
+            packages.append(InstalledPackage(name, version, arch))
     digests: dict[str, str | None] = dict.fromkeys(file_targets)
     for line in files_part.splitlines():
         digest, _, path = line.partition("  ")
@@ -338,6 +362,7 @@ class BuildOutcome:
     tag: str
     built: bool  # False: an image for this lock existed, nothing was done
     seconds: float
+    packages: FetchReport | None = None  # what the package store had and what was fetched
 
 
 @contextlib.contextmanager
@@ -379,9 +404,22 @@ def _unmount_under(path: Path) -> bool:
 
 
 def _debootstrap_rootfs(
-    definition: Definition, mirrors: Mirrors, tag: str, progress: Progress
-) -> str:
-    """debootstrap the suite into a folder and import it as image ``tag``; returns its id."""
+    definition: Definition,
+    source: str,
+    mirrors: Mirrors,
+    tag: str,
+    progress: Progress,
+    *,
+    from_local_repository: bool = False,
+) -> tuple[str, set[InstalledPackage]]:
+    """debootstrap the suite from ``source`` and import it as image ``tag``.
+
+    Returns the image id and the packages debootstrap installed. The image's
+    apt sources name ``mirrors`` (for later locks), whatever ``source`` was.
+    From the local repository of lock-verified files the Release signature
+    check is off: that repository was written here, from files whose sha256
+    the lock pins, and debootstrap still checks each file against its index.
+    """
     if shutil.which("debootstrap") is None:
         raise ToolError("debootstrap is not installed; run scripts/setup")
     if os.geteuid() != 0:
@@ -389,14 +427,12 @@ def _debootstrap_rootfs(
     assert definition.suite is not None and definition.apt_sources_template is not None
     with _workdir("rebuild-rootfs-") as work:
         root = work / "root"
-        progress(f"debootstrap {definition.suite} ({definition.variant}) from {mirrors.archive}")
-        argv = [
-            "debootstrap",
-            f"--variant={definition.variant}",
-            definition.suite,
-            str(root),
-            mirrors.archive,
-        ]
+        origin = "the package store" if from_local_repository else source
+        progress(f"debootstrap {definition.suite} ({definition.variant}) from {origin}")
+        argv = ["debootstrap", f"--variant={definition.variant}"]
+        if from_local_repository:
+            argv.append("--no-check-gpg")
+        argv += [definition.suite, str(root), source]
         try:
             proc = subprocess.run(
                 argv, capture_output=True, timeout=DEBOOTSTRAP_TIMEOUT_S, check=False
@@ -406,12 +442,18 @@ def _debootstrap_rootfs(
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()[-1500:]
             raise ToolError(f"debootstrap failed (exit {proc.returncode}): {tail}")
+        installed = _dpkg_status(root / "var/lib/dpkg/status")
         sources = render_sources(definition.apt_sources_template, definition.suite, mirrors)
         (root / "etc/apt/sources.list").unlink(missing_ok=True)
         (root / "etc/apt/sources.list.d").mkdir(parents=True, exist_ok=True)
         (root / "etc/apt/sources.list.d/debian.sources").write_text(sources, encoding="utf-8")
+        # The downloaded files and the indices of wherever debootstrap read
+        # from are not part of the environment.
         for stale in (root / "var/cache/apt/archives").glob("*.deb"):
             stale.unlink()
+        for stale in (root / "var/lib/apt/lists").glob("*"):
+            if stale.is_file() and stale.name != "lock":
+                stale.unlink()
         progress("importing the root file system as an image")
         tarball = work / "rootfs.tar"
         tar = subprocess.run(
@@ -426,7 +468,21 @@ def _debootstrap_rootfs(
         with _docker.engine_errors("docker import of the root file system"):
             c.api.import_image_from_file(str(tarball), repository=repo, tag=t)
             image_id: str = c.images.get(tag).id
-        return image_id
+        return image_id, installed
+
+
+def _dpkg_status(path: Path) -> set[InstalledPackage]:
+    """The fully installed packages of a dpkg status file (read on the host)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ToolError(f"cannot read {path}: {e}") from None
+    return {
+        InstalledPackage(f["Package"], f["Version"], f["Architecture"])
+        for f in parse_stanzas(text)
+        if f.get("Status") == "install ok installed"
+        and {"Package", "Version", "Architecture"} <= f.keys()
+    }
 
 
 def _docker_build(
@@ -486,6 +542,7 @@ _APT_CLEAN = "apt-get clean; rm -rf /var/lib/apt/lists/*"
 def _dockerfile(
     from_ref: str, definition: Definition, install: list[str], *, upgrade: bool, pinned: bool
 ) -> str:
+    """The Dockerfile of a lock: packages from the mirror by apt, then the files."""
     lines = [f"FROM {from_ref}"]
     run = "set -eu; export DEBIAN_FRONTEND=noninteractive; apt-get update -q"
     if pinned:
@@ -501,9 +558,12 @@ def _dockerfile(
         )
     run += "; " + _APT_CLEAN
     lines.append(f"RUN {run}")
+    return "\n".join(lines) + "\n" + _files_dockerfile(definition)
+
+
+def _files_dockerfile(definition: Definition) -> str:
     # Files after the packages, so a package's own conffile cannot overwrite them.
-    lines += [f"COPY files/{i} {f.target}" for i, f in enumerate(definition.files)]
-    return "\n".join(lines) + "\n"
+    return "".join(f"COPY files/{i} {f.target}\n" for i, f in enumerate(definition.files))
 
 
 def _prepare_context(work: Path, definition: Definition) -> None:
@@ -513,24 +573,17 @@ def _prepare_context(work: Path, definition: Definition) -> None:
         os.chmod(work / "files" / str(i), 0o644)
 
 
-def _from_ref(
-    definition: Definition, mirrors_for: Callable[[], Mirrors], tag: str, progress: Progress
-) -> tuple[str, Lock | None]:
-    """The image a definition builds FROM, and the parent's lock (builders)."""
-    if definition.parent is not None:
-        parent_def = load_definition(definition.parent, definition.directory.parent)
-        parent_lock = load_lock(parent_def)
-        parent_image = find_image(parent_lock)
-        if parent_image is None:
-            raise ToolError(
-                f"parent environment {definition.parent!r} is not built; "
-                f"run: rebuild env build {definition.parent}"
-            )
-        return parent_image.id, parent_lock
-    if definition.is_debootstrap:
-        return _debootstrap_rootfs(definition, mirrors_for(), tag, progress), None
-    assert definition.base is not None
-    return definition.base, None
+def _parent_image(definition: Definition) -> tuple[str, Lock]:
+    """A builder's parent image id and the parent's lock."""
+    assert definition.parent is not None
+    parent_lock = load_lock(load_definition(definition.parent, definition.directory.parent))
+    parent_image = find_image(parent_lock)
+    if parent_image is None:
+        raise ToolError(
+            f"parent environment {definition.parent!r} is not built; "
+            f"run: rebuild env build {definition.parent}"
+        )
+    return parent_image.id, parent_lock
 
 
 def _untag(tag: str) -> None:
@@ -539,19 +592,97 @@ def _untag(tag: str) -> None:
         c.images.remove(tag, noprune=True)
 
 
+def _install_debs(from_ref: str, debs: Path, count: int, progress: Progress) -> str:
+    """Install the staged ``.deb`` files on ``from_ref`` with no network; the new image's id.
+
+    ``apt-get install`` of files (not of names) orders and configures them
+    like any install, but can only use these exact files: there is no
+    index to pick another version from, and no network to fetch one.
+    """
+    script = (
+        "set -eu; export DEBIAN_FRONTEND=noninteractive; "
+        "apt-get install -y -q --no-install-recommends --allow-downgrades "
+        f"-o Dpkg::Use-Pty=0 {_DEBS_MOUNT}/*.deb; {_APT_CLEAN}"
+    )
+    c = _docker.client()
+    container = None
+    name = f"rebuild-env-install-{secrets.token_hex(6)}"
+    progress(f"installing {count} pinned packages from the package store (no network)")
+    try:
+        with _docker.engine_errors(f"installing packages on {from_ref[:19]}"):
+            container = c.containers.create(
+                from_ref,
+                ["sh", "-c", script],
+                network_mode="none",
+                volumes={str(debs): {"bind": _DEBS_MOUNT, "mode": "ro"}},
+                name=name,
+            )
+            container.start()
+            try:
+                status = container.wait(timeout=INSTALL_TIMEOUT_S)
+            except requests.RequestException as e:
+                raise ToolError(
+                    f"installing packages did not finish in {INSTALL_TIMEOUT_S} s"
+                ) from e
+            if status.get("StatusCode") != 0:
+                log: bytes = container.logs(stdout=True, stderr=True)
+                tail = log.decode("utf-8", "replace").strip()[-1500:]
+                raise ToolError(f"installing the pinned packages failed: {tail}")
+            # The committed image would otherwise keep this script as its command.
+            image = container.commit(changes=['CMD ["bash"]'])
+            return str(image.id)
+    finally:
+        # By name too: Ctrl-C may land before the SDK returned the handle.
+        with contextlib.suppress(Exception):
+            (container or c.containers.get(name)).remove(force=True)
+
+
+def _check_inherited(lock: Lock, parent_lock: Lock, where: Path) -> None:
+    """A builder's copy of a parent package must pin the parent's very file."""
+    parent = {p.key: p for p in parent_lock.packages}
+    for p in lock.packages:
+        q = parent.get(p.key)
+        if q is not None and (q.sha256, q.size) != (p.sha256, p.size):
+            raise InputError(
+                f"{where}: {p} pins sha256 {p.sha256} but the parent "
+                f"{parent_lock.name} pins {q.sha256} for the same version; re-lock"
+            )
+
+
+def own_packages(lock: Lock, parent_lock: Lock | None) -> list[LockedPackage]:
+    """The packages a build of ``lock`` installs itself (not inherited from the parent)."""
+    if parent_lock is None:
+        return list(lock.packages)
+    inherited = {p.key for p in parent_lock.packages}
+    return [p for p in lock.packages if p.key not in inherited]
+
+
 def build_environment(
     definition: Definition,
     mirrors_for: Callable[[], Mirrors],
     progress: Progress = _noop,
     *,
     force: bool = False,
+    store: PackageStore | None = None,
 ) -> BuildOutcome:
-    """Build the image for the definition's lock; a no-op when one already exists."""
+    """Build the image for the definition's lock; a no-op when one already exists.
+
+    Steps: (1) the lock, and for a builder its parent's, must be consistent;
+    (2) every package the build installs must be in the store, fetched from
+    the mirror when missing (pinned sha256 and size checked); (3) verified
+    copies are staged; (4) the base is debootstrapped from them, builders
+    install them on the parent's image, both with no network; (5) the
+    definition's files and labels are added; (6) the image is checked
+    against the lock before it keeps its tag.
+    """
     started = time.monotonic()
     lock = load_lock(definition)
     existing = find_image(lock)
     if existing is not None and not force:
         return BuildOutcome(definition.name, lock.digest, existing.id, lock.image_tag, False, 0.0)
+    store = store or PackageStore()
+    # Step 1: a consistent lock.
+    parent_lock = None
     if definition.parent is not None:
         parent_lock = load_lock(load_definition(definition.parent, definition.directory.parent))
         if lock.parent_lock_digest != parent_lock.digest:
@@ -560,18 +691,48 @@ def build_environment(
                 f"{lock.parent_lock_digest}, but that parent is now {parent_lock.digest}; "
                 f"re-lock with: rebuild env lock {definition.name}"
             )
+        _check_inherited(lock, parent_lock, definition.lock_path)
+    own = own_packages(lock, parent_lock)
+    # Step 2: every package in the store.
+    fetched = ensure_in_store(own, store, mirrors_for, progress)
     rootfs_tag = f"{IMAGE_REPOSITORY_PREFIX}{definition.name}-rootfs:{lock.short_digest}"
+    labels = {LABEL_NAME: definition.name, LABEL_LOCK_DIGEST: lock.digest}
     try:
-        from_ref, parent_lock_or_none = _from_ref(definition, mirrors_for, rootfs_tag, progress)
-        inherited = set(parent_lock_or_none.packages) if parent_lock_or_none else set()
-        pins = [p.pin() for p in lock.packages if p not in inherited]
-        labels = {LABEL_NAME: definition.name, LABEL_LOCK_DIGEST: lock.digest}
+        with _workdir("rebuild-debs-") as repo:
+            # Step 3: verified copies.
+            progress(f"staging {len(own)} packages from the package store")
+            localrepo.stage(own, store, repo)
+            # Step 4: install them, with no network.
+            if definition.parent is not None:
+                from_ref, _ = _parent_image(definition)
+                remaining = own
+            elif definition.is_debootstrap:
+                assert definition.suite is not None
+                localrepo.write_repository(repo, own, definition.suite, lock.architecture)
+                from_ref, installed = _debootstrap_rootfs(
+                    definition,
+                    repo.resolve().as_uri(),
+                    mirrors_for(),
+                    rootfs_tag,
+                    progress,
+                    from_local_repository=True,
+                )
+                remaining = [p for p in own if p.installed() not in installed]
+            else:
+                assert definition.base is not None
+                from_ref, remaining = definition.base, own
+            if remaining:
+                names = {localrepo.staged_name(p) for p in remaining}
+                for f in (repo / localrepo.POOL).iterdir():
+                    if f.name not in names:
+                        f.unlink()
+                from_ref = _install_debs(from_ref, repo / localrepo.POOL, len(remaining), progress)
+        # Step 5: the definition's files and the labels.
         with _workdir("rebuild-ctx-") as ctx:
             _prepare_context(ctx, definition)
-            progress(f"installing {len(pins)} pinned packages")
             image_id, _ = _docker_build(
                 ctx,
-                _dockerfile(from_ref, definition, pins, upgrade=False, pinned=True),
+                f"FROM {from_ref}\n{_files_dockerfile(definition)}",
                 lock.image_tag,
                 labels,
                 progress,
@@ -579,6 +740,7 @@ def build_environment(
             )
     finally:
         _untag(rootfs_tag)
+    # Step 6: the image against the lock.
     progress("checking the image against the lock")
     drift = compare(lock, inspect_contents(image_id, [f.target for f in lock.files]))
     if not drift.empty:
@@ -593,32 +755,101 @@ def build_environment(
         with contextlib.suppress(Exception):
             _docker.client().images.remove(existing.id)
     return BuildOutcome(
-        definition.name, lock.digest, image_id, lock.image_tag, True, time.monotonic() - started
+        definition.name,
+        lock.digest,
+        image_id,
+        lock.image_tag,
+        True,
+        time.monotonic() - started,
+        fetched,
     )
+
+
+def _index_records(
+    image_id: str, packages: list[InstalledPackage], *, pinned: bool
+) -> dict[tuple[str, str, str], tuple[str, int, str]]:
+    """(sha256, size, filename) of each package's ``.deb``, from apt's index in ``image_id``.
+
+    apt reads the index through the archive's signed Release file, so the
+    digests recorded in a lock are the ones the archive signed. Packages
+    the index does not offer are absent from the result.
+    """
+    if not packages:
+        return {}
+    update = "apt-get -q -o APT::Sandbox::User=root"
+    if pinned:
+        update += " -o Acquire::Check-Valid-Until=false"
+    script = (
+        f"set -e; {update} update >/dev/null; "
+        'apt-cache -o APT::Sandbox::User=root show --no-all-versions "$@"'
+    )
+    raw = run_capture(
+        image_id,
+        ["sh", "-c", script, "sh", *(p.pin() for p in packages)],
+        timeout_s=INDEX_TIMEOUT_S,
+        network=True,
+        tmpfs={"/var/lib/apt/lists": "", "/var/cache/apt": "", "/tmp": ""},  # noqa: S108
+    )
+    records: dict[tuple[str, str, str], tuple[str, int, str]] = {}
+    for f in parse_stanzas(raw.decode("utf-8", "replace")):
+        try:
+            key = (f["Package"], f["Version"], f["Architecture"])
+            value = (f["SHA256"], int(f["Size"]), f["Filename"])
+        except (KeyError, ValueError):
+            continue  # a record of an installed package no archive offers
+        records.setdefault(key, value)
+    return records
 
 
 def lock_environment(
     definition: Definition,
     mirrors_for: Callable[[], Mirrors],
     progress: Progress = _noop,
+    *,
+    store: PackageStore | None = None,
+    keep_versions: bool = False,
 ) -> tuple[Lock, BuildOutcome]:
-    """Build the definition fresh from package names and write its new lock file."""
+    """Build the definition fresh from the mirror and write its new lock file.
+
+    Newest versions of the definition's package names, or with
+    ``keep_versions`` exactly the versions the current lock pins (v1 or v2).
+    Each installed package's ``.deb`` sha256, size and path come from apt's
+    index, and the ``.deb`` is fetched into the package store against them.
+    """
     started = time.monotonic()
+    store = store or PackageStore()
+    keep = read_pinned_versions(definition) if keep_versions else None
     rootfs_tag = f"{IMAGE_REPOSITORY_PREFIX}{definition.name}-rootfs:unlocked"
     unlocked_tag = f"{IMAGE_REPOSITORY_PREFIX}{definition.name}:unlocked"
+    parent_lock: Lock | None = None
     try:
-        from_ref, parent_lock = _from_ref(definition, mirrors_for, rootfs_tag, progress)
+        if definition.parent is not None:
+            from_ref, parent_lock = _parent_image(definition)
+        elif definition.is_debootstrap:
+            mirrors = mirrors_for()
+            from_ref, _ = _debootstrap_rootfs(
+                definition, mirrors.archive, mirrors, rootfs_tag, progress
+            )
+        else:
+            assert definition.base is not None
+            from_ref = definition.base
+        inherited = {p.key: p for p in parent_lock.packages} if parent_lock else {}
+        if keep is None:
+            install = list(definition.packages)
+            progress(f"installing {', '.join(install) or 'updates'} (unpinned)")
+        else:
+            install = [p.pin() for p in keep if p.key not in inherited]
+            progress(f"installing the {len(install)} versions the lock pins")
         with _workdir("rebuild-ctx-") as ctx:
             _prepare_context(ctx, definition)
-            progress(f"installing {', '.join(definition.packages) or 'updates'} (unpinned)")
             image_id, _ = _docker_build(
                 ctx,
                 _dockerfile(
                     from_ref,
                     definition,
-                    list(definition.packages),
-                    upgrade=parent_lock is None,
-                    pinned=False,
+                    install,
+                    upgrade=parent_lock is None and keep is None,
+                    pinned=keep is not None,
                 ),
                 unlocked_tag,
                 {LABEL_NAME: definition.name},
@@ -629,7 +860,30 @@ def lock_environment(
         for f in definition.files:
             if contents.file_digests.get(f.target) != f.sha256:
                 raise ToolError(f"{f.target} did not land in the image as defined")
-        lock = make_lock(definition, list(contents.packages), contents.architecture, parent_lock)
+        if keep is not None and set(contents.packages) != set(keep):
+            kept = sorted(set(keep) ^ set(contents.packages))
+            raise ToolError(
+                f"{definition.name}: could not keep the locked versions; the mirror "
+                f"installed a different set: {', '.join(map(str, kept[:10]))}"
+            )
+        progress("reading the packages' sha256 from the apt index")
+        own = [p for p in contents.packages if p.key not in inherited]
+        records = _index_records(image_id, own, pinned=keep is not None)
+        locked = [inherited[p.key] for p in contents.packages if p.key in inherited]
+        unknown = []
+        for p in own:
+            record = records.get(p.key)
+            if record is None:
+                unknown.append(str(p))
+                continue
+            locked.append(LockedPackage(*p.key, *record).check("the apt index"))
+        if unknown:
+            raise ToolError(
+                f"{definition.name}: no apt index offers {', '.join(unknown[:10])}; "
+                "cannot pin their .deb files"
+            )
+        lock = make_lock(definition, locked, contents.architecture, parent_lock)
+        fetched = ensure_in_store(own_packages(lock, parent_lock), store, mirrors_for, progress)
         labels = {LABEL_NAME: definition.name, LABEL_LOCK_DIGEST: lock.digest}
         with _workdir("rebuild-ctx-") as ctx:
             progress(f"labelling the image with lock {lock.digest}")
@@ -642,7 +896,13 @@ def lock_environment(
     atomic_write(definition.lock_path, lock.canonical_bytes())
     record_check(labelled_id, lock.digest)
     return lock, BuildOutcome(
-        definition.name, lock.digest, labelled_id, lock.image_tag, True, time.monotonic() - started
+        definition.name,
+        lock.digest,
+        labelled_id,
+        lock.image_tag,
+        True,
+        time.monotonic() - started,
+        fetched,
     )
 
 
@@ -661,5 +921,6 @@ __all__ = [
     "check_environment",
     "find_image",
     "lock_environment",
+    "own_packages",
     "verified_image",
 ]

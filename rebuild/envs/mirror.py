@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from rebuild.envs.deb822 import parse_stanzas
 from rebuild.errors import UsageError
 from rebuild.fsio import read_text_bounded
 
@@ -44,19 +45,8 @@ def check_url(url: str, what: str) -> str:
 
 def _parse_deb822(text: str) -> list[_Source]:
     sources: list[_Source] = []
-    for stanza in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        key = None
-        for line in stanza.splitlines():
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            if line[0] in " \t" and key is not None:
-                fields[key] += " " + line.strip()
-                continue
-            if ":" in line:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                fields[key] = value.strip()
+    for stanza in parse_stanzas(text, comments=True):
+        fields = {k.lower(): " ".join(v.split()) for k, v in stanza.items()}
         if "deb" not in fields.get("types", "").split():
             continue
         if fields.get("enabled", "yes").lower() == "no":
