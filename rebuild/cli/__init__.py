@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args, out)
     except KeyboardInterrupt:
-        out.error("interrupted", kind="interrupted", exit_code=EXIT_ERROR)
+        out.error("interrupted", kind="Interrupted", exit_code=EXIT_ERROR)
         code = EXIT_ERROR
     except (NegativeVerdict, TrustError) as e:
         out.error(str(e), kind=type(e).__name__, exit_code=EXIT_NEGATIVE)
