@@ -1,7 +1,11 @@
 """Comparison cost: the sha256 fast path, and diagnosing two ~100 MB wheels that
 differ only in timestamps (no diffoscope). Prints the figures for docs/benchmarks.md.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_compare.py [--mb 100]
+With ``--rss`` it also runs ``rebuild diff --json --no-diffoscope`` and the
+real diffoscope on the same pair as child processes and prints each one's
+wall time and peak resident memory (``wait4``'s ru_maxrss).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_compare.py [--mb 100] [--rss]
 """
 
 from __future__ import annotations
@@ -11,11 +15,13 @@ import base64
 import hashlib
 import os
 import random
+import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
+from benchmarks._launcher import Launcher
 from rebuild.compare import compare
 from rebuild.compare._hashing import sha256_file
 
@@ -59,7 +65,9 @@ def write_wheel(path: Path, files: dict[str, bytes], date: tuple[int, ...]) -> N
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=int, default=100, help="approximate wheel size in MB")
+    ap.add_argument("--rss", action="store_true", help="peak memory of rebuild diff, diffoscope")
     args = ap.parse_args()
+    launcher = Launcher() if args.rss else None
     files = make_files(args.mb)
     with tempfile.TemporaryDirectory() as d:
         a, b = (
@@ -88,6 +96,13 @@ def main() -> None:
             f"compare(timestamps only, no diffoscope): {min(t):.3f} s best of 3, "
             f"causes {list(result.causes)}"
         )
+        if launcher is not None:
+            diff = [sys.executable, "-m", "rebuild", "diff", str(a), str(b), "--json"]
+            seconds, rss, _, _ = launcher.run([*diff, "--no-diffoscope"])
+            print(f"rebuild diff --json --no-diffoscope: {seconds:.2f} s, peak RSS {rss:.0f} MiB")
+            out = Path(d) / "report.json"
+            seconds, rss, _, _ = launcher.run(["diffoscope", "--json", str(out), str(a), str(b)])
+            print(f"diffoscope --json: {seconds:.2f} s, peak RSS {rss:.0f} MiB")
 
 
 def _timed(fn: object) -> float:

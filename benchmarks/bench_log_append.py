@@ -67,7 +67,10 @@ def envelope(i: int, size: int) -> bytes:
     env = {
         "payloadType": "application/vnd.in-toto+json",
         "payload": payload,
-        "signatures": [{"keyid": "bench", "sig": base64.b64encode(b"s" * 64).decode()}],
+        # a C2SP name+keyid hint, as rebuild writes: the log indexes (subject, key ID)
+        "signatures": [
+            {"keyid": "rebuilder.bench+0123abcd", "sig": base64.b64encode(b"s" * 64).decode()}
+        ],
     }
     return json.dumps(env).encode()
 

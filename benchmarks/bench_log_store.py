@@ -28,8 +28,10 @@ def distinct_batch(template: list[bytes], done: int, n: int) -> list[Pending]:
     """n checked entries, each template varied by the running count (so all distinct)."""
     pending = []
     for i in range(n):
-        data = template[i].replace(b'"bench"', b'"%d"' % (done + i), 1)
-        pending.append(Pending(data, merkle.leaf_hash(data), check_entry(data).subjects))
+        data = template[i].replace(
+            b'"rebuilder.bench+', b'"r%d.bench+' % (done + i), 1
+        )  # a distinct signer name per entry, the same key ID
+        pending.append(Pending(data, merkle.leaf_hash(data), check_entry(data).index_keys))
     return pending
 
 

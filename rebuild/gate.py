@@ -38,14 +38,14 @@ import hashlib
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
 from rebuild.errors import InputError, StorageError
 from rebuild.fsio import atomic_write, read_bounded
-from verify.bundle import MAX_BUNDLE_SIZE
+from verify.bundle import MAX_BUNDLE_SIZE, ConsistencyProof
 from verify.errors import FormatError, PolicyError
 from verify.gate import Decision, ForkEvidence, decide
 from verify.policy import MAX_POLICY_SIZE, UpdatePolicy, parse_policy
@@ -55,6 +55,7 @@ from verify.tlog_policy import MAX_POLICY_SIZE as MAX_TLOG_POLICY_SIZE
 STATE_FILE: Final = "state.json"
 LOCK_FILE: Final = "lock"
 LOCK_TIMEOUT: Final = 60.0
+MAX_EVIDENCE_FILES_PER_SECOND: Final = 1000
 
 
 def load_policy(path: Path) -> UpdatePolicy:
@@ -178,7 +179,19 @@ class StateDir:
         """Write both checkpoints of a fork to a new evidence file; return its path."""
         self._check_locked()
         tag = hashlib.sha256(fork.origin.encode()).hexdigest()[:16]
-        path = self.path / f"fork-evidence-{now}-{tag}-{os.getpid()}.txt"
+        base = f"fork-evidence-{now}-{tag}-{os.getpid()}"
+        # The same fork can be refused twice in one second by one process (an
+        # updater trying two mirrors, a daemon handling two requests): under
+        # the lock, take the first free name rather than fail the second time.
+        for n in range(MAX_EVIDENCE_FILES_PER_SECOND):
+            path = self.path / (f"{base}.txt" if n == 0 else f"{base}-{n}.txt")
+            if not os.path.lexists(path):
+                break
+        else:
+            raise StorageError(
+                f"{self.path}: {MAX_EVIDENCE_FILES_PER_SECOND} fork evidence files for "
+                f"{fork.origin} in one second; refusing to write more"
+            )
         text = (
             f"# log fork detected by rebuild gate at {now}: {fork.reason}\n"
             f"# origin: {fork.origin}\n"
@@ -241,11 +254,15 @@ def open_gate(
     strict: bool = False,
     allow_downgrade: bool = False,
     lock_timeout: float = LOCK_TIMEOUT,
+    consistency: Sequence[ConsistencyProof] = (),
 ) -> Iterator[GateRun]:
     """Lock ``state_dir``, run the gate, and yield the run for the caller to commit.
 
     ``artifact`` and ``bundle`` are file paths or bytes already in memory.
-    ``now`` defaults to the clock, read once. Fork evidence is written
+    ``now`` defaults to the clock, read once. ``consistency`` are proofs
+    from outside the bundle (computed from the log's tiles for what a
+    previous run's ``decision.needs_consistency`` named; the gate checks
+    them like the bundle's). Fork evidence is written
     before the run is yielded. Raises InputError (unreadable input) and
     StorageError (state directory unusable or locked for ``lock_timeout``
     seconds); a rejection is not an error, it is ``run.decision``.
@@ -263,6 +280,7 @@ def open_gate(
             now=reference,
             strict=strict,
             allow_downgrade=allow_downgrade,
+            consistency=consistency,
         )
         run = GateRun(decision, data, state_dir, previous, _store=store, _current=previous)
         if decision.fork is not None:

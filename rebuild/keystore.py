@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import getpass
 import os
+import stat
 import sys
 from pathlib import Path
 
 from rebuild.errors import InputError, StorageError, UsageError
-from rebuild.fsio import atomic_write, read_bounded, read_text_bounded
+from rebuild.fsio import atomic_write, read_text_bounded
 from verify.errors import KeyFormatError, PassphraseError
 from verify.keys import (
     MAX_KEY_TEXT,
@@ -72,10 +73,53 @@ def generate_key_files(
     return key, pub_path
 
 
+def read_secret_key_file(p: Path) -> bytes:
+    """A secret key file's bytes, only from a regular file no one else may read.
+
+    Like ssh, a key readable or writable by group or others is refused (it
+    may already be compromised, and using it silently hides that); a FIFO or
+    device would block or never end, so only a regular file is read.
+    """
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{p}: not a regular file; a secret key must be a file")
+        open_to_others = st.st_mode & 0o077
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_KEY_TEXT:
+            chunk = os.read(fd, MAX_KEY_TEXT + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as e:
+        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_KEY_TEXT:
+        raise InputError(f"{p}: larger than the {MAX_KEY_TEXT}-byte limit")
+    data = b"".join(chunks)
+    if open_to_others:
+        if _is_verifier_key(data):  # a .pub given for the secret key: say that, not chmod
+            raise _verifier_key_given(p)
+        raise InputError(
+            f"{p}: secret key is accessible by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); refusing to use it: chmod 600 {p}"
+        )
+    return data
+
+
 def load_signing_key(path: str | os.PathLike[str], passphrase_env: str | None = None) -> SigningKey:
     """Load a secret key file, decrypting with a passphrase when it is protected."""
     p = Path(path)
-    data = read_bounded(p, MAX_KEY_TEXT)
+    data = read_secret_key_file(p)
     passphrase: bytes | None = None
     if secret_key_file_is_encrypted(data):
         var = passphrase_env or PASSPHRASE_ENV
@@ -89,11 +133,7 @@ def load_signing_key(path: str | os.PathLike[str], passphrase_env: str | None = 
         return decode_secret_key_file(data, passphrase)
     except KeyFormatError as e:
         if _is_verifier_key(data):
-            secret = p.with_name(p.name.removesuffix(".pub"))
-            raise InputError(
-                f"{p}: this is a verifier (public) key, not a secret key file",
-                hint=f"pass the secret key file ({secret})" if secret != p else None,
-            ) from None
+            raise _verifier_key_given(p) from None
         raise InputError(f"{p}: {e}") from None
     except PassphraseError as e:
         raise InputError(f"{p}: {e}") from None
@@ -132,6 +172,14 @@ def load_verifier_key(spec: str | os.PathLike[str]) -> VerifierKey:
         if text.count("+") >= 2:
             raise InputError(f"verifier key {text[:80]!r}: {e}") from None
         raise InputError(f"{p}: no such file (and not a verifier key)") from None
+
+
+def _verifier_key_given(p: Path) -> InputError:
+    secret = p.with_name(p.name.removesuffix(".pub"))
+    return InputError(
+        f"{p}: this is a verifier (public) key, not a secret key file",
+        hint=f"pass the secret key file ({secret})" if secret != p else None,
+    )
 
 
 def _is_verifier_key(data: bytes) -> bool:

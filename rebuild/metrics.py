@@ -22,18 +22,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from rebuild.errors import UsageError
+from rebuild.listen import parse_listen
 
 # Rebuilds take seconds to an hour; log batches take milliseconds.
 JOB_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-
-
-def parse_listen(spec: str, flag: str = "--metrics") -> tuple[str, int]:
-    host, sep, port = spec.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"{flag} {spec!r}: expected HOST:PORT")
-    return host, int(port)
 
 
 @dataclass
@@ -49,7 +42,7 @@ class MetricsServer:
 
 def serve(spec: str, registry: CollectorRegistry) -> MetricsServer:
     """Serve ``registry`` on ``spec`` (HOST:PORT; port 0 picks a free one)."""
-    host, port = parse_listen(spec)
+    host, port = parse_listen(spec, "--metrics")
     try:
         httpd, _ = start_http_server(port, addr=host, registry=registry)
     except OSError as e:

@@ -29,7 +29,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -38,7 +38,13 @@ from aiohttp import web
 
 from rebuild.errors import InputError, StorageError, UsageError
 from rebuild.fsio import atomic_write, read_bounded
-from rebuild.httpserve import Running, serve_until_signalled, start_app
+from rebuild.httpserve import (
+    ConnectionLimits,
+    RunningGuarded,
+    read_body,
+    serve_until_signalled,
+    start_guarded,
+)
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.cosignature import cosign, witness_key
@@ -297,25 +303,31 @@ def _text(status: int, body: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/plain", charset="utf-8")
 
 
-def make_app(witness: Witness) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def make_handler(
+    witness: Witness, limits: ConnectionLimits
+) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """Route by hand on aiohttp's low-level server (see rebuild.httpserve)."""
 
-    async def add_checkpoint(request: web.Request) -> web.Response:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _text(413, f"request body larger than {MAX_BODY} bytes\n")
-        response = await witness.add_checkpoint(body)
-        if witness.observer is not None:
-            witness.observer(response.status)
-        return response
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        path, _, _ = request.raw_path.partition("?")
+        if path == "/add-checkpoint":
+            if request.method != "POST":
+                return _text(405, "use POST\n")
+            body = await read_body(request, MAX_BODY, limits.body_timeout)
+            if body is None:
+                return _text(413, f"request body larger than {MAX_BODY} bytes\n")
+            response = await witness.add_checkpoint(body)
+            if witness.observer is not None:
+                witness.observer(response.status)
+            return response
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "" and parts[2] == "checkpoint":
+            if request.method not in ("GET", "HEAD"):
+                return _text(405, "use GET\n")
+            return witness.get_checkpoint(parts[1])
+        return _text(404, "not found\n")
 
-    async def get_checkpoint(request: web.Request) -> web.Response:
-        return witness.get_checkpoint(request.match_info["ohash"])
-
-    app.router.add_post("/add-checkpoint", add_checkpoint)
-    app.router.add_get("/{ohash}/checkpoint", get_checkpoint)
-    return app
+    return handle
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -337,10 +349,15 @@ def parse_listen(spec: str) -> tuple[str, int]:
 
 
 async def start(
-    witness: Witness, host: str, port: int, tls: ssl.SSLContext | None = None
-) -> Running:
+    witness: Witness,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
+    limits: ConnectionLimits | None = None,
+) -> RunningGuarded:
     """Start serving; returns once the socket listens (port 0 picks a free one)."""
-    return await start_app(make_app(witness), host, port, tls, access_log=log)
+    limits = limits or ConnectionLimits()
+    return await start_guarded(make_handler(witness, limits), limits, host, port, tls)
 
 
 async def serve_forever(
@@ -349,6 +366,8 @@ async def serve_forever(
     port: int,
     tls: ssl.SSLContext | None,
     on_ready: Callable[[str], None],
+    *,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then shut down cleanly."""
-    await serve_until_signalled(await start(witness, host, port, tls), on_ready)
+    await serve_until_signalled(await start(witness, host, port, tls, limits), on_ready)

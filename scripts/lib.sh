@@ -2,7 +2,7 @@
 VENV="${REBUILD_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(docker.io debootstrap diffoscope-minimal git unzip zip xxd file systemd passwd
-  ca-certificates iptables chromium redis-server redis-tools dpkg-dev)
+  ca-certificates iptables chromium redis-server redis-tools dpkg-dev jq)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -186,7 +186,9 @@ refresh_fixtures() {
 }
 
 run_main_job() {
-  # The embedded default: rebuild the fixture wheel from its tagged source in
-  # the pinned python-3.11 environment and compare it with the published one.
-  "$VENV/bin/rebuild" verify --fixture python-wheel --report-dir "${REBUILD_REPORT_DIR:-rebuild-reports}"
+  # The embedded default: the whole secure-update story on 127.0.0.1 (log,
+  # witnesses, maintainer, three rebuilders in the pinned php-8.2 environment,
+  # HTTPS mirrors, the updater daemon), then the attacks it must refuse.
+  # Exit 0 only when every expected outcome happened (docs/threat-model.md).
+  "$VENV/bin/rebuild" demo
 }

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -56,16 +60,22 @@ class Server:
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
+        try:
+            self.url = self.wait_for(r"listening on (https?://\S+)", timeout=timeout)[0].group(1)
+        except AssertionError as e:
+            self.stop()
+            raise RuntimeError(f"server did not start: {e}") from None
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 30.0) -> list[re.Match[str]]:
+        """The first ``count`` matches of ``pattern`` in the server's output, waiting for them."""
         deadline = time.monotonic() + timeout
         while True:
-            text = log.read_text(errors="replace")
-            m = re.search(r"listening on (https?://\S+)", text)
-            if m:
-                self.url = m.group(1)
-                return
+            text = self.log.read_text(errors="replace")
+            found = list(re.finditer(pattern, text))
+            if len(found) >= count:
+                return found[:count]
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start: {text}")
+                raise AssertionError(f"{pattern!r} x{count} not in the server's output: {text}")
             time.sleep(0.02)
 
     def kill(self) -> None:
@@ -106,3 +116,43 @@ def start_log(directory: Path | str, key: Path | str, output: Path, *extra: str)
     """``rebuild log serve`` on 127.0.0.1 (any port) for ``directory`` and ``key``."""
     args = ["log", "serve", "--dir", str(directory), "--key", str(key)]
     return Server([*args, "--listen", "127.0.0.1:0", *extra], output)
+
+
+def http_request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    *,
+    timeout: float = 30.0,
+    source: str | None = None,
+) -> tuple[int, bytes]:
+    """One request on a new connection (from ``source``, an address to bind, if given)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(
+        parts.hostname or "",
+        parts.port,
+        timeout=timeout,
+        source_address=None if source is None else (source, 0),
+    )
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def open_idle(host: str, port: int, sources: Sequence[str], n: int) -> list[socket.socket]:
+    """``n`` connections spread over ``sources`` that never send a byte (non-blocking)."""
+    socks: list[socket.socket] = []
+    for i in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((sources[i % len(sources)], 0))
+        s.setblocking(False)
+        err = s.connect_ex((host, port))
+        if err not in (0, errno.EINPROGRESS):
+            s.close()
+            raise OSError(err, f"connect from {sources[i % len(sources)]} failed")
+        socks.append(s)
+    return socks

@@ -256,6 +256,17 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("NaN", b'{"payload": NaN}', "constant NaN"),
     ("duplicate field", b'{"payload": "", "payload": ""}', "duplicate JSON field"),
     ("deep nesting", b"[" * 20000 + b"]" * 20000, "nested too deeply"),
+    # a lone surrogate parses into a str that PAE cannot UTF-8 encode
+    (
+        "lone surrogate keyid",
+        _mutate(lambda d: d["signatures"][0].update(keyid="\ud800")),
+        "lone UTF-16 surrogate",
+    ),
+    ("lone surrogate type", _mutate(lambda d: d.update(payloadType="a\udfff")), "surrogate"),
+    # CPython refuses to convert integers of more than 4,300 digits (ValueError)
+    ("4301-digit integer", b'{"n": ' + b"1" * 4301 + b"}", "number too long"),
+    ("UTF-8 BOM", b"\xef\xbb\xbf" + sign_envelope(PAYLOAD, [KEYS["alice"]]), "BOM"),
+    ("UTF-16", sign_envelope(PAYLOAD, [KEYS["alice"]]).decode().encode("utf-16"), "not UTF-8"),
     ("oversized", b" " * (MAX_ENVELOPE_SIZE + 1), "larger than the 65536-byte limit"),
     (
         "too many signatures",

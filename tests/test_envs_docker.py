@@ -272,22 +272,25 @@ def test_ctrl_c_during_a_build_leaves_no_container(tmp_path: Path, no_leftovers:
     main_thread = threading.main_thread().ident
     assert main_thread is not None
 
+    started = tmp_path / "out" / "started"
+
     def interrupt() -> None:
-        # Wait until the build container exists, then deliver SIGINT to the
-        # main thread as a terminal's Ctrl-C would.
-        deadline = time.monotonic() + 30
-        while not _containers_of(tmp_path) and time.monotonic() < deadline:
+        # Wait until the build command itself runs (it leaves a file in its
+        # output directory), then deliver SIGINT to the main thread as a
+        # terminal's Ctrl-C would: the runner is then waiting for the build.
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.3)
         signal.pthread_kill(main_thread, signal.SIGINT)
 
     t = threading.Thread(target=interrupt)
     t.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            _run(tmp_path, "sleep 1000", limits=Limits(timeout_s=120))
+            _run(tmp_path, "touch /out/started; sleep 1000", limits=Limits(timeout_s=120))
     finally:
         t.join()
+    assert started.exists()
 
 
 def test_build_runs_as_fixed_non_root_user_with_normalized_environment(

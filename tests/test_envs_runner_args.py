@@ -109,3 +109,35 @@ def test_public_surface_of_rebuild_envs_is_pinned() -> None:
     ]
     for name in rebuild.envs.__all__:
         assert hasattr(rebuild.envs, name)
+
+
+def test_the_container_spec_is_hermetic_before_any_engine_is_asked(tmp_path: Path) -> None:
+    """The spec alone (no engine): no network, no capabilities, read-only root, limits."""
+    from rebuild.envs.runner import OUT_DIR, SRC_DIR, build_spec, container_options
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "wheels").mkdir()
+    spec = build_spec(
+        "python-3.11",
+        ["make"],
+        out_dir=tmp_path / "out",
+        source_date_epoch=1_700_000_000,
+        source_dir=tmp_path / "src",
+        mounts={"/wheels": tmp_path / "wheels"},
+        env={"PIP_NO_INDEX": "1"},
+        limits=Limits(memory_bytes=256 * 1024 * 1024, pids=64),
+    )
+    opts = container_options(spec, "rebuild-build-x")
+    assert opts["network_mode"] == "none"
+    assert opts["cap_drop"] == ["ALL"]
+    assert opts["security_opt"] == ["no-new-privileges"]
+    assert opts["read_only"] is True
+    assert opts["mem_limit"] == opts["memswap_limit"] == 256 * 1024 * 1024
+    assert opts["pids_limit"] == 64
+    assert opts["user"] == "1000:1000"
+    assert opts["command"][-1] == "make"
+    assert opts["environment"]["SOURCE_DATE_EPOCH"] == "1700000000"
+    assert opts["environment"]["PIP_NO_INDEX"] == "1"
+    binds = {v["bind"]: v["mode"] for v in opts["volumes"].values()}
+    assert binds == {SRC_DIR: "ro", "/wheels": "ro", OUT_DIR: "rw"}
+    assert not (tmp_path / "out").exists()  # deciding the spec creates nothing

@@ -6,13 +6,14 @@ CLI as a traceback and, worse, means a code path nobody reasoned about.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from rebuild.errors import InputError
@@ -20,12 +21,18 @@ from rebuild.recipe import parse_recipe
 from verify.dsse import verify_envelope
 from verify.errors import FormatError, TrustError
 from verify.intoto import (
+    MAX_TIME,
+    VERDICTS,
+    EnvironmentRef,
     GitSource,
+    RebuildPredicate,
     ReleasePredicate,
+    SdistSource,
     Statement,
     Subject,
     make_statement,
     sign_statement,
+    verify_statement,
 )
 from verify.keys import SigningKey
 
@@ -114,6 +121,106 @@ def test_any_field_of_a_statement_replaced_by_junk_is_only_a_format_error(
         return
     # Junk that happens to be valid must survive a round trip unchanged.
     assert Statement.parse(parsed.to_json()) == parsed
+
+
+# Well-formed values, built from the rules in docs/formats.md (not filtered from junk):
+# text without control characters, tokens without white space either, lowercase hex.
+_text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
+_token = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Z")), min_size=1, max_size=40)
+_token = _token.filter(lambda t: not any(ch.isspace() for ch in t))
+_sha256 = st.binary(min_size=32, max_size=32).map(bytes.hex)
+_commit = st.binary(min_size=20, max_size=20).map(bytes.hex)
+_recipe = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")) | st.sampled_from("\n\r\t"), min_size=1
+)
+_source = st.builds(GitSource, _token, _token, _commit) | st.builds(SdistSource, _token, _sha256)
+_subject = st.builds(
+    Subject, _text.filter(lambda n: "/" not in n and n not in (".", "..")), _sha256
+)
+
+
+@st.composite
+def statements(draw: st.DrawFn) -> Statement:
+    if draw(st.booleans()):
+        recipe = draw(_recipe)
+        release = ReleasePredicate(
+            draw(_token),
+            draw(_token),
+            draw(_source),
+            recipe,
+            hashlib.sha256(recipe.encode()).hexdigest(),
+        )
+        subjects = draw(st.lists(_subject, min_size=1, max_size=4, unique_by=lambda s: s.name))
+        return make_statement(subjects, release)
+    subject = draw(_subject)
+    verdict = draw(st.sampled_from(VERDICTS))
+    rebuilt = {"reproduced": subject.sha256, "mismatch": draw(_sha256)}.get(verdict)
+    assume(verdict != "mismatch" or rebuilt != subject.sha256)
+    started, finished = sorted(draw(st.lists(st.integers(0, MAX_TIME), min_size=2, max_size=2)))
+    rebuild = RebuildPredicate(
+        package=draw(_token),
+        version=draw(_token),
+        verdict=verdict,
+        source=draw(_source),
+        recipe_sha256=draw(_sha256),
+        environment=EnvironmentRef(draw(_token), draw(_sha256)),
+        tool_version=draw(_text),
+        started_at=started,
+        finished_at=finished,
+        rebuilt_sha256=rebuilt,
+        diff_report_sha256=draw(_sha256) if verdict == "mismatch" else None,
+        causes=tuple(draw(st.lists(_text, max_size=3))),
+    )
+    return make_statement([subject], rebuild)
+
+
+@FUZZ
+@given(statements())
+def test_every_well_formed_statement_survives_signing_and_parsing(statement: Statement) -> None:
+    assert Statement.parse(statement.to_json()) == statement
+    envelope = sign_statement(statement, [KEY])
+    assert verify_statement(envelope, [KEY.verifier_key()]).statement == statement
+
+
+@st.composite
+def respelled_envelopes(draw: st.DrawFn) -> bytes:
+    """ENVELOPE spelled another valid way; none of what changes is signed.
+
+    Field order, JSON white space, each base64 field in the standard or the
+    URL-safe alphabet, padded or not, and the keyid hint kept or dropped.
+    """
+    doc = json.loads(ENVELOPE)
+
+    def b64(text: str) -> str:
+        out = base64.b64encode(base64.b64decode(text)).decode()
+        if draw(st.booleans()):
+            out = out.replace("+", "-").replace("/", "_")
+        return out.rstrip("=") if draw(st.booleans()) else out
+
+    signature = {"sig": b64(doc["signatures"][0]["sig"])}
+    if draw(st.booleans()):
+        signature["keyid"] = doc["signatures"][0]["keyid"]
+    fields = {
+        "payload": b64(doc["payload"]),
+        "payloadType": doc["payloadType"],
+        "signatures": [signature],
+    }
+    order = draw(st.permutations(list(fields)))
+    return json.dumps(
+        {k: fields[k] for k in order},
+        indent=draw(st.sampled_from([None, 2])),
+        separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])),
+    ).encode()
+
+
+@FUZZ
+@given(respelled_envelopes())
+def test_the_envelope_spelled_another_valid_way_verifies_to_the_same_statement(
+    data: bytes,
+) -> None:
+    verified = verify_envelope(data, [KEY.verifier_key()])
+    assert verified.payload == STATEMENT.to_json()
+    assert Statement.parse(verified.payload) == STATEMENT
 
 
 @FUZZ

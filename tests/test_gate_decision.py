@@ -401,6 +401,74 @@ def test_a_bad_consistency_proof_is_a_fork_with_evidence() -> None:
     assert d.fork.accepted == state.checkpoint(w.log_key.name)
 
 
+def _skipped_release(w: World) -> tuple[TrustedState, bytes, list[bytes], bytes]:
+    """State at 1.0.0 (size 4); 1.1.0 logged (size 8); 2.0.0 (size 12) bundled from size 8."""
+    artifact, bundle = honest(w)
+    state = _accepted_state(w, artifact, bundle)
+    for version in ("1.1.0", "2.0.0"):
+        data = version.encode()
+        release = w.release(data, version=version)
+        atts = [w.attest(data, r) for r in w.rebuilder_keys]
+        w.add(release, *atts)
+    bundle = w.bundle(release, atts, consistency=[w.consistency(8, 12)])
+    return state, release, atts, bundle
+
+
+def test_an_updater_that_skipped_a_release_is_told_exactly_which_proof_it_needs() -> None:
+    w = World()
+    state, _, _, bundle = _skipped_release(w)
+    d = decide(b"2.0.0", bundle, w.policy(), state, now=NOW)
+    assert _codes(d) == [(6, "consistency-proof-missing")]
+    need = d.only_needs_consistency
+    assert need is not None and need == d.needs_consistency
+    assert (need.origin, need.old_size, need.new_size) == (w.log_key.name, 4, 12)
+    assert d.checkpoint is not None and need.new_root == d.checkpoint.root_hash
+    assert "--log URL" in d.failures[0].reason and "--since-size 4" in d.failures[0].reason
+    assert d.to_dict()["needs_consistency"]["old_size"] == 4
+
+
+def test_a_proof_handed_in_by_the_caller_lets_a_skipping_updater_catch_up() -> None:
+    w = World()
+    state, _, _, bundle = _skipped_release(w)
+    d = decide(b"2.0.0", bundle, w.policy(), state, now=NOW, consistency=[w.consistency(4, 12)])
+    assert d.accepted, _codes(d)
+    assert d.consistency_from_caller and d.needs_consistency is None
+    assert "from the log's tiles" in " ".join(d.step(6).notes)
+    # a proof from another size is no proof from the stored one
+    other = decide(b"2.0.0", bundle, w.policy(), state, now=NOW, consistency=[w.consistency(5, 12)])
+    assert _codes(other) == [(6, "consistency-proof-missing")]
+
+
+def test_a_forged_proof_from_the_caller_cannot_make_the_gate_accept() -> None:
+    w = World()
+    state, _, _, bundle = _skipped_release(w)
+    wrong = w.consistency(5, 12)
+    forged = type(wrong)(4, wrong.hashes)
+    d = decide(b"2.0.0", bundle, w.policy(), state, now=NOW, consistency=[forged])
+    assert _codes(d) == [(6, "fork")]
+    assert d.fork is not None and not d.consistency_from_caller
+    assert "the caller's proof" in d.failures[0].reason
+
+
+def test_a_garbage_proof_in_the_bundle_does_not_outvote_a_valid_one_from_the_tiles() -> None:
+    w = World()
+    state, release, atts, _ = _skipped_release(w)
+    wrong = w.consistency(5, 12)
+    bundle = w.bundle(release, atts, consistency=[type(wrong)(4, wrong.hashes)])
+    d = decide(b"2.0.0", bundle, w.policy(), state, now=NOW, consistency=[w.consistency(4, 12)])
+    assert d.accepted, _codes(d)
+    assert d.fork is None and d.consistency_from_caller
+
+
+def test_a_missing_proof_with_other_failures_is_not_worth_fetching() -> None:
+    w = World()
+    state, release, atts, _ = _skipped_release(w)
+    stale = w.checkpoint(cosign_time=NOW - 10 * 86400)
+    d = decide(b"2.0.0", w.bundle(release, atts, stale), w.policy(), state, now=NOW)
+    assert (6, "consistency-proof-missing") in _codes(d)
+    assert d.needs_consistency is not None and d.only_needs_consistency is None
+
+
 def test_version_rules() -> None:
     w = World()
     artifact, bundle = honest(w)

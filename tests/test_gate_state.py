@@ -129,3 +129,22 @@ def test_nothing_can_be_committed_after_the_run(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="over"):
         run.commit_installed()
     assert TrustedState() == EMPTY_STATE
+
+
+def test_the_same_fork_refused_twice_in_one_second_keeps_both_pieces_of_evidence(
+    tmp_path: Path,
+) -> None:
+    """An updater trying the same forked bundle on two mirrors (or a daemon handling
+    two requests) within one second must refuse it twice, not fail on the second
+    evidence file's name."""
+    honest_world, forked_world = World(), World()  # same keys, other histories
+    artifact, bundle = honest(honest_world)
+    with open_gate(artifact, bundle, honest_world.policy(), tmp_path, now=NOW) as run:
+        run.commit_checkpoint()
+    other, forked = honest(forked_world, b"<?php echo 'forked';\n")
+    for _ in range(2):
+        with open_gate(other, forked, forked_world.policy(), tmp_path, now=NOW) as run:
+            assert [(f.step, f.code) for f in run.decision.failures] == [(6, "fork")]
+    evidence = sorted(tmp_path.glob("fork-evidence-*"))
+    assert len(evidence) == 2
+    assert evidence[0].read_bytes() == evidence[1].read_bytes()

@@ -16,6 +16,7 @@ from verify.intoto import (
     STATEMENT_TYPE,
     EnvironmentRef,
     GitSource,
+    Normalization,
     RebuildPredicate,
     ReleasePredicate,
     SdistSource,
@@ -37,6 +38,19 @@ GIT = GitSource("https://git.example.org/hello.git", "v1.0.0", COMMIT)
 ENV = EnvironmentRef("debian-bookworm-php", "c" * 64)
 MAINTAINER = SigningKey("maintainer.example", b"\x11" * 32)
 REBUILDER = SigningKey("rebuilder.example", b"\x22" * 32)
+
+
+NORM = Normalization(("zip-entry-times",), "e" * 64, "e" * 64)
+
+
+def equivalent() -> RebuildPredicate:
+    return rebuild(
+        verdict="equivalent",
+        rebuilt_sha256=OTHER,
+        diff_report_sha256="d" * 64,
+        normalization=NORM,
+        causes=("timestamps",),
+    )
 
 
 def release() -> Statement:
@@ -123,12 +137,37 @@ def test_statement_signed_by_someone_else_is_not_parsed_as_trusted() -> None:
     [
         ({"rebuilt_sha256": OTHER}, "differs from the subject for reproduced"),
         ({"verdict": "mismatch", "diff_report_sha256": "d" * 64}, "equals the subject"),
-        ({"verdict": "mismatch", "rebuilt_sha256": OTHER}, "required exactly for verdict mismatch"),
-        ({"diff_report_sha256": "d" * 64}, "required exactly for verdict mismatch"),
+        (
+            {"verdict": "mismatch", "rebuilt_sha256": OTHER},
+            "required exactly for verdicts equivalent and mismatch",
+        ),
+        ({"diff_report_sha256": "d" * 64}, "required exactly for verdicts equivalent and mismatch"),
         ({"verdict": "failed"}, "must be absent for verdict failed"),
         ({"verdict": "error", "rebuilt_sha256": None, "finished_at": 1}, "before startedOn"),
         ({"rebuilt_sha256": None}, "required for verdict reproduced"),
-        ({"verdict": "maybe"}, "must be one of reproduced, mismatch, failed, error"),
+        ({"verdict": "maybe"}, "must be one of reproduced, equivalent, mismatch, failed, error"),
+        # equivalent: never bit-identical, always with its normalization and report.
+        (
+            {"verdict": "equivalent", "diff_report_sha256": "d" * 64, "normalization": NORM},
+            "equals the subject for equivalent",
+        ),
+        (
+            {"verdict": "equivalent", "rebuilt_sha256": OTHER, "diff_report_sha256": "d" * 64},
+            "normalization: is required exactly for verdict equivalent",
+        ),
+        (
+            {"verdict": "equivalent", "rebuilt_sha256": OTHER, "normalization": NORM},
+            "required exactly for verdicts equivalent and mismatch",
+        ),
+        (
+            {
+                "verdict": "mismatch",
+                "rebuilt_sha256": OTHER,
+                "diff_report_sha256": "d" * 64,
+                "normalization": NORM,
+            },
+            "normalization: is required exactly for verdict equivalent",
+        ),
         ({"causes": ("x" * 201,)}, "longer than 200"),
         ({"causes": tuple(str(i) for i in range(33))}, "at most 32"),
         ({"causes": ["a list"]}, "must be a tuple"),
@@ -142,6 +181,46 @@ def test_self_contradicting_rebuild_attestation_cannot_be_built(
 ) -> None:
     with pytest.raises(EnvelopeFormatError, match=message):
         make_statement([Subject("hello-1.0.0.phar", ART)], rebuild(**changes))
+
+
+def test_equivalent_attestation_round_trips_with_its_normalization() -> None:
+    st = make_statement([Subject("hello-1.0.0.whl", ART)], equivalent())
+    doc = json.loads(st.to_json())["predicate"]
+    assert doc["verdict"] == "equivalent"
+    assert doc["normalization"] == {
+        "rules": ["zip-entry-times"],
+        "subjectDigest": {"sha256": "e" * 64},
+        "rebuiltDigest": {"sha256": "e" * 64},
+    }
+    assert Statement.parse(st.to_json()) == st
+
+
+@pytest.mark.parametrize(
+    ("rules", "subject", "rebuilt", "message"),
+    [
+        ((), "e" * 64, "e" * 64, "at least one rule"),
+        (("zip-entry-times", "content"), "e" * 64, "e" * 64, "'content' is not one of"),
+        (("zip-entry-order", "zip-entry-times"), "e" * 64, "e" * 64, "canonical order"),
+        (("zip-entry-times", "zip-entry-times"), "e" * 64, "e" * 64, "canonical order"),
+        (("zip-entry-times",), "e" * 64, "f" * 64, "the two normalized digests differ"),
+        (("zip-entry-times",), "E" * 64, "E" * 64, "lowercase hex"),
+    ],
+)
+def test_an_equivalence_without_equal_normalized_forms_or_known_rules_is_refused(
+    rules: tuple[str, ...], subject: str, rebuilt: str, message: str
+) -> None:
+    with pytest.raises(EnvelopeFormatError, match=message):
+        Normalization(rules, subject, rebuilt)  # type: ignore[arg-type]
+
+
+def test_parsed_equivalent_with_a_tampered_normalization_is_refused() -> None:
+    doc = json.loads(make_statement([Subject("w.whl", ART)], equivalent()).to_json())
+    doc["predicate"]["normalization"]["rebuiltDigest"]["sha256"] = "f" * 64
+    with pytest.raises(EnvelopeFormatError, match="normalized digests differ"):
+        Statement.parse(json.dumps(doc).encode())
+    doc["predicate"]["normalization"] = {"rules": ["zip-entry-times"]}
+    with pytest.raises(EnvelopeFormatError, match="missing field"):
+        Statement.parse(json.dumps(doc).encode())
 
 
 def test_rebuild_attestation_is_about_exactly_one_artifact() -> None:

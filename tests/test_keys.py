@@ -276,6 +276,7 @@ def test_broken_secret_key_file_is_a_one_line_error_naming_it(
     monkeypatch.setenv("TEST_PASS", "pw")
     key = tmp_path / "broken.key"
     key.write_bytes(data)
+    key.chmod(0o600)  # only its contents are broken (a readable key is refused first)
     code, _, err = run(capsys, "key", "show", key, "--passphrase-env", "TEST_PASS")
     assert code == 2
     assert_one_line_error(err, key, message)

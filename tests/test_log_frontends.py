@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.client
 import json
 import os
 import signal
@@ -28,20 +27,18 @@ from hypothesis import strategies as st
 
 from rebuild.log import ipc
 from rebuild.log.store import Pending
-from tests.logutil import PYTHON, Server, cli_env, envelope, make_key, run_cli, start_log
+from tests.logutil import (
+    PYTHON,
+    Server,
+    cli_env,
+    envelope,
+    http_request,
+    make_key,
+    run_cli,
+    start_log,
+)
 from verify import merkle
 from verify.tiles import ENTRIES, tile_for
-
-
-def _request(url: str, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-    try:
-        conn.request(method, path, body=body)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def _front_ends(pid: int) -> list[int]:
@@ -80,7 +77,7 @@ def _add_many(url: str, tag: str, n: int) -> dict[int, bytes]:
     def one(i: int) -> tuple[int, bytes] | None:
         body = envelope(f"{tag}-{i}")
         try:
-            status, data = _request(url, "POST", "/add", body)
+            status, data = http_request(url, "POST", "/add", body)
         except OSError:
             return None
         return (json.loads(data)["index"], body) if status == 200 else None
@@ -110,32 +107,34 @@ def test_tile_of_a_just_acknowledged_entry_is_served_through_any_front_end(
     server = start_log(tmp_path / "log", key, tmp_path / "server.log", "--workers", "2")
     try:
         for i in range(60):
-            status, data = _request(server.url, "POST", "/add", envelope(f"ryw-{i}"))
+            status, data = http_request(server.url, "POST", "/add", envelope(f"ryw-{i}"))
             assert status == 200
             index = json.loads(data)["index"]
             tile = tile_for(index + 1, ENTRIES, index // 256)
-            status, bundle = _request(server.url, "GET", "/" + tile.path())
+            status, bundle = http_request(server.url, "GET", "/" + tile.path())
             assert status == 200, (index, tile.path(), bundle)
     finally:
         server.stop()
 
 
-def test_front_end_that_dies_stops_the_server_and_loses_nothing(tmp_path: Path) -> None:
+def test_front_end_that_dies_is_replaced_and_loses_nothing(tmp_path: Path) -> None:
     key = make_key(tmp_path, "fe.log.test")
     server = start_log(tmp_path / "log", key, tmp_path / "server.log", "--workers", "2")
-    acked = _add_many(server.url, "before", 50)
-    victim, other = _front_ends(server.proc.pid)
-    os.kill(victim, signal.SIGKILL)
-    assert server.proc.wait(timeout=60) == 2
-    server.stop()
-    assert "front-end process" in server.log.read_text()
-    assert _wait_gone([other])
-    # everything acknowledged is still there, at its index
-    again = start_log(tmp_path / "log", key, tmp_path / "again.log", "--workers", "1")
     try:
-        _assert_all_there(again.url, acked)
+        acked = _add_many(server.url, "before", 50)
+        victim, other = _front_ends(server.proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(kids := _front_ends(server.proc.pid)) != 2 or victim in kids:
+            assert time.monotonic() < deadline, "the dead front-end was not replaced"
+            time.sleep(0.05)
+        assert other in kids and server.proc.poll() is None
+        acked.update(_add_many(server.url, "after", 50))
+        _assert_all_there(server.url, acked)  # everything acknowledged, at its index
     finally:
-        again.stop()
+        server.stop()
+    assert server.proc.returncode == 0
+    assert "restarting it" in server.log.read_text()
 
 
 def _assert_all_there(url: str, acked: dict[int, bytes]) -> None:
@@ -143,7 +142,7 @@ def _assert_all_there(url: str, acked: dict[int, bytes]) -> None:
     assert acked
     for index, body in acked.items():
         leaf = merkle.leaf_hash(body).hex()
-        status, data = _request(url, "GET", f"/lookup/leaf/{leaf}")
+        status, data = http_request(url, "GET", f"/lookup/leaf/{leaf}")
         assert status == 200 and json.loads(data)["index"] == index
 
 

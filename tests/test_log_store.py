@@ -77,7 +77,7 @@ def test_lookup_index_lost_in_a_crash_is_rebuilt_from_the_tiles(
         assert store.lookup_leaf(merkle.leaf_hash(b"y")) == 300
         # "y" is not a DSSE envelope, so its subject is not re-derived; the
         # subject index only ever holds what check_entry extracts
-        assert store.lookup_subject(subject) == []
+        assert store.lookup_subject(subject)[0] == []
 
 
 def test_second_server_on_same_directory_is_refused(tmp_path: Path, key: SigningKey) -> None:
@@ -116,7 +116,7 @@ def test_interrupted_batch_leftovers_are_removed_on_restart(
             assert not (tmp_path / rel).exists(), rel
         got = store.integrate([_pending(b"x")])
         assert got[0].index == 10
-        assert TileHashes(11, store._read_tile_file).root() == store.latest.root
+        assert TileHashes(11, store.tiles.tile).root() == store.latest.root
 
 
 def test_tampered_tile_refuses_to_start(tmp_path: Path, key: SigningKey) -> None:
@@ -159,14 +159,14 @@ def test_lookups_span_index_epochs_and_return_the_first_copy(tmp_path: Path) -> 
         assert index.lookup_leaf(leaf) == 5  # answered from memory
         index.flush()
         assert index.lookup_leaf(leaf) == 5  # and from SQLite, across epochs
-        assert index.lookup_subject(subject) == where
+        assert index.lookup_subject([subject])[0] == where
         assert index.lookup_leaf(b"M" * 32) is None
     finally:
         index.close()
     reopened = LookupIndex(tmp_path / "index.sqlite")
     try:
         assert reopened.lookup_leaf(leaf) == 5
-        assert reopened.lookup_subject(subject) == where
+        assert reopened.lookup_subject([subject])[0] == where
     finally:
         reopened.close()
 

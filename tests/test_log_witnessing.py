@@ -88,7 +88,11 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         )
         r = run_cli("log", "add", "--log", log.url, str(entry))
         assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
-        time.sleep(2)
+        # The log says (once) when it decided: W1 cosigned, the quorum was not
+        # met, and it did not publish; /status shows it asked again and the
+        # retry held back as well.
+        log.wait_for(r"checkpoint 1 waits for the witness quorum \(cosigned by W1\)")
+        _wait_for_failures(log.url, "W2", 2)
         assert not (tmp_path / "log/checkpoint").exists()
         r = run_cli("log", "prove", "--log", log.url, str(entry))
         assert r.returncode == 2
@@ -127,3 +131,17 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
     finally:
         for s in servers:
             s.stop()
+
+
+def _wait_for_failures(url: str, witness: str, count: int, timeout: float = 60.0) -> None:
+    """Wait until ``rebuild log status`` reports ``count`` failed requests in a row to
+    ``witness``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = run_cli("log", "status", "--log", url, "--json")
+        doc = json.loads(r.stdout)
+        [w] = [w for w in doc["witnesses"] if w["name"] == witness]
+        if w["failures_in_a_row"] >= count:
+            return
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.2)

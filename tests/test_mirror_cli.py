@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.gatesim import World
 from tests.logutil import Server, run_cli
 from tests.updaterutil import TLS, Releases, installed, report, update_cli
 
@@ -97,3 +98,16 @@ def test_publish_then_serve_over_https_then_update(tmp_path: Path) -> None:
         assert (install / "current" / "hello-1.0.0.phar").is_file()
     finally:
         server.stop()
+
+
+def test_a_package_named_log_cannot_shadow_the_mirrors_copy_of_the_log(tmp_path: Path) -> None:
+    """``log/`` holds the log's tiles; a release of a package ``log`` would mix with them."""
+    rel = Releases(tmp_path / "releases", World(package="log"))
+    v1 = rel.make("1.0.0")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    args = ["mirror", "publish", "--dir", str(mirror), "--artifact", str(v1.artifact)]
+    r = run_cli(*args, "--bundle", str(v1.bundle))
+    assert r.returncode == 2
+    assert "package name 'log' cannot be a mirror path" in r.stderr
+    assert list(mirror.iterdir()) == []

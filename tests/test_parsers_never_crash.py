@@ -12,8 +12,15 @@ from hypothesis import strategies as st
 from rebuild.witness import BadRequest, parse_add_checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.errors import FormatError, VerifyError
-from verify.merkle import inclusion_proof_in_memory, leaf_hash, root
-from verify.tiles import TileHashes, parse_tile_path, tiles_from_leaf_hashes
+from verify.merkle import MAX_TREE_SIZE, inclusion_proof_in_memory, leaf_hash, root
+from verify.tiles import (
+    ENTRIES,
+    MAX_LEVEL,
+    TILE_WIDTH,
+    TileHashes,
+    parse_tile_path,
+    tiles_from_leaf_hashes,
+)
 from verify.tlog_policy import parse_policy
 from verify.tlogproof import parse as parse_tlog_proof
 
@@ -89,6 +96,29 @@ def test_tile_path(path: str) -> None:
         tile = parse_tile_path(path)
     except FormatError:
         return
+    assert tile.path() == path
+
+
+def _tile_index(n: int) -> str:
+    """tlog-tiles: N as zero-padded 3-digit elements, all but the last prefixed x."""
+    digits = str(n).zfill(-(-len(str(n)) // 3) * 3)
+    groups = [digits[i : i + 3] for i in range(0, len(digits), 3)]
+    return "/".join([*("x" + g for g in groups[:-1]), groups[-1]])
+
+
+@SETTINGS
+@given(
+    st.sampled_from([ENTRIES, *range(MAX_LEVEL + 1)]),
+    st.integers(0, MAX_TREE_SIZE >> 8) | st.integers(0, 2000),
+    st.integers(1, TILE_WIDTH),
+)
+@example(0, 1234067, TILE_WIDTH)  # the spec's example: tile/0/x001/x234/067
+def test_well_formed_tile_path_parses_to_its_tile(level: int, n: int, width: int) -> None:
+    path = f"tile/{'entries' if level == ENTRIES else level}/{_tile_index(n)}"
+    if width < TILE_WIDTH:
+        path += f".p/{width}"
+    tile = parse_tile_path(path)
+    assert (tile.level, tile.n, tile.width) == (level, n, width)
     assert tile.path() == path
 
 

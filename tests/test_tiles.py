@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import random
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +19,7 @@ from verify.tiles import (
     ENTRIES,
     Tile,
     TileHashes,
+    audit_tiles,
     encode_entry_bundle,
     entries_path,
     entry_bundles,
@@ -175,3 +178,58 @@ def test_entry_bundle_round_trip_and_truncation() -> None:
             parse_entry_bundle(bad, width)
     with pytest.raises(TileFormatError):
         encode_entry_bundle([b"x" * 65536])
+
+
+def _audit_fixture(size: int) -> tuple[dict[str, bytes], bytes]:
+    entries = [b"entry %d" % i for i in range(size)]
+    files = {t.path(): data for t, data in tiles_from_leaf_hashes(
+        [leaf_hash(e) for e in entries]).items()}  # fmt: skip
+    for n in range(0, size, 256):
+        chunk = entries[n : n + 256]
+        files[entries_path(n // 256, len(chunk))] = encode_entry_bundle(chunk)
+    return files, root([leaf_hash(e) for e in entries])
+
+
+def _readers(files: dict[str, bytes]) -> tuple[Callable[[Tile], bytes], Callable[[Tile], bytes]]:
+    def read(tile: Tile) -> bytes:
+        try:
+            return files[tile.path()]
+        except KeyError:
+            raise TileFormatError(f"{tile.path()} missing") from None
+
+    return read, read
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 300, 65536 + 300])
+def test_audit_of_intact_tiles_finds_nothing(size: int) -> None:
+    files, expected = _audit_fixture(size)
+    read_tile, read_bundle = _readers(files)
+    assert audit_tiles(size, expected, read_tile, read_bundle) == []
+    assert audit_tiles(size, expected, read_tile, read_bundle, start=size // 2) == []
+
+
+def test_audit_finds_a_flipped_byte_in_every_kind_of_tile() -> None:
+    """Any byte of any tile or bundle of the tree changed: the audit names a problem."""
+    size = 65536 + 300
+    files, expected = _audit_fixture(size)
+    rng = random.Random(7)
+    low = sorted(p for p in files if p.startswith(("tile/0/", "tile/entries/")))
+    for path in sorted(set(files) - set(low)) + low[:2] + low[-2:] + rng.sample(low, 4):
+        damaged = dict(files)
+        data = bytearray(files[path])
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        damaged[path] = bytes(data)
+        read_tile, read_bundle = _readers(damaged)
+        problems = audit_tiles(size, expected, read_tile, read_bundle)
+        assert problems, f"flipped byte in {path} not found"
+
+
+def test_audit_reports_missing_tiles_and_a_wrong_root() -> None:
+    files, expected = _audit_fixture(300)
+    del files["tile/0/000"]
+    read_tile, read_bundle = _readers(files)
+    assert [p.path for p in audit_tiles(300, expected, read_tile, read_bundle)] == ["tile/0/000"]
+    files, expected = _audit_fixture(300)
+    read_tile, read_bundle = _readers(files)
+    problems = audit_tiles(300, bytes(32), read_tile, read_bundle)
+    assert len(problems) == 1 and "signed root" in problems[0].message

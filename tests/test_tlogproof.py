@@ -80,9 +80,10 @@ def test_proof_moved_to_another_index_fails() -> None:
         verify_tlog_proof(moved, ENTRIES[3], POLICY)
 
 
-def test_index_beyond_checkpoint_size_fails() -> None:
+def test_index_beyond_checkpoint_size_is_a_malformed_proof() -> None:
+    """As verify_inclusion and docs/log.md say: a format error (CLI exit 2), not exit 1."""
     p = TlogProof(40, (), _checkpoint())
-    with pytest.raises(ProofError):
+    with pytest.raises(ProofFormatError, match="not in a tree"):
         verify_tlog_proof(p, ENTRIES[3], POLICY)
 
 

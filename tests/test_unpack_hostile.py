@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -57,22 +58,37 @@ def test_well_formed_sdist_unpacks_with_mtimes_and_modes(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("label", "members"),
+    ("label", "members", "refusal"),
     [
-        ("absolute path", [_file("/etc/evil", b"x")]),
-        ("dot-dot traversal", [_file("pkg/../../evil", b"x")]),
-        ("symlink to absolute path", [_link("pkg/l", "/etc/passwd")]),
-        ("symlink climbing out", [_link("pkg/l", "../../etc/passwd")]),
-        ("hard link", [_file("pkg/a", b"x"), _link("pkg/b", "pkg/a", tarfile.LNKTYPE)]),
-        ("character device", [_link("pkg/dev", "", tarfile.CHRTYPE)]),
-        ("fifo", [_link("pkg/fifo", "", tarfile.FIFOTYPE)]),
+        ("absolute path", [_file("/etc/evil", b"x")], "'/etc/evil' has an absolute path"),
+        ("dot-dot traversal", [_file("pkg/../../evil", b"x")], "escapes the destination"),
+        (
+            "symlink to absolute path",
+            [_link("pkg/l", "/etc/passwd")],
+            "link 'pkg/l' points to an absolute path",
+        ),
+        (
+            "symlink climbing out",
+            [_link("pkg/l", "../../etc/passwd")],
+            "link 'pkg/l' points outside the archive",
+        ),
+        (
+            "hard link",
+            [_file("pkg/a", b"x"), _link("pkg/b", "pkg/a", tarfile.LNKTYPE)],
+            "'pkg/b' is a hard link",
+        ),
+        ("character device", [_link("pkg/dev", "", tarfile.CHRTYPE)], "'pkg/dev' is a device"),
+        ("fifo", [_link("pkg/fifo", "", tarfile.FIFOTYPE)], "'pkg/fifo' is a device, FIFO"),
     ],
 )
 def test_sdist_escape_routes_are_refused(
-    tmp_path: Path, label: str, members: list[tuple[tarfile.TarInfo, bytes | None]]
+    tmp_path: Path,
+    label: str,
+    members: list[tuple[tarfile.TarInfo, bytes | None]],
+    refusal: str,
 ) -> None:
     arc = _tar(tmp_path / "evil.tar.gz", members)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=re.escape(refusal)):
         unpack_tar(arc, tmp_path / "out")
     assert not (tmp_path / "evil").exists()
     assert not list((tmp_path / "out").rglob("*")) if (tmp_path / "out").exists() else True
@@ -96,7 +112,7 @@ def test_write_through_symlinked_directory_is_refused(tmp_path: Path) -> None:
         tmp_path / "via.tar.gz",
         [_link("d", "."), _link("d/up", ".."), _file("d/up/owned", b"pwned")],
     )
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="would be written outside the destination via a link"):
         unpack_tar(arc, tmp_path / "out")
     assert not (tmp_path / "owned").exists()
 

@@ -15,81 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 from rebuild.keystore import load_signing_key
-from rebuild.recipe import load_recipe
-from tests.logutil import ROOT, Server, make_key, run_cli, start_log
+from tests.logutil import Server, make_key, start_log
 from tests.updaterutil import TLS, installed, report, update_cli
+from tests.updaterutil import cli_json as _json
+from tests.updaterutil import logged_release as _release
 from verify.bundle import parse_bundle
 from verify.cosignature import witness_key
-from verify.intoto import RebuildPredicate, Subject, make_statement, sign_statement
-
-RECIPE = ROOT / "fixtures" / "recipes" / "hello-phar.recipe.toml"
-
-
-def _json(*args: str) -> dict[str, object]:
-    r = run_cli(*args, "--json", timeout=120)
-    assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
-    doc = json.loads(r.stdout)
-    assert isinstance(doc, dict)
-    return doc
-
-
-def _attest(key: Path, artifact: Path, recipe: Path, out: Path) -> Path:
-    """What ``rebuild verify`` signs when it reproduces ``artifact`` (see the module docstring)."""
-    r = load_recipe(recipe)
-    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
-    now = int(time.time())
-    pred = RebuildPredicate(
-        package=r.package,
-        version=r.version,
-        verdict="reproduced",
-        source=r.source,
-        recipe_sha256=r.sha256,
-        environment=r.environment,
-        tool_version="rebuild/0.1.0",
-        started_at=now - 30,
-        finished_at=now,
-        rebuilt_sha256=digest,
-    )
-    out.write_bytes(
-        sign_statement(
-            make_statement([Subject(artifact.name, digest)], pred), [load_signing_key(key)]
-        )
-    )
-    return out
-
-
-def _release(
-    tmp: Path, version: str, keys: dict[str, Path], log: str, since: int | None
-) -> tuple[Path, Path]:
-    """Sign, log, attest (r1, r2) and bundle ``version``; returns (artifact, bundle)."""
-    d = tmp / f"v{version}"
-    d.mkdir()
-    recipe = d / "recipe.toml"
-    recipe.write_text(
-        RECIPE.read_text()
-        .replace('version = "1.0.0"', f'version = "{version}"')
-        .replace('tag = "v1.0.0"', f'tag = "v{version}"')
-    )
-    artifact = d / "hello.phar"  # the name the recipe's build gives its output
-    artifact.write_bytes(f"<?php echo 'hello {version}\\n';\n".encode())
-    release = d / "release.json"
-    sign = ["release", "sign", str(artifact), "--recipe", str(recipe)]
-    _json(*sign, "--key", str(keys["maintainer"]), "--out", str(release))
-    envelopes = [release]
-    for r in ("r1", "r2"):
-        envelopes.append(_attest(keys[r], artifact, recipe, d / f"{r}.json"))
-    for e in envelopes:
-        _json("log", "add", "--log", log, str(e))
-    bundle = d / "bundle.json"
-    args = ["bundle", "--log", log, "--artifact", str(artifact), "--out", str(bundle)]
-    if since is not None:
-        args += ["--since-size", str(since)]
-    _json(*args)
-    return artifact, bundle
 
 
 def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(

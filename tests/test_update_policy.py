@@ -40,7 +40,7 @@ def test_the_documented_example_parses_with_its_defaults() -> None:
     assert pkg.max_artifact_bytes == DEFAULT_MAX_ARTIFACT_BYTES == 256 << 20
     assert pkg.max_bundle_bytes == DEFAULT_MAX_BUNDLE_BYTES == 4 << 20
     assert pkg.health_check is None
-    assert p.mirrors == ()
+    assert p.mirrors == () and p.logs == ()
     assert p.max_checkpoint_age == 86400
     assert p.package("other") is None
     assert p.tlog.quorum == "witnesses"
@@ -54,12 +54,14 @@ def test_delivery_settings_parse() -> None:
         )
     )
     text = 'mirrors = ["https://mirror.example/a", "http://127.0.0.1:8080/"]\n' + text
+    text = 'logs = ["https://log.example/tiles/", "https://mirror.example/a/log"]\n' + text
     p = _parse(text)
     pkg = p.package("hello-phar")  # type: ignore[attr-defined]
     assert pkg.max_artifact_bytes == 1 << 20
     assert pkg.max_bundle_bytes == 65536
     assert pkg.health_check == ("php", "{release_dir}/bin/check.php", "--artifact={artifact}")
     assert p.mirrors == ("https://mirror.example/a", "http://127.0.0.1:8080/")  # type: ignore[attr-defined]
+    assert p.logs == ("https://log.example/tiles/", "https://mirror.example/a/log")  # type: ignore[attr-defined]
 
 
 R = W.rebuilder_keys
@@ -127,6 +129,10 @@ SAME_KEY_OTHER_NAME = SigningKey("renamed.example", R[0].seed)
         ('mirrors = ["ftp://x"]\n' + _pkg(), "must be an https:// URL"),
         ('mirrors = ["https://u:p@x.example/"]\n' + _pkg(), "credentials"),
         ('mirrors = ["https://x.example/", "https://x.example/"]\n' + _pkg(), "listed twice"),
+        ('logs = ["file:///var/log/tiles"]\n' + _pkg(), "logs[0]"),
+        ('logs = ["https://log.example/?x=1"]\n' + _pkg(), "query"),
+        ('logs = ["https://l.example/", "https://l.example/"]\n' + _pkg(), "listed twice"),
+        ('logs = "https://l.example/"\n' + _pkg(), "logs must be a list"),
         ("surprise = 1\n" + _pkg(), "unknown field 'surprise'"),
         (_pkg() + "[[package]]\n" + _pkg().split("[[package]]\n")[1], "listed twice"),
     ],

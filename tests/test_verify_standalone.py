@@ -4,7 +4,9 @@ A static check parses every module's imports; a dynamic check installs PyNaCl
 (from pip's configured index) into a fresh virtual environment without system
 site packages, copies verify/ alone next to it, and runs a full sign/verify
 round trip there. An updater can therefore vendor verify/ without rebuild's
-other dependencies (docker, rich, aiohttp).
+other dependencies (docker, rich, aiohttp). Modules the interpreter loads
+before verify is imported (Debian's sitecustomize, a coverage hook) are not
+verify's imports; the check counts only what importing verify adds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.indexutil import require_package_index
 
 VERIFY = Path(__file__).resolve().parent.parent / "verify"
 ALLOWED_THIRD_PARTY = {"nacl", "verify"}
@@ -53,7 +57,13 @@ def test_static_check_catches_a_forbidden_import(tmp_path: Path) -> None:
 
 
 ROUND_TRIP = r"""
-import importlib, pkgutil, sys
+import sys
+
+# What the interpreter loaded before verify is imported (site, Debian's
+# sitecustomize, a coverage hook) is not an import of verify's.
+at_start = set(sys.modules)
+
+import importlib, pkgutil
 
 import verify
 for mod in pkgutil.walk_packages(verify.__path__, "verify."):
@@ -90,7 +100,7 @@ assert verify_envelope(envelope, [vkey]).result.signed == (vkey,)
 # PyNaCl itself: nacl, its compiled _sodium and the cffi runtime it needs.
 allowed = set(sys.stdlib_module_names) | {"__main__", "verify"}
 allowed |= {"nacl", "_sodium", "cffi", "_cffi_backend"}
-loaded = {name.split(".")[0] for name in sys.modules}
+loaded = {name.split(".")[0] for name in set(sys.modules) - at_start}
 extra = sorted(loaded - allowed)
 if extra:
     raise SystemExit(f"unexpected modules loaded: {extra}")
@@ -111,13 +121,31 @@ def test_verify_runs_in_a_fresh_venv_with_only_pynacl(tmp_path: Path) -> None:
          f"pynacl=={version}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
+    if install.returncode != 0:
+        require_package_index("pynacl")  # offline: says so, rather than pip's last words
     assert install.returncode == 0, install.stderr
+    # Like Debian's python3 (its sitecustomize) or a coverage hook, this
+    # interpreter loads a module outside the standard library at start-up, on
+    # every CPython: that is not an import of verify's and must not count.
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    (site_packages / "startup_hook.py").write_text("STARTED = True\n")
+    (site_packages / "startup_hook.pth").write_text("import startup_hook\n")
     src = tmp_path / "src"
     shutil.copytree(VERIFY, src / "verify", ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(src)}
-    result = subprocess.run(
-        [str(python), "-c", ROUND_TRIP],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+
+    def round_trip() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(python), "-c", ROUND_TRIP],
+            cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    result = round_trip()
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "standalone ok"
+    # The same check sees a module verify itself pulls in from outside.
+    (src / "leaky_dependency.py").write_text("")
+    (src / "verify" / "_leak.py").write_text("import leaky_dependency\n")
+    leaked = round_trip()
+    assert leaked.returncode == 1
+    assert "unexpected modules loaded: ['leaky_dependency']" in leaked.stderr

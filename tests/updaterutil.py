@@ -31,13 +31,23 @@ from typing import Any
 import trustme
 from aiohttp import web
 
+from rebuild.keystore import load_signing_key
+from rebuild.recipe import load_recipe
 from rebuild.updater.mirror import publish
 from rebuild.updater.serve import make_app, resolve
 from tests.gatesim import COMMIT, RECIPE, RECIPE_SHA256, World
 from tests.logutil import ROOT, cli_env, run_cli
-from verify.intoto import GitSource, ReleasePredicate, Subject, make_statement, sign_statement
+from verify.intoto import (
+    GitSource,
+    RebuildPredicate,
+    ReleasePredicate,
+    Subject,
+    make_statement,
+    sign_statement,
+)
 
 PACKAGE = "hello-phar"
+PHAR_RECIPE = ROOT / "fixtures" / "recipes" / "hello-phar.recipe.toml"
 
 
 @dataclass
@@ -104,6 +114,87 @@ class Releases:
         r = Release(w.package, version, name, d / name, d / "bundle.json", data)
         self.made.append(r)
         return r
+
+
+def cli_json(*args: str, timeout: float = 120) -> dict[str, Any]:
+    """``rebuild ARGS --json`` as a real process; fails the test unless it exits 0."""
+    r = run_cli(*args, "--json", timeout=timeout)
+    assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
+    doc = json.loads(r.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def attest(key: Path, artifact: Path, recipe: Path, out: Path) -> Path:
+    """What ``rebuild verify`` signs when it reproduces ``artifact``.
+
+    Signed with the rebuilder's real key for the bytes the maintainer signed;
+    a real rebuild in the pinned environment needs the Docker engine and is
+    proven by the gate's attack suite (tests/test_gate_attacks.py).
+    """
+    r = load_recipe(recipe)
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    now = int(time.time())
+    pred = RebuildPredicate(
+        package=r.package,
+        version=r.version,
+        verdict="reproduced",
+        source=r.source,
+        recipe_sha256=r.sha256,
+        environment=r.environment,
+        tool_version="rebuild/0.1.0",
+        started_at=now - 30,
+        finished_at=now,
+        rebuilt_sha256=digest,
+    )
+    out.write_bytes(
+        sign_statement(
+            make_statement([Subject(artifact.name, digest)], pred), [load_signing_key(key)]
+        )
+    )
+    return out
+
+
+def logged_release(
+    tmp: Path,
+    version: str,
+    keys: dict[str, Path],
+    log: str,
+    since: int | None,
+    *,
+    ca_bundle: Path | None = None,
+    rebuilders: tuple[str, ...] = ("r1", "r2"),
+) -> tuple[Path, Path]:
+    """Sign (``release sign``), attest, ``log add`` and ``rebuild bundle`` ``version``.
+
+    Returns (artifact, bundle); the bundle carries the consistency proof
+    from tree size ``since`` when it is given.
+    """
+    d = tmp / f"v{version}"
+    d.mkdir(parents=True)
+    recipe = d / "recipe.toml"
+    recipe.write_text(
+        PHAR_RECIPE.read_text()
+        .replace('version = "1.0.0"', f'version = "{version}"')
+        .replace('tag = "v1.0.0"', f'tag = "v{version}"')
+    )
+    artifact = d / "hello.phar"  # the name the recipe's build gives its output
+    artifact.write_bytes(f"<?php echo 'hello {version}\\n';\n".encode())
+    release = d / "release.json"
+    sign = ["release", "sign", str(artifact), "--recipe", str(recipe)]
+    cli_json(*sign, "--key", str(keys["maintainer"]), "--out", str(release))
+    envelopes = [release]
+    for r in rebuilders:
+        envelopes.append(attest(keys[r], artifact, recipe, d / f"{r}.json"))
+    ca = ["--log-ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
+    for e in envelopes:
+        cli_json("log", "add", "--log", log, *ca, str(e))
+    bundle = d / "bundle.json"
+    args = ["bundle", "--log", log, *ca, "--artifact", str(artifact), "--out", str(bundle)]
+    if since is not None:
+        args += ["--since-size", str(since)]
+    cli_json(*args)
+    return artifact, bundle
 
 
 def publish_to(mirror: Path, release: Release) -> None:

@@ -19,7 +19,6 @@ envelopes, every proof a well-formed tlog-proof@v1. No I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import re
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from verify.dsse import MAX_ENVELOPE_SIZE, dump_json, load_json
 from verify.errors import BundleFormatError, FormatError
 from verify.merkle import HASH_SIZE, MAX_TREE_SIZE
 from verify.note import split_note
-from verify.parsing import exact_fields
+from verify.parsing import decode_base64, exact_fields
 from verify.tlogproof import TlogProof
 from verify.tlogproof import parse as parse_proof
 
@@ -61,6 +60,7 @@ class LoggedEnvelope:
     proof: TlogProof
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this entry (base64 envelope, proof text). Never raises."""
         return {"envelope": base64.b64encode(self.envelope).decode(), "proof": self.proof.encode()}
 
 
@@ -84,6 +84,7 @@ class ConsistencyProof:
             raise BundleFormatError(f"consistency proof hashes must be {HASH_SIZE} bytes")
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON object of this proof (old size, base64 hashes). Never raises."""
         return {
             "old_size": self.old_size,
             "hashes": [base64.b64encode(h).decode() for h in self.hashes],
@@ -138,6 +139,7 @@ class Bundle:
         return next((c for c in self.consistency if c.old_size == old_size), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The rebuild-bundle/v1 JSON object. Never raises."""
         doc: dict[str, Any] = {
             "format": FORMAT,
             "checkpoint": self.checkpoint,
@@ -185,15 +187,7 @@ def json_depth(data: bytes) -> int:
 
 
 def _b64(value: object, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise BundleFormatError(f"{what} must be a base64 string")
-    try:
-        raw = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise BundleFormatError(f"{what} is not base64") from None
-    if base64.b64encode(raw).decode() != value:
-        raise BundleFormatError(f"{what} is not canonical (padded, standard) base64")
-    return raw
+    return decode_base64(value, what, BundleFormatError)
 
 
 def _fields(

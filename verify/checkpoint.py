@@ -11,7 +11,6 @@ log key and origin. It decides nothing about witnesses (see
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,34 +18,17 @@ from verify.errors import CheckpointFormatError, KeyFormatError, OriginError
 from verify.keys import ALG_ED25519, SigningKey, VerifierKey
 from verify.merkle import EMPTY_ROOT, HASH_SIZE, MAX_TREE_SIZE
 from verify.note import Note, open_note, sign_note, split_note
+from verify.parsing import decode_base64, parse_decimal
 
 MAX_CHECKPOINT_BODY: Final = 64 * 1024
 MAX_EXTENSION_LINES: Final = 64
 MAX_ORIGIN_LENGTH: Final = 1024
 
 
-def _parse_size(text: str) -> int:
-    if not text or not text.isascii() or not text.isdigit():
-        raise CheckpointFormatError(f"tree size {text!r} is not an ASCII decimal")
-    if len(text) > 1 and text[0] == "0":
-        raise CheckpointFormatError(f"tree size {text!r} has a leading zero")
-    if len(text) > 19:
-        raise CheckpointFormatError("tree size is beyond 2**63-1")
-    value = int(text)
-    if value > MAX_TREE_SIZE:
-        raise CheckpointFormatError("tree size is beyond 2**63-1")
-    return value
-
-
 def _parse_hash(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise CheckpointFormatError("root hash is not valid base64") from None
+    raw = decode_base64(text, "root hash", CheckpointFormatError)
     if len(raw) != HASH_SIZE:
         raise CheckpointFormatError(f"root hash must be {HASH_SIZE} bytes, got {len(raw)}")
-    if base64.b64encode(raw).decode() != text:
-        raise CheckpointFormatError("root hash is not canonical base64")
     return raw
 
 
@@ -83,19 +65,27 @@ class Checkpoint:
                 raise CheckpointFormatError("extension line contains a control character")
 
     def body(self) -> str:
-        """The note text: origin, size, base64 root, extensions, each newline-ended."""
+        """The note text: origin, size, base64 root, extensions, each newline-ended.
+
+        Never raises.
+        """
         lines = [self.origin, str(self.size), base64.b64encode(self.root_hash).decode()]
         lines.extend(self.extensions)
         return "\n".join(lines) + "\n"
 
     @property
     def has_valid_empty_root(self) -> bool:
-        """False only for a size-0 checkpoint whose root is not SHA-256("")."""
+        """False only for a size-0 checkpoint whose root is not SHA-256(""). Never raises."""
         return self.size != 0 or self.root_hash == EMPTY_ROOT
 
 
 def parse(body: str | bytes) -> Checkpoint:
-    """Parse a checkpoint body (the note text, without signatures), strictly."""
+    """Parse a checkpoint body (the note text, without signatures), strictly.
+
+    Raises CheckpointFormatError for anything but the one canonical body: oversized, not
+    UTF-8, missing or empty lines, a carriage return, a size that is not an ASCII
+    decimal in 0..2**63-1, a root that is not 32 bytes of canonical base64.
+    """
     if isinstance(body, bytes):
         if len(body) > MAX_CHECKPOINT_BODY:
             raise CheckpointFormatError("checkpoint body too large")
@@ -115,14 +105,19 @@ def parse(body: str | bytes) -> Checkpoint:
     if any("\r" in line for line in lines):
         raise CheckpointFormatError("checkpoint contains a carriage return")
     origin, size_text, hash_text, *extensions = lines
-    cp = Checkpoint(origin, _parse_size(size_text), _parse_hash(hash_text), tuple(extensions))
+    size = parse_decimal(size_text, "tree size", CheckpointFormatError, maximum=MAX_TREE_SIZE)
+    cp = Checkpoint(origin, size, _parse_hash(hash_text), tuple(extensions))
     if cp.body() != body:  # pragma: no cover - the checks above make this unreachable
         raise CheckpointFormatError("checkpoint body is not in canonical form")
     return cp
 
 
 def sign_checkpoint(cp: Checkpoint, key: SigningKey) -> str:
-    """Sign a checkpoint as a signed note with the log's Ed25519 key."""
+    """Sign a checkpoint as a signed note with the log's Ed25519 key.
+
+    Raises NoteFormatError when the body cannot be a note (a control character in an
+    extension).
+    """
     return sign_note(cp.body(), [key])
 
 
@@ -148,6 +143,10 @@ def open_checkpoint(
 
 
 def checkpoint_origin(note: str | bytes) -> str:
-    """The origin line of a (signed) checkpoint, unverified, for routing only."""
+    """The origin line of a (signed) checkpoint, unverified, for routing only.
+
+    Raises NoteFormatError or CheckpointFormatError when the note or its body is
+    malformed.
+    """
     text, _ = split_note(note)
     return parse(text).origin

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from verify.errors import KeyFormatError, NoteFormatError, SignatureError
+from verify.errors import KeyFormatError, NoteFormatError, SignatureError, UnsignedError
 from verify.keys import ALG_COSIGNATURE_V1, SigningKey, VerifierKey
 from verify.note import (
     SIG_PREFIX,
@@ -50,6 +50,9 @@ def cosign(body: str, key: SigningKey, timestamp: int) -> str:
 
     ``body`` is the checkpoint text without signatures; ``timestamp`` is
     POSIX seconds and must not be zero (tlog-witness forbids it).
+
+    Raises NoteFormatError for a timestamp outside 1..2**63-1 or a body that cannot be a
+    note.
     """
     _check_timestamp(timestamp)
     note = sign_note(body, [key], cosign_time=timestamp)
@@ -57,7 +60,7 @@ def cosign(body: str, key: SigningKey, timestamp: int) -> str:
 
 
 def witness_key(key: SigningKey) -> VerifierKey:
-    """The type-0x04 verifier key under which ``key``'s cosignatures verify."""
+    """The type-0x04 verifier key under which ``key``'s cosignatures verify. Never raises."""
     return key.verifier_key(ALG_COSIGNATURE_V1)
 
 
@@ -75,7 +78,9 @@ def _verify(
         if ident in index and index[ident] != k:
             raise KeyFormatError(f"ambiguous witness keys for {k.name}+{k.key_id}")
         index[ident] = k
-    found: dict[VerifierKey, Cosignature] = {}
+    # Keyed by public key: one witness key listed under two names (two
+    # verifier keys, two key IDs) is still one witness, as in verify.dsse.
+    found: dict[bytes, Cosignature] = {}
     for sig in sigs:
         key = index.get((sig.name, sig.key_hash))
         if key is None:
@@ -89,8 +94,8 @@ def _verify(
             raise SignatureError(f"cosignature by {key.name} has timestamp {ts} out of range")
         if max_timestamp is not None and ts > max_timestamp:
             raise SignatureError(f"cosignature by {key.name} is from the future ({ts})")
-        if key not in found:  # one witness counts once, however often it signed
-            found[key] = Cosignature(key, ts, sig)
+        if key.public_key not in found:  # one witness counts once, however often it signed
+            found[key.public_key] = Cosignature(key, ts, sig)
     return tuple(found.values())
 
 
@@ -111,7 +116,11 @@ def verify_cosignatures(
 
 
 def parse_signature_lines(data: str | bytes) -> list[Signature]:
-    """Parse a tlog-witness 200 response body: one or more signature lines."""
+    """Parse a tlog-witness 200 response body: one or more signature lines.
+
+    Raises NoteFormatError for more than 64 KiB, non-UTF-8 text, anything but 1 to 16
+    well-formed signature lines.
+    """
     if isinstance(data, bytes):
         if len(data) > 64 * 1024:
             raise NoteFormatError("cosignature response too large")
@@ -140,12 +149,15 @@ def verify_witness_response(
     """
     cosigs = _verify(body, parse_signature_lines(response), witness_keys, max_timestamp)
     if not cosigs:
-        raise SignatureError("witness response has no cosignature by a trusted witness key")
+        raise UnsignedError("witness response has no cosignature by a trusted witness key")
     return cosigs
 
 
 def add_signatures(note: str, lines: Iterable[Signature]) -> str:
-    """Append signature lines to a signed note, skipping exact duplicates."""
+    """Append signature lines to a signed note, skipping exact duplicates.
+
+    Raises NoteFormatError when ``note`` is not a well-formed signed note.
+    """
     text, sigs = split_note(note)
     merged = list(sigs)
     for s in lines:

@@ -76,11 +76,23 @@ class TrustError(VerifyError):
 
 
 class SignatureError(TrustError):
-    """A signature is invalid, or no trusted key signed."""
+    """A signature by a trusted key is invalid (or, as :class:`UnsignedError`, none exists)."""
 
 
 class ThresholdError(TrustError):
-    """Fewer distinct trusted keys than required agreed."""
+    """Fewer distinct trusted keys than required signed or agreed (k of n)."""
+
+
+class UnsignedError(SignatureError, ThresholdError):
+    """No trusted key signed at all: the one error for that, in every format.
+
+    Raised by :func:`verify.note.open_note` (and so
+    :func:`verify.checkpoint.open_checkpoint`), :func:`verify.dsse.verify_envelope`
+    and :func:`verify.cosignature.verify_witness_response`. It is zero of the
+    required distinct keys, so it is a :class:`ThresholdError`, and no valid
+    signature, so it is a :class:`SignatureError`: a caller catching either
+    family catches it.
+    """
 
 
 class ProofError(TrustError):

@@ -33,8 +33,10 @@ output and in docs/architecture.md:
 6. **Consistency.** The checkpoint extends the last one accepted from that
    log: a smaller tree is a rollback; two roots for one size, or a
    consistency proof that fails, is a fork (the evidence is returned so the
-   caller keeps it); a larger tree needs the bundle's consistency proof from
-   the stored size, and the decision names that size when it is missing.
+   caller keeps it); a larger tree needs a consistency proof from the stored
+   size, from the bundle or handed in by the caller (who computed it from
+   the log's tiles: as untrusted as the bundle's, and checked the same
+   way), and the decision names the sizes it needs when there is none.
 7. **Version.** The release is newer than the installed one
    (:mod:`verify.version` order; equal version and bytes is "already
    installed"); ``allow_downgrade`` overrides, and the override is recorded.
@@ -49,10 +51,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from verify.bundle import MAX_BUNDLE_SIZE, Bundle, LoggedEnvelope
+from verify.bundle import MAX_BUNDLE_SIZE, Bundle, ConsistencyProof, LoggedEnvelope
 from verify.bundle import parse_bundle as _parse_bundle
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
@@ -104,6 +107,7 @@ class Failure:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The failure's JSON object. Never raises."""
         return {"step": self.step, "code": self.code, "reason": self.reason}
 
 
@@ -122,9 +126,11 @@ class StepResult:
 
     @property
     def name(self) -> str:
+        """The step's name (``bundle``, ``maintainer``, ...). Never raises."""
         return STEP_NAMES[self.step]
 
     def to_dict(self) -> dict[str, Any]:
+        """The step's JSON object. Never raises."""
         return {
             "step": self.step,
             "name": self.name,
@@ -156,6 +162,7 @@ class AttestationReport:
     """Step 4's answer for envelopes it checked; None for the others."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report's JSON object. Never raises."""
         return {
             "position": self.position,
             "log_index": self.log_index,
@@ -183,6 +190,7 @@ class CheckpointInfo:
     newest_cosignature: int | None
 
     def to_dict(self, now: int) -> dict[str, Any]:
+        """The checkpoint's JSON object, its age measured from ``now``. Never raises."""
         newest = self.newest_cosignature
         return {
             "origin": self.origin,
@@ -209,6 +217,7 @@ class ForkEvidence:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The evidence's JSON object. Never raises."""
         return {
             "origin": self.origin,
             "accepted": self.accepted,
@@ -218,14 +227,41 @@ class ForkEvidence:
 
 
 @dataclass(frozen=True)
+class ConsistencyNeed:
+    """The consistency proof step 6 needed and did not have. Never raises.
+
+    The checkpoint is the bundle's, signed by a log of the policy (step 6
+    runs only then), so these sizes and this root are the log's own claim:
+    a caller may fetch the log's tiles for them, compute the proof from
+    ``old_size`` to ``new_size`` and ask again with it.
+    """
+
+    origin: str
+    old_size: int
+    """The size of the checkpoint accepted before (the state's)."""
+    new_size: int
+    """The size of the bundle's checkpoint."""
+    new_root: bytes
+    """The bundle's checkpoint's root hash."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "new_root": base64.b64encode(self.new_root).decode(),
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     """The gate's answer. ``accepted`` is true exactly when no step failed.
 
     ``new_checkpoint`` and ``install`` say what an acceptance records in the
     trusted state (None on rejection); ``fork`` is evidence to keep even on
-    rejection; ``needs_since_size`` names the tree size whose consistency
-    proof the bundle lacked. Only :meth:`apply` raises (ValueError, for a
-    rejected decision).
+    rejection; ``needs_consistency`` names the proof step 6 lacked (from
+    ``needs_since_size``, the stored size, to the bundle's size). Only
+    :meth:`apply` raises (ValueError, for a rejected decision).
     """
 
     accepted: bool
@@ -243,13 +279,35 @@ class Decision:
     new_checkpoint: str | None = None
     install: InstalledRelease | None = None
     fork: ForkEvidence | None = None
-    needs_since_size: int | None = None
+    needs_consistency: ConsistencyNeed | None = None
+    consistency_from_caller: bool = False
+    """Step 6 passed with a proof the caller handed in (not the bundle's)."""
+
+    @property
+    def needs_since_size(self) -> int | None:
+        """The stored tree size a consistency proof must start from, when one was missing."""
+        return None if self.needs_consistency is None else self.needs_consistency.old_size
+
+    @property
+    def only_needs_consistency(self) -> ConsistencyNeed | None:
+        """The missing proof, when it is the decision's only failure (else None).
+
+        Then a caller that finds the proof (from the log's tiles) and asks
+        again may get an acceptance; with any other failure it would not.
+        """
+        if self.needs_consistency is None or not self.failures:
+            return None
+        if any(f.code != "consistency-proof-missing" for f in self.failures):
+            return None
+        return self.needs_consistency
 
     @property
     def failures(self) -> tuple[Failure, ...]:
+        """Every step's failures, in step order. Never raises."""
         return tuple(f for s in self.steps for f in s.failures)
 
     def step(self, number: int) -> StepResult:
+        """Step ``number`` (1..7). Raises IndexError for another number."""
         return self.steps[number - 1]
 
     def apply(self, state: TrustedState, *, installed: bool) -> TrustedState:
@@ -265,7 +323,7 @@ class Decision:
         return new.with_installed(self.install) if installed else new
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--json`` document (steps numbered 1..7)."""
+        """The ``--json`` document (steps numbered 1..7). Never raises."""
         return {
             "accepted": self.accepted,
             "decision": "accepted" if self.accepted else "rejected",
@@ -283,6 +341,9 @@ class Decision:
             "attestations": [a.to_dict() for a in self.attestations],
             "checkpoint": None if self.checkpoint is None else self.checkpoint.to_dict(self.now),
             "needs_since_size": self.needs_since_size,
+            "needs_consistency": (
+                None if self.needs_consistency is None else self.needs_consistency.to_dict()
+            ),
             "fork": None if self.fork is None else self.fork.to_dict(),
             "downgrade_from": None if self.install is None else self.install.downgrade_from,
         }
@@ -324,6 +385,17 @@ class _Step:
         return StepResult(self.number, status, summary, tuple(self.failures), tuple(self.notes))
 
 
+@dataclass(frozen=True)
+class _Judgement:
+    """What step 3 made of one attestation, before its position is attached."""
+
+    status: Literal["counted", "dissent", "ignored"]
+    code: str
+    reason: str
+    signers: tuple[VerifierKey, ...] = ()
+    verdict: str | None = None
+
+
 class _Gate:
     """One evaluation of :func:`decide`. Holds what each step learned."""
 
@@ -337,6 +409,7 @@ class _Gate:
         now: int,
         strict: bool,
         allow_downgrade: bool,
+        consistency: tuple[ConsistencyProof, ...],
     ) -> None:
         self.artifact_sha256 = hashlib.sha256(artifact).hexdigest()  # no copy of the bytes
         self.artifact_size = len(artifact)
@@ -346,6 +419,7 @@ class _Gate:
         self.now = now
         self.strict = strict
         self.allow_downgrade = allow_downgrade
+        self.supplied = consistency
         self.steps = {n: _Step(n) for n in STEP_NAMES}
         self.bundle: Bundle | None = None
         self.release: Statement | None = None
@@ -360,7 +434,8 @@ class _Gate:
         self.checkpoint_info: CheckpointInfo | None = None
         self.log_signed = False
         self.fork: ForkEvidence | None = None
-        self.needs_since_size: int | None = None
+        self.needs: ConsistencyNeed | None = None
+        self.from_caller = False
         self.install: InstalledRelease | None = None
 
     # Step 1 -------------------------------------------------------------------
@@ -464,101 +539,103 @@ class _Gate:
 
     def _judge(self, position: int, logged: LoggedEnvelope) -> AttestationReport:
         """Classify one attestation; record counted keys."""
-        pkg, pred = self.package, self.release_predicate
-        assert pkg is not None and pred is not None  # the caller checked
-        index = logged.proof.index
+        read = self._read_attestation(logged.envelope)
+        if isinstance(read, _Judgement):
+            j = read
+        else:
+            signers, statement = read
+            j = self._compare_with_release(statement, signers)
+            if j.code == "counted":
+                j = self._count(position, signers, j)
+        return AttestationReport(
+            position,
+            logged.proof.index,
+            j.status,
+            j.code,
+            j.reason,
+            tuple(_hint(k) for k in j.signers),
+            j.verdict,
+        )
 
-        def report(
-            status: Literal["counted", "dissent", "ignored"],
-            code: str,
-            reason: str,
-            signers: tuple[VerifierKey, ...] = (),
-            verdict: str | None = None,
-        ) -> AttestationReport:
-            return AttestationReport(
-                position, index, status, code, reason, tuple(_hint(k) for k in signers), verdict
-            )
-
+    def _read_attestation(
+        self, envelope: bytes
+    ) -> tuple[tuple[VerifierKey, ...], Statement] | _Judgement:
+        """The trusted rebuilders who signed ``envelope`` and its statement, or why not."""
+        pkg = self.package
+        assert pkg is not None  # step 3 runs only for a package in the policy
         try:
-            env = Envelope.parse(logged.envelope)
+            env = Envelope.parse(envelope)
         except FormatError as e:
-            return report("ignored", "malformed", f"not a DSSE envelope: {e}")
+            return _Judgement("ignored", "malformed", f"not a DSSE envelope: {e}")
         if env.payload_type != PAYLOAD_TYPE_INTOTO:
-            return report("ignored", "malformed", f"payload type {env.payload_type!r}")
+            return _Judgement("ignored", "malformed", f"payload type {env.payload_type!r}")
         try:
             result = check_signatures(env, pkg.rebuilders, 1)
         except SignatureError as e:
-            return report("ignored", "invalid-signature", str(e))
+            return _Judgement("ignored", "invalid-signature", str(e))
         if not result.signed:
             hints = ", ".join(sig.keyid or "(no keyid)" for sig in env.signatures)
-            return report(
+            return _Judgement(
                 "ignored",
                 "untrusted-key",
                 f"signed by no trusted rebuilder of {pkg.name} (signatures: {hints})",
             )
-        signers = result.signed
         try:
-            statement = Statement.parse(env.payload)
+            return result.signed, Statement.parse(env.payload)
         except FormatError as e:
-            return report("ignored", "malformed", f"statement: {e}", signers)
+            return _Judgement("ignored", "malformed", f"statement: {e}", result.signed)
+
+    def _compare_with_release(
+        self, statement: Statement, signers: tuple[VerifierKey, ...]
+    ) -> _Judgement:
+        """Does this signed statement attest an accepted verdict for the release's build?"""
+        pkg, pred = self.package, self.release_predicate
+        assert pkg is not None and pred is not None  # the caller checked
         att = statement.predicate
         if not isinstance(att, RebuildPredicate):
-            return report("ignored", "not-rebuild", "not a rebuild attestation", signers)
+            return _Judgement("ignored", "not-rebuild", "not a rebuild attestation", signers)
         subject = statement.subjects[0]
         if subject.sha256 != self.artifact_sha256:
-            return report(
-                "ignored",
-                "other-digest",
-                f"attests another artifact (sha256 {subject.sha256})",
-                signers,
-                att.verdict,
-            )
-        same_source = _source_id(att.source) == _source_id(pred.source)
-        same_recipe = att.recipe_sha256 == pred.recipe_sha256
+            reason = f"attests another artifact (sha256 {subject.sha256})"
+            return _Judgement("ignored", "other-digest", reason, signers, att.verdict)
         differences = []
-        if not same_source:
+        if _source_id(att.source) != _source_id(pred.source):
             differences.append(
                 f"built {_source_id(att.source)}, the release names {_source_id(pred.source)}"
             )
-        if not same_recipe:
+        if att.recipe_sha256 != pred.recipe_sha256:
             differences.append(
                 f"used recipe sha256 {att.recipe_sha256}, the release names {pred.recipe_sha256}"
             )
         if att.verdict in DISSENTING_VERDICTS:
             extra = f" ({'; '.join(differences)})" if differences else ""
-            return report(
-                "dissent",
-                att.verdict,
+            reason = (
                 f"trusted rebuilder {', '.join(_hint(k) for k in signers)} attests "
-                f"{att.verdict} for these bytes{extra}",
-                signers,
-                att.verdict,
+                f"{att.verdict} for these bytes{extra}"
             )
-        if not same_source:
-            return report("ignored", "other-commit", differences[0], signers, att.verdict)
-        if not same_recipe:
-            return report("ignored", "other-recipe", differences[-1], signers, att.verdict)
+            return _Judgement("dissent", att.verdict, reason, signers, att.verdict)
+        if differences:
+            code = "other-commit" if differences[0].startswith("built") else "other-recipe"
+            return _Judgement("ignored", code, differences[0], signers, att.verdict)
         if att.verdict not in pkg.verdicts:
-            return report(
-                "ignored",
-                "verdict-not-accepted",
+            reason = (
                 f"verdict {att.verdict!r} is not accepted for {pkg.name} "
-                f"(accepted: {', '.join(pkg.verdicts)})",
-                signers,
-                att.verdict,
+                f"(accepted: {', '.join(pkg.verdicts)})"
             )
+            return _Judgement("ignored", "verdict-not-accepted", reason, signers, att.verdict)
+        return _Judgement("counted", "counted", att.verdict, signers, att.verdict)
+
+    def _count(
+        self, position: int, signers: tuple[VerifierKey, ...], accepted: _Judgement
+    ) -> _Judgement:
+        """Count an accepted attestation's signers; each public key counts once."""
         new = [k for k in signers if k.public_key not in self.counted]
         for k in signers:
             self.counted.setdefault(k.public_key, (k, []))[1].append(position)
-        if not new:
-            return report(
-                "ignored",
-                "duplicate-key",
-                f"{', '.join(_hint(k) for k in signers)} already counted (one key counts once)",
-                signers,
-                att.verdict,
-            )
-        return report("counted", "counted", f"{att.verdict}", signers, att.verdict)
+        if new:
+            return accepted
+        reason = f"{', '.join(_hint(k) for k in signers)} already counted (one key counts once)"
+        return _Judgement("ignored", "duplicate-key", reason, signers, accepted.verdict)
 
     def step3_rebuilders(self) -> None:
         s = self.steps[3]
@@ -767,26 +844,45 @@ class _Gate:
                 return
             s.summary = f"same tree as accepted before (size {cp.size})"
             return
-        proof = bundle.consistency_from(old.size)
-        if proof is None:
-            self.needs_since_size = old.size
+        # The bundle's proof first, then the caller's (from the log's tiles).
+        # Any one that verifies proves the log only grew: a proof cannot
+        # verify for two trees that disagree. None verifying is a fork.
+        bundled = bundle.consistency_from(old.size)
+        candidates = [(p, False) for p in (bundled,) if p is not None]
+        candidates += [(p, True) for p in self.supplied if p.old_size == old.size]
+        if not candidates:
+            self.needs = ConsistencyNeed(cp.origin, old.size, cp.size, cp.root_hash)
             s.fail(
                 "consistency-proof-missing",
                 f"the bundle has no consistency proof from size {old.size} (accepted before) to "
-                f"{cp.size}; rebuild it with: rebuild bundle --since-size {old.size}",
+                f"{cp.size}: give the updater a tile source of the log (--log URL, or logs = "
+                f"[...] in the policy) to compute it from, or rebuild the bundle with "
+                f"rebuild bundle --since-size {old.size}",
             )
             return
-        try:
-            verify_consistency(old.size, cp.size, list(proof.hashes), old.root_hash, cp.root_hash)
-        except (ProofError, FormatError) as e:
-            self._fork(
-                s,
-                previous,
-                f"checkpoint size {cp.size} is not consistent with size {old.size} accepted "
-                f"before ({e})",
-            )
+        errors = []
+        for proof, from_caller in candidates:
+            try:
+                verify_consistency(
+                    old.size, cp.size, list(proof.hashes), old.root_hash, cp.root_hash
+                )
+            except (ProofError, FormatError) as e:
+                errors.append(f"the {'caller' if from_caller else 'bundle'}'s proof: {e}")
+                continue
+            self.from_caller = from_caller
+            s.summary = f"extends size {old.size} accepted before to {cp.size}"
+            if from_caller:
+                s.notes.append(
+                    "consistency proof computed by the updater from the log's tiles "
+                    "(the bundle did not carry one from this size)"
+                )
             return
-        s.summary = f"extends size {old.size} accepted before to {cp.size}"
+        self._fork(
+            s,
+            previous,
+            f"checkpoint size {cp.size} is not consistent with size {old.size} accepted "
+            f"before ({'; '.join(errors)})",
+        )
 
     def _fork(self, s: _Step, previous: str, reason: str) -> None:
         assert self.bundle is not None and self.checkpoint is not None
@@ -876,7 +972,8 @@ class _Gate:
             new_checkpoint=self.bundle.checkpoint if accepted and self.bundle else None,
             install=self.install if accepted else None,
             fork=self.fork,
-            needs_since_size=self.needs_since_size,
+            needs_consistency=self.needs,
+            consistency_from_caller=self.from_caller and accepted,
         )
 
 
@@ -902,11 +999,18 @@ def decide(
     now: int,
     strict: bool = False,
     allow_downgrade: bool = False,
+    consistency: Sequence[ConsistencyProof] = (),
 ) -> Decision:
     """Decide whether ``artifact`` may be installed, from bytes alone (steps 1-7 above).
 
     ``now`` (POSIX seconds) is the one reference time for every freshness
     and clock check; it is required so that no check silently reads a clock.
+    ``consistency`` are proofs from outside the bundle (step 6), e.g. what a
+    caller computed from the log's tiles for ``Decision.needs_consistency``;
+    they are trusted exactly as little as the bundle's own. A caller should
+    hand in only a proof it checked against the bundle's root with the
+    tiles' own old root (as ``rebuild`` does): a proof that fails here is
+    taken for a fork.
     Returns a Decision (never raises for anything wrong with the artifact or
     the bundle: that is a rejection with its reasons). Raises TypeError or
     ValueError only for a programming error (``now`` not an int, a negative
@@ -921,8 +1025,18 @@ def decide(
         raise TypeError("bundle must be bytes")
     if not isinstance(policy, UpdatePolicy) or not isinstance(state, TrustedState):
         raise TypeError("policy must be an UpdatePolicy and state a TrustedState")
+    supplied = tuple(consistency)
+    if not all(isinstance(p, ConsistencyProof) for p in supplied):
+        raise TypeError("consistency must be a sequence of ConsistencyProof")
     return _Gate(
-        artifact, bundle, policy, state, now=now, strict=strict, allow_downgrade=allow_downgrade
+        artifact,
+        bundle,
+        policy,
+        state,
+        now=now,
+        strict=strict,
+        allow_downgrade=allow_downgrade,
+        consistency=supplied,
     ).run()
 
 
@@ -931,6 +1045,7 @@ __all__ = [
     "STEP_NAMES",
     "AttestationReport",
     "CheckpointInfo",
+    "ConsistencyNeed",
     "Decision",
     "Failure",
     "ForkEvidence",

@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import re
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args
@@ -43,6 +44,7 @@ from verify.dsse import (
 )
 from verify.errors import EnvelopeFormatError
 from verify.keys import SigningKey, VerifierKey
+from verify.parsing import unsafe_character
 
 STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
 
@@ -51,8 +53,17 @@ RebuildPredicateType: TypeAlias = Literal["https://rebuild-tools.github.io/predi
 RELEASE_PREDICATE_TYPE: Final[ReleasePredicateType] = get_args(ReleasePredicateType)[0]
 REBUILD_PREDICATE_TYPE: Final[RebuildPredicateType] = get_args(RebuildPredicateType)[0]
 
-Verdict: TypeAlias = Literal["reproduced", "mismatch", "failed", "error"]
+Verdict: TypeAlias = Literal["reproduced", "equivalent", "mismatch", "failed", "error"]
 VERDICTS: Final[tuple[Verdict, ...]] = get_args(Verdict)
+
+# The normalizations an ``equivalent`` verdict may rest on (docs/formats.md):
+# each leaves every byte that can change what an installer writes or runs.
+NormalizationRule: TypeAlias = Literal[
+    "zip-entry-times",  # DOS time/date -> 1980-01-01 00:00; time extra fields dropped
+    "zip-entry-order",  # records and data ordered by the entry name's bytes
+    "zip-permission-bits",  # Unix rw bits -> 0644, or 0755 when any x bit is set
+]
+NORMALIZATION_RULES: Final[tuple[NormalizationRule, ...]] = get_args(NormalizationRule)
 
 # A statement travels base64-encoded inside a <= 64 KiB envelope.
 MAX_STATEMENT_SIZE: Final = MAX_ENVELOPE_SIZE * 3 // 4
@@ -67,9 +78,8 @@ MAX_TIME: Final = 253402300799  # 9999-12-31T23:59:59Z
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _RFC3339_UTC = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
-# Control characters, searched once per string rather than looped over.
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
-_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The line breaks and tabs multi-line text (the recipe) may hold.
+_LAYOUT = str.maketrans("", "", "\t\n\r")
 # re's \s is exactly str.isspace().
 _WHITE_SPACE = re.compile(r"\s")
 
@@ -88,8 +98,11 @@ def _check_text(value: object, what: str, limit: int = MAX_TEXT, *, multiline: b
         raise _fail(what, "must not be empty")
     if len(value) > limit:
         raise _fail(what, f"longer than {limit} characters")
-    if (_CONTROL_MULTILINE if multiline else _CONTROL).search(value):
-        raise _fail(what, "contains a control character")
+    bad = unsafe_character(value.translate(_LAYOUT) if multiline else value)
+    if bad is not None:
+        # C0/C1 controls, bidi overrides, zero-width and line-separator
+        # characters would make the text read differently from what it is.
+        raise _fail(what, f"contains a control character or an invisible one (U+{ord(bad):04X})")
     return value
 
 
@@ -120,12 +133,19 @@ def _check_time(value: object, what: str) -> int:
 
 
 def format_time(t: int) -> str:
-    """Unix seconds as RFC 3339 UTC, e.g. ``2026-11-23T09:00:00Z``."""
+    """Unix seconds as RFC 3339 UTC, e.g. ``2026-11-23T09:00:00Z``.
+
+    Raises OverflowError or ValueError for a time the platform cannot convert.
+    """
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def parse_time(value: object, what: str) -> int:
-    """RFC 3339 UTC with second precision and a ``Z`` suffix, nothing else."""
+    """RFC 3339 UTC with second precision and a ``Z`` suffix, nothing else.
+
+    Raises EnvelopeFormatError for any other spelling, an impossible date or a time
+    outside 1970..9999.
+    """
     if not isinstance(value, str):
         raise _fail(what, "must be an RFC 3339 UTC time string")
     m = _RFC3339_UTC.fullmatch(value)
@@ -192,6 +212,9 @@ class Subject:
         _check_text(self.name, "subject name", MAX_TEXT)
         if "/" in self.name or self.name in (".", ".."):
             raise _fail("subject name", "must be a plain file name")
+        if not unicodedata.is_normalized("NFC", self.name):
+            # One spelling per name: "é" precomposed and "e" + U+0301 look alike.
+            raise _fail("subject name", "must be in Unicode normalization form NFC")
         _check_sha256(self.sha256, f"subject {self.name} digest")
         if self.download_location is not None:
             url = _check_token(self.download_location, f"subject {self.name} downloadLocation")
@@ -199,6 +222,7 @@ class Subject:
                 raise _fail(f"subject {self.name} downloadLocation", "must be an http(s) URL")
 
     def to_dict(self) -> dict[str, Any]:
+        """The in-toto ResourceDescriptor of this subject. Never raises."""
         doc: dict[str, Any] = {"name": self.name, "digest": _digest_dict(self.sha256)}
         if self.download_location is not None:
             doc["downloadLocation"] = self.download_location
@@ -206,6 +230,7 @@ class Subject:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "subject") -> Subject:
+        """Parse a subject object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["name", "digest"], ["downloadLocation"])
         name = _check_text(d["name"], f"{what}.name")
         url = d.get("downloadLocation")
@@ -231,6 +256,7 @@ class GitSource:
         _check_commit(self.commit, "source.commit")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``source`` object of a statement. Never raises."""
         return {"git": self.url, "tag": self.tag, "commit": self.commit}
 
 
@@ -248,6 +274,7 @@ class SdistSource:
         _check_sha256(self.sha256, "source.sha256")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``source`` object of a statement. Never raises."""
         return {"sdist": self.url, "sha256": self.sha256}
 
 
@@ -255,7 +282,10 @@ Source: TypeAlias = GitSource | SdistSource
 
 
 def source_from_dict(doc: object, what: str = "source") -> Source:
-    """``{"git", "tag", "commit"}`` or ``{"sdist", "sha256"}``, nothing else."""
+    """``{"git", "tag", "commit"}`` or ``{"sdist", "sha256"}``, nothing else.
+
+    Raises EnvelopeFormatError for anything else.
+    """
     if isinstance(doc, dict) and "git" in doc:
         d = _fields(doc, what, ["git", "tag", "commit"])
         return GitSource(d["git"], d["tag"], d["commit"])
@@ -279,12 +309,63 @@ class EnvironmentRef:
         _check_sha256(self.lock_sha256, "environment.lock digest")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``environment`` object of a rebuild predicate. Never raises."""
         return {"name": self.name, "lockDigest": _digest_dict(self.lock_sha256)}
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "environment") -> EnvironmentRef:
+        """Parse an ``environment`` object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["name", "lockDigest"])
         return cls(d["name"], _digest_set(d["lockDigest"], f"{what}.lockDigest"))
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """What an ``equivalent`` verdict rests on: the rules, and both normalized digests."""
+
+    rules: tuple[NormalizationRule, ...]
+    """The normalizations applied to both artifacts, in :data:`NORMALIZATION_RULES` order."""
+    subject_sha256: str
+    """SHA-256 of the subject's normalized form."""
+    rebuilt_sha256: str
+    """SHA-256 of the rebuilt artifact's normalized form; equal to ``subject_sha256``."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rules, tuple) or not self.rules:
+            raise _fail("predicate.normalization.rules", "must list at least one rule")
+        for r in self.rules:
+            if r not in NORMALIZATION_RULES:
+                raise _fail(
+                    "predicate.normalization.rules",
+                    f"{r!r} is not one of {', '.join(NORMALIZATION_RULES)}",
+                )
+        canonical = tuple(r for r in NORMALIZATION_RULES if r in self.rules)
+        if self.rules != canonical:
+            raise _fail("predicate.normalization.rules", "must be unique and in canonical order")
+        _check_sha256(self.subject_sha256, "predicate.normalization.subjectDigest")
+        _check_sha256(self.rebuilt_sha256, "predicate.normalization.rebuiltDigest")
+        # Equivalent means the normalized forms are the same bytes; anything else is a mismatch.
+        if self.subject_sha256 != self.rebuilt_sha256:
+            raise _fail("predicate.normalization", "the two normalized digests differ")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rules": list(self.rules),
+            "subjectDigest": _digest_dict(self.subject_sha256),
+            "rebuiltDigest": _digest_dict(self.rebuilt_sha256),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: object, what: str = "normalization") -> Normalization:
+        d = _fields(doc, what, ["rules", "subjectDigest", "rebuiltDigest"])
+        rules = d["rules"]
+        if not isinstance(rules, list) or len(rules) > len(NORMALIZATION_RULES):
+            raise _fail(f"{what}.rules", "must be a list of known rules")
+        return cls(
+            tuple(rules),
+            _digest_set(d["subjectDigest"], f"{what}.subjectDigest"),
+            _digest_set(d["rebuiltDigest"], f"{what}.rebuiltDigest"),
+        )
 
 
 # -- the two predicates -------------------------------------------------------
@@ -318,6 +399,7 @@ class ReleasePredicate:
             raise _fail("predicate.recipe", "digest does not match the recipe text")
 
     def to_dict(self) -> dict[str, Any]:
+        """The release predicate as a JSON object. Never raises."""
         return {
             "package": self.package,
             "version": self.version,
@@ -327,6 +409,7 @@ class ReleasePredicate:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "predicate") -> ReleasePredicate:
+        """Parse a release predicate object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["package", "version", "source", "recipe"])
         r = _fields(d["recipe"], f"{what}.recipe", ["content", "digest"])
         return cls(
@@ -347,8 +430,10 @@ class RebuildPredicate:
     version: str
     """Version from the recipe."""
     verdict: Verdict
-    """``reproduced`` (bit-identical), ``mismatch`` (built, bytes differ),
-    ``failed`` (the build itself failed) or ``error`` (rebuild could not run)."""
+    """``reproduced`` (bit-identical), ``equivalent`` (bytes differ, identical
+    after the recorded ``normalization``; never bit-identical), ``mismatch``
+    (built, bytes differ), ``failed`` (the build itself failed) or ``error``
+    (rebuild could not run)."""
     source: Source
     """The source that was built (git commit or sdist digest)."""
     recipe_sha256: str
@@ -362,12 +447,14 @@ class RebuildPredicate:
     finished_at: int
     """Unix time the rebuild finished (``finishedOn``); not before ``started_at``."""
     rebuilt_sha256: str | None = None
-    """SHA-256 of the rebuilt artifact; required for reproduced and mismatch,
-    absent for failed and error."""
+    """SHA-256 of the rebuilt artifact; required for reproduced, equivalent and
+    mismatch, absent for failed and error."""
     diff_report_sha256: str | None = None
-    """SHA-256 of the stored diff report; required exactly when mismatch."""
+    """SHA-256 of the stored diff report; required exactly when equivalent or mismatch."""
     causes: tuple[str, ...] = ()
     """Short diagnoses (e.g. ``zip timestamps differ``), at most 32."""
+    normalization: Normalization | None = None
+    """The normalizations and both normalized digests; required exactly when equivalent."""
 
     PREDICATE_TYPE: ClassVar[RebuildPredicateType] = REBUILD_PREDICATE_TYPE
 
@@ -386,15 +473,23 @@ class RebuildPredicate:
         _check_time(self.finished_at, "predicate.finishedOn")
         if self.finished_at < self.started_at:
             raise _fail("predicate.finishedOn", "is before startedOn")
-        built = self.verdict in ("reproduced", "mismatch")
+        built = self.verdict in ("reproduced", "equivalent", "mismatch")
         if built and self.rebuilt_sha256 is None:
             raise _fail("predicate.rebuiltDigest", f"is required for verdict {self.verdict}")
         if not built and self.rebuilt_sha256 is not None:
             raise _fail("predicate.rebuiltDigest", f"must be absent for verdict {self.verdict}")
         if self.rebuilt_sha256 is not None:
             _check_sha256(self.rebuilt_sha256, "predicate.rebuiltDigest")
-        if (self.verdict == "mismatch") != (self.diff_report_sha256 is not None):
-            raise _fail("predicate.diffReportDigest", "is required exactly for verdict mismatch")
+        compared = self.verdict in ("equivalent", "mismatch")
+        if compared != (self.diff_report_sha256 is not None):
+            raise _fail(
+                "predicate.diffReportDigest",
+                "is required exactly for verdicts equivalent and mismatch",
+            )
+        if (self.verdict == "equivalent") != (self.normalization is not None):
+            raise _fail("predicate.normalization", "is required exactly for verdict equivalent")
+        if self.normalization is not None and not isinstance(self.normalization, Normalization):
+            raise _fail("predicate.normalization", "must be a Normalization")
         if self.diff_report_sha256 is not None:
             _check_sha256(self.diff_report_sha256, "predicate.diffReportDigest")
         if not isinstance(self.causes, tuple) or len(self.causes) > MAX_CAUSES:
@@ -403,6 +498,7 @@ class RebuildPredicate:
             _check_text(c, f"predicate.causes[{i}]", MAX_CAUSE_TEXT)
 
     def to_dict(self) -> dict[str, Any]:
+        """The rebuild predicate as a JSON object. Never raises."""
         doc: dict[str, Any] = {
             "package": self.package,
             "version": self.version,
@@ -419,10 +515,13 @@ class RebuildPredicate:
             doc["rebuiltDigest"] = _digest_dict(self.rebuilt_sha256)
         if self.diff_report_sha256 is not None:
             doc["diffReportDigest"] = _digest_dict(self.diff_report_sha256)
+        if self.normalization is not None:
+            doc["normalization"] = self.normalization.to_dict()
         return doc
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "predicate") -> RebuildPredicate:
+        """Parse a rebuild predicate object strictly. Raises EnvelopeFormatError."""
         d = _fields(
             doc,
             what,
@@ -438,7 +537,7 @@ class RebuildPredicate:
                 "finishedOn",
                 "causes",
             ],
-            ["rebuiltDigest", "diffReportDigest"],
+            ["rebuiltDigest", "diffReportDigest", "normalization"],
         )
         causes = d["causes"]
         if not isinstance(causes, list):
@@ -467,6 +566,11 @@ class RebuildPredicate:
                 else None
             ),
             causes=tuple(causes),
+            normalization=(
+                Normalization.from_dict(d["normalization"], f"{what}.normalization")
+                if "normalization" in d
+                else None
+            ),
         )
 
 
@@ -506,18 +610,20 @@ class Statement:
             # A verdict that contradicts its own digests is not a verdict.
             if p.verdict == "reproduced" and p.rebuilt_sha256 != subject.sha256:
                 raise _fail("predicate.rebuiltDigest", "differs from the subject for reproduced")
-            if p.verdict == "mismatch" and p.rebuilt_sha256 == subject.sha256:
-                raise _fail("predicate.rebuiltDigest", "equals the subject for mismatch")
+            if p.verdict in ("equivalent", "mismatch") and p.rebuilt_sha256 == subject.sha256:
+                raise _fail("predicate.rebuiltDigest", f"equals the subject for {p.verdict}")
 
     @property
     def predicate_type(self) -> str:
+        """The predicate's type URI. Never raises."""
         return self.predicate.PREDICATE_TYPE
 
     def subject_for(self, sha256: str) -> Subject | None:
-        """The subject with this digest, if any."""
+        """The subject with this digest, if any. Never raises."""
         return next((s for s in self.subjects if s.sha256 == sha256), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The in-toto Statement v1 as a JSON object. Never raises."""
         return {
             "_type": STATEMENT_TYPE,
             "subject": [s.to_dict() for s in self.subjects],
@@ -526,7 +632,10 @@ class Statement:
         }
 
     def to_json(self) -> bytes:
-        """Compact, key-sorted JSON: the bytes that get signed."""
+        """Compact, key-sorted JSON: the bytes that get signed.
+
+        Raises EnvelopeFormatError when the statement would not fit in an envelope.
+        """
         data = dump_json(self.to_dict())
         if len(data) > MAX_STATEMENT_SIZE:
             raise _fail("statement", f"{len(data)} bytes, over the {MAX_STATEMENT_SIZE} limit")
@@ -534,6 +643,7 @@ class Statement:
 
     @classmethod
     def from_dict(cls, doc: object) -> Statement:
+        """Parse a statement object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, "statement", ["_type", "subject", "predicateType", "predicate"])
         if d["_type"] != STATEMENT_TYPE:
             raise _fail("statement._type", f"must be {STATEMENT_TYPE}")
@@ -553,17 +663,28 @@ class Statement:
 
     @classmethod
     def parse(cls, payload: bytes) -> Statement:
-        """Parse statement JSON bytes (an envelope's payload) strictly."""
+        """Parse statement JSON bytes (an envelope's payload) strictly.
+
+        Raises EnvelopeFormatError for anything but one well-formed statement.
+        """
         return cls.from_dict(load_json(payload, "statement", MAX_STATEMENT_SIZE))
 
 
 def make_statement(subjects: Iterable[Subject], predicate: Predicate) -> Statement:
-    """Build a validated statement about ``subjects``."""
+    """Build a validated statement about ``subjects``.
+
+    Raises EnvelopeFormatError when the subjects and predicate do not make a valid
+    statement.
+    """
     return Statement(tuple(subjects), predicate)
 
 
 def sign_statement(statement: Statement, signers: Sequence[SigningKey]) -> bytes:
-    """The DSSE envelope (JSON bytes) carrying ``statement``, signed by each signer."""
+    """The DSSE envelope (JSON bytes) carrying ``statement``, signed by each signer.
+
+    Raises EnvelopeFormatError as :func:`verify.dsse.sign_envelope` and
+    :meth:`Statement.to_json` do.
+    """
     return sign_envelope(statement.to_json(), signers, payload_type=PAYLOAD_TYPE_INTOTO)
 
 
@@ -587,6 +708,10 @@ def verify_statement(
     With ``predicate_type`` set, any other predicate is an EnvelopeFormatError.
     Signatures are checked before the payload is parsed, so unsigned bytes
     never reach the statement parser.
+
+    Raises EnvelopeFormatError (malformed, wrong type), SignatureError (a trusted key's
+    signature is bad), UnsignedError (no trusted key signed) or ThresholdError (too few
+    did).
     """
     verified = verify_envelope(envelope, trusted, threshold)
     statement = Statement.parse(verified.payload)

@@ -16,7 +16,6 @@ bytes; it never touches files.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -31,6 +30,7 @@ import nacl.signing
 import nacl.utils
 
 from verify.errors import KeyFormatError, PassphraseError
+from verify.parsing import decode_base64
 
 ALG_ED25519: Final = 0x01
 ALG_COSIGNATURE_V1: Final = 0x04
@@ -51,27 +51,20 @@ _WHITE_SPACE = re.compile(r"\s")
 
 
 def is_valid_name(name: str) -> bool:
-    """A key name: non-empty UTF-8 with no '+' and no Unicode white space."""
+    """A key name: non-empty UTF-8 with no '+' and no Unicode white space. Never raises."""
     if not name or "+" in name:
         return False
     return _WHITE_SPACE.search(name) is None
 
 
 def compute_key_hash(name: str, algorithm: int, public_key: bytes) -> int:
-    """The 32-bit key ID: SHA-256(name || 0x0A || type || key)[:4], big-endian."""
+    """The 32-bit key ID: SHA-256(name || 0x0A || type || key)[:4], big-endian.
+
+    Raises ValueError for an ``algorithm`` outside 0..255 and UnicodeEncodeError for a
+    ``name`` UTF-8 cannot encode (a lone surrogate).
+    """
     digest = hashlib.sha256(name.encode() + b"\n" + bytes([algorithm]) + public_key).digest()
     return int(struct.unpack(">I", digest[:4])[0])
-
-
-def _b64decode_strict(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise KeyFormatError(f"{what}: invalid base64") from None
-    # b64decode tolerates some non-canonical encodings; insist on round-trip.
-    if base64.b64encode(raw).decode() != text:
-        raise KeyFormatError(f"{what}: non-canonical base64")
-    return raw
 
 
 @dataclass(frozen=True)
@@ -95,7 +88,11 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        """Parse ``name+hash+base64``; the base64 may itself contain '+'."""
+        """Parse ``name+hash+base64``; the base64 may itself contain '+'.
+
+        Raises KeyFormatError for anything but one well-formed verifier key of a known
+        type (0x01 or 0x04) whose key ID matches.
+        """
         text = text.strip()
         if len(text) > MAX_KEY_TEXT:
             raise KeyFormatError("verifier key too long")
@@ -109,7 +106,7 @@ class VerifierKey:
             raise KeyFormatError(f"invalid key name {shown}")
         if len(hash_hex) != 8 or any(c not in "0123456789abcdef" for c in hash_hex):
             raise KeyFormatError("key ID must be 8 lowercase hex digits")
-        raw = _b64decode_strict(b64, "verifier key")
+        raw = decode_base64(b64, "verifier key", KeyFormatError)
         if len(raw) != 33:
             raise KeyFormatError("verifier key must encode a type byte and 32 key bytes")
         if raw[0] not in KNOWN_ALGORITHMS:
@@ -117,6 +114,7 @@ class VerifierKey:
         return cls(name, int(hash_hex, 16), raw[0], raw[1:])
 
     def encode(self) -> str:
+        """The ``name+hexkeyid+base64(type || key)`` text. Never raises."""
         keydata = base64.b64encode(bytes([self.algorithm]) + self.public_key).decode()
         return f"{self.name}+{self.key_hash:08x}+{keydata}"
 
@@ -125,10 +123,14 @@ class VerifierKey:
 
     @property
     def key_id(self) -> str:
+        """The key ID as 8 lowercase hex digits. Never raises."""
         return f"{self.key_hash:08x}"
 
     def verify_raw(self, message: bytes, signature: bytes) -> bool:
-        """Check a raw 64-byte Ed25519 signature over ``message``."""
+        """Check a raw 64-byte Ed25519 signature over ``message``.
+
+        Never raises: a signature that is invalid or not 64 bytes is False.
+        """
         if len(signature) != 64:
             return False
         try:
@@ -153,27 +155,39 @@ class SigningKey:
 
     @classmethod
     def generate(cls, name: str) -> SigningKey:
+        """A new random key named ``name``. Raises KeyFormatError for an invalid name."""
         return cls(name, nacl.utils.random(32))
 
     @property
     def public_key(self) -> bytes:
+        """The 32-byte Ed25519 public key. Never raises."""
         return bytes(nacl.signing.SigningKey(self.seed).verify_key)
 
     def verifier_key(self, algorithm: int = ALG_ED25519) -> VerifierKey:
+        """This key's verifier key of type ``algorithm`` (0x01 signed note, 0x04
+        cosignature).
+
+        Raises KeyFormatError for an unknown type.
+        """
         pub = self.public_key
         return VerifierKey(self.name, compute_key_hash(self.name, algorithm, pub), algorithm, pub)
 
     def sign_raw(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature over ``message``. Never raises."""
         return bytes(nacl.signing.SigningKey(self.seed).sign(message).signature)
 
     def encode(self) -> str:
-        """Go's ``PRIVATE+KEY+name+hash+base64(0x01||seed)`` form."""
+        """Go's ``PRIVATE+KEY+name+hash+base64(0x01||seed)`` form. Never raises."""
         key_hash = compute_key_hash(self.name, ALG_ED25519, self.public_key)
         b64 = base64.b64encode(bytes([ALG_ED25519]) + self.seed).decode()
         return f"{PRIVATE_KEY_PREFIX}{self.name}+{key_hash:08x}+{b64}"
 
     @classmethod
     def parse(cls, text: str) -> SigningKey:
+        """Parse Go's ``PRIVATE+KEY+name+hash+base64(0x01||seed)`` text.
+
+        Raises KeyFormatError when malformed or when the key ID does not match the key.
+        """
         text = text.strip()
         if not text.startswith(PRIVATE_KEY_PREFIX):
             raise KeyFormatError("secret key must start with PRIVATE+KEY+")
@@ -183,7 +197,7 @@ class SigningKey:
         name, hash_hex, b64 = parts
         if len(hash_hex) != 8 or any(c not in "0123456789abcdef" for c in hash_hex):
             raise KeyFormatError("secret key ID must be 8 lowercase hex digits")
-        raw = _b64decode_strict(b64, "secret key")
+        raw = decode_base64(b64, "secret key", KeyFormatError)
         if len(raw) != 33 or raw[0] != ALG_ED25519:
             raise KeyFormatError("secret key must encode type 0x01 and a 32-byte seed")
         key = cls(name, raw[1:])
@@ -199,7 +213,11 @@ def encode_secret_key_file(
     opslimit: int = nacl.pwhash.argon2id.OPSLIMIT_MODERATE,
     memlimit: int = nacl.pwhash.argon2id.MEMLIMIT_MODERATE,
 ) -> bytes:
-    """Serialize a secret key file, encrypting it when a passphrase is given."""
+    """Serialize a secret key file, encrypting it when a passphrase is given.
+
+    Raises PassphraseError for an empty passphrase; PyNaCl's own error propagates for
+    KDF limits it refuses.
+    """
     plain = key.encode().encode() + b"\n"
     if passphrase is None:
         return plain
@@ -231,11 +249,16 @@ def encode_secret_key_file(
 
 
 def secret_key_file_is_encrypted(data: bytes) -> bool:
+    """True when the file holds the encrypted (JSON) form. Never raises."""
     return data.lstrip().startswith(b"{")
 
 
 def decode_secret_key_file(data: bytes, passphrase: bytes | None) -> SigningKey:
-    """Parse a secret key file made by :func:`encode_secret_key_file`."""
+    """Parse a secret key file made by :func:`encode_secret_key_file`.
+
+    Raises KeyFormatError when the file is malformed or inconsistent, PassphraseError
+    when it is encrypted and the passphrase is missing or wrong.
+    """
     if len(data) > MAX_KEY_TEXT:
         raise KeyFormatError("secret key file too large")
     try:
@@ -252,12 +275,12 @@ def decode_secret_key_file(data: bytes, passphrase: bytes | None) -> SigningKey:
         if kdf["algorithm"] != "argon2id" or cipher["algorithm"] != "xsalsa20-poly1305":
             raise KeyFormatError("unsupported secret key encryption")
         opslimit, memlimit = kdf["opslimit"], kdf["memlimit"]
-        salt = base64.b64decode(kdf["salt"], validate=True)
-        nonce = base64.b64decode(cipher["nonce"], validate=True)
-        ct = base64.b64decode(cipher["ciphertext"], validate=True)
+        salt = decode_base64(kdf["salt"], "encrypted secret key salt", KeyFormatError)
+        nonce = decode_base64(cipher["nonce"], "encrypted secret key nonce", KeyFormatError)
+        ct = decode_base64(cipher["ciphertext"], "encrypted secret key", KeyFormatError)
     except KeyFormatError:
         raise
-    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise KeyFormatError("encrypted secret key file is malformed") from None
     # type() rather than isinstance(): JSON true/false are ints to Python.
     if not (type(opslimit) is int and type(memlimit) is int):

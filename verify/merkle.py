@@ -32,12 +32,12 @@ _sha256 = hashlib.sha256
 
 
 def leaf_hash(data: bytes) -> bytes:
-    """RFC 6962 leaf hash: SHA-256(0x00 || data)."""
+    """RFC 6962 leaf hash: SHA-256(0x00 || data). Never raises."""
     return _sha256(b"\x00" + bytes(data)).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
-    """RFC 6962 interior node hash: SHA-256(0x01 || left || right)."""
+    """RFC 6962 interior node hash: SHA-256(0x01 || left || right). Never raises."""
     return _sha256(b"\x01" + left + right).digest()
 
 
@@ -75,6 +75,8 @@ def root(leaf_hashes: Iterable[bytes]) -> bytes:
     """The RFC 6962 Merkle Tree Hash over leaf hashes; SHA-256("") when empty.
 
     Streams: memory is O(log n) whatever the number of leaves.
+
+    Raises ProofFormatError for a leaf hash that is not 32 bytes.
     """
     # stack[i] = (height, hash) of perfect subtrees, heights strictly
     # decreasing: the binary decomposition of the count so far.
@@ -171,6 +173,10 @@ def verify_consistency(
     refused with ProofFormatError, as transparency-dev/merkle does: the
     empty tree is consistent with every tree, so callers that accept it
     (the tlog-witness ``old 0`` case) decide that without a proof.
+
+    Raises ProofError when the proof does not lead to both roots, ProofFormatError for
+    impossible arguments (sizes out of order or range, hashes of the wrong length, too
+    many hashes).
     """
     size1 = _check_size(size1, "first tree size")
     size2 = _check_size(size2, "second tree size")
@@ -244,6 +250,8 @@ def inclusion_proof_ranges(index: int, size: int) -> list[Range]:
     """The leaf ranges [start, end) whose hashes form PATH(index, D[0:size]).
 
     RFC 6962 section 2.1.1, from the leaf's sibling up to the root's child.
+
+    Raises ProofFormatError for an index outside the tree or a size outside 0..2**63-1.
     """
     index = _check_size(index, "leaf index")
     size = _check_size(size, "tree size")
@@ -264,7 +272,10 @@ def inclusion_proof_ranges(index: int, size: int) -> list[Range]:
 
 
 def consistency_proof_ranges(size1: int, size2: int) -> list[Range]:
-    """The leaf ranges whose hashes form PROOF(size1, D[0:size2]) (RFC 6962 2.1.2)."""
+    """The leaf ranges whose hashes form PROOF(size1, D[0:size2]) (RFC 6962 2.1.2).
+
+    Raises ProofFormatError unless 0 < size1 <= size2 <= 2**63-1.
+    """
     size1 = _check_size(size1, "first tree size")
     size2 = _check_size(size2, "second tree size")
     if not 0 < size1 <= size2:
@@ -288,29 +299,48 @@ def consistency_proof_ranges(size1: int, size2: int) -> list[Range]:
 
 
 def subtree_root(leaf_hashes: Sequence[bytes], start: int, end: int) -> bytes:
-    """MTH(D[start:end]) over an in-memory list of leaf hashes."""
+    """MTH(D[start:end]) over an in-memory list of leaf hashes.
+
+    Raises ProofFormatError for a leaf hash that is not 32 bytes.
+    """
     return root(leaf_hashes[start:end])
 
 
 def inclusion_proof(
     index: int, size: int, subtree_hash: Callable[[int, int], bytes]
 ) -> list[bytes]:
-    """An inclusion proof, with ``subtree_hash(start, end)`` giving MTH(D[start:end])."""
+    """An inclusion proof, with ``subtree_hash(start, end)`` giving MTH(D[start:end]).
+
+    Raises ProofFormatError as :func:`inclusion_proof_ranges` does; what
+    ``subtree_hash`` raises propagates.
+    """
     return [subtree_hash(a, b) for a, b in inclusion_proof_ranges(index, size)]
 
 
 def consistency_proof(
     size1: int, size2: int, subtree_hash: Callable[[int, int], bytes]
 ) -> list[bytes]:
-    """A consistency proof, with ``subtree_hash(start, end)`` giving MTH(D[start:end])."""
+    """A consistency proof, with ``subtree_hash(start, end)`` giving MTH(D[start:end]).
+
+    Raises ProofFormatError as :func:`consistency_proof_ranges` does; what
+    ``subtree_hash`` raises propagates.
+    """
     return [subtree_hash(a, b) for a, b in consistency_proof_ranges(size1, size2)]
 
 
 def inclusion_proof_in_memory(index: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
-    """An inclusion proof over a list of leaf hashes (tests, small trees)."""
+    """An inclusion proof over a list of leaf hashes (tests, small trees).
+
+    Raises ProofFormatError for an index outside the list or a hash that is not 32
+    bytes.
+    """
     return inclusion_proof(index, len(leaf_hashes), lambda a, b: subtree_root(leaf_hashes, a, b))
 
 
 def consistency_proof_in_memory(size1: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
-    """A consistency proof from ``size1`` to ``len(leaf_hashes)`` (tests, small trees)."""
+    """A consistency proof from ``size1`` to ``len(leaf_hashes)`` (tests, small trees).
+
+    Raises ProofFormatError unless 0 < size1 <= len(leaf_hashes), or for a hash that is
+    not 32 bytes.
+    """
     return consistency_proof(size1, len(leaf_hashes), lambda a, b: subtree_root(leaf_hashes, a, b))

@@ -12,14 +12,13 @@ policy beyond that: which keys are trusted is the caller's decision.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from verify.errors import KeyFormatError, NoteFormatError, SignatureError
+from verify.errors import KeyFormatError, NoteFormatError, SignatureError, UnsignedError
 from verify.keys import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
@@ -27,6 +26,7 @@ from verify.keys import (
     VerifierKey,
     is_valid_name,
 )
+from verify.parsing import decode_base64
 
 SIG_PREFIX: Final = "\u2014 "
 MAX_NOTE_SIZE: Final = 1 << 20
@@ -45,6 +45,9 @@ class Signature:
     signature: bytes  # the bytes after the 4-byte key ID
 
     def line(self) -> str:
+        """The line ``— <name> <base64(key ID || signature)>`` and its newline. Never
+        raises.
+        """
         raw = struct.pack(">I", self.key_hash) + self.signature
         return f"{SIG_PREFIX}{self.name} {base64.b64encode(raw).decode()}\n"
 
@@ -59,23 +62,31 @@ class Note:
     verified_keys: tuple[VerifierKey, ...] = ()
 
     def signed_by(self, key: VerifierKey) -> bool:
+        """True when ``key``'s signature verified. Never raises."""
         return key in self.verified_keys
 
 
 def cosignature_message(text: str, timestamp: int) -> bytes:
-    """The message a tlog-cosignature/v1 signature covers."""
+    """The message a tlog-cosignature/v1 signature covers. Never raises."""
     return COSIGNATURE_V1_HEADER + str(timestamp).encode() + b"\n" + text.encode()
 
 
 def cosignature_timestamp(sig: Signature) -> int:
-    """The timestamp a cosignature/v1 signature carries (its first 8 bytes)."""
+    """The timestamp a cosignature/v1 signature carries (its first 8 bytes).
+
+    Raises NoteFormatError unless the signature is 72 bytes.
+    """
     if len(sig.signature) != 72:
         raise NoteFormatError("cosignature/v1 signature must be 72 bytes")
     return int(struct.unpack(">Q", sig.signature[:8])[0])
 
 
 def signature_valid(key: VerifierKey, text: str, signature: bytes) -> bool:
-    """Check one signature (bytes after the key ID) by ``key`` over ``text``."""
+    """Check one signature (bytes after the key ID) by ``key`` over ``text``.
+
+    Never raises: an invalid or wrong-length signature, or a key of another type, is
+    False.
+    """
     if key.algorithm == ALG_ED25519:
         return key.verify_raw(text.encode(), signature)
     if key.algorithm == ALG_COSIGNATURE_V1:
@@ -96,7 +107,11 @@ def _check_text(text: str) -> None:
 
 
 def sign_note(text: str, signers: Sequence[SigningKey], *, cosign_time: int | None = None) -> str:
-    """Sign ``text``; with ``cosign_time`` produce cosignature/v1 lines instead."""
+    """Sign ``text``; with ``cosign_time`` produce cosignature/v1 lines instead.
+
+    Raises NoteFormatError for text that does not end in a newline or holds a control
+    character, for no signer and for the same signer twice.
+    """
     if not text.endswith("\n"):
         raise NoteFormatError("note text must end in a newline")
     _check_text(text)
@@ -122,7 +137,12 @@ def sign_note(text: str, signers: Sequence[SigningKey], *, cosign_time: int | No
 
 
 def split_note(data: bytes | str) -> tuple[str, list[Signature]]:
-    """Parse a note's structure without verifying: (text, signature lines)."""
+    """Parse a note's structure without verifying: (text, signature lines).
+
+    Raises NoteFormatError for an oversized, non-UTF-8 or malformed note: a control
+    character, no signature block, a bad signature line, non-canonical base64, more than
+    100 signatures.
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_NOTE_SIZE:
             raise NoteFormatError("note too large")
@@ -148,10 +168,8 @@ def split_note(data: bytes | str) -> tuple[str, list[Signature]]:
         name, sep, b64 = line[len(SIG_PREFIX) :].partition(" ")
         if not sep or not b64 or not is_valid_name(name):
             raise NoteFormatError("malformed note: bad signature line")
-        try:
-            raw = base64.b64decode(b64.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise NoteFormatError("malformed note: bad signature encoding") from None
+        # Canonical base64 only: Go's note.Open refuses "AAAA=" and stray bits.
+        raw = decode_base64(b64, "malformed note: signature", NoteFormatError)
         if len(raw) < 5:
             raise NoteFormatError("malformed note: signature too short")
         sigs.append(Signature(name, int(struct.unpack(">I", raw[:4])[0]), raw[4:]))
@@ -199,5 +217,5 @@ def open_note(data: bytes | str, known: Iterable[VerifierKey]) -> Note:
         verified.append(sig)
         verified_keys.append(key)
     if not verified:
-        raise SignatureError("note has no verifiable signatures")
+        raise UnsignedError("note has no verifiable signatures (no known key signed it)")
     return Note(text, tuple(verified), tuple(unverified), tuple(verified_keys))

@@ -5,8 +5,8 @@ sign releases, the rebuilder keys whose attestations count, the threshold
 *k* of distinct rebuilders that must agree, and the accepted verdicts; at the
 top level, the C2SP tlog-policy file naming the audit log, its witnesses and
 their quorum, and the maximum checkpoint age. Delivery settings (artifact and
-bundle size caps, a health check, mirrors) live here too so one file
-configures an updater.
+bundle size caps, a health check, mirrors, the log's tile sources) live here
+too so one file configures an updater.
 
 Parsing fails closed: unknown fields, duplicate keys, wrong types, an empty
 rebuilder or maintainer set, k outside 1..n, one public key listed twice (by
@@ -38,6 +38,7 @@ MAX_POLICY_SIZE: Final = 256 * 1024
 MAX_PACKAGES: Final = 1024
 MAX_KEYS: Final = 256
 MAX_MIRRORS: Final = 64
+MAX_LOG_SOURCES: Final = 64
 MAX_URL: Final = 2048
 MAX_NAME: Final = 256
 MAX_CHECKPOINT_AGE: Final = 366 * 86400
@@ -52,7 +53,14 @@ ACCEPTABLE_VERDICTS: Final = ("reproduced", "equivalent")
 DEFAULT_VERDICTS: Final = ("reproduced",)
 HEALTH_CHECK_PLACEHOLDERS: Final = ("{release_dir}", "{artifact}")
 
-_TOP_FIELDS: Final = {"format", "tlog_policy", "max_checkpoint_age", "package", "mirrors"}
+_TOP_FIELDS: Final = {
+    "format",
+    "tlog_policy",
+    "max_checkpoint_age",
+    "package",
+    "mirrors",
+    "logs",
+}
 _TOP_REQUIRED: Final = {"format", "tlog_policy", "max_checkpoint_age", "package"}
 _PKG_FIELDS: Final = {
     "name",
@@ -127,7 +135,7 @@ class UpdatePolicy:
 
     Construction raises PolicyError (no package, duplicate names, a bad
     maximum age, a tlog-policy without a log or with ``quorum none``, bad
-    mirrors). The query methods never raise.
+    mirrors or tile sources). The query methods never raise.
     """
 
     tlog: Policy
@@ -135,6 +143,9 @@ class UpdatePolicy:
     max_checkpoint_age: int
     packages: tuple[PackagePolicy, ...]
     mirrors: tuple[str, ...] = ()
+    logs: tuple[str, ...] = ()
+    """Where the log's tlog-tiles can be read (the log, or copies of its tiles):
+    untrusted sources for consistency proofs the bundle lacks."""
 
     def __post_init__(self) -> None:
         if not self.packages:
@@ -153,13 +164,17 @@ class UpdatePolicy:
                 f"tlog_policy {self.tlog_policy_path}: 'quorum none' cannot be used by an "
                 "updater: without cosignatures a checkpoint's age cannot be checked"
             )
-        if len(self.mirrors) > MAX_MIRRORS:
-            raise PolicyError(f"mirrors: more than {MAX_MIRRORS}")
-        for i, url in enumerate(self.mirrors):
-            _check_url(url, f"mirrors[{i}]")
-        dup = _first_duplicate(self.mirrors)
-        if dup is not None:
-            raise PolicyError(f"mirrors: {dup!r} is listed twice")
+        for name, urls, limit in (
+            ("mirrors", self.mirrors, MAX_MIRRORS),
+            ("logs", self.logs, MAX_LOG_SOURCES),
+        ):
+            if len(urls) > limit:
+                raise PolicyError(f"{name}: more than {limit}")
+            for i, url in enumerate(urls):
+                _check_url(url, f"{name}[{i}]")
+            dup = _first_duplicate(urls)
+            if dup is not None:
+                raise PolicyError(f"{name}: {dup!r} is listed twice")
 
     def package(self, name: str) -> PackagePolicy | None:
         """The package's policy, or None when the policy does not list it. Never raises."""
@@ -350,6 +365,7 @@ def parse_policy(data: bytes, load_tlog_policy: TlogPolicyLoader) -> UpdatePolic
         raise PolicyError(f"policy lists more than {MAX_PACKAGES} packages")
     parsed = tuple(_package(p, i) for i, p in enumerate(packages))
     mirrors = tuple(_string_list(doc.get("mirrors", []), "mirrors", MAX_MIRRORS))
+    logs = tuple(_string_list(doc.get("logs", []), "logs", MAX_LOG_SOURCES))
     try:
         tlog = parse_tlog_policy(load_tlog_policy(tlog_path))
     except PolicyError as e:
@@ -360,4 +376,5 @@ def parse_policy(data: bytes, load_tlog_policy: TlogPolicyLoader) -> UpdatePolic
         max_checkpoint_age=doc["max_checkpoint_age"],
         packages=parsed,
         mirrors=mirrors,
+        logs=logs,
     )

@@ -80,6 +80,7 @@ class InstalledRelease:
             _text(self.downgrade_from, f"installed {self.package} downgrade_from")
 
     def to_dict(self) -> dict[str, Any]:
+        """The release's entry in the state file. Never raises."""
         doc: dict[str, Any] = {
             "version": self.version,
             "sha256": self.sha256,
@@ -150,6 +151,7 @@ class TrustedState:
         return replace(self, installed=tuple(merged[p] for p in sorted(merged)))
 
     def to_dict(self) -> dict[str, Any]:
+        """The rebuild-gate-state/v1 JSON object. Never raises."""
         return {
             "format": FORMAT,
             "checkpoints": dict(self.checkpoints),

@@ -14,12 +14,14 @@ This module never reads files: callers pass the text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from verify.errors import KeyFormatError, PolicyError, ThresholdError
 from verify.keys import ALG_COSIGNATURE_V1, ALG_ED25519, VerifierKey
+from verify.parsing import parse_decimal, unsafe_character
 
 MAX_POLICY_SIZE: Final = 256 * 1024
 MAX_LINE_LENGTH: Final = 8 * 1024
@@ -29,6 +31,7 @@ MAX_WITNESSES: Final = 256
 MAX_GROUPS: Final = 256
 MAX_GROUP_MEMBERS: Final = 256
 QUORUM_NONE: Final = "none"
+_WHITE_SPACE = re.compile(r"\s")  # exactly str.isspace()
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class PolicyLog:
 
     @property
     def origin(self) -> str:
-        """A log's key name is its checkpoint origin (tlog-policy)."""
+        """A log's key name is its checkpoint origin (tlog-policy). Never raises."""
         return self.key.name
 
 
@@ -117,14 +120,18 @@ class Policy:
             raise PolicyError(f"quorum names {self.quorum!r}, which is not defined")
 
     def log_keys(self, origin: str | None = None) -> tuple[VerifierKey, ...]:
-        """Log keys, all or only those for ``origin``."""
+        """Log keys, all or only those for ``origin``. Never raises."""
         return tuple(lg.key for lg in self.logs if origin is None or lg.origin == origin)
 
     def witness_keys(self) -> tuple[VerifierKey, ...]:
+        """Every witness's cosignature key, in policy order. Never raises."""
         return tuple(w.key for w in self.witnesses)
 
     def evaluate(self, cosigners: Iterable[VerifierKey]) -> QuorumResult:
-        """Evaluate the quorum given the keys of verified cosignatures."""
+        """Evaluate the quorum given the keys of verified cosignatures.
+
+        Never raises: an unmet quorum is ``satisfied=False``.
+        """
         keys = set(cosigners)
         witnessed: dict[str, bool] = {}
         counted: list[str] = []
@@ -148,7 +155,7 @@ class Policy:
         return result
 
     def encode(self) -> str:
-        """Canonical policy text (one line per definition, quorum last)."""
+        """Canonical policy text (one line per definition, quorum last). Never raises."""
         out = [_opt(f"log {lg.key.encode()}", lg.url) for lg in self.logs]
         out += [_opt(f"witness {w.name} {w.key.encode()}", w.url) for w in self.witnesses]
         for g in self.groups:
@@ -165,7 +172,9 @@ def _opt(line: str, url: str | None) -> str:
 def _check_name(name: str) -> None:
     if not name or name == QUORUM_NONE:
         raise PolicyError(f"invalid witness or group name {name!r}")
-    if any(ch in " \t\n" or ch < "\x20" or ch == "\x7f" for ch in name):
+    # Names are single tokens: no white space of any kind (NBSP included),
+    # nothing invisible or reordering (C1 controls, bidi overrides).
+    if _WHITE_SPACE.search(name) or unsafe_character(name) is not None:
         raise PolicyError(f"invalid witness or group name {name!r}")
 
 
@@ -187,16 +196,81 @@ def _parse_threshold(text: str, n: int, lineno: int) -> int:
         return n
     if text == "any":
         return 1
-    if not (text.isascii() and text.isdigit()) or (len(text) > 1 and text[0] == "0"):
-        raise PolicyError(f"line {lineno}: group threshold {text!r} is not all, any or k")
-    if len(text) > 4:
-        raise PolicyError(f"line {lineno}: group threshold {text!r} is too large")
-    return int(text)
+    what = f"line {lineno}: group threshold (all, any or k)"
+    return parse_decimal(text, what, PolicyError, maximum=MAX_GROUP_MEMBERS)
+
+
+class _Lines:
+    """The definitions read so far; one method per keyword, each given one line's fields."""
+
+    def __init__(self) -> None:
+        self.logs: list[PolicyLog] = []
+        self.witnesses: list[PolicyWitness] = []
+        self.groups: list[PolicyGroup] = []
+        self.defined: set[str] = set()
+        self.quorum: str | None = None
+
+    def _check_new_name(self, name: str, lineno: int) -> None:
+        _check_name(name)
+        if name in self.defined:
+            raise PolicyError(f"line {lineno}: name {name!r} defined twice")
+
+    def log(self, args: list[str], lineno: int) -> None:
+        if not 1 <= len(args) <= 2:
+            raise PolicyError(f"line {lineno}: expected 'log <vkey> [<url>]'")
+        self.logs.append(PolicyLog(_parse_key(args[0], lineno), args[1] if len(args) > 1 else None))
+        if len(self.logs) > MAX_LOGS:
+            raise PolicyError(f"more than {MAX_LOGS} logs")
+
+    def witness(self, args: list[str], lineno: int) -> None:
+        if not 2 <= len(args) <= 3:
+            raise PolicyError(f"line {lineno}: expected 'witness <name> <vkey> [<url>]'")
+        self._check_new_name(args[0], lineno)
+        key = _parse_key(args[1], lineno)
+        self.witnesses.append(PolicyWitness(args[0], key, args[2] if len(args) > 2 else None))
+        self.defined.add(args[0])
+        if len(self.witnesses) > MAX_WITNESSES:
+            raise PolicyError(f"more than {MAX_WITNESSES} witnesses")
+
+    def group(self, args: list[str], lineno: int) -> None:
+        if len(args) < 3:
+            raise PolicyError(f"line {lineno}: expected 'group <name> <k|any|all> <names>...'")
+        name, k_text, members = args[0], args[1], tuple(args[2:])
+        self._check_new_name(name, lineno)
+        for m in members:
+            if m == QUORUM_NONE:
+                raise PolicyError(f"line {lineno}: 'none' cannot be a group member")
+            if m not in self.defined:
+                raise PolicyError(
+                    f"line {lineno}: group {name} names {m!r}, not defined on an earlier line"
+                )
+        if len(members) > MAX_GROUP_MEMBERS:
+            raise PolicyError(f"line {lineno}: group has too many members")
+        k = _parse_threshold(k_text, len(members), lineno)
+        if not 1 <= k <= len(members):
+            raise PolicyError(f"line {lineno}: threshold {k} not in 1..{len(members)}")
+        self.groups.append(PolicyGroup(name, k, members))
+        self.defined.add(name)
+        if len(self.groups) > MAX_GROUPS:
+            raise PolicyError(f"more than {MAX_GROUPS} groups")
+
+    def set_quorum(self, args: list[str], lineno: int) -> None:
+        if len(args) != 1:
+            raise PolicyError(f"line {lineno}: expected 'quorum <name|none>'")
+        if self.quorum is not None:
+            raise PolicyError(f"line {lineno}: a policy has exactly one quorum line")
+        if args[0] != QUORUM_NONE and args[0] not in self.defined:
+            raise PolicyError(f"line {lineno}: quorum names {args[0]!r}, not defined earlier")
+        self.quorum = args[0]
 
 
 def parse_policy(data: str | bytes) -> Policy:
-    """Parse tlog-policy text. Non-ASCII must be UTF-8 (stricter than C2SP's
-    opaque octets, so names compare the same everywhere in this program)."""
+    """Parse tlog-policy text strictly; raises PolicyError for anything else.
+
+    Non-ASCII must be UTF-8 (stricter than C2SP's opaque octets, so names
+    compare the same everywhere in this program). Fields are separated by
+    ASCII spaces and tabs only; ``#`` starts a comment line.
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_POLICY_SIZE:
             raise PolicyError("policy too large")
@@ -207,69 +281,25 @@ def parse_policy(data: str | bytes) -> Policy:
     if len(data) > MAX_POLICY_SIZE:
         raise PolicyError("policy too large")
     _check_chars(data)
-    logs: list[PolicyLog] = []
-    witnesses: list[PolicyWitness] = []
-    groups: list[PolicyGroup] = []
-    defined: set[str] = set()
-    quorum: str | None = None
+    lines = _Lines()
+    keywords = {
+        "log": lines.log,
+        "witness": lines.witness,
+        "group": lines.group,
+        "quorum": lines.set_quorum,
+    }
     for lineno, raw in enumerate(data.split("\n"), start=1):
         if len(raw) > MAX_LINE_LENGTH:
             raise PolicyError(f"line {lineno}: too long")
-        fields = raw.replace("\t", " ").split()
+        # The separators are ASCII space and tab only: str.split() would also
+        # split on NBSP, U+0085 or U+2028, which a reader of the file may not see.
+        fields = [f for f in raw.replace("\t", " ").split(" ") if f]
         if not fields or fields[0].startswith("#"):
             continue
-        keyword, args = fields[0], fields[1:]
-        if keyword == "log":
-            if not 1 <= len(args) <= 2:
-                raise PolicyError(f"line {lineno}: expected 'log <vkey> [<url>]'")
-            logs.append(PolicyLog(_parse_key(args[0], lineno), args[1] if len(args) > 1 else None))
-            if len(logs) > MAX_LOGS:
-                raise PolicyError(f"more than {MAX_LOGS} logs")
-        elif keyword == "witness":
-            if not 2 <= len(args) <= 3:
-                raise PolicyError(f"line {lineno}: expected 'witness <name> <vkey> [<url>]'")
-            name = args[0]
-            _check_name(name)
-            if name in defined:
-                raise PolicyError(f"line {lineno}: name {name!r} defined twice")
-            key = _parse_key(args[1], lineno)
-            witnesses.append(PolicyWitness(name, key, args[2] if len(args) > 2 else None))
-            defined.add(name)
-            if len(witnesses) > MAX_WITNESSES:
-                raise PolicyError(f"more than {MAX_WITNESSES} witnesses")
-        elif keyword == "group":
-            if len(args) < 3:
-                raise PolicyError(f"line {lineno}: expected 'group <name> <k|any|all> <names>...'")
-            name, k_text, members = args[0], args[1], tuple(args[2:])
-            _check_name(name)
-            if name in defined:
-                raise PolicyError(f"line {lineno}: name {name!r} defined twice")
-            for m in members:
-                if m == QUORUM_NONE:
-                    raise PolicyError(f"line {lineno}: 'none' cannot be a group member")
-                if m not in defined:
-                    raise PolicyError(
-                        f"line {lineno}: group {name} names {m!r}, not defined on an earlier line"
-                    )
-            if len(members) > MAX_GROUP_MEMBERS:
-                raise PolicyError(f"line {lineno}: group has too many members")
-            k = _parse_threshold(k_text, len(members), lineno)
-            if not 1 <= k <= len(members):
-                raise PolicyError(f"line {lineno}: threshold {k} not in 1..{len(members)}")
-            groups.append(PolicyGroup(name, k, members))
-            defined.add(name)
-            if len(groups) > MAX_GROUPS:
-                raise PolicyError(f"more than {MAX_GROUPS} groups")
-        elif keyword == "quorum":
-            if len(args) != 1:
-                raise PolicyError(f"line {lineno}: expected 'quorum <name|none>'")
-            if quorum is not None:
-                raise PolicyError(f"line {lineno}: a policy has exactly one quorum line")
-            if args[0] != QUORUM_NONE and args[0] not in defined:
-                raise PolicyError(f"line {lineno}: quorum names {args[0]!r}, not defined earlier")
-            quorum = args[0]
-        else:
-            raise PolicyError(f"line {lineno}: unknown keyword {keyword!r}")
-    if quorum is None:
+        handle = keywords.get(fields[0])
+        if handle is None:
+            raise PolicyError(f"line {lineno}: unknown keyword {fields[0]!r}")
+        handle(fields[1:], lineno)
+    if lines.quorum is None:
         raise PolicyError("policy has no quorum line (use 'quorum none' to require no witnesses)")
-    return Policy(tuple(logs), tuple(witnesses), tuple(groups), quorum)
+    return Policy(tuple(lines.logs), tuple(lines.witnesses), tuple(lines.groups), lines.quorum)

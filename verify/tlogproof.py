@@ -12,17 +12,17 @@ and the ``extra`` data is returned unauthenticated. No I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Final
 
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.cosignature import Cosignature, verify_cosignatures
-from verify.errors import OriginError, ProofError, ProofFormatError
+from verify.errors import OriginError, ProofFormatError
 from verify.keys import VerifierKey
 from verify.merkle import HASH_SIZE, MAX_TREE_SIZE, leaf_hash, verify_inclusion
 from verify.note import MAX_NOTE_SIZE, open_note, split_note
+from verify.parsing import decode_base64, parse_decimal
 from verify.tlog_policy import Policy, QuorumResult
 
 HEADER: Final = "c2sp.org/tlog-proof@v1"
@@ -32,24 +32,7 @@ MAX_PROOF_TEXT: Final = MAX_NOTE_SIZE + 2 * MAX_EXTRA
 
 
 def _b64(text: str, what: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise ProofFormatError(f"tlog-proof: {what} is not base64") from None
-    if base64.b64encode(raw).decode() != text:
-        raise ProofFormatError(f"tlog-proof: {what} is not canonical base64")
-    return raw
-
-
-def _decimal(text: str, what: str) -> int:
-    if not text or not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise ProofFormatError(f"tlog-proof: {what} {text!r} is not a decimal")
-    if len(text) > 1 and text[0] == "0":
-        raise ProofFormatError(f"tlog-proof: {what} has a leading zero")
-    value = int(text)
-    if value > MAX_TREE_SIZE:
-        raise ProofFormatError(f"tlog-proof: {what} is beyond 2**63-1")
-    return value
+    return decode_base64(text, f"tlog-proof: {what}", ProofFormatError)
 
 
 @dataclass(frozen=True)
@@ -73,6 +56,7 @@ class TlogProof:
         split_note(self.checkpoint)  # a well-formed signed note, or NoteFormatError
 
     def encode(self) -> str:
+        """The proof's canonical tlog-proof@v1 text. Never raises."""
         lines = [HEADER]
         if self.extra is not None:
             lines.append("extra " + base64.b64encode(self.extra).decode())
@@ -81,13 +65,22 @@ class TlogProof:
         return "\n".join(lines) + "\n\n" + self.checkpoint
 
     def checkpoint_body(self) -> Checkpoint:
-        """The checkpoint, parsed but NOT verified."""
+        """The checkpoint, parsed but NOT verified.
+
+        Raises CheckpointFormatError when the note's text is not a checkpoint
+        body (the note itself was checked when this proof was made).
+        """
         text, _ = split_note(self.checkpoint)
         return parse_checkpoint(text)
 
 
 def parse(data: str | bytes) -> TlogProof:
-    """Parse tlog-proof@v1 text strictly (every line newline-terminated)."""
+    """Parse tlog-proof@v1 text strictly (every line newline-terminated).
+
+    Raises ProofFormatError for anything but tlog-proof@v1 (oversized, not UTF-8, a
+    missing line, non-canonical base64, a bad index), NoteFormatError for a malformed
+    checkpoint note.
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_PROOF_TEXT:
             raise ProofFormatError("tlog-proof too large")
@@ -110,7 +103,9 @@ def parse(data: str | bytes) -> TlogProof:
         pos += 1
     if pos >= len(lines) or not lines[pos].startswith("index "):
         raise ProofFormatError("tlog-proof: missing 'index N' line")
-    index = _decimal(lines[pos][len("index ") :], "index")
+    index = parse_decimal(
+        lines[pos][len("index ") :], "tlog-proof: index", ProofFormatError, maximum=MAX_TREE_SIZE
+    )
     hashes = lines[pos + 1 :]
     if len(hashes) > MAX_INCLUSION_HASHES:
         raise ProofFormatError("tlog-proof: more than 63 inclusion proof hashes")
@@ -157,7 +152,10 @@ def verify_tlog_proof_leaf(
     *,
     now: int | None = None,
 ) -> VerifiedProof:
-    """:func:`verify_tlog_proof` for a caller that computed the leaf hash itself."""
+    """:func:`verify_tlog_proof` for a caller that computed the leaf hash itself.
+
+    Raises what :func:`verify_tlog_proof` raises.
+    """
     tp = proof if isinstance(proof, TlogProof) else parse(proof)
     if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
         raise ProofFormatError("leaf hash must be 32 bytes")
@@ -177,8 +175,9 @@ def verify_tlog_proof_leaf(
     cosigs = verify_cosignatures(tp.checkpoint, policy.witness_keys(), max_timestamp=now)
     quorum = policy.require_quorum(c.key for c in cosigs)
 
-    # Step 4: the inclusion proof binds the leaf to the checkpoint's root.
+    # Step 4: the inclusion proof binds the leaf to the checkpoint's root. An
+    # index outside the tree is a malformed proof, as in verify_inclusion.
     if tp.index >= cp.size:
-        raise ProofError(f"index {tp.index} is not in a tree of size {cp.size}")
+        raise ProofFormatError(f"index {tp.index} is not in a tree of size {cp.size}")
     verify_inclusion(leaf, tp.index, cp.size, tp.proof, cp.root_hash)
     return VerifiedProof(cp, tp.index, leaf, log_key, cosigs, quorum, tp.extra)

@@ -40,6 +40,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.mirror",
     "rebuild.cli.update",
     "rebuild.cli.updater",
+    "rebuild.cli.demo",
 )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._args import add_ca_bundle
+from rebuild.cli._limits import add_limit_args, limits_from_args
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, TransportError, UsageError
 
@@ -108,6 +109,16 @@ def _serve_parser(lsub: Any) -> None:
         help="take K's passphrase from VAR (default: REBUILD_PASSPHRASE, else a prompt)",
     )
     s.add_argument(
+        "--recosign-interval",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --witnesses: once the published checkpoint's newest cosignature is this "
+        "old and no entry was added, ask the witnesses to cosign the unchanged checkpoint "
+        "again and republish it, so updaters that refuse stale checkpoints keep accepting "
+        "an idle log (default 3600; 0 disables)",
+    )
+    s.add_argument(
         "--metrics",
         metavar="HOST:PORT",
         help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
@@ -117,6 +128,7 @@ def _serve_parser(lsub: Any) -> None:
         action="store_true",
         help="print a JSON line once listening and the final envelope when stopped (docs/cli.md)",
     )
+    add_limit_args(s)
     s.set_defaults(func=cmd_serve)
 
 
@@ -272,6 +284,20 @@ def _status_parser(lsub: Any) -> None:
     st.add_argument("--json", action="store_true", help="print one JSON document")
     st.set_defaults(func=cmd_status)
 
+    k = lsub.add_parser(
+        "fsck",
+        help="check a log directory's tiles and checkpoints against its signatures",
+        description=(
+            "Read-only (safe beside a running server): every entry bundle and hash tile must "
+            "hash up to the signed root, every checkpoint ever signed, cosigned or published "
+            "must verify under the log's key and be a prefix of the committed tree. Exit 0 "
+            "when all is intact, 1 when damage is found, 2 when D is not a log directory."
+        ),
+    )
+    k.add_argument("--dir", required=True, type=Path, metavar="D", help="log directory")
+    k.add_argument("--json", action="store_true", help="print one JSON document")
+    k.set_defaults(func=cmd_fsck)
+
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", required=True, metavar="URL", help="the log's URL (tlog-tiles prefix)")
@@ -362,11 +388,20 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         workers = int(args.workers)
     else:
         raise UsageError("--workers must be 'auto' or a number in 0..64")
+    if not 0 <= args.recosign_interval <= 7 * 86400:
+        raise UsageError("--recosign-interval must be in 0..604800 seconds")
+    limits = limits_from_args(args)
     key = load_signing_key(args.key, args.passphrase_env)
     origin = args.origin or key.name
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     tls_files = (args.tls_cert, args.tls_key) if args.tls_cert else None
     policy = _read_policy(args.witnesses) if args.witnesses else None
+    for w in policy.witnesses if policy is not None else ():
+        if w.key.public_key == key.public_key:
+            raise UsageError(
+                f"{args.witnesses}: witness {w.name} has this log's own key: a witness that "
+                "is the log proves nothing (give the witness a key of its own)"
+            )
     logging.basicConfig(
         level=logging.DEBUG if os.environ.get("REBUILD_LOG_DEBUG") else logging.INFO,
         stream=sys.stderr,
@@ -382,7 +417,10 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 pool = WitnessPool(
                     policy, client_ssl_context(args.witness_ca_bundle), args.witness_timeout
                 )
-            sequencer = Sequencer(store, pool, ServerOptions(batch_ms=args.batch_ms))
+            options = ServerOptions(
+                batch_ms=args.batch_ms, recosign_interval=args.recosign_interval, limits=limits
+            )
+            sequencer = Sequencer(store, pool, options)
             if args.metrics:
                 sequencer.observer = _log_metrics(args.metrics, sequencer, policy, out)
             shape = f"{workers} front-end processes" if workers else "one process"
@@ -757,7 +795,7 @@ def cmd_find(args: argparse.Namespace, out: Output) -> int:
         if args.sha256 is not None:
             indexes = client.lookup_subject(bytes.fromhex(args.sha256))
         else:
-            indexes = client.lookup_package(args.package, args.version)
+            indexes = client.lookup_package(args.package)
         cp, verified = _checkpoint(client, verifier)
         # Entries sequenced after the published checkpoint are not in its tree yet.
         pending = [i for i in indexes if i >= cp.size]
@@ -834,3 +872,30 @@ def _age(seconds: object) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def cmd_fsck(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.log.fsck import fsck  # noqa: PLC0415
+
+    report = fsck(args.dir)
+    doc = report.as_json()
+    del doc["ok"]  # the envelope's own ok and verdict say it
+
+    def human(c: Console) -> None:
+        if report.ok:
+            c.print(
+                f"ok: {args.dir} (size {report.size}): {report.entries_checked} entries, "
+                f"{report.tiles_checked} hash tiles, {report.checkpoints_checked} checkpoint "
+                "sizes verified",
+                markup=False,
+            )
+            return
+        c.print(
+            f"damaged: {args.dir} (size {report.size}): {len(report.problems)} problem(s)",
+            markup=False,
+        )
+        for p in report.problems:
+            c.print(f"  {p}", markup=False)
+
+    out.result({"verdict": "intact" if report.ok else "damaged", **doc}, human)
+    return 0 if report.ok else 1

@@ -8,6 +8,8 @@ version the bundle's release statement names, for the gate to judge later.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,8 @@ from rebuild.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from rebuild.updater.mirror import LogTiles
 
 
 def register(sub: Any) -> None:
@@ -36,12 +40,28 @@ def register(sub: Any) -> None:
             "(DIR/PACKAGE/index.json, DIR/PACKAGE/VERSION/ARTIFACT, .../bundle.json), with "
             "package, version and file name taken from the bundle's release statement (not "
             "verified: the updater's gate does that). Writes are atomic; publishing the same "
-            "release again is a no-op, the same version with other bytes is refused."
+            "release again is a no-op, the same version with other bytes is refused. With "
+            "--log URL, first copy the log's hash tiles for the bundle's checkpoint that DIR "
+            "lacks into DIR/log/ (checked to reproduce the checkpoint's root), so updaters "
+            "that skipped releases can compute the consistency proof they need from the "
+            "mirror alone."
         ),
     )
     pub.add_argument("--dir", required=True, type=Path, metavar="DIR", help="mirror directory")
     pub.add_argument("--artifact", required=True, type=Path, metavar="FILE", help="the artifact")
     pub.add_argument("--bundle", required=True, type=Path, metavar="B", help="its bundle")
+    pub.add_argument(
+        "--log",
+        metavar="URL",
+        help="the log's tlog-tiles URL: copy the tiles of the bundle's checkpoint into DIR/log/",
+    )
+    pub.add_argument(
+        "--log-ca-bundle",
+        type=Path,
+        metavar="F",
+        help="CA bundle (PEM) to check an https:// log's certificate (default: the system's)",
+    )
+    pub.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per log request")
     pub.add_argument("--json", action="store_true", help="print one JSON document")
     pub.set_defaults(func=cmd_publish)
 
@@ -75,14 +95,19 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
 
     bundle = read_bounded(args.bundle, MAX_BUNDLE_SIZE)
     info = release_info(bundle, sha256_file(args.artifact), str(args.bundle))
-    result = publish(
-        args.dir,
-        args.artifact,
-        args.bundle,
-        package=info.package,
-        version=info.version,
-        artifact_name=info.artifact,
-    )
+    with contextlib.ExitStack() as stack:
+        tiles = None
+        if args.log is not None:
+            tiles = stack.enter_context(_log_tiles(args, bundle))
+        result = publish(
+            args.dir,
+            args.artifact,
+            args.bundle,
+            package=info.package,
+            version=info.version,
+            artifact_name=info.artifact,
+            log_tiles=tiles,
+        )
 
     def human(c: Console) -> None:
         verb = "published" if result.added else "already published"
@@ -90,9 +115,26 @@ def cmd_publish(args: argparse.Namespace, out: Output) -> int:
         c.print(
             f"{verb}: {result.package} {r.version} ({r.artifact}, {r.size} bytes) in {args.dir}"
         )
+        t = result.log_tiles
+        if t is not None:
+            c.print(
+                f"log tiles for size {t.size}: {t.copied} copied ({t.bytes} bytes), "
+                f"{t.present} already there, in {args.dir / 'log'}"
+            )
 
     out.result(result.as_json(), human)
     return 0
+
+
+@contextlib.contextmanager
+def _log_tiles(args: argparse.Namespace, bundle: bytes) -> Iterator[LogTiles]:
+    from rebuild.log.client import LogClient  # noqa: PLC0415
+    from rebuild.updater.mirror import LogTiles  # noqa: PLC0415
+    from verify.bundle import parse_bundle  # noqa: PLC0415
+
+    cp = parse_bundle(bundle).checkpoint_body()  # release_info parsed it already
+    with LogClient(args.log, args.log_ca_bundle, args.timeout) as client:
+        yield LogTiles(client.tile, cp.size, cp.root_hash, client.url)
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:

@@ -31,15 +31,25 @@ def add_fetch_args(p: argparse.ArgumentParser) -> None:
         help="a mirror's base URL, tried in the order given; repeatable "
         "(default: the policy's mirrors)",
     )
+    p.add_argument(
+        "--log",
+        action="append",
+        metavar="URL",
+        help="where the log's tiles can be read (the log's tlog-tiles URL, or a copy of its "
+        "tiles), to compute a consistency proof the bundle lacks (an updater that skipped "
+        "a release); repeatable, tried in order before each mirror's log/ "
+        "(default: the policy's logs)",
+    )
     p.add_argument("--install-dir", required=True, type=Path, metavar="D", help="install directory")
     p.add_argument(
         "--state", type=Path, metavar="S", help="the gate's state directory (default: D/state)"
     )
-    add_ca_bundle(p, "mirror", "https:// mirrors", old="--ca-bundle")
+    add_ca_bundle(p, "mirror", "https:// mirrors and tile sources", old="--ca-bundle")
     p.add_argument(
         "--insecure-loopback",
         action="store_true",
-        help="allow plain http:// to loopback mirrors (tests, demos); never other hosts",
+        help="allow plain http:// to loopback mirrors and tile sources (tests, demos); "
+        "never other hosts",
     )
     p.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="per request")
     p.add_argument(
@@ -58,7 +68,11 @@ def register(sub: Any) -> None:
             "Read every mirror's version list, then try the newest version on each mirror "
             "that lists it: download artifact and bundle over HTTPS (bounded by the policy's "
             "byte caps and the timeouts), run the gate, and install into D/current atomically "
-            "(stage, fsync, switch a symlink, health check, roll back on failure). A mirror "
+            "(stage, fsync, switch a symlink, health check, roll back on failure). When the "
+            "gate's only objection is a consistency proof the bundle lacks (this updater "
+            "skipped the release the bundle was made against), the proof is computed from the "
+            "log's tiles (--log, else the policy's logs; then each mirror's log/) and the gate "
+            "asked once more. A mirror "
             "that fails, times out, serves tampered bytes or is refused by the gate is "
             "skipped and reported. Exit 0 installed or up to date, 1 nothing passed the gate "
             "(or the health check failed and the old release is back), 2 usage/locked/I/O."
@@ -86,11 +100,16 @@ def register(sub: Any) -> None:
 
 def update_request(args: argparse.Namespace, package: str, policy: Any) -> Any:
     from rebuild.updater.fetch import FetchOptions  # noqa: PLC0415
-    from rebuild.updater.update import UpdateRequest, resolve_mirrors  # noqa: PLC0415
+    from rebuild.updater.update import (  # noqa: PLC0415
+        UpdateRequest,
+        resolve_logs,
+        resolve_mirrors,
+    )
 
     return UpdateRequest(
         package=package,
         mirrors=resolve_mirrors(args.mirror, policy),
+        logs=resolve_logs(args.log, policy),
         install_dir=args.install_dir,
         state_dir=args.state if args.state is not None else args.install_dir / "state",
         fetch=FetchOptions(
@@ -147,6 +166,12 @@ def show_report(c: Console, r: UpdateReport) -> None:
         for a in r.attempts:
             a_t.add_row(a.mirror, a.version, a.outcome, a.error or "")
         c.print(a_t)
+    for a in r.attempts:
+        if a.consistency is not None:
+            c.print(f"{a.version} from {a.mirror}: {a.consistency.summary()}", markup=False)
+            for src in a.consistency.sources:
+                if src.error:
+                    c.print(f"  tile source {src.url}: {src.status}: {src.error}", markup=False)
     for s in r.skipped_newer:
         c.print(
             f"[yellow]newer version {s['version']} listed but not installable:[/] "

@@ -1,7 +1,8 @@
 """``rebuild verify``: rebuild a published artifact and report the verdict.
 
 Only renders: the pipeline (:mod:`rebuild.engine.pipeline`) decides and
-returns a frozen result. Exit 0 reproduced, 1 mismatch or failed, 2 error.
+returns a frozen result. Exit 0 reproduced, 1 equivalent, mismatch or
+failed, 2 error; ``--accept-equivalent`` makes equivalent exit 0.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 _STYLE = {
     "reproduced": "bold green",
+    "equivalent": "bold yellow",
     "mismatch": "bold red",
     "failed": "bold red",
     "error": "bold yellow",
@@ -42,8 +44,10 @@ def register(sub: Any) -> None:
             "without ARTIFACT it is downloaded from --url or the statement's downloadLocation "
             "and kept only with the statement's sha256). "
             "Steps: fetch, environment, build (no network), compare sha256, diagnose a "
-            "mismatch, attest (--key), publish (--log). Exit 0 reproduced, 1 mismatch or "
-            "failed, 2 error."
+            "mismatch, attest (--key), publish (--log). A wheel that differs only in zip "
+            "entry times, order or permission bits, and is byte-identical once those are "
+            "normalized, is 'equivalent', never 'reproduced'. Exit 0 reproduced, 1 "
+            "equivalent, mismatch or failed, 2 error."
         ),
     )
     p.add_argument("target", nargs="*", metavar="TARGET", help="what to rebuild (see above)")
@@ -92,6 +96,11 @@ def register(sub: Any) -> None:
         help=f"build time limit in seconds (default {DEFAULT_TIMEOUT:.0f})",
     )
     p.add_argument("--keep-work", action="store_true", help="keep unpacked sources and wheels")
+    p.add_argument(
+        "--accept-equivalent",
+        action="store_true",
+        help="exit 0 for verdict equivalent too (the verdict and attestation stay equivalent)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.set_defaults(func=cmd_verify)
 
@@ -145,6 +154,8 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         out.fail(e.message, kind=f"{e.step.capitalize()}Error", hint=e.hint)
     elif result.verdict == "error":
         out.fail(result.message or "the rebuild could not run", hint=result.hint, quiet=True)
+    elif result.verdict == "equivalent" and args.accept_equivalent:
+        return 0
     return result.exit_code
 
 
@@ -197,6 +208,12 @@ def _render(c: Console, r: VerifyResult) -> None:
         c.print(f"artifact: {r.artifact}", markup=False)
     c.print(f"upstream sha256: {r.upstream_sha256 or '(unknown: not fetched)'}", markup=False)
     c.print(f"rebuilt  sha256: {r.rebuilt_sha256 or '(none: no artifact was built)'}", markup=False)
+    if r.normalization:
+        c.print(
+            f"normalized sha256: {r.normalization['sha256']} (both, after "
+            f"{', '.join(r.normalization['rules'])})",
+            markup=False,
+        )
     if r.causes:
         c.print("causes:", markup=False)
         for cause in r.causes:

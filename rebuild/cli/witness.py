@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rebuild.cli._args import renamed
+from rebuild.cli._limits import add_limit_args, limits_from_args
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
 
@@ -58,6 +59,7 @@ def register(sub: Any) -> None:
         help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
     )
     s.add_argument("--json", action="store_true", help="print JSON lines (docs/cli.md)")
+    add_limit_args(s)
     s.set_defaults(func=cmd_serve)
 
     k = wsub.add_parser(
@@ -104,8 +106,15 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     host, port = parse_listen(args.listen)
+    limits = limits_from_args(args)
     key = load_signing_key(args.key, args.passphrase_env)
     logs = [load_verifier_key(spec) for spec in args.log_keys]
+    for log_key in logs:
+        if log_key.public_key == key.public_key:
+            raise UsageError(
+                f"--key is the key of log {log_key.name}: a witness must not cosign with "
+                "the key the log signs with (use a key of its own)"
+            )
     tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     if tls is None and not _is_loopback(host):
         out.note(f"warning: serving plain HTTP on {host}; use --tls-cert/--tls-key off loopback")
@@ -141,7 +150,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             out.event(doc, human)
 
         try:
-            asyncio.run(serve_forever(witness, host, port, tls, ready))
+            asyncio.run(serve_forever(witness, host, port, tls, ready, limits=limits))
         finally:
             if metrics is not None:
                 metrics.close()

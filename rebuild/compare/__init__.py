@@ -26,11 +26,13 @@ if TYPE_CHECKING:
         ZipFormatError,
     )
     from rebuild.compare._html import render_html_report, store_html_report, write_html_report
+    from rebuild.compare._limits import DEFAULT_LIMITS, InflationLimitError, InflationLimits
     from rebuild.compare._model import Comparison, Difference, DiffoscopeRun, ReportFile
     from rebuild.compare._vocab import DESCRIPTIONS, describe
 
 __all__ = [
     "DEFAULT_DIFFOSCOPE",
+    "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
     "DESCRIPTIONS",
     "ArchiveFormatError",
@@ -38,6 +40,8 @@ __all__ = [
     "Difference",
     "DiffoscopeError",
     "DiffoscopeRun",
+    "InflationLimitError",
+    "InflationLimits",
     "PharFormatError",
     "ReportFile",
     "TarFormatError",
@@ -64,6 +68,9 @@ _HOME = {
     "render_html_report": "_html",
     "store_html_report": "_html",
     "write_html_report": "_html",
+    "DEFAULT_LIMITS": "_limits",
+    "InflationLimitError": "_limits",
+    "InflationLimits": "_limits",
     "Comparison": "_model",
     "Difference": "_model",
     "DiffoscopeRun": "_model",

@@ -5,6 +5,10 @@ and, when they are not, says why.
    nothing is unpacked and diffoscope is not run.
 2. Otherwise diagnose with the format-aware parsers (pure Python, bounded).
    A side that cannot be parsed is itself a difference (``format:<side>``).
+   2b. For zips whose every cause is ``timestamps``, ``order`` or
+   ``permissions``, normalize both sides by exactly those rules
+   (``_normalize``); equal normalized digests make the pair *equivalent*.
+   Never identical: that is only ever equal sha256s.
 3. With a report directory, run diffoscope (bounded) and store its JSON, HTML
    and text reports content-addressed, then store the comparison report (which
    names all of them) and return its digest.
@@ -23,7 +27,9 @@ from typing import Any
 from rebuild.compare._diagnose import Diagnosis, diagnose, sniff_format
 from rebuild.compare._diffoscope import DEFAULT_DIFFOSCOPE, DEFAULT_TIMEOUT, run_diffoscope
 from rebuild.compare._hashing import sha256_file
-from rebuild.compare._model import Comparison, ReportFile, causes_of
+from rebuild.compare._limits import DEFAULT_LIMITS, InflationLimits
+from rebuild.compare._model import Comparison, DiffoscopeRun, ReportFile, causes_of
+from rebuild.compare._normalize import normalize_pair
 from rebuild.compare._store import store_report
 
 COMPARISON_REPORT_TYPE = "https://rebuild.invalid/comparison/v1"
@@ -38,11 +44,14 @@ def compare(
     report_dir: Path | None = None,
     diffoscope_timeout: float = DEFAULT_TIMEOUT,
     diffoscope: str | None = DEFAULT_DIFFOSCOPE,
+    limits: InflationLimits = DEFAULT_LIMITS,
 ) -> Comparison:
     """Compare ``expected`` (the published artifact) with ``actual`` (the rebuild).
 
     ``diffoscope=None`` skips diffoscope; it also only runs with a
-    ``report_dir`` (its reports must be stored somewhere).
+    ``report_dir`` (its reports must be stored somewhere). ``limits`` caps
+    how much either side may inflate (docs/comparison.md); a side over them
+    is reported as ``limit:<side>`` and diffoscope is not run on the pair.
     """
     start = time.monotonic()
     expected, actual = Path(expected), Path(actual)
@@ -61,17 +70,43 @@ def compare(
             causes=(),
             seconds=time.monotonic() - start,
         )
-    diag: Diagnosis = diagnose(expected, actual)
+    diag: Diagnosis = diagnose(expected, actual, limits)
     notes = list(diag.notes)
     causes = causes_of(diag.differences)
+    normalized = None
+    if diag.format in {"wheel", "zip"}:
+        # Step 2b: equivalence. Only zips whose every cause has a normalization
+        # rule are normalized; equal normalized digests make them equivalent.
+        normalized = normalize_pair(expected, actual, causes)
+        if normalized is not None and not normalized.equal:
+            notes.append(
+                "still different after normalizing "
+                + ", ".join(normalized.rules)
+                + ": not equivalent"
+            )
     differences = diag.differences[:MAX_DIFFERENCES]
     if len(diag.differences) > MAX_DIFFERENCES:
         omitted = len(diag.differences) - MAX_DIFFERENCES
         notes.append(f"{omitted} further differences omitted from the details")
     reports: list[ReportFile] = []
     run = None
-    if report_dir is not None and diffoscope is not None:
-        out = run_diffoscope(expected, actual, executable=diffoscope, timeout=diffoscope_timeout)
+    over = [d for d in diag.differences if d.kind == "limit"]
+    if report_dir is not None and diffoscope is not None and over:
+        # diffoscope would extract (and often load) what the caps refused.
+        run = DiffoscopeRun(
+            "refused",
+            None,
+            None,
+            None,
+            0.0,
+            f"diffoscope was not run: the {' and the '.join(str(d.side) for d in over)} "
+            "artifact exceeds the inflation caps",
+        )
+        notes.append(str(run.note))
+    elif report_dir is not None and diffoscope is not None:
+        out = run_diffoscope(
+            expected, actual, executable=diffoscope, timeout=diffoscope_timeout, limits=limits
+        )
         run = out.run
         if run.note:
             notes.append(run.note)
@@ -101,6 +136,7 @@ def compare(
         diffoscope=run,
         reports=tuple(reports),
         seconds=time.monotonic() - start,
+        normalized=normalized,
     )
     if report_dir is None:
         return result

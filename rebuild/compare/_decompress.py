@@ -26,15 +26,18 @@ def decompress_stream(
     what: str,
     error: type[ArchiveFormatError],
     allow_trailing: bool = False,
+    limit_error: type[ArchiveFormatError] | None = None,
 ) -> Iterator[bytes]:
-    """Yield the decompressed form of ``chunks``, at most ``limit`` bytes in all."""
+    """Yield the decompressed form of ``chunks``, at most ``limit`` bytes in all.
+
+    Going past ``limit`` raises ``limit_error`` (default ``error``)."""
     total = 0
 
     def take(piece: bytes) -> bytes:
         nonlocal total
         total += len(piece)
         if total > limit:
-            raise error(f"{what}: decompresses to more than {limit} bytes")
+            raise (limit_error or error)(f"{what}: decompresses to more than {limit} bytes")
         return piece
 
     try:

@@ -19,15 +19,16 @@ import base64
 import csv
 import hashlib
 import io
-import mmap
 import re
 import struct
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from rebuild.compare._blob import Blob, spans_equal
 from rebuild.compare._decompress import Codec
 from rebuild.compare._errors import ArchiveFormatError
+from rebuild.compare._limits import DEFAULT_LIMITS, InflationLimitError, InflationLimits
 from rebuild.compare._model import Difference, Side
 from rebuild.compare._phar import Phar
 from rebuild.compare._pharview import phar_view, signature_differences
@@ -83,27 +84,12 @@ def _sniff(head: bytes, name: str) -> str:
 
 
 class _Side:
-    """One artifact opened for diagnosis: an mmap view of the whole file."""
+    """One artifact opened for diagnosis: read with pread, never loaded whole."""
 
     def __init__(self, path: Path, stack: ExitStack) -> None:
         self.path = path
         f = stack.enter_context(path.open("rb"))
-        size = path.stat().st_size
-        if size == 0:
-            self.buf = memoryview(b"")
-        else:
-            m = stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            self.buf = memoryview(m)
-            stack.callback(self.buf.release)
-
-
-def _raw_equal(a: memoryview, b: memoryview) -> bool:
-    if len(a) != len(b):
-        return False
-    for i in range(0, len(a), CHUNK):
-        if a[i : i + CHUNK].tobytes() != b[i : i + CHUNK].tobytes():
-            return False
-    return True
+        self.buf = Blob.open_fd(f.fileno())
 
 
 class _Contents:
@@ -136,7 +122,7 @@ class _Contents:
         """(content identical, compressed bytes identical under the same codec)."""
         re_ = self.views["expected"].raw(name)
         ra = self.views["actual"].raw(name)
-        if re_ is not None and ra is not None and re_[0] == ra[0] and _raw_equal(re_[1], ra[1]):
+        if re_ is not None and ra is not None and re_[0] == ra[0] and spans_equal(re_[1], ra[1]):
             self.raw_same[name] = True
             return True, True
         return self.digest("expected", name) == self.digest("actual", name), False
@@ -396,15 +382,22 @@ def phar_members(diffs: list[Difference]) -> list[Difference]:
     return out
 
 
-def diagnose(expected: Path, actual: Path) -> Diagnosis:
+def _refusal(side: str, err: ArchiveFormatError) -> Difference:
+    """A side that cannot be read (``format``) or would inflate past the caps (``limit``)."""
+    if isinstance(err, InflationLimitError):
+        return Difference("limit", None, f"not inflated: {err}", side=side)  # type: ignore[arg-type]
+    return Difference("format", None, str(err), side=side)  # type: ignore[arg-type]
+
+
+def diagnose(expected: Path, actual: Path, limits: InflationLimits = DEFAULT_LIMITS) -> Diagnosis:
     """Classify the differences between two (different) artifacts."""
     fe, fa = sniff_format(expected), sniff_format(actual)
     if fe == fa and fe in {"gzip", "bzip2"}:
-        return _diagnose_wrapped(expected, actual, fe)
-    return _diagnose(expected, actual, fe, fa)
+        return _diagnose_wrapped(expected, actual, fe, limits)
+    return _diagnose(expected, actual, fe, fa, limits)
 
 
-def _diagnose_wrapped(expected: Path, actual: Path, fmt: str) -> Diagnosis:
+def _diagnose_wrapped(expected: Path, actual: Path, fmt: str, limits: InflationLimits) -> Diagnosis:
     codec: Codec = "gzip" if fmt == "gzip" else "bzip2"
     suffix = ".gz" if fmt == "gzip" else ".bz2"
     with ExitStack() as stack:
@@ -412,9 +405,9 @@ def _diagnose_wrapped(expected: Path, actual: Path, fmt: str) -> Diagnosis:
         broken: list[Difference] = []
         for side, path in (("expected", expected), ("actual", actual)):
             try:
-                unwrapped[side] = unwrap(path, codec, stack)
+                unwrapped[side] = unwrap(path, codec, stack, limits)
             except ArchiveFormatError as err:
-                broken.append(Difference("format", None, str(err), side=side))  # type: ignore[arg-type]
+                broken.append(_refusal(side, err))
         if broken:
             return Diagnosis(fmt, tuple(broken))
         diffs: list[Difference] = []
@@ -432,7 +425,7 @@ def _diagnose_wrapped(expected: Path, actual: Path, fmt: str) -> Diagnosis:
             fi, fa = inner_fmt, sniff_format(pa)
             if fi in {"gzip", "bzip2"} or fa in {"gzip", "bzip2"}:
                 fi = fa = "file"  # one level of wrapping only
-            inner = _diagnose(pe, pa, fi, fa)
+            inner = _diagnose(pe, pa, fi, fa, limits)
             diffs += inner.differences
             notes += inner.notes
             inner_fmt = inner.format
@@ -447,7 +440,7 @@ def _diagnose_wrapped(expected: Path, actual: Path, fmt: str) -> Diagnosis:
     return Diagnosis(f"{inner_fmt}{suffix}", tuple(diffs), tuple(notes))
 
 
-def _diagnose(expected: Path, actual: Path, fe: str, fa: str) -> Diagnosis:
+def _diagnose(expected: Path, actual: Path, fe: str, fa: str, limits: InflationLimits) -> Diagnosis:
     if {fe, fa} == {"zip", "wheel"}:
         fe = fa = "wheel"
     if fe != fa:
@@ -468,12 +461,28 @@ def _diagnose(expected: Path, actual: Path, fe: str, fa: str) -> Diagnosis:
         for side, path in (("expected", expected), ("actual", actual)):
             try:
                 views[side], phars[side] = _view(fe, _Side(path, stack))
+                # Before anything is inflated: the declared sizes against the caps.
+                limits.check(
+                    [
+                        (x.name, x.size if x.stored < 0 else x.stored, x.size)
+                        for x in views[side].entries
+                    ],
+                    f"the {side} artifact",
+                )
+            except InflationLimitError as err:
+                broken.append(_refusal(side, err))
             except ArchiveFormatError as err:
                 broken.append(
                     Difference("format", None, f"cannot be parsed as {fe}: {err}", side=side)  # type: ignore[arg-type]
                 )
         if broken:
-            return Diagnosis(fe, tuple(broken), (f"{len(broken)} side(s) could not be parsed",))
+            refused = sum(d.kind == "limit" for d in broken)
+            note = (
+                f"{refused} side(s) over the inflation caps: not inflated, not diagnosed"
+                if refused
+                else f"{len(broken)} side(s) could not be parsed"
+            )
+            return Diagnosis(fe, tuple(broken), (note,))
         e, a = views["expected"], views["actual"]
         fmt = e.format if e.format == a.format else fe
         try:

@@ -3,14 +3,19 @@
 It decides nothing about the verdict; it only produces reports for people.
 It must never hang (wall-clock timeout, the whole process group is killed),
 never produce unbounded output (diffoscope's own size caps plus a read cap),
-and never turn "diffoscope is missing" into a failed comparison: that is a
-note, and the format-aware diagnosis still answers.
+never use unbounded memory or disk on a decompression bomb (it runs under
+``prlimit(1)``: address space and file size caps, inherited by every tool it
+starts; its scratch directory is its TMPDIR and is measured while it runs,
+the group killed past the disk cap), and never turn "diffoscope is missing"
+into a failed comparison: that is a note, and the format-aware diagnosis
+still answers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -18,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rebuild.compare._model import DiffoscopeRun
+from rebuild.compare._limits import DEFAULT_LIMITS, InflationLimits
+from rebuild.compare._model import DiffoscopeRun, DiffoscopeStatus
 
 DEFAULT_DIFFOSCOPE = "/usr/bin/diffoscope"
 DEFAULT_TIMEOUT = 300.0
@@ -38,6 +44,28 @@ class DiffoscopeOutput:
     html_report: bytes | None
     text_report: bytes | None
     missing_tools: tuple[str, ...]
+
+
+# The scratch directory is walked this often and at most this far while diffoscope runs.
+DISK_POLL = 0.25
+_SYSTEM_BIN = ("/usr/bin", "/bin")
+MAX_SCAN_FILES = 200_000
+
+
+def _disk_used(root: Path) -> int:
+    """Bytes allocated below ``root``; past MAX_SCAN_FILES files, more than any cap."""
+    total = 0
+    seen = 0
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            seen += 1
+            if seen > MAX_SCAN_FILES:
+                return 1 << 62
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
+            except OSError:
+                continue
+    return total
 
 
 def _env() -> dict[str, str]:
@@ -87,30 +115,78 @@ def _missing_tools(node: object, found: set[str], depth: int = 0) -> None:
             _missing_tools(d, found, depth + 1)
 
 
+def _watch(
+    proc: subprocess.Popen[bytes], scratch: Path, timeout: float, limits: InflationLimits
+) -> str | None:
+    """Wait for diffoscope; kill its group past the timeout or the disk cap.
+
+    Returns None when it exited by itself, else "timeout" or "disk"."""
+    deadline = time.monotonic() + max(0.1, timeout)
+    stopped = None
+    while True:
+        try:
+            proc.wait(timeout=max(0.01, min(DISK_POLL, deadline - time.monotonic())))
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            stopped = "timeout"
+        elif _disk_used(scratch) > limits.diffoscope_disk:
+            stopped = "disk"
+        if stopped is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return stopped
+
+
 def run_diffoscope(
     expected: Path,
     actual: Path,
     *,
     executable: str = DEFAULT_DIFFOSCOPE,
     timeout: float = DEFAULT_TIMEOUT,
+    limits: InflationLimits = DEFAULT_LIMITS,
 ) -> DiffoscopeOutput:
     """Run diffoscope on two files; never raises for tool trouble (see ``run.status``)."""
     start = time.monotonic()
-    version = diffoscope_version(executable)
-    if version is None:
-        note = (
-            f"diffoscope is not available ({executable} cannot be run); format-aware diagnosis only"
-        )
+
+    def unrun(status: DiffoscopeStatus, version: str | None, note: str) -> DiffoscopeOutput:
         return DiffoscopeOutput(
-            DiffoscopeRun("missing", None, None, None, time.monotonic() - start, note),
+            DiffoscopeRun(status, version, None, None, time.monotonic() - start, note),
             None,
             None,
             None,
             (),
         )
+
+    version = diffoscope_version(executable)
+    if version is None:
+        return unrun(
+            "missing",
+            None,
+            f"diffoscope is not available ({executable} cannot be run); "
+            "format-aware diagnosis only",
+        )
+    # util-linux's prlimit, also when PATH was narrowed to hide diffoscope's helpers.
+    prlimit = shutil.which(
+        "prlimit", path=os.pathsep.join([os.environ.get("PATH", ""), *_SYSTEM_BIN])
+    )
+    if prlimit is None:
+        # Fail closed: without its caps a bomb could take the machine's memory and disk.
+        return unrun(
+            "refused",
+            version,
+            "diffoscope was not run: prlimit(1) (util-linux) is missing, and it does not run "
+            "without its memory and file size limits",
+        )
     with tempfile.TemporaryDirectory(prefix="rebuild-diffoscope-") as tmp:
         out = Path(tmp)
+        (out / "tmp").mkdir()
         argv = [
+            prlimit,
+            f"--as={limits.diffoscope_memory}",
+            f"--fsize={limits.max_inflated}",
+            "--",
             executable,
             "--json",
             str(out / "report.json"),
@@ -143,33 +219,40 @@ def run_diffoscope(
                 argv,
                 stdout=subprocess.DEVNULL,
                 stderr=errf,
-                env=_env(),
+                env={**_env(), "TMPDIR": str(out / "tmp")},
                 cwd=tmp,
                 start_new_session=True,
             )
-        try:
-            proc.wait(timeout=max(0.1, timeout - (time.monotonic() - start)))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            note = f"diffoscope did not finish within {timeout:g} s; it was stopped"
-            return DiffoscopeOutput(
-                DiffoscopeRun("timeout", version, None, None, time.monotonic() - start, note),
-                None,
-                None,
-                None,
-                (),
+        stopped = _watch(proc, out, timeout - (time.monotonic() - start), limits)
+        if stopped == "timeout":
+            return unrun(
+                "timeout",
+                version,
+                f"diffoscope did not finish within {timeout:g} s; it was stopped",
+            )
+        if stopped == "disk":
+            return unrun(
+                "limit",
+                version,
+                f"diffoscope was stopped: it wrote more than {limits.diffoscope_disk} bytes "
+                "to its scratch directory",
             )
         seconds = time.monotonic() - start
         wrote_json = (out / "report.json").is_file()
         if proc.returncode not in (0, 1) or not wrote_json:
-            with (out / "stderr.txt").open("rb") as errf:
-                errf.seek(0, os.SEEK_END)
-                errf.seek(max(0, errf.tell() - 4096))
-                err = errf.read()
-            tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+            with (out / "stderr.txt").open("rb") as tail_f:
+                tail_f.seek(0, os.SEEK_END)
+                tail_f.seek(max(0, tail_f.tell() - 4096))
+                err = tail_f.read()
+            text = err.decode("utf-8", "replace")
+            tail = text.strip().splitlines()[-1:] or ["no message"]
             what = "" if wrote_json else ", no report written"
             note = f"diffoscope failed (exit {proc.returncode}{what}): {tail[0][:300]}"
+            if "MemoryError" in text or "File too large" in text:
+                note += (
+                    f" (it runs with {limits.diffoscope_memory} bytes of address space and "
+                    f"files of at most {limits.max_inflated} bytes)"
+                )
             return DiffoscopeOutput(
                 DiffoscopeRun("failed", version, proc.returncode, None, seconds, note),
                 None,

@@ -39,6 +39,7 @@ h2 { font-size: 17px; margin: 28px 0 8px; padding-bottom: 4px;
            font-weight: 600; letter-spacing: .03em; margin-right: 10px; }
 .verdict.reproduced { background: var(--ok); }
 .verdict.mismatch { background: var(--bad); }
+.verdict.equivalent { background: #9a6700; }
 table { border-collapse: collapse; width: 100%; margin: 6px 0; }
 th, td { text-align: left; vertical-align: top; padding: 6px 10px;
          border-bottom: 1px solid var(--line); }
@@ -94,7 +95,7 @@ def render_html_report(
     ctx = dict(context or {})
     c = comparison
     base = base or Path.cwd()
-    verdict = "reproduced" if c.identical else "mismatch"
+    verdict = "reproduced" if c.identical else "equivalent" if c.equivalent else "mismatch"
     title = ctx.pop("title", None) or f"{c.expected.name} — {verdict}"
     env = ctx.pop("environment", {}) or {}
     recipe = ctx.pop("recipe", None)
@@ -115,6 +116,14 @@ def render_html_report(
                 "actual (rebuilt)": f"{c.actual.name} · {c.actual_size} bytes",
                 "actual sha256": c.actual_sha256,
                 "report digest (sha256)": c.report_sha256 or "(not stored)",
+                **(
+                    {
+                        "normalized by": ", ".join(c.normalized.rules),
+                        "normalized sha256 (both)": c.normalized.expected_sha256,
+                    }
+                    if c.equivalent and c.normalized is not None
+                    else {}
+                ),
             },
             "summary",
         )

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from rebuild.compare._normalize import NormalizedPair
 
 Side = Literal["expected", "actual"]
 
@@ -32,6 +35,7 @@ KINDS: frozenset[str] = frozenset(
         "record-invalid",
         "layout",
         "format",
+        "limit",
     }
 )
 
@@ -57,7 +61,7 @@ class Difference:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown difference kind {self.kind!r}")
-        if self.kind in {"signature-invalid", "record-invalid"} and self.side is None:
+        if self.kind in {"signature-invalid", "record-invalid", "limit"} and self.side is None:
             raise ValueError(f"a {self.kind} difference needs a side")
 
     def cause(self) -> str | None:
@@ -66,7 +70,7 @@ class Difference:
             return None
         if self.kind in {"added", "removed", "content"} and self.path is not None:
             return f"{self.kind}:{self.path}"
-        if self.kind in {"signature-invalid", "record-invalid", "format"}:
+        if self.kind in {"signature-invalid", "record-invalid", "format", "limit"}:
             return f"{self.kind}:{self.side}" if self.side else self.kind
         return self.kind
 
@@ -95,11 +99,14 @@ class ReportFile:
         return {"kind": self.kind, "path": str(self.path), "sha256": self.sha256, "size": self.size}
 
 
+DiffoscopeStatus = Literal["ran", "missing", "timeout", "failed", "skipped", "refused", "limit"]
+
+
 @dataclass(frozen=True)
 class DiffoscopeRun:
     """What happened when diffoscope was asked (or why it was not)."""
 
-    status: Literal["ran", "missing", "timeout", "failed", "skipped"]
+    status: DiffoscopeStatus
     version: str | None
     exit_code: int | None
     json_format_version: int | None
@@ -143,6 +150,13 @@ class Comparison:
     reports: tuple[ReportFile, ...] = ()
     report_sha256: str | None = None
     seconds: float = 0.0
+    normalized: NormalizedPair | None = None
+    """Both sides normalized by the rules their causes call for (zips only)."""
+
+    @property
+    def equivalent(self) -> bool:
+        """Not identical, but identical after the recorded normalizations."""
+        return not self.identical and self.normalized is not None and self.normalized.equal
 
     def report(self, kind: str) -> ReportFile | None:
         for r in self.reports:
@@ -164,6 +178,8 @@ class Comparison:
             "diffoscope": self.diffoscope.to_json() if self.diffoscope else None,
             "reports": [r.to_json() for r in self.reports],
             "report_sha256": self.report_sha256,
+            "equivalent": self.equivalent,
+            "normalized": self.normalized.to_json() if self.normalized else None,
         }
 
 

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from rebuild.compare._blob import Blob, Span
 from rebuild.compare._decompress import decompress_stream
 from rebuild.compare._errors import PharFormatError
 
@@ -109,15 +110,18 @@ class Phar:
 
 
 class _Reader:
-    """Bounds-checked little-endian reads inside [pos, end)."""
+    """Bounds-checked little-endian reads inside [pos, end) of the manifest.
 
-    def __init__(self, buf: memoryview, pos: int, end: int) -> None:
-        self.buf, self.pos, self.end = buf, pos, end
+    ``data`` holds the manifest bytes (at most MAX_MANIFEST) starting at file
+    offset ``base``; positions are file offsets."""
+
+    def __init__(self, data: bytes, base: int, pos: int, end: int) -> None:
+        self.data, self.base, self.pos, self.end = data, base, pos, end
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > self.end:
             raise PharFormatError(f"manifest truncated reading {what}")
-        out = bytes(self.buf[self.pos : self.pos + n])
+        out = self.data[self.pos - self.base : self.pos - self.base + n]
         self.pos += n
         return out
 
@@ -126,10 +130,10 @@ class _Reader:
         return value
 
 
-def find_manifest(buf: memoryview) -> tuple[bytes, int]:
+def find_manifest(data: Blob | bytes | memoryview) -> tuple[bytes, int]:
     """Return (stub, manifest offset): the stub ends after the halt token,
     an optional `` ?>`` (or ``\\n?>``) and an optional ``\\r\\n`` or ``\\n``."""
-    head = bytes(buf[: MAX_STUB + len(HALT_TOKEN) + 5])
+    head = Blob.of(data).read(0, MAX_STUB + len(HALT_TOKEN) + 5)
     idx = head.find(HALT_TOKEN)
     if idx < 0:
         raise PharFormatError(f"no {HALT_TOKEN.decode()} within the first {MAX_STUB} bytes")
@@ -143,19 +147,24 @@ def find_manifest(buf: memoryview) -> tuple[bytes, int]:
     return head[:pos], pos
 
 
-def parse_phar(buf: memoryview, *, verify_signature: bool = True) -> Phar:
-    """Parse a native phar; PharFormatError if anything is malformed or out of bounds."""
+def parse_phar(data: Blob | bytes | memoryview, *, verify_signature: bool = True) -> Phar:
+    """Parse a native phar; PharFormatError if anything is malformed or out of bounds.
+
+    Reads the stub (at most MAX_STUB) and the manifest (at most MAX_MANIFEST);
+    entry data is only streamed, for the signature check.
+    """
+    buf = Blob.of(data)
     size = len(buf)
     stub, moff = find_manifest(buf)
     if moff + 4 > size:
         raise PharFormatError("file ends before the manifest length")
-    (mlen,) = struct.unpack_from("<I", buf, moff)
+    (mlen,) = struct.unpack("<I", buf.read(moff, 4))
     if mlen > MAX_MANIFEST:
         raise PharFormatError(f"manifest length {mlen} exceeds the {MAX_MANIFEST}-byte limit")
     mend = moff + 4 + mlen
     if mend > size:
         raise PharFormatError("manifest length runs past the end of the file")
-    r = _Reader(buf, moff + 4, mend)
+    r = _Reader(buf.read(moff + 4, mlen), moff + 4, moff + 4, mend)
     count = r.u32("entry count")
     if count > MAX_ENTRIES or count * MIN_ENTRY_RECORD > mlen:
         raise PharFormatError(f"entry count {count} is impossible for a {mlen}-byte manifest")
@@ -236,48 +245,47 @@ class _SigAt:
     value_offset: int
 
 
-def _signature(buf: memoryview, gflags: int, verify: bool) -> _SigAt | None:
+def _signature(buf: Blob, gflags: int, verify: bool) -> _SigAt | None:
     size = len(buf)
     if not gflags & HDR_SIGNATURE:
         return None
-    if size < 8 or bytes(buf[size - 4 :]) != GBMB:
+    if size < 8 or buf.read(size - 4, 4) != GBMB:
         raise PharFormatError("signature flag set but no GBMB trailer")
-    (sflags,) = struct.unpack_from("<I", buf, size - 8)
+    (sflags,) = struct.unpack("<I", buf.read(size - 8, 4))
     if sflags in HASH_SIGS:
         algo = HASH_SIGS[sflags]
         n = hashlib.new(algo).digest_size
         start = size - 8 - n
         if start < 0:
             raise PharFormatError("signature trailer runs past the start of the file")
-        value = bytes(buf[start : size - 8])
+        value = buf.read(start, n)
         valid: bool | None = None
         if verify:
             h = hashlib.new(algo)
-            for i in range(0, start, 1 << 20):
-                h.update(buf[i : min(start, i + (1 << 20))])
+            for piece in buf.chunks(0, start):
+                h.update(piece)
             valid = h.digest() == value
         return _SigAt(PharSignature(sflags, algo, value, start, valid), start)
     if sflags in OPENSSL_SIGS:
         if size < 12:
             raise PharFormatError("OpenSSL signature trailer is truncated")
-        (n,) = struct.unpack_from("<I", buf, size - 12)
+        (n,) = struct.unpack("<I", buf.read(size - 12, 4))
         if n == 0 or n > MAX_OPENSSL_SIG or n > size - 12:
             raise PharFormatError(f"OpenSSL signature length {n} out of range")
         start = size - 12 - n
-        value = bytes(buf[start : size - 12])
+        value = buf.read(start, n)
         return _SigAt(PharSignature(sflags, OPENSSL_SIGS[sflags], value, start, None), start)
     raise PharFormatError(f"unknown signature algorithm flag {sflags:#x}")
 
 
-def entry_data(buf: memoryview, e: PharEntry) -> memoryview:
-    return buf[e.data_offset : e.data_offset + e.csize]
+def entry_data(buf: Blob | bytes | memoryview, e: PharEntry) -> Span:
+    """The entry's stored (possibly compressed) bytes, as a span of the archive."""
+    return Span(Blob.of(buf), e.data_offset, e.csize)
 
 
-def iter_entry(buf: memoryview, e: PharEntry) -> Iterator[bytes]:
+def iter_entry(buf: Blob | bytes | memoryview, e: PharEntry) -> Iterator[bytes]:
     """Yield an entry's uncompressed bytes; size and CRC-32 are checked at the end."""
-    raw = entry_data(buf, e)
-    chunk = 1 << 20
-    pieces: Iterator[bytes] = (raw[i : i + chunk].tobytes() for i in range(0, len(raw), chunk))
+    pieces: Iterator[bytes] = entry_data(buf, e).chunks()
     if e.compression == ENT_COMPRESSED_GZ:
         pieces = decompress_stream(
             pieces, "deflate", limit=e.usize, what=e.name, error=PharFormatError

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterator
 
+from rebuild.compare._blob import Blob, Span
 from rebuild.compare._model import Difference, Side
 from rebuild.compare._phar import (
     ENT_COMPRESSED_BZ2,
@@ -50,14 +51,15 @@ def _entry(e: PharEntry) -> Entry:
         show_perm=f"{e.permissions:04o}",
         show_comp=_COMP_NAMES.get(e.compression, hex(e.compression)),
         size=e.usize,
+        stored=e.csize,
     )
 
 
-def phar_view(buf: memoryview) -> tuple[ArchiveView, Phar]:
+def phar_view(buf: Blob) -> tuple[ArchiveView, Phar]:
     p = parse_phar(buf)
     by_name = {e.name: e for e in p.entries}
 
-    def raw(name: str) -> tuple[object, memoryview] | None:
+    def raw(name: str) -> tuple[object, Span] | None:
         e = by_name[name]
         return (e.compression, entry_data(buf, e))
 

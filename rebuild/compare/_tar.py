@@ -14,6 +14,7 @@ import struct
 import tarfile
 from collections.abc import Iterator
 
+from rebuild.compare._blob import Blob, Span
 from rebuild.compare._errors import TarFormatError
 from rebuild.compare._view import ArchiveView, Entry
 
@@ -25,9 +26,9 @@ _OWNER_KEYS = ("uid", "gid", "uname", "gname")
 
 
 class _ViewReader(io.RawIOBase):
-    """A read-only, seekable file over a memoryview (no copy of the archive)."""
+    """A read-only, seekable file over a blob (the archive is never loaded whole)."""
 
-    def __init__(self, buf: memoryview) -> None:
+    def __init__(self, buf: Blob) -> None:
         self.buf, self.pos = buf, 0
 
     def readable(self) -> bool:
@@ -45,8 +46,9 @@ class _ViewReader(io.RawIOBase):
         return self.pos
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = max(0, min(len(b), len(self.buf) - self.pos))
-        b[:n] = self.buf[self.pos : self.pos + n]
+        data = self.buf.read(self.pos, len(b))
+        n = len(data)
+        b[:n] = data
         self.pos += n
         return n
 
@@ -58,14 +60,14 @@ def _utc(ts: float) -> str:
         return str(ts)
 
 
-def tar_view(buf: memoryview) -> ArchiveView:
+def tar_view(data: Blob | bytes | memoryview) -> ArchiveView:
     try:
-        return _tar_view(buf)
+        return _tar_view(Blob.of(data))
     except (tarfile.TarError, EOFError, UnicodeError, ValueError, OverflowError, struct.error) as e:
         raise TarFormatError(f"malformed tar: {e}") from None
 
 
-def _tar_view(buf: memoryview) -> ArchiveView:
+def _tar_view(buf: Blob) -> ArchiveView:
     entries: list[Entry] = []
     spans: dict[str, tuple[int, int]] = {}
     with tarfile.open(fileobj=_ViewReader(buf), mode="r:") as tf:
@@ -99,13 +101,12 @@ def _tar_view(buf: memoryview) -> ArchiveView:
                 )
             )
 
-    def raw(name: str) -> tuple[object, memoryview] | None:
+    def raw(name: str) -> tuple[object, Span] | None:
         off, size = spans[name]
-        return ("stored", buf[off : off + size])
+        return ("stored", Span(buf, off, size))
 
     def content(name: str) -> Iterator[bytes]:
         off, size = spans[name]
-        for i in range(off, off + size, CHUNK):
-            yield buf[i : min(off + size, i + CHUNK)].tobytes()
+        return buf.chunks(off, size, CHUNK)
 
     return ArchiveView(format="tar", entries=tuple(entries), raw=raw, content=content)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from rebuild.compare._blob import Span
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -26,7 +28,8 @@ class Entry:
     show_time: str = ""
     show_perm: str = ""
     show_comp: str = ""
-    size: int = 0
+    size: int = 0  # uncompressed bytes, as declared
+    stored: int = -1  # bytes stored in the archive (-1: same as size)
 
 
 @dataclass
@@ -36,7 +39,7 @@ class ArchiveView:
     format: str
     entries: tuple[Entry, ...]
     # (codec, compressed bytes) for a fast exact comparison, or None.
-    raw: Callable[[str], tuple[object, memoryview] | None]
+    raw: Callable[[str], tuple[object, Span] | None]
     content: Callable[[str], Iterator[bytes]]
     # Archive-level fields: name -> (difference kind, comparable value, display).
     fields: dict[str, tuple[str, object, str]] = field(default_factory=dict)

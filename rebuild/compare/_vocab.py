@@ -25,6 +25,9 @@ DESCRIPTIONS: dict[str, str] = {
     "record-invalid": "a wheel's RECORD does not match its own entries",
     "layout": "the bytes differ only in archive structure (headers, padding, offsets)",
     "format": "an artifact could not be parsed, or the two are of different formats",
+    "limit": "an artifact declares more uncompressed bytes, or a higher compression ratio, "
+    "than the inflation caps allow: it was not inflated (a decompression bomb, or a "
+    "limit to raise)",
 }
 
 

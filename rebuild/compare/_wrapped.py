@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rebuild.compare._decompress import Codec, decompress_stream
 from rebuild.compare._errors import ArchiveFormatError
+from rebuild.compare._limits import DEFAULT_LIMITS, InflationLimitError, InflationLimits
 from rebuild.compare._model import Difference
 
 MAX_PAYLOAD = 4 << 30
@@ -68,14 +69,25 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield piece
 
 
-def unwrap(path: Path, codec: Codec, stack: ExitStack) -> tuple[Path, str]:
-    """Decompress ``path`` into a temporary file; return it and its sha256."""
+def unwrap(
+    path: Path, codec: Codec, stack: ExitStack, limits: InflationLimits = DEFAULT_LIMITS
+) -> tuple[Path, str]:
+    """Decompress ``path`` into a temporary file; return it and its sha256.
+
+    The payload is cut off at the inflation caps (total size, and the ratio to
+    the file's size), so a bomb costs at most that much disk and time."""
     tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rebuild-unwrap-")))
     out = tmpdir / path.name.rsplit(".", 1)[0]
     h = hashlib.sha256()
+    cap = min(MAX_PAYLOAD, limits.entry_cap(path.stat().st_size))
     with out.open("wb") as f:
         for piece in decompress_stream(
-            _chunks(path), codec, limit=MAX_PAYLOAD, what=str(path), error=WrapperFormatError
+            _chunks(path),
+            codec,
+            limit=cap,
+            what=str(path),
+            error=WrapperFormatError,
+            limit_error=InflationLimitError,
         ):
             h.update(piece)
             f.write(piece)

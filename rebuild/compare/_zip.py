@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from rebuild.compare._blob import Blob, Span
 from rebuild.compare._decompress import decompress_stream
 from rebuild.compare._errors import ZipFormatError
 
@@ -71,6 +72,10 @@ class ZipEntry:
     local_extra: tuple[tuple[int, bytes], ...] | bytes
     data_offset: int
     gap: int  # bytes after the data up to the next record (data descriptor, padding)
+    # The records as stored (fixed parts, the name): normalization copies them.
+    raw_name: bytes = b""
+    raw_central: bytes = b""  # the 46-byte fixed part of the central record
+    raw_local: bytes = b""  # the 30-byte fixed part of the local header
 
 
 @dataclass(frozen=True)
@@ -119,12 +124,12 @@ def _zip64_values(
     return usize, csize, offset
 
 
-def _find_eocd(buf: memoryview) -> int:
+def find_eocd(buf: Blob) -> int:
     n = len(buf)
     if n < _EOCD.size:
         raise ZipFormatError("too short to be a zip file")
     start = max(0, n - _EOCD.size - 0xFFFF)
-    tail = bytes(buf[start:])
+    tail = buf.read(start, n - start)
     pos = len(tail)
     while True:
         pos = tail.rfind(EOCD_SIG, 0, pos)
@@ -145,28 +150,30 @@ def _decode_name(raw: bytes, flags: int) -> str:
     return raw.decode("cp437")
 
 
-def parse_zip(buf: memoryview) -> ZipArchive:
-    """Parse a zip held in ``buf`` (typically an mmap); ZipFormatError if malformed."""
+def parse_zip(data: Blob | bytes | memoryview) -> ZipArchive:
+    """Parse a zip (a file's :class:`Blob`, or bytes); ZipFormatError if malformed.
+
+    Reads the end records, the central directory (at most MAX_CD_SIZE bytes)
+    and each local header; entry data is not read.
+    """
     try:
-        return _parse_zip(buf)
+        return _parse_zip(Blob.of(data))
     except struct.error as e:
         raise ZipFormatError(f"truncated record: {e}") from None
 
 
-def _parse_zip(buf: memoryview) -> ZipArchive:
+def _parse_zip(buf: Blob) -> ZipArchive:
     size = len(buf)
-    eocd = _find_eocd(buf)
-    _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len = _EOCD.unpack_from(
-        buf, eocd
-    )
-    comment = bytes(buf[eocd + _EOCD.size : eocd + _EOCD.size + comment_len])
+    eocd = find_eocd(buf)
+    _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len = buf.unpack(_EOCD, eocd)
+    comment = buf.read(eocd + _EOCD.size, comment_len)
     zip64 = False
     cd_end = eocd
-    if eocd >= _EOCD64_LOC.size and bytes(buf[eocd - 20 : eocd - 16]) == EOCD64_LOC_SIG:
-        _, _, eocd64_off, _ = _EOCD64_LOC.unpack_from(buf, eocd - 20)
+    if eocd >= _EOCD64_LOC.size and buf.read(eocd - 20, 4) == EOCD64_LOC_SIG:
+        _, _, eocd64_off, _ = buf.unpack(_EOCD64_LOC, eocd - 20)
         if eocd64_off + _EOCD64.size > eocd - 20:
             raise ZipFormatError("zip64 end record points outside the file")
-        rec = _EOCD64.unpack_from(buf, eocd64_off)
+        rec = buf.unpack(_EOCD64, eocd64_off)
         if rec[0] != EOCD64_SIG:
             raise ZipFormatError("zip64 end record has a bad signature")
         _, _, _, _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset = rec
@@ -180,6 +187,11 @@ def _parse_zip(buf: memoryview) -> ZipArchive:
         raise ZipFormatError(f"central directory of {cd_size} bytes exceeds the limit")
     if cd_offset + cd_size != cd_end:
         raise ZipFormatError("central directory does not end where the end record begins")
+    # The central directory is read once (bounded above); positions below are
+    # file offsets, ``cd`` is indexed relative to cd_offset.
+    cd = buf.read(cd_offset, cd_size)
+    if len(cd) != cd_size:
+        raise ZipFormatError("truncated")
     pos = cd_offset
     raw_entries: list[tuple[int, ...]] = []
     entries: list[ZipEntry] = []
@@ -187,7 +199,8 @@ def _parse_zip(buf: memoryview) -> ZipArchive:
     for index in range(n_total):
         if pos + _CD.size > cd_end:
             raise ZipFormatError("central directory is truncated")
-        rec = _CD.unpack_from(buf, pos)
+        raw_central = cd[pos - cd_offset : pos - cd_offset + _CD.size]
+        rec = _CD.unpack_from(cd, pos - cd_offset)
         if rec[0] != CD_SIG:
             raise ZipFormatError(f"central directory record {index} has a bad signature")
         (
@@ -208,13 +221,14 @@ def _parse_zip(buf: memoryview) -> ZipArchive:
             internal_attr,
             external_attr,
         ) = rec[:16]
-        (header_offset,) = struct.unpack_from("<I", buf, pos + 42)
+        (header_offset,) = struct.unpack_from("<I", cd, pos - cd_offset + 42)
         p = pos + 46
         if p + name_len + extra_len + comment_len > cd_end:
             raise ZipFormatError(f"central directory record {index} runs past its end")
-        raw_name = bytes(buf[p : p + name_len])
-        extra = _parse_extra(bytes(buf[p + name_len : p + name_len + extra_len]))
-        ecomment = bytes(buf[p + name_len + extra_len : p + name_len + extra_len + comment_len])
+        q = p - cd_offset
+        raw_name = cd[q : q + name_len]
+        extra = _parse_extra(cd[q + name_len : q + name_len + extra_len])
+        ecomment = cd[q + name_len + extra_len : q + name_len + extra_len + comment_len]
         pos = p + name_len + extra_len + comment_len
         usize, csize, header_offset = _zip64_values(extra, usize, csize, header_offset)
         name = _decode_name(raw_name, flags)
@@ -227,16 +241,18 @@ def _parse_zip(buf: memoryview) -> ZipArchive:
             raise ZipFormatError(f"{name}: {usize} bytes uncompressed exceeds the limit")
         if header_offset + _LOCAL.size > cd_offset:
             raise ZipFormatError(f"{name}: local header offset points past the data area")
-        loc = _LOCAL.unpack_from(buf, header_offset)
+        raw_local = buf.read(header_offset, _LOCAL.size)
+        loc = _LOCAL.unpack(raw_local)
         if loc[0] != LOCAL_SIG:
             raise ZipFormatError(f"{name}: local header has a bad signature")
         _, lver, lflags, lmethod, ltime, ldate, _, _, _, lname_len, lextra_len = loc
         lp = header_offset + _LOCAL.size
         if lp + lname_len + lextra_len > cd_offset:
             raise ZipFormatError(f"{name}: local header runs into the central directory")
-        if bytes(buf[lp : lp + lname_len]) != raw_name:
+        local = buf.read(lp, lname_len + lextra_len)
+        if local[:lname_len] != raw_name:
             raise ZipFormatError(f"{name}: local header names a different file")
-        local_extra = _parse_extra(bytes(buf[lp + lname_len : lp + lname_len + lextra_len]))
+        local_extra = _parse_extra(local[lname_len:])
         data_offset = lp + lname_len + lextra_len
         if data_offset + csize > cd_offset:
             raise ZipFormatError(f"{name}: compressed data runs into the central directory")
@@ -268,6 +284,9 @@ def _parse_zip(buf: memoryview) -> ZipArchive:
                 local_extra=local_extra,
                 data_offset=data_offset,
                 gap=0,
+                raw_name=raw_name,
+                raw_central=raw_central,
+                raw_local=raw_local,
             )
         )
     if pos != cd_end:
@@ -291,18 +310,18 @@ def _parse_zip(buf: memoryview) -> ZipArchive:
     )
 
 
-def raw_data(buf: memoryview, entry: ZipEntry) -> memoryview:
-    return buf[entry.data_offset : entry.data_offset + entry.csize]
+def raw_data(buf: Blob | bytes | memoryview, entry: ZipEntry) -> Span:
+    """The entry's compressed bytes (a span of the archive, not read yet)."""
+    return Span(Blob.of(buf), entry.data_offset, entry.csize)
 
 
 def can_decompress(entry: ZipEntry) -> bool:
     return entry.method in (0, 8, 12)
 
 
-def iter_content(buf: memoryview, entry: ZipEntry) -> Iterator[bytes]:
+def iter_content(buf: Blob | bytes | memoryview, entry: ZipEntry) -> Iterator[bytes]:
     """Yield the uncompressed bytes in chunks; check size and CRC32 at the end."""
-    raw = raw_data(buf, entry)
-    pieces: Iterator[bytes] = (raw[i : i + CHUNK].tobytes() for i in range(0, len(raw), CHUNK))
+    pieces: Iterator[bytes] = raw_data(buf, entry).chunks(CHUNK)
     if entry.method == 0:
         if entry.csize != entry.usize:
             raise ZipFormatError(f"{entry.name}: stored entry sizes disagree")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterator
 
+from rebuild.compare._blob import Blob, Span, span_digest
 from rebuild.compare._view import ArchiveView, Entry
 from rebuild.compare._zip import (
     EXTRA_OWNER_IDS,
@@ -104,14 +105,15 @@ def _entry(e: ZipEntry) -> Entry:
         show_perm=_show_perm(e),
         show_comp=f"{METHOD_NAMES.get(e.method, str(e.method))} (flags {e.flags & 6:#x})",
         size=e.usize,
+        stored=e.csize,
     )
 
 
-def zip_view(buf: memoryview, fmt: str) -> ArchiveView:
+def zip_view(buf: Blob, fmt: str) -> ArchiveView:
     z = parse_zip(buf)
     by_name = {e.name: e for e in z.entries}
 
-    def raw(name: str) -> tuple[object, memoryview] | None:
+    def raw(name: str) -> tuple[object, Span] | None:
         e = by_name[name]
         return (e.method, raw_data(buf, e))
 
@@ -127,7 +129,7 @@ def zip_view(buf: memoryview, fmt: str) -> ArchiveView:
             "zip comment": ("metadata", z.comment, repr(z.comment[:80])),
             "bytes before the first entry": (
                 "layout",
-                bytes(buf[: z.prefix]),
+                span_digest(Span(buf, 0, z.prefix)),
                 f"{z.prefix} bytes",
             ),
             "zip64 end records": ("layout", z.zip64, str(z.zip64)),

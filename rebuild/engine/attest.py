@@ -21,6 +21,7 @@ from verify.errors import VerifyError
 from verify.intoto import (
     EnvironmentRef,
     GitSource,
+    Normalization,
     RebuildPredicate,
     SdistSource,
     Subject,
@@ -49,8 +50,13 @@ def rebuild_attestation(
     rebuilt_sha256: str | None,
     diff_report_sha256: str | None,
     causes: tuple[str, ...],
+    normalization: Normalization | None = None,
 ) -> bytes:
-    """The signed envelope bytes of one rebuild attestation."""
+    """The signed envelope bytes of one rebuild attestation.
+
+    ``normalization`` (verdict ``equivalent``) records the rules and both
+    normalized digests; the subject is the upstream side.
+    """
     try:
         predicate = RebuildPredicate(
             package=package,
@@ -69,6 +75,7 @@ def rebuild_attestation(
             rebuilt_sha256=rebuilt_sha256,
             diff_report_sha256=diff_report_sha256,
             causes=tuple(c[:200] for c in causes[:32]),
+            normalization=normalization,
         )
         statement = make_statement([Subject(artifact_name, artifact_sha256)], predicate)
         data: bytes = sign_statement(statement, [key])

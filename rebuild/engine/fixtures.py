@@ -106,26 +106,75 @@ def _git(args: list[str], cwd: Path, date: str) -> str:
     return proc.stdout.decode().strip()
 
 
+def init_repository(dest: Path, date: str) -> None:
+    """An empty git repository at ``dest`` (replacing whatever was there)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    _git(["init", "--quiet", "--initial-branch=main"], dest, date)
+
+
+def commit_tree(repo: Path, tree: Path, *, tag: str, date: str, message: str) -> str:
+    """Make ``repo``'s files exactly ``tree``'s, commit them, tag the commit; its id.
+
+    Author, committer and dates are fixed, so the same trees committed in the
+    same order give the same commit ids on every machine.
+    """
+    for child in repo.iterdir():
+        if child.name == ".git":
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    shutil.copytree(tree, repo, dirs_exist_ok=True)
+    _git(["add", "--all"], repo, date)
+    _git(["commit", "--quiet", "--allow-empty", "-m", message], repo, date)
+    _git(["tag", tag], repo, date)
+    return _git(["rev-parse", "HEAD"], repo, date)
+
+
 def make_repository(fixture: Fixture, dest: Path, *, extra_commit: bool = False) -> str:
     """Create a tagged git repository at ``dest`` from the fixture's ``src/``.
 
     ``extra_commit`` adds a commit after the tag and moves the tag onto it,
     which is what a maintainer rewriting a release looks like; tests use it.
     """
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(fixture.directory / "src", dest)
-    _git(["init", "--quiet", "--initial-branch=main"], dest, fixture.date)
-    _git(["add", "--all"], dest, fixture.date)
-    _git(["commit", "--quiet", "-m", f"{fixture.name} {fixture.tag}"], dest, fixture.date)
-    _git(["tag", fixture.tag], dest, fixture.date)
-    commit = _git(["rev-parse", "HEAD"], dest, fixture.date)
+    init_repository(dest, fixture.date)
+    commit = commit_tree(
+        dest,
+        fixture.directory / "src",
+        tag=fixture.tag,
+        date=fixture.date,
+        message=f"{fixture.name} {fixture.tag}",
+    )
     if extra_commit:
         (dest / "MOVED").write_text("the tag was moved after release\n")
         _git(["add", "--all"], dest, fixture.date)
         _git(["commit", "--quiet", "-m", "moved"], dest, fixture.date)
         _git(["tag", "--force", fixture.tag], dest, fixture.date)
     return commit
+
+
+def recipe_text(
+    fixture: Fixture,
+    *,
+    repository: Path,
+    commit: str,
+    lock_for: Callable[[str], str],
+    variant: str | None = None,
+) -> str:
+    """The fixture's recipe template with ``{git}``, ``{commit}`` and ``{lock_sha256}`` filled."""
+    if fixture.variants and variant not in fixture.variants:
+        raise InputError(f"fixture {fixture.name} needs a variant: {', '.join(fixture.variants)}")
+    template = fixture.directory / (f"recipe-{variant}.toml.in" if variant else "recipe.toml.in")
+    text = read_text_bounded(template, 64 * 1024)
+    text = text.replace("{git}", str(repository)).replace("{commit}", commit)
+    try:
+        env_name = tomllib.loads(text.replace("{lock_sha256}", "0" * 64))["environment"]["name"]
+    except (tomllib.TOMLDecodeError, KeyError) as e:
+        raise InputError(f"{template}: {e}") from None
+    return text.replace("{lock_sha256}", lock_for(str(env_name)).removeprefix("sha256:"))
 
 
 def materialize(
@@ -140,17 +189,10 @@ def materialize(
     fixture = load_fixture(name, base)
     if fixture.variants and variant not in fixture.variants:
         raise InputError(f"fixture {name} needs a variant: {', '.join(fixture.variants)}")
-    template = fixture.directory / (f"recipe-{variant}.toml.in" if variant else "recipe.toml.in")
     dest.mkdir(parents=True, exist_ok=True)
     repo = dest / f"{name}.git"
     commit = make_repository(fixture, repo)
-    text = read_text_bounded(template, 64 * 1024)
-    text = text.replace("{git}", str(repo)).replace("{commit}", commit)
-    try:
-        env_name = tomllib.loads(text.replace("{lock_sha256}", "0" * 64))["environment"]["name"]
-    except (tomllib.TOMLDecodeError, KeyError) as e:
-        raise InputError(f"{template}: {e}") from None
-    text = text.replace("{lock_sha256}", lock_for(str(env_name)).removeprefix("sha256:"))
+    text = recipe_text(fixture, repository=repo, commit=commit, lock_for=lock_for, variant=variant)
     recipe = dest / f"{name}{'-' + variant if variant else ''}.recipe.toml"
     atomic_write(recipe, text.encode())
     return MaterializedFixture(fixture, repo, commit, recipe, fixture.artifact)

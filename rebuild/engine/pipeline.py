@@ -2,7 +2,9 @@
 
 Decides the verdict of one rebuild and nothing else: ``reproduced`` only
 when the rebuilt artifact's sha256 equals the upstream artifact's,
-``mismatch`` when a build produced different bytes, ``failed`` when the
+``equivalent`` when the bytes differ but the comparison's fixed
+normalizations make them identical, ``mismatch`` when a build produced
+different bytes otherwise, ``failed`` when the
 build (or the source's own claims, e.g. a moved tag) failed, ``error`` when
 this machine could not do the job. Each step is numbered in the code as in
 docs/verify.md. It never prints and never exits; the CLI renders the frozen
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rebuild import __version__
+from rebuild.compare._normalize import NormalizedPair
 from rebuild.engine import attest, diagnose, runner, targets
 from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
 from rebuild.engine.result import (
@@ -35,10 +38,12 @@ from rebuild.engine.result import (
 from rebuild.errors import InputError, NegativeVerdict, OperationalError, UsageError
 from rebuild.fsio import atomic_write
 from rebuild.hashing import sha256_file
+from verify.intoto import Normalization
 
 ProgressFn = Callable[[str, str, float], None]
 """Called as ``progress(step, event, elapsed_seconds)``; event is "start" or a status."""
 
+_BUILT = ("reproduced", "equivalent", "mismatch")  # verdicts with a rebuilt artifact
 
 # -- targets --------------------------------------------------------------------------------
 
@@ -148,6 +153,9 @@ class _Prepared:
     recipe_sha256: str | None = None
     source: Any = None  # verify.intoto.GitSource | SdistSource
     expected_lock: str | None = None  # the recipe's environment lock digest, if it names one
+    refine: Callable[[Path], BuildPlan | None] | None = None
+    """A strategy's second plan after a failed build (its log), or None: see _build."""
+    refined: bool = False
 
 
 class _Failed(Exception):
@@ -209,6 +217,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
     rebuilt_sha: str | None = None
     diff_report: Path | None = None
     diff_sha: str | None = None
+    normalized: NormalizedPair | None = None
     env_name: str | None = None
     env_lock: str | None = None
     try:
@@ -230,9 +239,12 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
                 verdict = "reproduced"
                 note.append("sha256 equal")
             else:
-                verdict = "mismatch"
                 note.append("sha256 differs")
-                diff_report, diff_sha = _diagnose(run, run.p.upstream, rebuilt)
+                diff_report, diff_sha, normalized = _diagnose(run, run.p.upstream, rebuilt)
+                # Never reproduced: identical only after the recorded normalizations.
+                verdict = "equivalent" if normalized is not None else "mismatch"
+                if normalized is not None:
+                    note.append("equivalent after " + ", ".join(normalized.rules))
         if verdict != "reproduced":
             # The comparison ran fine, but its row must not read "ok" beside a mismatch.
             run.steps[-1] = replace(run.steps[-1], status="differs")
@@ -261,6 +273,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
                     verdict=verdict,
                     rebuilt_sha=rebuilt_sha,
                     diff_sha=diff_sha,
+                    normalized=normalized,
                     env_name=env_name,
                     env_lock=env_lock,
                 )
@@ -292,7 +305,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         version=run.p.version,
         artifact=run.p.upstream.name if run.p.upstream else None,
         upstream_sha256=run.p.upstream_sha256,
-        rebuilt_sha256=rebuilt_sha if verdict in ("reproduced", "mismatch") else None,
+        rebuilt_sha256=rebuilt_sha if verdict in _BUILT else None,
         causes=tuple(dict.fromkeys(run.causes)),
         steps=tuple(run.steps),
         report_dir=str(opts.report_dir),
@@ -312,6 +325,11 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         hint=hint,
         details={**(plan.details if plan else {}), **run.details},
         step_error=step_error,
+        normalization=(
+            {"rules": list(normalized.rules), "sha256": normalized.expected_sha256}
+            if verdict == "equivalent" and normalized is not None
+            else None
+        ),
     )
     atomic_write(
         opts.report_dir / "result.json",
@@ -366,40 +384,48 @@ def _environment(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[str, str]
 
 
 def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
-    out_dir = run.report_dir / "rebuilt"
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
     log_path = run.report_dir / "build.log"
     run.build_log = log_path  # referenced by the result even when the build fails
-    outcome = runner.run_plan(
+    outcome, produced = runner.build_output(
         plan,
-        source=plan.source_dir,
-        out_dir=out_dir,
+        out_dir=run.report_dir / "rebuilt",
         log_path=log_path,
         timeout=run.opts.timeout,
         staging=run.work / "inputs",
     )
     note.append(outcome.summary)
-    if not outcome.ok:
-        raise _Failed(f"build {outcome.summary}; see {log_path}")
-    produced = sorted(p for p in out_dir.glob(plan.output) if p.is_file() and not p.is_symlink())
-    if len(produced) != 1:
-        names = ", ".join(p.name for p in out_dir.iterdir()) or "nothing"
-        raise _Failed(f"build produced {names}, expected one file matching {plan.output!r}")
-    return produced[0]
+    refined = run.p.refine(log_path) if not outcome.ok and run.p.refine else None
+    if refined is not None:
+        # The strategy learned something from the failed attempt (a backend
+        # asking for build requirements its sdist does not declare): build
+        # once more with its new plan. The first log is kept beside it.
+        plan = refined
+        log_path.replace(run.report_dir / "build-1.log")
+        outcome, produced = runner.build_output(
+            plan,
+            out_dir=run.report_dir / "rebuilt",
+            log_path=log_path,
+            timeout=run.opts.timeout,
+            staging=run.work / "inputs",
+        )
+        note.append(f"again with {', '.join(plan.details.get('knobs', {}).get('asked_for', []))}")
+        note.append(outcome.summary)
+    if isinstance(produced, str):
+        raise _Failed(produced)
+    return produced
 
 
 # -- step 4: diagnose -----------------------------------------------------------------------
 
 
-def _diagnose(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str]:
-    causes, report, digest, details = diagnose.explain(upstream, rebuilt, run.report_dir)
-    run.causes.extend(causes)
+def _diagnose(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str, NormalizedPair | None]:
+    why = diagnose.explain(upstream, rebuilt, run.report_dir)
+    run.causes.extend(why.causes)
     # What the strategy already knew would stop a bit-identical rebuild.
     if run.p.plan is not None:
         run.causes.extend(run.p.plan.details.get("mismatch_hints", []))
-    run.details["comparison"] = details
-    return report, digest
+    run.details["comparison"] = why.details
+    return why.report, why.report_sha256, why.equivalent
 
 
 # -- step 5: attest; step 6: publish --------------------------------------------------------
@@ -411,6 +437,7 @@ def _attest(
     verdict: Verdict,
     rebuilt_sha: str | None,
     diff_sha: str | None,
+    normalized: NormalizedPair | None,
     env_name: str | None,
     env_lock: str | None,
 ) -> Path:
@@ -431,9 +458,14 @@ def _attest(
         tool_version=f"rebuild/{__version__}",
         started_at=run.started,
         finished_at=int(time.time()),
-        rebuilt_sha256=rebuilt_sha if verdict in ("reproduced", "mismatch") else None,
-        diff_report_sha256=diff_sha if verdict == "mismatch" else None,
+        rebuilt_sha256=rebuilt_sha if verdict in _BUILT else None,
+        diff_report_sha256=diff_sha if verdict in ("equivalent", "mismatch") else None,
         causes=tuple(dict.fromkeys(run.causes)),
+        normalization=(
+            Normalization(normalized.rules, normalized.expected_sha256, normalized.actual_sha256)
+            if verdict == "equivalent" and normalized is not None
+            else None
+        ),
     )
     path = run.report_dir / "attestation.dsse.json"
     atomic_write(path, data)

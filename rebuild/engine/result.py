@@ -2,7 +2,8 @@
 
 Decides nothing; it records. The one invariant it enforces is the product's
 first rule: the verdict ``reproduced`` is only constructible when the two
-sha256 digests are present and equal.
+sha256 digests are present and equal; ``equivalent`` and ``mismatch`` only
+when they differ (``equivalent`` also needs its normalization).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Verdict = Literal["reproduced", "mismatch", "failed", "error"]
+Verdict = Literal["reproduced", "equivalent", "mismatch", "failed", "error"]
 # "differs": the compare step ran and the digests differ (never "ok" beside a mismatch).
 StepStatus = Literal["ok", "differs", "failed", "error", "skipped"]
 STEPS: tuple[str, ...] = ("fetch", "environment", "build", "compare", "attest", "publish")
@@ -89,22 +90,30 @@ class VerifyResult:
     hint: str | None = None  # what to try next, for verdict error
     details: dict[str, Any] = field(default_factory=dict)
     step_error: StepError | None = None
+    normalization: dict[str, Any] | None = None
+    """For ``equivalent``: ``{"rules": [...], "sha256": <both normalized forms>}``."""
 
     def __post_init__(self) -> None:
         if self.verdict == "reproduced" and (
             self.upstream_sha256 is None or self.upstream_sha256 != self.rebuilt_sha256
         ):
             raise ValueError("verdict reproduced requires equal sha256 digests")
-        if self.verdict == "mismatch" and (
+        if self.verdict in ("equivalent", "mismatch") and (
             self.rebuilt_sha256 is None or self.upstream_sha256 == self.rebuilt_sha256
         ):
-            raise ValueError("verdict mismatch requires two different sha256 digests")
+            raise ValueError(f"verdict {self.verdict} requires two different sha256 digests")
+        if (self.verdict == "equivalent") != (self.normalization is not None):
+            raise ValueError("a normalization is recorded exactly for verdict equivalent")
 
     @property
     def exit_code(self) -> int:
+        """0 reproduced; 1 equivalent (not bit-identical), mismatch, failed; 2 error or a
+        failed step after the verdict (attest, publish)."""
         if self.step_error is not None:
             return 2
-        return {"reproduced": 0, "mismatch": 1, "failed": 1, "error": 2}[self.verdict]
+        return {"reproduced": 0, "equivalent": 1, "mismatch": 1, "failed": 1, "error": 2}[
+            self.verdict
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -134,5 +143,6 @@ class VerifyResult:
             "hint": self.hint,
             "details": self.details,
             "step_error": self.step_error.to_json() if self.step_error else None,
+            "normalization": self.normalization,
             "exit_code": self.exit_code,
         }

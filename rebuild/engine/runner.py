@@ -124,3 +124,31 @@ def run_plan(
         limits=Limits(timeout_s=timeout),
     )
     return BuildOutcome(result.ok, result.describe(), result.duration_s)
+
+
+def build_output(
+    plan: BuildPlan, *, out_dir: Path, log_path: Path, timeout: float, staging: Path
+) -> tuple[BuildOutcome, Path | str]:
+    """Run ``plan`` into a fresh ``out_dir``: its outcome, and its one output or why not."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    outcome = run_plan(
+        plan,
+        source=plan.source_dir,
+        out_dir=out_dir,
+        log_path=log_path,
+        timeout=timeout,
+        staging=staging,
+    )
+    if not outcome.ok:
+        return outcome, f"build {outcome.summary}; see {log_path}"
+    return outcome, single_output(out_dir, plan.output)
+
+
+def single_output(out_dir: Path, pattern: str) -> Path | str:
+    """The one regular file in ``out_dir`` matching ``pattern``, or why there is not one."""
+    produced = sorted(p for p in out_dir.glob(pattern) if p.is_file() and not p.is_symlink())
+    if len(produced) == 1:
+        return produced[0]
+    names = ", ".join(sorted(p.name for p in out_dir.iterdir())) if out_dir.is_dir() else ""
+    return f"build produced {names or 'nothing'}, expected one file matching {pattern!r}"

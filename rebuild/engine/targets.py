@@ -52,19 +52,39 @@ def prepare_pypi(
     wheel = index.download(rel.wheel, upstream)
     sdist = index.download(rel.sdist, upstream)
     note.append(f"{rel.wheel.filename} + {rel.sdist.filename} (sha256 checked against the index)")
-    plan = pywheel.plan_pypi_wheel(
-        index=index, sdist=sdist, wheel=wheel, wheel_uploaded=rel.wheel.upload_time, work=work
-    )
-    lock = runner.lock_digest(plan.environment)
-    text = inferred_recipe(name, version, rel.sdist, plan, lock)
-    data = text.encode("utf-8")
-    recipe = parse_recipe(data, "inferred recipe")  # the inferred recipe is a valid recipe
-    atomic_write(report_dir / "recipe.toml", data)
+
+    def adopt(asked: list[str] | None) -> BuildPlan:
+        plan = pywheel.plan_pypi_wheel(
+            index=index,
+            sdist=sdist,
+            wheel=wheel,
+            wheel_uploaded=rel.wheel.upload_time,
+            work=work,
+            asked=asked,
+        )
+        lock = runner.lock_digest(plan.environment)
+        text = inferred_recipe(name, version, rel.sdist, plan, lock)
+        data = text.encode("utf-8")
+        recipe = parse_recipe(data, "inferred recipe")  # the inferred recipe is a valid recipe
+        atomic_write(report_dir / "recipe.toml", data)
+        p.plan = plan
+        p.recipe_text, p.recipe_sha256 = text, recipe.sha256
+        p.source = recipe.source
+        p.expected_lock = lock
+        return plan
+
+    def refine(build_log: Path) -> BuildPlan | None:
+        # Once: the backend asked for requirements the sdist does not declare.
+        asked = pywheel.missing_from_log(build_log)
+        if asked is None or p.refined:
+            return None
+        p.refined = True
+        return adopt(asked)
+
     p.package, p.version = name, version
-    p.upstream, p.plan = wheel, plan
-    p.recipe_text, p.recipe_sha256 = text, recipe.sha256
-    p.source = recipe.source
-    p.expected_lock = lock
+    p.upstream = wheel
+    plan = adopt(None)
+    p.refine = refine
     note.append(f"backend {plan.details['generator']}")
 
 
@@ -145,7 +165,29 @@ def _prepare_from_recipe(
     note: list[str],
 ) -> None:
     artifact = _artifact(artifact)
-    output = _output_for(recipe, artifact)
+    plan = recipe_plan(recipe, source, _output_for(recipe, artifact), work=work, note=note)
+    p.package, p.version = recipe.package, recipe.version
+    p.upstream = artifact
+    p.recipe_text, p.recipe_sha256 = recipe.text, recipe.sha256
+    p.source = source
+    p.expected_lock = recipe.environment.lock_sha256
+    p.plan = plan
+
+
+def recipe_plan(
+    recipe: Recipe,
+    source: GitSource | SdistSource,
+    output: str,
+    *,
+    work: Path,
+    note: list[str],
+) -> BuildPlan:
+    """Fetch ``source`` into ``work`` and return the plan that builds ``output`` from it.
+
+    ``output`` is a file name (a rebuilder comparing one artifact) or one of
+    the recipe's output globs (a maintainer building the release). The git
+    tag must resolve to the named commit; an sdist must have the named sha256.
+    """
     if isinstance(source, GitSource):
         git = fetch_tagged_tree(source.url, source.tag, source.commit, work / "git")
         tree, sde_auto, rule = git.tree, git.commit_time, "commit time"
@@ -159,12 +201,7 @@ def _prepare_from_recipe(
         sde, rule = recipe.source_date_epoch, "fixed by the recipe"
     else:
         sde = sde_auto
-    p.package, p.version = recipe.package, recipe.version
-    p.upstream = artifact
-    p.recipe_text, p.recipe_sha256 = recipe.text, recipe.sha256
-    p.source = source
-    p.expected_lock = recipe.environment.lock_sha256
-    p.plan = BuildPlan(
+    return BuildPlan(
         environment=recipe.environment.name,
         command=recipe.command,
         source_dir=tree,

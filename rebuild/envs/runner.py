@@ -211,27 +211,33 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def run_build(
+@dataclass(frozen=True)
+class BuildSpec:
+    """One build container, decided before the engine is asked: nothing here does I/O."""
+
+    environment: str
+    argv: tuple[str, ...]
+    volumes: dict[str, dict[str, str]]  # host path -> {"bind": container path, "mode"}
+    env: dict[str, str]
+    limits: Limits
+
+
+def build_spec(
     environment: str,
     command: Sequence[str],
     *,
     out_dir: Path,
-    log_path: Path,
     source_date_epoch: int,
     source_dir: Path | None = None,
     mounts: Mapping[str, Path] | None = None,
     env: Mapping[str, str] | None = None,
     limits: Limits = DEFAULT_LIMITS,
-    containers_dir: Path | None = None,
-) -> RunResult:
-    """Run ``command`` hermetically in ``environment``'s verified image.
+) -> BuildSpec:
+    """Check a build request and decide its container's mounts and environment.
 
-    ``source_dir`` (read-only at /src) is copied into the writable /build, the
-    working directory; ``mounts`` maps extra container paths (e.g. "/wheels")
-    to host directories mounted read-only; ``out_dir`` (created empty) is the
-    only host path the build can write, at /out. The build log (stdout and
-    stderr) is written to ``log_path``. A build that fails or times out is a
-    result, not an exception; ToolError means the engine could not run it.
+    Raises UsageError for a command, environment variable, SOURCE_DATE_EPOCH
+    or mount the runner refuses (see :func:`run_build`), or an input
+    directory that does not exist.
     """
     argv = _check_command(command)
     extra_env = dict(env or {})
@@ -252,10 +258,7 @@ def run_build(
         if key in volumes:
             raise UsageError(f"{host} is mounted twice")
         volumes[key] = {"bind": target, "mode": "ro"}
-    _prepare_out_dir(out_dir)
     volumes[str(out_dir.resolve())] = {"bind": OUT_DIR, "mode": "rw"}
-
-    lock, image = verified_image(environment, containers_dir)
     run_env = {
         "PATH": PATH,
         "HOME": f"{TMP_DIR}/home",
@@ -267,97 +270,166 @@ def run_build(
         "SOURCE_DATE_EPOCH": str(source_date_epoch),
         **extra_env,
     }
+    return BuildSpec(environment, argv, volumes, run_env, limits)
+
+
+def container_options(spec: BuildSpec, name: str) -> dict[str, Any]:
+    """The Docker SDK's ``containers.create`` arguments (but the image) for ``spec``.
+
+    No network, every capability dropped, no new privileges, a read-only root
+    with tmpfs at /build and /tmp, memory, pid and log limits, a fixed user and
+    host name. Never raises.
+    """
+    limits = spec.limits
     tmpfs_opts = "rw,nosuid,nodev,exec"
-    c = _docker.client()
-    # A unique name lets the cleanup find the container even when Ctrl-C lands
-    # between the engine creating it and the SDK returning its handle.
-    name = f"rebuild-build-{uuid.uuid4().hex[:16]}"
-    container: Any = None
-    started = time.monotonic()
-    timed_out = False
-    exit_code: int | None = None
-    oom = False
+    return {
+        "command": ["sh", "-c", _WRAPPER, "rebuild-build", *spec.argv],
+        "name": name,
+        "user": f"{BUILD_UID}:{BUILD_GID}",
+        "hostname": HOSTNAME,
+        "working_dir": "/",
+        "environment": spec.env,
+        "network_mode": "none",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "read_only": True,
+        "tmpfs": {
+            BUILD_DIR: (
+                f"{tmpfs_opts},size={limits.build_tmpfs_bytes},"
+                f"uid={BUILD_UID},gid={BUILD_GID},mode=0755"
+            ),
+            TMP_DIR: f"{tmpfs_opts},size={limits.tmp_tmpfs_bytes},mode=1777",
+        },
+        "volumes": spec.volumes,
+        "mem_limit": limits.memory_bytes,
+        "memswap_limit": limits.memory_bytes,
+        "pids_limit": limits.pids,
+        "ipc_mode": "private",
+        "labels": {RUN_LABEL: spec.environment},
+        "log_config": {
+            "type": "json-file",
+            "config": {"max-size": str(limits.max_log_bytes), "max-file": "1"},
+        },
+    }
 
-    def create(image_id: str) -> Any:
-        return c.containers.create(
-            image_id,
-            ["sh", "-c", _WRAPPER, "rebuild-build", *argv],
-            name=name,
-            user=f"{BUILD_UID}:{BUILD_GID}",
-            hostname=HOSTNAME,
-            working_dir="/",
-            environment=run_env,
-            network_mode="none",
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            read_only=True,
-            tmpfs={
-                BUILD_DIR: (
-                    f"{tmpfs_opts},size={limits.build_tmpfs_bytes},"
-                    f"uid={BUILD_UID},gid={BUILD_GID},mode=0755"
-                ),
-                TMP_DIR: f"{tmpfs_opts},size={limits.tmp_tmpfs_bytes},mode=1777",
-            },
-            volumes=volumes,
-            mem_limit=limits.memory_bytes,
-            memswap_limit=limits.memory_bytes,
-            pids_limit=limits.pids,
-            ipc_mode="private",
-            labels={RUN_LABEL: environment},
-            log_config={
-                "type": "json-file",
-                "config": {"max-size": str(limits.max_log_bytes), "max-file": "1"},
-            },
-        )
 
-    try:
-        with _docker.engine_errors(f"starting the build in {environment}"):
-            try:
-                container = create(image.id)
-            except docker.errors.ImageNotFound:
-                # The remembered image was deleted (e.g. rebuilt): look it up again.
-                lock, image = verified_image(environment, containers_dir, refresh=True)
-                container = create(image.id)
-            container.start()
-        started = time.monotonic()
-        with _docker.engine_errors("waiting for the build"):
-            try:
-                status = container.wait(timeout=limits.timeout_s)
-                exit_code = int(status.get("StatusCode", -1))
-            except requests.RequestException as e:
-                if time.monotonic() - started < limits.timeout_s - 1:
-                    raise ToolError(f"lost the Docker engine during the build: {e}") from e
-                timed_out = True
-                # Kill now so the log ends here; the finally below removes it regardless.
-                with contextlib.suppress(Exception):
-                    container.kill()
-        duration = time.monotonic() - started
-        with _docker.engine_errors("reading the build log"):
-            if not timed_out and exit_code != 0:
-                # Only a failed build can have been OOM-killed; spare the inspect otherwise.
-                container.reload()
-                oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
-            _write_log(container, log_path, limits, timed_out, duration)
-    finally:
-        with contextlib.suppress(Exception):
-            if container is None:
-                container = c.containers.get(name)
-            container.remove(force=True)
+def run_build(
+    environment: str,
+    command: Sequence[str],
+    *,
+    out_dir: Path,
+    log_path: Path,
+    source_date_epoch: int,
+    source_dir: Path | None = None,
+    mounts: Mapping[str, Path] | None = None,
+    env: Mapping[str, str] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    containers_dir: Path | None = None,
+) -> RunResult:
+    """Run ``command`` hermetically in ``environment``'s verified image.
+
+    ``source_dir`` (read-only at /src) is copied into the writable /build, the
+    working directory; ``mounts`` maps extra container paths (e.g. "/wheels")
+    to host directories mounted read-only; ``out_dir`` (created empty) is the
+    only host path the build can write, at /out. The build log (stdout and
+    stderr) is written to ``log_path``. A build that fails or times out is a
+    result, not an exception. Raises UsageError for a request the runner
+    refuses, StorageError when the output directory cannot be prepared,
+    DriftError for an image that does not match its lock and ToolError when
+    the engine could not run the build.
+    """
+    spec = build_spec(
+        environment,
+        command,
+        out_dir=out_dir,
+        source_date_epoch=source_date_epoch,
+        source_dir=source_dir,
+        mounts=mounts,
+        env=env,
+        limits=limits,
+    )
+    _prepare_out_dir(out_dir)
+    ran = _run_container(spec, log_path, containers_dir)
     outputs, problems = collect_outputs(out_dir, limits)
     return RunResult(
         environment=environment,
-        lock_digest=lock.digest,
-        image_id=image.id,
-        command=argv,
-        exit_code=None if timed_out else exit_code,
-        timed_out=timed_out,
-        oom_killed=oom,
-        duration_s=duration,
+        lock_digest=ran.lock_digest,
+        image_id=ran.image_id,
+        command=spec.argv,
+        exit_code=None if ran.timed_out else ran.exit_code,
+        timed_out=ran.timed_out,
+        oom_killed=ran.oom_killed,
+        duration_s=ran.duration_s,
         log_path=log_path,
         out_dir=out_dir,
         outputs=outputs,
         problems=tuple(problems),
     )
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """How the container ended, and which verified image it ran."""
+
+    lock_digest: str
+    image_id: str
+    exit_code: int | None
+    timed_out: bool
+    oom_killed: bool
+    duration_s: float
+
+
+def _run_container(spec: BuildSpec, log_path: Path, containers_dir: Path | None) -> _Ran:
+    """Create, start and wait for the build container; write its log; always remove it."""
+    lock, image = verified_image(spec.environment, containers_dir)
+    c = _docker.client()
+    # A unique name lets the cleanup find the container even when Ctrl-C lands
+    # between the engine creating it and the SDK returning its handle.
+    name = f"rebuild-build-{uuid.uuid4().hex[:16]}"
+    options = container_options(spec, name)
+    container: Any = None
+    try:
+        with _docker.engine_errors(f"starting the build in {spec.environment}"):
+            try:
+                container = c.containers.create(image.id, **options)
+            except docker.errors.ImageNotFound:
+                # The remembered image was deleted (e.g. rebuilt): look it up again.
+                lock, image = verified_image(spec.environment, containers_dir, refresh=True)
+                container = c.containers.create(image.id, **options)
+            container.start()
+        exit_code, timed_out, duration = _wait(container, spec.limits)
+        with _docker.engine_errors("reading the build log"):
+            oom = False
+            if not timed_out and exit_code != 0:
+                # Only a failed build can have been OOM-killed; spare the inspect otherwise.
+                container.reload()
+                oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+            _write_log(container, log_path, spec.limits, timed_out, duration)
+    finally:
+        with contextlib.suppress(Exception):
+            if container is None:
+                container = c.containers.get(name)
+            container.remove(force=True)
+    return _Ran(lock.digest, image.id, exit_code, timed_out, oom, duration)
+
+
+def _wait(container: Any, limits: Limits) -> tuple[int | None, bool, float]:
+    """Wait for the build: (exit code, timed out, seconds). Kills it at the timeout."""
+    started = time.monotonic()
+    exit_code: int | None = None
+    timed_out = False
+    with _docker.engine_errors("waiting for the build"):
+        try:
+            status = container.wait(timeout=limits.timeout_s)
+            exit_code = int(status.get("StatusCode", -1))
+        except requests.RequestException as e:
+            if time.monotonic() - started < limits.timeout_s - 1:
+                raise ToolError(f"lost the Docker engine during the build: {e}") from e
+            timed_out = True
+            # Kill now so the log ends here; the caller removes it regardless.
+            with contextlib.suppress(Exception):
+                container.kill()
+    return exit_code, timed_out, time.monotonic() - started
 
 
 def _write_log(container: Any, log_path: Path, limits: Limits, timed_out: bool, dt: float) -> None:

@@ -33,6 +33,7 @@ from dramatiq.middleware import CurrentMessage, Retries
 
 from rebuild.errors import TransportError, UsageError
 from rebuild.log.urls import is_loopback_host
+from verify.parsing import parse_decimal
 
 NAMESPACE: Final = "rebuild-fleet"
 BUILD_QUEUE: Final = "build"
@@ -40,6 +41,7 @@ PUBLISH_QUEUE: Final = "publish"
 BUILD_ACTOR: Final = "rebuild_fleet_build"
 PUBLISH_ACTOR: Final = "rebuild_fleet_publish"
 DEFAULT_BROKER: Final = "redis://127.0.0.1:6379/0"
+MAX_DATABASE: Final = (1 << 31) - 1  # Redis reads the number as a C int
 BROKER_ENV: Final = "REBUILD_FLEET_BROKER"
 DEFAULT_HEARTBEAT_TIMEOUT: Final = 60.0
 # Out of a million broker calls, how many also requeue dead workers' messages.
@@ -101,8 +103,9 @@ def check_broker_url(url: str) -> None:
         raise UsageError(
             f"--broker {_redact(url)!r}: expected redis://HOST:PORT/N or rediss://HOST:PORT/N"
         )
-    if p.path not in ("", "/") and not p.path.lstrip("/").isdigit():
-        raise UsageError(f"--broker {_redact(url)!r}: the path must be a database number")
+    if p.path not in ("", "/"):
+        refusal = UsageError(f"--broker {_redact(url)!r}: the path must be a database number")
+        parse_decimal(p.path[1:], "database", lambda _: refusal, maximum=MAX_DATABASE)
     if p.scheme == "redis" and not is_loopback_host(p.hostname):
         raise UsageError(
             f"--broker {_redact(url)!r}: plain redis:// is refused except to a loopback "

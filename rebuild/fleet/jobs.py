@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeAlias, get_args
 
 from verify.errors import VerifyError
-from verify.intoto import GitSource, SdistSource, Source, source_from_dict
+from verify.intoto import GitSource, Normalization, SdistSource, Source, source_from_dict
 
 JOB_FORMAT: Final = "rebuild-fleet-job/v1"
 RESULT_FORMAT: Final = "rebuild-fleet-result/v1"
@@ -36,7 +36,7 @@ MAX_CAUSE_TEXT: Final = 200
 MAX_LINKS: Final = 8
 MAX_ATTEMPTS: Final = 100
 
-Verdict: TypeAlias = Literal["reproduced", "mismatch", "failed", "error"]
+Verdict: TypeAlias = Literal["reproduced", "equivalent", "mismatch", "failed", "error"]
 VERDICTS: Final[tuple[str, ...]] = get_args(Verdict)
 JobKind: TypeAlias = Literal["release", "pypi"]
 UNKNOWN_DIGEST: Final = "0" * 64
@@ -336,6 +336,8 @@ class JobResult:
     worker: str
     message: str = ""
     reports: tuple[ReportLink, ...] = ()
+    normalization: Normalization | None = None
+    """For ``equivalent``: the rules and both normalized digests (docs/comparison.md)."""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -367,8 +369,13 @@ class JobResult:
         # digests are "reproduced"; "mismatch" needs two different ones.
         if self.verdict == "reproduced" and self.rebuilt_sha256 != self.artifact.sha256:
             raise _fail("result", "says reproduced without equal digests")
-        if self.verdict == "mismatch" and self.rebuilt_sha256 in (None, self.artifact.sha256):
-            raise _fail("result", "says mismatch without two different digests")
+        if self.verdict in ("equivalent", "mismatch") and self.rebuilt_sha256 in (
+            None,
+            self.artifact.sha256,
+        ):
+            raise _fail("result", f"says {self.verdict} without two different digests")
+        if (self.verdict == "equivalent") != (self.normalization is not None):
+            raise _fail("result.normalization", "is required exactly for verdict equivalent")
 
     @property
     def triple_recipe(self) -> str:
@@ -398,6 +405,12 @@ class JobResult:
             "worker": self.worker,
             "message": self.message,
             "reports": [r.to_json() for r in self.reports],
+            # Only when present: results of other verdicts keep the v1 shape.
+            **(
+                {"normalization": self.normalization.to_dict()}
+                if self.normalization is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -409,6 +422,8 @@ class JobResult:
             "tool_version", "started_at", "finished_at", "diff_report_sha256", "causes",
             "attempts", "worker", "message", "reports",
         }  # fmt: skip
+        if isinstance(doc, dict) and "normalization" in doc:
+            names.add("normalization")
         d = _fields(doc, "result", names)
         if d["format"] != RESULT_FORMAT:
             raise _fail("result.format", f"must be {RESULT_FORMAT}")
@@ -436,7 +451,17 @@ class JobResult:
             worker=d["worker"],
             message=d["message"],
             reports=tuple(ReportLink.from_json(r) for r in d["reports"]),
+            normalization=_normalization(d.get("normalization")),
         )
+
+
+def _normalization(doc: object) -> Normalization | None:
+    if doc is None:
+        return None
+    try:
+        return Normalization.from_dict(doc, "result.normalization")
+    except VerifyError as e:
+        raise MessageError(str(e)) from None
 
 
 def _source(doc: object, what: str) -> Source:

@@ -48,7 +48,7 @@ log = logging.getLogger("rebuild.fleet.publish")
 
 MAX_LOOKUP: Final = 1000
 LATEST_KEPT: Final = 100_000
-_BUILT: Final = ("reproduced", "mismatch")
+_BUILT: Final = ("reproduced", "equivalent", "mismatch")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS attestations (
@@ -210,11 +210,12 @@ class Publisher:
                 tool_version=r.tool_version,
                 started_at=r.started_at,
                 finished_at=r.finished_at,
-                rebuilt_sha256=r.rebuilt_sha256
-                if r.verdict in ("reproduced", "mismatch")
-                else None,
-                diff_report_sha256=r.diff_report_sha256 if r.verdict == "mismatch" else None,
+                rebuilt_sha256=r.rebuilt_sha256 if r.verdict in _BUILT else None,
+                diff_report_sha256=(
+                    r.diff_report_sha256 if r.verdict in ("equivalent", "mismatch") else None
+                ),
                 causes=r.causes,
+                normalization=r.normalization,
             )
         except InputError as e:
             raise MalformedResult(f"{r.label}: {e}") from None
@@ -236,7 +237,10 @@ class Publisher:
         if it carries this publisher's own signature over the same artifact
         and recipe, which no log can forge.
         """
-        indexes = client.lookup_subject(bytes.fromhex(r.artifact.sha256))[:MAX_LOOKUP]
+        # Only entries whose signature hint names this publisher's key ID: junk
+        # naming the same artifact cannot push ours out of the first page.
+        key_id = bytes.fromhex(self.vkey.key_id)
+        indexes = client.lookup_subject(bytes.fromhex(r.artifact.sha256), [key_id])[:MAX_LOOKUP]
         if not indexes:
             return None
         try:

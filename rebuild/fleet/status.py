@@ -104,6 +104,7 @@ h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}
 table{border-collapse:collapse;margin:.3em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
 text-align:left;vertical-align:top}th{background:#f2f2f2}td.n{text-align:right}
 .reproduced{color:#0a6b2d;font-weight:600}.mismatch,.failed{color:#a4161a;font-weight:600}
+.equivalent{color:#8a5a00;font-weight:600}
 .error{color:#8a5a00;font-weight:600}.muted{color:#666}code{font-size:.92em}
 """
 

@@ -13,8 +13,8 @@ A worker holds no signing key. For each delivery of a job it:
    artifact comes from the job's sources and must have the statement's
    sha256) and runs :func:`rebuild.engine.pipeline.verify` without key or
    log, on this machine's Docker engine;
-5. ``reproduced`` or ``mismatch`` is final; ``failed`` or ``error`` is tried
-   again after a back-off until the last attempt;
+5. ``reproduced``, ``equivalent`` or ``mismatch`` is final; ``failed`` or
+   ``error`` is tried again after a back-off until the last attempt;
 6. sends the result to the publisher's queue, then returns, and only then is
    the job acknowledged: a worker that dies before that leaves the job to be
    delivered again.
@@ -65,7 +65,7 @@ from rebuild.fleet.state import StateDir
 from rebuild.fsio import atomic_write
 from rebuild.hashing import sha256_file
 from verify.errors import VerifyError
-from verify.intoto import source_from_dict
+from verify.intoto import Normalization, source_from_dict
 
 log = logging.getLogger("rebuild.fleet.worker")
 
@@ -354,6 +354,15 @@ class BuildHandler:
             causes=causes,
             message=vr.message[:2048],
             reports=tuple(self._links(vr, job_dir)),
+            normalization=(
+                Normalization(
+                    tuple(vr.normalization["rules"]),
+                    vr.normalization["sha256"],
+                    vr.normalization["sha256"],
+                )
+                if vr.normalization is not None
+                else None
+            ),
         )
 
     def _links(self, vr: VerifyResult, job_dir: Path) -> list[ReportLink]:

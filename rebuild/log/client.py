@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -21,7 +22,7 @@ from rebuild.log.entry import PACKAGE_NAME
 from rebuild.log.urls import check_url, client_ssl_context
 from verify.errors import VerifyError
 from verify.merkle import HASH_SIZE
-from verify.tiles import TILE_WIDTH, Tile
+from verify.tiles import TILE_WIDTH, Tile, encode_entry_bundle, parse_entry_bundle
 
 MAX_CHECKPOINT: Final = 1 << 20
 MAX_TILE: Final = TILE_WIDTH * (2 + 0xFFFF)  # an entry bundle at worst
@@ -167,6 +168,16 @@ class LogClient:
         data = self._get("/" + tile.full().path(), MAX_TILE)
         return data[: tile.width * HASH_SIZE]
 
+    def entry_bundle(self, tile: Tile) -> bytes:
+        """An entry bundle at exactly ``tile.width``; a partial one falls back to the full one."""
+        try:
+            return self._get("/" + tile.path(), MAX_TILE)
+        except NotFoundError:
+            if not tile.is_partial:
+                raise
+        data = self._get("/" + tile.full().path(), MAX_TILE)
+        return encode_entry_bundle(parse_entry_bundle(data, TILE_WIDTH)[: tile.width])
+
     # --- the write and lookup API ---------------------------------------------
 
     def add(self, entry: bytes, *, wait: bool) -> dict[str, Any]:
@@ -192,30 +203,64 @@ class LogClient:
             raise TransportError(f"{self.url}/lookup/leaf: response lacks an index")
         return index
 
-    def lookup_subject(self, digest: bytes) -> list[int]:
-        doc = self._json(self._get(f"/lookup/sha256/{digest.hex()}", MAX_JSON), "/lookup")
-        return self._indexes(doc, "/lookup/sha256")
+    def _lookup_page(
+        self, path: str, cursor: int, key_ids: Sequence[bytes] = ()
+    ) -> tuple[list[int], int | None]:
+        """One page of a ``/lookup/...`` answer: indexes and the next cursor (or None)."""
+        query = [f"cursor={cursor}"] if cursor else []
+        query += [f"keyid={k.hex()}" for k in key_ids]
+        what = path.rsplit("/", 1)[0]
+        doc = self._json(self._get(path + ("?" + "&".join(query) if query else ""), MAX_JSON), what)
+        indexes, next_cursor = doc.get("indexes"), doc.get("next_cursor", "missing")
+        if (
+            not isinstance(indexes, list)
+            or not all(type(i) is int and cursor <= i for i in indexes)
+            or indexes != sorted(set(indexes))
+        ):
+            raise TransportError(f"{self.url}{what}: response lacks ascending indexes")
+        if next_cursor is not None and (
+            type(next_cursor) is not int or next_cursor <= max(indexes, default=cursor)
+        ):
+            raise TransportError(f"{self.url}{what}: bad next_cursor")
+        return [int(i) for i in indexes], next_cursor
 
-    def lookup_package(self, name: str, version: str | None = None) -> list[int]:
+    def _lookup_all(
+        self, path: str, what: str, key_ids: Sequence[bytes], max_results: int
+    ) -> list[int]:
+        found: list[int] = []
+        cursor: int | None = 0
+        while cursor is not None:
+            page, cursor = self._lookup_page(path, cursor, key_ids)
+            found += page
+            if len(found) > max_results:
+                raise TransportError(f"{self.url}: more than {max_results} entries name {what}")
+        return found
+
+    def lookup_subject_page(
+        self, digest: bytes, cursor: int = 0, key_ids: Sequence[bytes] = ()
+    ) -> tuple[list[int], int | None]:
+        """One page of ``GET /lookup/sha256/<hex>``: indexes and the next cursor (or None)."""
+        return self._lookup_page(f"/lookup/sha256/{digest.hex()}", cursor, key_ids)
+
+    def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes] = (), max_results: int = 100_000
+    ) -> list[int]:
+        """Every index of entries with this subject (following pages), at most ``max_results``."""
+        path = f"/lookup/sha256/{digest.hex()}"
+        return self._lookup_all(path, digest.hex(), key_ids, max_results)
+
+    def lookup_package(self, name: str, max_results: int = 100_000) -> list[int]:
         """Indexes of statements naming package ``name`` (every version: the caller
-        reads the entries to filter by ``version``)."""
+        reads the entries to filter by version), following pages."""
         if not PACKAGE_NAME.fullmatch(name):
             raise UsageError(f"package name {name[:40]!r} has characters the log does not index")
-        path = f"/lookup/package/{name}"
         try:
-            doc = self._json(self._get(path, MAX_JSON), path)
+            return self._lookup_all(f"/lookup/package/{name}", name, (), max_results)
         except NotFoundError:
             raise NotFoundError(
                 f"{self.url}: this log server has no package lookup",
                 hint="find the artifact's entries instead: rebuild log find --sha256 HEX",
             ) from None
-        return self._indexes(doc, "/lookup/package")
-
-    def _indexes(self, doc: dict[str, Any], what: str) -> list[int]:
-        indexes = doc.get("indexes")
-        if not isinstance(indexes, list) or not all(type(i) is int and i >= 0 for i in indexes):
-            raise TransportError(f"{self.url}{what}: response lacks indexes")
-        return sorted(set(indexes))
 
     def status(self) -> dict[str, Any]:
         """The server's ``/status``: sizes, checkpoint age, witnesses, pending work."""

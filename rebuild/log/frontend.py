@@ -27,9 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from aiohttp import web
-
 from rebuild.errors import OperationalError, StorageError
+from rebuild.httpserve import ConnectionLimits, GuardedServer
 from rebuild.log import ipc
 from rebuild.log.server import (
     HttpApi,
@@ -214,8 +213,11 @@ class RemoteBackend:
         body = await self._call(ipc.CALL_PROOF, ipc.encode_u64s([index]))
         return body.decode() if body else None
 
-    async def lookup_subject(self, digest: bytes) -> list[int]:
-        return ipc.decode_u64s(await self._call(ipc.CALL_LOOKUP_SUBJECT, digest))
+    async def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes], cursor: int
+    ) -> tuple[list[int], int | None]:
+        argument = ipc.encode_lookup(digest, cursor, key_ids)
+        return ipc.decode_page(await self._call(ipc.CALL_LOOKUP_SUBJECT, argument))
 
     async def lookup_leaf(self, digest: bytes) -> int | None:
         body = await self._call(ipc.CALL_LOOKUP_LEAF, digest)
@@ -234,9 +236,12 @@ async def _serve(args: argparse.Namespace) -> None:
     pair = socket.socket(fileno=args.ipc_fd)
     reader, writer = await asyncio.open_connection(sock=pair)
     backend = RemoteBackend(reader, writer, args.dir)
-    api = HttpApi(backend, ServerOptions(wait_timeout=args.wait_timeout))
+    limits = ConnectionLimits(
+        args.max_connections, args.max_per_client, args.header_timeout, args.body_timeout
+    )
+    api = HttpApi(backend, ServerOptions(wait_timeout=args.wait_timeout, limits=limits))
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    http = web.Server(api.handle, access_log=None)
+    http = GuardedServer(api.handle, limits)
     listener = await loop.create_server(http, sock=listener_sock, ssl=tls, backlog=1024)
     # Ctrl-C reaches the whole process group: the sequencer process handles
     # it and tells each front-end to stop, in order.
@@ -273,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--number", type=int, required=True)
     p.add_argument("--parent", type=int, required=True)
     p.add_argument("--wait-timeout", type=float, default=30.0)
+    p.add_argument("--max-connections", type=int, default=0)
+    p.add_argument("--max-per-client", type=int, default=1024)
+    p.add_argument("--header-timeout", type=float, default=15.0)
+    p.add_argument("--body-timeout", type=float, default=30.0)
     p.add_argument("--tls-cert", type=Path)
     p.add_argument("--tls-key", type=Path)
     args = p.parse_args(argv)

@@ -19,18 +19,24 @@ up to ``MAX_PENDING`` rows wait, and as objects they cost ~450 bytes each
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
 from rebuild.errors import StorageError
 
+log = logging.getLogger(__name__)
+
 FLUSH_ROWS: Final = 8192
 FLUSH_SECONDS: Final = 0.1
 MAX_PENDING: Final = 1 << 15  # backpressure: the writer waits beyond this
+RETRY_FIRST_SECONDS: Final = 0.05
+RETRY_MAX_SECONDS: Final = 1.0
+REPORT_EVERY_SECONDS: Final = 30.0
 MAX_LOOKUP_RESULTS: Final = 1000
 KEY_SIZE: Final = 32  # leaf hashes and subject digests are SHA-256
 # A packed row: epoch (uint32), key, index (uint64), all big-endian, so that
@@ -45,8 +51,10 @@ _REC: Final = _KEY_AT + KEY_SIZE + 8
 # whole tree: 7.5 us per entry at 2x10^5 rising to 18.5 us at 10^6 (and the
 # index fell behind the log). A lookup seeks once per epoch instead of once.
 EPOCH_BITS: Final = 16
-# 3: subjects also hold each statement's package key (rebuild.log.entry.package_key).
-SCHEMA_VERSION: Final = 3
+# 3: ``subjects`` also holds a row per (subject, signature key ID) pair, keyed
+# by rebuild.log.entry.keyed_subject, for lookups filtered by signer.
+# 4: ... and each statement's package key (rebuild.log.entry.package_key).
+SCHEMA_VERSION: Final = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
@@ -63,9 +71,10 @@ _LOOKUP_LEAF = """
 WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
 SELECT t.idx FROM e JOIN leaves t ON t.epoch = e.n AND t.hash = ? ORDER BY t.idx LIMIT 1
 """
+# One epoch at a time, in index order straight from the primary key (no sort):
+# a digest flooded with junk costs at most a page of rows per epoch and key.
 _LOOKUP_SUBJECT = """
-WITH RECURSIVE e(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM e WHERE n < ?)
-SELECT t.idx FROM e JOIN subjects t ON t.epoch = e.n AND t.digest = ? ORDER BY t.idx LIMIT ?
+SELECT idx FROM subjects WHERE epoch = ? AND digest = ? AND idx >= ? ORDER BY idx LIMIT ?
 """
 
 
@@ -174,21 +183,42 @@ class LookupIndex:
         self._pending_upto = self.indexed
         self._first_pending = 0.0
         self._stop = False
-        self._error: StorageError | None = None
+        # The last write failure (a full disk, say), cleared by the next
+        # success: the thread retries, since every row is still in memory.
+        self._failing: StorageError | None = None
         self._thread = threading.Thread(target=self._run, name="log-index", daemon=True)
         self._thread.start()
 
     # --- writer side (the store's storage thread) ---------------------------
 
+    def wait_room(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until fewer than MAX_PENDING rows are queued.
+
+        Called *before* a batch is committed: backpressure must never hold up
+        or fail the acknowledgement of entries that are already durable.
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._leaves.rows >= MAX_PENDING and not self._stop:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.1))
+            return True
+
+    @property
+    def failing(self) -> StorageError | None:
+        return self._failing
+
     def add(self, leaf_rows: Iterable[Row], subject_rows: Iterable[Row], upto: int) -> None:
-        """Queue rows for entries below ``upto`` (all already durable in tiles)."""
+        """Queue rows for entries below ``upto`` (all already durable in tiles).
+
+        Never blocks and never fails for storage reasons: the entries are
+        committed, and a failing index write is retried by the index thread.
+        """
         leaves = _pack(leaf_rows, self.path)
         subjects = _pack(subject_rows, self.path)
         with self._lock:
-            while self._leaves.rows >= MAX_PENDING and self._error is None and not self._stop:
-                self._lock.wait(1.0)
-            if self._error is not None:
-                raise self._error
             if not self._leaves.rows:
                 self._first_pending = time.monotonic()
             self._leaves.append(leaves)
@@ -208,18 +238,39 @@ class LookupIndex:
                 leaves, subjects = self._writing = (self._leaves, self._subjects)
                 upto = self._pending_upto
                 self._leaves, self._subjects = _Packed(), _Packed()
-            try:
-                self._write(leaves, subjects, upto)
-            except StorageError as e:
-                with self._lock:
-                    self._error = e
-                    self._lock.notify_all()
+            if not self._write_until_done(leaves, subjects, upto):
                 return
             with self._lock:
                 self.indexed = upto
                 # Forget what is now in SQLite (readers check memory first).
                 self._writing = (_Packed(), _Packed())
                 self._lock.notify_all()
+
+    def _write_until_done(self, leaves: _Packed, subjects: _Packed, upto: int) -> bool:
+        """Write one transaction, retrying failures (e.g. a full disk) until stopped."""
+        delay = RETRY_FIRST_SECONDS
+        reported = 0.0
+        while True:
+            try:
+                self._write(leaves, subjects, upto)
+            except StorageError as e:
+                now = time.monotonic()
+                if now - reported >= REPORT_EVERY_SECONDS:
+                    reported = now
+                    log.error("%s; retrying (entries stay acknowledged and in the tiles)", e)
+                with self._lock:
+                    self._failing = e
+                    self._lock.notify_all()
+                    if self._stop:
+                        return False  # derived data: recovery re-indexes from the tiles
+                    self._lock.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+                continue
+            if self._failing is not None:
+                log.info("%s: index writes work again", self.path)
+                with self._lock:
+                    self._failing = None
+            return True
 
     def _due(self) -> bool:
         if not self._leaves.rows:
@@ -251,16 +302,19 @@ class LookupIndex:
             raise StorageError(f"{self.path}: index update failed: {e}") from None
 
     def flush(self) -> None:
-        """Wait until everything queued is in SQLite (tests, shutdown, recovery)."""
+        """Wait until everything queued is in SQLite (tests, shutdown, recovery).
+
+        Raises the write failure (StorageError) if the index cannot be written.
+        """
         with self._lock:
             self._first_pending = 0.0
             self._lock.notify_all()
-            while (self._leaves.rows or self._pending_upto != self.indexed) and self._error is None:
+            while self._leaves.rows or self._writing[0].rows or self._pending_upto != self.indexed:
+                if self._failing is not None:
+                    raise self._failing
                 if not self._thread.is_alive():
                     break
                 self._lock.wait(0.05)
-            if self._error is not None:
-                raise self._error
 
     def close(self) -> None:
         with contextlib.suppress(StorageError):
@@ -288,10 +342,29 @@ class LookupIndex:
             found.append(int(row[0]))
         return min(found) if found else None
 
-    def lookup_subject(self, digest: bytes) -> list[int]:
+    def lookup_subject(
+        self, keys: Sequence[bytes], cursor: int = 0, limit: int = MAX_LOOKUP_RESULTS
+    ) -> tuple[list[int], int | None]:
+        """Indexes >= ``cursor`` of entries with any of ``keys`` (subject digests or
+        keyed subjects), ascending: at most ``limit``, and the cursor of the next
+        page (None when there is none)."""
         with self._lock:
-            pending = self._writing[1].find(digest) + self._subjects.find(digest)
-        rows = self._reader.execute(
-            _LOOKUP_SUBJECT, (self._last_epoch(), digest, MAX_LOOKUP_RESULTS)
-        ).fetchall()
-        return sorted({int(r[0]) for r in rows} | set(pending))[:MAX_LOOKUP_RESULTS]
+            found = {
+                i
+                for k in keys
+                for i in self._writing[1].find(k) + self._subjects.find(k)
+                if i >= cursor
+            }
+        last = self._last_epoch()
+        for epoch in range(cursor >> EPOCH_BITS, last + 1):
+            for k in keys:
+                rows = self._reader.execute(_LOOKUP_SUBJECT, (epoch, k, cursor, limit + 1))
+                found.update(int(r[0]) for r in rows)
+            # Everything below the next epoch is known: stop once it fills a page.
+            below = (epoch + 1) << EPOCH_BITS
+            if sum(1 for i in found if i < below) > limit:
+                break
+        ordered = sorted(found)
+        if len(ordered) > limit:
+            return ordered[:limit], ordered[limit - 1] + 1
+        return ordered, None

@@ -44,10 +44,13 @@ CLOSING: Final = 3  # the log is shutting down: HTTP 503
 
 # CALL kinds
 CALL_PROOF: Final = 1  # u64 index -> proof text, or empty when not yet covered
-CALL_LOOKUP_SUBJECT: Final = 2  # 32-byte digest -> u64 indexes
+# 32-byte digest, u64 cursor, 4-byte key IDs -> u64 next cursor (NO_CURSOR: none), indexes
+CALL_LOOKUP_SUBJECT: Final = 2
 CALL_LOOKUP_LEAF: Final = 3  # 32-byte leaf hash -> u64 index, or empty
 CALL_SIZE: Final = 4  # -> u64 committed size
 CALL_STATUS: Final = 5  # -> the sequencer's status, JSON
+
+NO_CURSOR: Final = (1 << 64) - 1
 
 _HEAD = struct.Struct(">IB")
 _REQ = struct.Struct(">IH")  # request id, entry count
@@ -160,3 +163,26 @@ def decode_state(payload: bytes) -> tuple[int, int]:
         raise IpcError("STATE frame has the wrong length")
     committed, published = _STATE.unpack(payload)
     return int(committed), int(published)
+
+
+def encode_lookup(digest: bytes, cursor: int, key_ids: Sequence[bytes]) -> bytes:
+    return digest + struct.pack(">Q", cursor) + b"".join(key_ids)
+
+
+def decode_lookup(argument: bytes) -> tuple[bytes, int, list[bytes]]:
+    if len(argument) < 40 or (len(argument) - 40) % 4:
+        raise IpcError("lookup call has the wrong length")
+    (cursor,) = struct.unpack_from(">Q", argument, 32)
+    key_ids = [argument[i : i + 4] for i in range(40, len(argument), 4)]
+    return argument[:32], int(cursor), key_ids
+
+
+def encode_page(indexes: Sequence[int], next_cursor: int | None) -> bytes:
+    return encode_u64s([NO_CURSOR if next_cursor is None else next_cursor, *indexes])
+
+
+def decode_page(data: bytes) -> tuple[list[int], int | None]:
+    values = decode_u64s(data)
+    if not values:
+        raise IpcError("lookup reply is empty")
+    return values[1:], None if values[0] == NO_CURSOR else values[0]

@@ -4,8 +4,10 @@ Each round: fetch the log's checkpoint, verify its signature (and, with a
 policy, the witness quorum), then prove it consistent with the last
 checkpoint this monitor accepted. The consistency proof is computed here,
 from tiles fetched through the tlog-tiles read API, never taken from the
-log's word: the tiles must first reproduce the new checkpoint's root, and the
-proof derived from them must then verify against the *old* root. A failure
+log's word: the tiles must first be the tree the new checkpoint signs
+(:func:`verify.tiles.audit_tiles`: on first contact every entry bundle and
+hash tile, afterwards those the tree grew by), and the proof derived from
+them must then verify against the *old* root. A failure
 is a fork (:class:`ForkError`, a negative verdict, exit 1) and both signed
 checkpoints are kept in the state directory as evidence. State is written
 atomically; a checkpoint is accepted only after every check passed.
@@ -31,7 +33,7 @@ from verify.cosignature import verify_cosignatures
 from verify.errors import ProofError, TrustError, VerifyError
 from verify.keys import VerifierKey
 from verify.note import open_note, split_note
-from verify.tiles import TileHashes
+from verify.tiles import TileHashes, audit_tiles
 from verify.tlog_policy import Policy
 
 STATE_FILE = "checkpoint.json"
@@ -130,8 +132,8 @@ def follow_once(client: LogClient, verifier: CheckpointVerifier, state_dir: Path
     cp = verifier.verify(note)
     note_text = note.decode()
     if previous is None:
-        # First sight: the tiles must still reproduce the signed root.
-        _check_tiles_root(client, cp)
+        # First sight: every tile and entry the log serves must be the signed tree.
+        _audit(client, cp, 0)
         _save_state(state_dir, note_text, client.url)
         return FollowResult("initial", None, cp.size, cp.root_hash, note_text)
     old, old_note = previous
@@ -146,6 +148,8 @@ def follow_once(client: LogClient, verifier: CheckpointVerifier, state_dir: Path
         _save_state(state_dir, note_text, client.url)  # fresher cosignatures, same tree
         return FollowResult("unchanged", old.size, cp.size, cp.root_hash, note_text)
     small, big = (old, cp) if cp.size > old.size else (cp, old)
+    if big is cp:
+        _audit(client, cp, old.size)  # what the tree grew by is the signed tree
     tiles = TileHashes(big.size, client.tile)
     try:
         if tiles.root() != big.root_hash:
@@ -168,8 +172,12 @@ def follow_once(client: LogClient, verifier: CheckpointVerifier, state_dir: Path
     return FollowResult("grew", old.size, cp.size, cp.root_hash, note_text)
 
 
-def _check_tiles_root(client: LogClient, cp: Checkpoint) -> None:
-    if cp.size == 0:
-        return
-    if TileHashes(cp.size, client.tile).root() != cp.root_hash:
-        raise ForkError(f"the log's tiles do not reproduce the root it signed for size {cp.size}")
+def _audit(client: LogClient, cp: Checkpoint, start: int) -> None:
+    problems = audit_tiles(
+        cp.size, cp.root_hash, client.tile, client.entry_bundle, start=start, max_problems=5
+    )
+    if problems:
+        raise ForkError(
+            f"the log's tiles do not reproduce the tree it signed for size {cp.size}: "
+            + "; ".join(str(p) for p in problems)
+        )

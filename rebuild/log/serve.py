@@ -8,15 +8,17 @@ connections across them), check entries and forward them here over a
 socket pair (:mod:`rebuild.log.ipc`). Python runs one thread of bytecode per
 process, so this is how HTTP parsing and entry checks use every core.
 
-A front-end that dies stops the whole server (exit status 2) rather than
-leaving it half up; front-ends die with this process (SIGKILL included), so
-a restart never finds a stale one holding the port. This module never
+A front-end that dies is restarted on the same listening socket (at most
+MAX_RESTARTS a minute; beyond that the server stops with exit status 2
+rather than crash-loop); front-ends die with this process (SIGKILL
+included), so a restart never finds a stale one holding the port. This module never
 decides what is trusted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -33,6 +35,7 @@ from typing import Final
 from aiohttp import web
 
 from rebuild.errors import StorageError
+from rebuild.httpserve import GuardedServer
 from rebuild.log import ipc
 from rebuild.log.server import HttpApi, LogBusyError, LogClosingError, Sequencer
 from rebuild.log.store import Pending
@@ -42,6 +45,10 @@ log = logging.getLogger(__name__)
 READY_SECONDS: Final = 60.0
 SHUTDOWN_SECONDS: Final = 35.0
 MAX_CALLS_IN_FLIGHT: Final = 1024
+# A front-end that dies is restarted, at most this often; beyond, the server
+# stops (exit 2) rather than crash-loop.
+MAX_RESTARTS: Final = 5
+RESTART_WINDOW_SECONDS: Final = 60.0
 
 
 def default_workers() -> int:
@@ -156,8 +163,9 @@ class FrontendLink:
             if kind == ipc.CALL_PROOF and len(argument) == 8:
                 proof = await seq.proof_text(ipc.decode_u64s(argument)[0])
                 body = b"" if proof is None else proof.encode()
-            elif kind == ipc.CALL_LOOKUP_SUBJECT and len(argument) == 32:
-                body = ipc.encode_u64s(await seq.lookup_subject(argument))
+            elif kind == ipc.CALL_LOOKUP_SUBJECT:
+                digest, cursor, key_ids = ipc.decode_lookup(argument)
+                body = ipc.encode_page(*await seq.lookup_subject(digest, key_ids, cursor))
             elif kind == ipc.CALL_LOOKUP_LEAF and len(argument) == 32:
                 index = await seq.lookup_leaf(argument)
                 body = b"" if index is None else ipc.encode_u64s([index])
@@ -214,6 +222,7 @@ async def _spawn(
         str(os.getpid()),
         "--wait-timeout",
         str(sequencer.options.wait_timeout),
+        *sequencer.options.limits.args(),
     ]
     if tls is not None:
         command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
@@ -258,27 +267,51 @@ async def serve(
     listener: asyncio.Server | None = None
     watchers: list[asyncio.Task[None]] = []
 
-    async def watch(link: FrontendLink) -> None:
-        try:
-            await link.run()
-        except ipc.IpcError as e:
-            if not link.stopping:
+    restarts: collections.deque[float] = collections.deque()
+
+    async def watch(n: int) -> None:
+        """Serve front-end ``n``'s frames; restart it when it dies (bounded)."""
+        while True:
+            link = links[n]
+            try:
+                await link.run()
+            except ipc.IpcError as e:
+                if link.stopping or stop.is_set():
+                    return
                 code = await asyncio.to_thread(link.process.wait)
-                failure.append(f"front-end process {link.number} exited ({code}): {e}")
-                log.error("%s", failure[-1])
-                stop.set()
+                link.close()
+                sequencer.off_state(link.state)
+                now = loop.time()
+                while restarts and now - restarts[0] > RESTART_WINDOW_SECONDS:
+                    restarts.popleft()
+                what = f"front-end process {n} exited ({code}): {e}"
+                if len(restarts) >= MAX_RESTARTS:
+                    failure.append(
+                        f"{what}; {len(restarts)} restarts in {RESTART_WINDOW_SECONDS:g} s "
+                        "already, giving up"
+                    )
+                    log.error("%s", failure[-1])
+                    stop.set()
+                    return
+                restarts.append(now)
+                log.error("%s; restarting it", what)
+                try:
+                    links[n] = await _spawn(n, sequencer, socks[n], tls)
+                except StorageError as spawn_error:
+                    failure.append(f"{what}; cannot restart it: {spawn_error}")
+                    stop.set()
+                    return
 
     try:
         socks = listen_sockets(host, port, max(workers, 1))
         if workers == 0:
             api = HttpApi(sequencer, sequencer.options)
-            http = web.Server(api.handle, access_log=None)
+            http = GuardedServer(api.handle, sequencer.options.limits)
             listener = await loop.create_server(http, sock=socks[0], ssl=ssl_context, backlog=1024)
         else:
             for n, sock in enumerate(socks):
-                link = await _spawn(n, sequencer, sock, tls)
-                links.append(link)
-                watchers.append(asyncio.create_task(watch(link)))
+                links.append(await _spawn(n, sequencer, sock, tls))
+                watchers.append(asyncio.create_task(watch(n)))
             deadline = loop.time() + READY_SECONDS
             for link in links:
                 started = asyncio.create_task(link.ready.wait())

@@ -23,8 +23,9 @@ Endpoints::
     POST /add[?wait=1]                     add a DSSE envelope -> JSON
     POST /add-bundle                       add up to 256 envelopes (entry-bundle framing)
     GET  /proof/<index>                    tlog-proof@v1 against the published checkpoint
-    GET  /lookup/sha256/<hex>              JSON indexes of entries with that subject
-    GET  /lookup/package/<name>            JSON indexes of statements about that package
+    GET  /lookup/sha256/<hex>[?cursor=N][&keyid=<8 hex>...]
+                                           JSON indexes of entries with that subject, paged
+    GET  /lookup/package/<name>[?cursor=N] JSON indexes of statements about that package, paged
     GET  /lookup/leaf/<hex>                JSON index of the entry with that leaf hash
     GET  /status                           JSON: sizes, checkpoint age, witnesses, pending work
 """
@@ -38,13 +39,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
 from aiohttp import web
 
 from rebuild.errors import StorageError
+from rebuild.httpserve import ConnectionLimits, RateLimitedLog, read_body
 from rebuild.log.entry import (
     MAX_ENTRY_SIZE,
     PACKAGE_NAME,
@@ -56,6 +58,7 @@ from rebuild.log.entry import (
 from rebuild.log.store import MAX_BATCH, LogStore, Pending, Sequenced
 from rebuild.log.witnessing import WitnessPool
 from verify import merkle
+from verify.cosignature import verify_cosignatures
 from verify.errors import VerifyError
 from verify.tiles import ENTRIES, TILE_WIDTH, parse_tile_path, tile_for
 from verify.tlogproof import TlogProof
@@ -70,6 +73,7 @@ MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024  # beyond this, POST /add answers 50
 MAX_WAIT_SECONDS: Final = 60.0
 WITNESS_RETRY_SECONDS: Final = 1.0
 MAX_WITNESS_RETRY_SECONDS: Final = 30.0  # back-off ceiling while witnesses fail
+RECOSIGN_RETRY_SECONDS: Final = 30.0
 
 
 class LogBusyError(StorageError):
@@ -84,6 +88,11 @@ class LogClosingError(StorageError):
 class ServerOptions:
     batch_ms: float = 0.0
     wait_timeout: float = 30.0
+    # With witnesses: ask them to cosign the unchanged checkpoint again once
+    # the newest published cosignature is this old (0: never), so an idle
+    # log's checkpoint stays fresh for updaters that refuse stale ones.
+    recosign_interval: float = 3600.0
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 class Backend(Protocol):
@@ -113,7 +122,11 @@ class Backend(Protocol):
 
     async def proof_text(self, index: int) -> str | None: ...
 
-    async def lookup_subject(self, digest: bytes) -> list[int]: ...
+    async def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes], cursor: int
+    ) -> tuple[list[int], int | None]:
+        """One page of indexes (ascending) and the next page's cursor (None: complete)."""
+        ...
 
     async def lookup_leaf(self, digest: bytes) -> int | None: ...
 
@@ -170,9 +183,12 @@ class Sequencer:
         self._published_size = store.published_size
         self._published_note = b""
         self._closing = False
+        self._publish_failed = False
+        self._errors = RateLimitedLog(log)
         self._listeners: list[Callable[[int, int], None]] = []
         self.observer: SequencerObserver | None = None  # --metrics (rebuild.metrics)
-        self._quorum_failing = False
+        # the size whose checkpoint waits for the witness quorum (None: none waits)
+        self._quorum_failing: int | None = None
         self._published_at: float | None = None  # wall clock of the last publication
 
     @property
@@ -188,6 +204,10 @@ class Sequencer:
         self._listeners.append(listener)
         listener(self.store.size, self._published_size)
 
+    def off_state(self, listener: Callable[[int, int], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     def _changed(self) -> None:
         for listener in self._listeners:
             listener(self.store.size, self._published_size)
@@ -198,8 +218,7 @@ class Sequencer:
         """Publish what is committed (when no witnesses gate it), start the tasks."""
         loop = asyncio.get_running_loop()
         if self.witnesses is None:
-            latest = self.store.latest
-            await loop.run_in_executor(self._storage, self.store.publish, latest.note, latest.size)
+            await loop.run_in_executor(self._storage, self._publish_latest)
         self._refresh_published()
         self._tasks.append(asyncio.create_task(self._sequencer()))
         self._tasks.append(asyncio.create_task(self._publisher()))
@@ -302,7 +321,7 @@ class Sequencer:
                 if not isinstance(e, StorageError):
                     log.exception("internal error integrating a batch")
                     e = StorageError(f"internal error: {type(e).__name__}")
-                log.error("batch of %d entries not integrated: %s", len(batch), e)
+                self._errors.error("batch of %d entries not integrated: %s", len(batch), e)
                 for _, group in batch:
                     group.settle(e)
                 continue
@@ -317,34 +336,81 @@ class Sequencer:
     def _integrate(self, batch: list[Pending]) -> list[Sequenced]:
         """On the storage thread: integrate, then publish when no witnesses gate it."""
         results = self.store.integrate(batch)
+        # Committed: publishing may fail (a full disk) without failing the batch.
+        self._publish_latest()
+        return results
+
+    def _publish_latest(self) -> bool:
+        """Without witnesses, publish the newest signed checkpoint; False if that failed."""
         if self.witnesses is None:
             latest = self.store.latest
             if latest.size > self.store.published_size:
-                self.store.publish(latest.note, latest.size)
-        return results
+                try:
+                    self.store.publish(latest.note, latest.size)
+                except StorageError as e:
+                    self._publish_failed = True
+                    self._errors.error(
+                        "publishing checkpoint %d failed (will retry): %s", latest.size, e
+                    )
+                    return False
+        self._publish_failed = False
+        return True
 
     # --- witnessing -------------------------------------------------------
 
+    def _cosigned_at(self) -> float:
+        """Wall-clock time of the newest witness cosignature on the published checkpoint."""
+        if self.witnesses is None or not self._published_note:
+            return 0.0
+        try:
+            cosigs = verify_cosignatures(self._published_note, self.witnesses.policy.witness_keys())
+        except VerifyError:
+            return 0.0
+        return float(max((c.timestamp for c in cosigs), default=0))
+
+    async def _republish(self) -> None:
+        """Without witnesses: retry a publication that failed after its batch committed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WITNESS_RETRY_SECONDS)
+            if self._publish_failed:
+                ok = await loop.run_in_executor(self._storage, self._publish_latest)
+                if ok:
+                    self._refresh_published()
+
     async def _publisher(self) -> None:
         if self.witnesses is None:
+            await self._republish()
             return
         loop = asyncio.get_running_loop()
+        interval = self.options.recosign_interval
+        due = self._cosigned_at() + interval  # wall clock: survives restarts
         retry = WITNESS_RETRY_SECONDS
         while True:
-            await self._committed.wait()
+            recosign = False
+            if interval > 0 and self._published_note:
+                try:
+                    await asyncio.wait_for(self._committed.wait(), max(0.0, due - time.time()))
+                except TimeoutError:
+                    recosign = True
+            else:
+                await self._committed.wait()
             self._committed.clear()
             signed = self.store.latest
-            if signed.size <= self._published_size and self._published_note:
+            if not recosign and signed.size <= self._published_size and self._published_note:
                 continue
 
             async def proof(old: int, new: int) -> list[bytes]:
                 return await asyncio.to_thread(self.store.tile_hashes(new).consistency_proof, old)
 
+            # An unchanged tree is sent with old size == size and an empty
+            # proof (tlog-witness allows it): the witnesses cosign it again.
             cosigned = await self.witnesses.collect(signed.size, signed.note, proof)
             if self.observer is not None:
                 self.observer.witnessed(cosigned.witnesses, cosigned.quorum_met)
             if not cosigned.quorum_met:
-                if not self._quorum_failing:  # say it once; each witness's trouble is logged
+                if self._quorum_failing != signed.size:
+                    # once per size: each witness's own trouble is logged by the pool
                     log.warning(
                         "checkpoint %d waits for the witness quorum (cosigned by %s); "
                         "retrying with back-off up to %g s",
@@ -352,13 +418,17 @@ class Sequencer:
                         ", ".join(cosigned.witnesses) or "none",
                         MAX_WITNESS_RETRY_SECONDS,
                     )
-                self._quorum_failing = True
+                self._quorum_failing = signed.size
+                if recosign:
+                    # the published checkpoint stays valid meanwhile; retry calmly
+                    due = time.time() + min(interval, RECOSIGN_RETRY_SECONDS)
+                    continue
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, MAX_WITNESS_RETRY_SECONDS)
                 self._committed.set()
                 continue
             retry = WITNESS_RETRY_SECONDS
-            self._quorum_failing = False
+            self._quorum_failing = None
 
             try:
                 await loop.run_in_executor(
@@ -369,12 +439,12 @@ class Sequencer:
                 await asyncio.sleep(WITNESS_RETRY_SECONDS)
                 self._committed.set()
                 continue
+            what = "cosigned again" if recosign else "published"
             log.info(
-                "published checkpoint %d cosigned by %s",
-                signed.size,
-                ", ".join(cosigned.witnesses),
+                "%s checkpoint %d cosigned by %s", what, signed.size, ", ".join(cosigned.witnesses)
             )
             self._refresh_published()
+            due = time.time() + interval
 
     def _persist_cosigned(self, size: int, note: str) -> None:
         self.store.record_cosigned(size, note)
@@ -407,8 +477,10 @@ class Sequencer:
         )
         return TlogProof(index, tuple(hashes), note.decode()).encode()
 
-    async def lookup_subject(self, digest: bytes) -> list[int]:
-        return self.store.lookup_subject(digest)
+    async def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes], cursor: int
+    ) -> tuple[list[int], int | None]:
+        return self.store.lookup_subject(digest, key_ids, cursor)
 
     async def lookup_leaf(self, digest: bytes) -> int | None:
         return self.store.lookup_leaf(digest)
@@ -418,7 +490,7 @@ class Sequencer:
         committed, published = self.store.size, self._published_size
         witnesses = self.witnesses.health() if self.witnesses is not None else []
         problems = [str(w["last_error"]) for w in witnesses if w["last_error"]]
-        if self._quorum_failing:
+        if self._quorum_failing is not None:
             problems.insert(0, f"checkpoint {committed} waits for the witness quorum")
         at = self._published_at
         return {
@@ -473,6 +545,47 @@ def _digest(text: str) -> bytes | None:
     return bytes.fromhex(text)
 
 
+MAX_LOOKUP_KEY_IDS: Final = 16
+_ADD_WAIT: Final = frozenset({"wait=1", "wait=true"})
+_ADD_QUERIES: Final = _ADD_WAIT | {"", "wait=0", "wait=false"}
+_KEY_ID_HEX: Final = frozenset("0123456789abcdef")
+
+
+def parse_decimal(text: str, what: str) -> int:
+    """A decimal in 0..2**63-1 without sign, spaces or leading zeros (ValueError)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or text != str(int(text)):
+        raise ValueError(f"{what} must be a decimal number without leading zeros")
+    value = int(text)
+    if value > (1 << 63) - 1:
+        raise ValueError(f"{what} is beyond 2**63-1")
+    return value
+
+
+def parse_lookup_query(query: str) -> tuple[int, list[bytes]]:
+    """``cursor=N`` (at most once) and ``keyid=<8 lowercase hex>`` (repeatable), nothing else."""
+    cursor: int | None = None
+    key_ids: list[bytes] = []
+    for part in query.split("&") if query else ():
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"query parameter {name[:20]!r} has no value")
+        if name == "cursor":
+            if cursor is not None:
+                raise ValueError("cursor given twice")
+            cursor = parse_decimal(value, "cursor")
+        elif name == "keyid":
+            if len(value) != 8 or not _KEY_ID_HEX.issuperset(value):
+                raise ValueError("keyid must be 8 lowercase hex digits (a C2SP key ID)")
+            key_id = bytes.fromhex(value)
+            if key_id not in key_ids:
+                key_ids.append(key_id)
+            if len(key_ids) > MAX_LOOKUP_KEY_IDS:
+                raise ValueError(f"at most {MAX_LOOKUP_KEY_IDS} keyid parameters")
+        else:
+            raise ValueError(f"unknown query parameter {name[:20]!r}")
+    return cursor or 0, key_ids
+
+
 class HttpApi:
     """The HTTP endpoints, over a :class:`Backend` (in this process or another)."""
 
@@ -480,19 +593,25 @@ class HttpApi:
         self.backend = backend
         self.options = options
         self.closing = False
+        self._errors = RateLimitedLog(log)
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route one request (aiohttp's low-level server: no router, no middleware).
 
         The write path is the hot path; routing by hand costs a fraction of
-        aiohttp's application router and middleware chain.
+        aiohttp's application router and middleware chain. Routes match the
+        request target exactly as sent: no percent-decoding, no dot-segment
+        folding, so one resource has one name.
         """
-        path, method = request.path, request.method
+        path, _, query = request.raw_path.partition("?")
+        method = request.method
+        if "%" in path:
+            return _error(404, "not found (percent-encoded path)")
         try:
             if path == "/add":
                 if method != "POST":
                     return _error(405, "use POST")
-                return await self.post_add(request)
+                return await self.post_add(request, query)
             if path == "/add-bundle":
                 if method != "POST":
                     return _error(405, "use POST")
@@ -506,18 +625,18 @@ class HttpApi:
             if path.startswith("/proof/"):
                 return await self.get_proof(path[len("/proof/") :])
             if path.startswith("/lookup/sha256/"):
-                return await self.get_lookup_subject(path[len("/lookup/sha256/") :])
+                return await self.get_lookup_subject(path[len("/lookup/sha256/") :], query)
             if path.startswith("/lookup/leaf/"):
                 return await self.get_lookup_leaf(path[len("/lookup/leaf/") :])
             if path.startswith("/lookup/package/"):
-                return await self.get_lookup_package(path[len("/lookup/package/") :])
+                return await self.get_lookup_package(path[len("/lookup/package/") :], query)
             if path == "/status":
                 return _json(await self.backend.status())
             return _error(404, "not found")
         except (LogBusyError, LogClosingError) as e:
             return _error(503, str(e))
         except StorageError as e:
-            log.error("%s %s: %s", method, path, e)
+            self._errors.error("%s %s: %s", method, path, e)
             return _error(503, "log storage unavailable")
 
     async def get_checkpoint(self) -> web.Response:
@@ -563,22 +682,6 @@ class HttpApi:
             resp.enable_compression()
         return resp
 
-    @staticmethod
-    async def _read_body(request: web.BaseRequest, limit: int) -> bytes | None:
-        """The request body, or None when it is larger than ``limit`` (never read past it)."""
-        length = request.content_length
-        if length is not None:
-            if length > limit:
-                return None
-            try:
-                return await request.content.readexactly(length)
-            except asyncio.IncompleteReadError as e:
-                return e.partial  # the client went away; what came is refused as truncated
-        body = await request.content.read(limit + 1)
-        while len(body) <= limit and not request.content.at_eof():
-            body += await request.content.read(limit + 1 - len(body))
-        return None if len(body) > limit else body
-
     async def post_add_bundle(self, request: web.BaseRequest) -> web.Response:
         """Add up to 256 entries at once, framed as a tlog-tiles entry bundle.
 
@@ -587,7 +690,7 @@ class HttpApi:
         """
         if self.closing:
             return _error(503, "log server is shutting down")
-        body = await self._read_body(request, MAX_BUNDLE_BYTES)
+        body = await read_body(request, MAX_BUNDLE_BYTES, self.options.limits.body_timeout)
         if body is None:
             return _error(413, f"bundle larger than {MAX_BUNDLE_BYTES} bytes")
         entries: list[Pending] = []
@@ -603,8 +706,8 @@ class HttpApi:
                 if len(entry) != n:
                     return _error(400, "bundle truncated in an entry")
                 pos += 2 + n
-                subjects = check_entry(entry).subjects
-                entries.append(Pending(entry, merkle.leaf_hash(entry), subjects))
+                keys = check_entry(entry).index_keys
+                entries.append(Pending(entry, merkle.leaf_hash(entry), keys))
         except EntryError as e:
             return _error(400, f"entry {len(entries)}: {e}")
         if not entries:
@@ -618,10 +721,12 @@ class HttpApi:
             }
         )
 
-    async def post_add(self, request: web.BaseRequest) -> web.Response:
+    async def post_add(self, request: web.BaseRequest, query: str) -> web.Response:
         if self.closing:
             return _error(503, "log server is shutting down")
-        body = await self._read_body(request, MAX_ENTRY_SIZE)
+        if query not in _ADD_QUERIES:
+            return _error(400, "the only query parameter of /add is wait=1")
+        body = await read_body(request, MAX_ENTRY_SIZE, self.options.limits.body_timeout)
         if body is None:
             return _error(413, f"entry larger than {MAX_ENTRY_SIZE} bytes")
         try:
@@ -631,8 +736,8 @@ class HttpApi:
         except EntryError as e:
             return _error(400, str(e))
         leaf = merkle.leaf_hash(body)
-        index = await self.backend.submit([Pending(body, leaf, info.subjects)])
-        if not request.query_string:
+        index = await self.backend.submit([Pending(body, leaf, info.index_keys)])
+        if not query:
             # the hot path: format the small answer directly
             return web.Response(
                 body=b'{"index": %d, "leaf_hash": "%s"}' % (index, leaf.hex().encode()),
@@ -640,7 +745,7 @@ class HttpApi:
                 headers=_NO_CACHE_HEADERS,
             )
         doc: dict[str, object] = {"index": index, "leaf_hash": leaf.hex()}
-        if request.query.get("wait") in ("1", "true"):
+        if query in _ADD_WAIT:
             timeout = min(self.options.wait_timeout, MAX_WAIT_SECONDS)
             if not await self.backend.wait_published(index + 1, timeout):
                 doc["error"] = "entry is sequenced but no checkpoint covering it was published yet"
@@ -651,27 +756,39 @@ class HttpApi:
         return _json(doc)
 
     async def get_proof(self, text: str) -> web.Response:
-        if not text.isdigit() or len(text) > 19:
-            return _error(400, "index must be a decimal number")
-        proof = await self.backend.proof_text(int(text))
+        try:
+            index = parse_decimal(text, "index")
+        except ValueError as e:
+            return _error(400, str(e))
+        proof = await self.backend.proof_text(index)
         if proof is None:
             return _error(404, "no published checkpoint covers this index yet")
         return web.Response(
             text=proof, content_type="text/plain", headers={"Cache-Control": NO_CACHE}
         )
 
-    async def get_lookup_subject(self, text: str) -> web.Response:
+    async def get_lookup_subject(self, text: str, query: str) -> web.Response:
         digest = _digest(text)
         if digest is None:
             return _error(400, "digest must be 64 lowercase hex digits")
-        indexes = await self.backend.lookup_subject(digest)
-        return _json({"sha256": digest.hex(), "indexes": indexes})
+        try:
+            cursor, key_ids = parse_lookup_query(query)
+        except ValueError as e:
+            return _error(400, str(e))
+        indexes, next_cursor = await self.backend.lookup_subject(digest, key_ids, cursor)
+        return _json({"sha256": digest.hex(), "indexes": indexes, "next_cursor": next_cursor})
 
-    async def get_lookup_package(self, name: str) -> web.Response:
+    async def get_lookup_package(self, name: str, query: str) -> web.Response:
         if not PACKAGE_NAME.fullmatch(name):
             return _error(400, "package name must be 1-200 of A-Z a-z 0-9 . _ + ~ -")
-        indexes = await self.backend.lookup_subject(package_key(name))
-        return _json({"package": name, "indexes": indexes})
+        try:
+            cursor, key_ids = parse_lookup_query(query)
+        except ValueError as e:
+            return _error(400, str(e))
+        if key_ids:
+            return _error(400, "keyid filters apply to /lookup/sha256 only")
+        indexes, next_cursor = await self.backend.lookup_subject(package_key(name), [], cursor)
+        return _json({"package": name, "indexes": indexes, "next_cursor": next_cursor})
 
     async def get_lookup_leaf(self, text: str) -> web.Response:
         digest = _digest(text)

@@ -26,7 +26,14 @@ A crash before step 2 leaves files beyond the committed size, which
 signed only inside the transaction that commits its size, and the root for a
 committed size never changes, so the log never signs two different
 checkpoints for one size (``open`` refuses to start if the tiles disagree with
-the last signature). This module never serves HTTP and never talks to
+the last signature).
+
+The store is also its own witness: it refuses to start when published data
+(``checkpoint``, tiles) exists without the state that produced it, or when
+the published checkpoint is not consistent with the committed tree (a state
+restored from an old backup), and before each signature it verifies a
+consistency proof, computed from the tiles on disk, from the last checkpoint
+it signed to the new one. This module never serves HTTP and never talks to
 witnesses; it must never acknowledge anything it has not made durable.
 """
 
@@ -45,18 +52,18 @@ from typing import Final, NamedTuple
 
 from rebuild.errors import StorageError
 from rebuild.fsio import atomic_write, fsync_dir
-from rebuild.log.entry import EntryError, check_entry
+from rebuild.log.entry import EntryError, check_entry, keyed_subject
 from rebuild.log.index import LookupIndex
 from verify import merkle
-from verify.checkpoint import Checkpoint, sign_checkpoint
-from verify.errors import VerifyError
+from verify.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
+from verify.errors import FormatError, ProofError, TileFormatError, VerifyError
 from verify.keys import SigningKey
-from verify.note import split_note
 from verify.tiles import (
     ENTRIES,
     TILE_WIDTH,
     Tile,
     TileHashes,
+    audit_tiles,
     encode_entry_bundle,
     level_width,
     parse_entry_bundle,
@@ -69,6 +76,7 @@ from verify.tiles import (
 # written files (recovery probes that far).
 MAX_BATCH: Final = 4096
 _PROBE_TILES: Final = MAX_BATCH // TILE_WIDTH + 2
+INDEX_WAIT_SECONDS: Final = 1.0
 SCHEMA_VERSION: Final = 1
 
 _SCHEMA = """
@@ -84,7 +92,10 @@ CREATE TABLE IF NOT EXISTS cosigned(size INTEGER PRIMARY KEY, note TEXT NOT NULL
 # A NamedTuple rather than a frozen dataclass: one is made per entry on the
 # hot path, and a tuple is several times cheaper to build.
 class Pending(NamedTuple):
-    """An entry waiting to be sequenced (already checked by the caller)."""
+    """An entry waiting to be sequenced (already checked by the caller).
+
+    ``subjects`` are its lookup keys (:attr:`rebuild.log.entry.EntryInfo.index_keys`).
+    """
 
     data: bytes
     leaf: bytes
@@ -154,6 +165,68 @@ def edge_root(levels: Sequence[Sequence[bytes]]) -> bytes:
     return acc
 
 
+class TileDirectory:
+    """Reads the tiles and entry bundles of a log directory (the store's and fsck's reader).
+
+    A partial tile may have been deleted once its full tile exists
+    (tlog-tiles allows it): it is then read as the full tile's prefix.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def tile(self, tile: Tile) -> bytes:
+        """A hash tile's bytes at ``tile.width``; StorageError when missing."""
+        path = self.dir / tile.path()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            if not tile.is_partial:
+                raise StorageError(f"{path}: tile missing") from None
+        full = self.dir / tile.full().path()
+        try:
+            return full.read_bytes()[: tile.width * merkle.HASH_SIZE]
+        except FileNotFoundError:
+            raise StorageError(f"{path}: tile missing (and no full tile)") from None
+
+    def bundle_bytes(self, tile: Tile) -> bytes:
+        """An entry bundle's bytes at ``tile.width``; StorageError when missing."""
+        path = self.dir / tile.path()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            if not tile.is_partial:
+                raise StorageError(f"{path}: entry bundle missing") from None
+        full = self.dir / tile.full().path()
+        try:
+            entries = parse_entry_bundle(full.read_bytes(), TILE_WIDTH)[: tile.width]
+        except FileNotFoundError:
+            raise StorageError(f"{path}: entry bundle missing (and no full bundle)") from None
+        except VerifyError as e:
+            raise StorageError(f"{full}: {e}") from None
+        return encode_entry_bundle(entries)
+
+    def bundle(self, tile: Tile) -> list[bytes]:
+        try:
+            return parse_entry_bundle(self.bundle_bytes(tile), tile.width)
+        except VerifyError as e:
+            raise StorageError(f"{self.dir / tile.path()}: {e}") from None
+
+    # Readers for verify.tiles.audit_tiles: a missing tile is a problem found.
+
+    def audit_tile(self, tile: Tile) -> bytes:
+        try:
+            return self.tile(tile)
+        except StorageError as e:
+            raise TileFormatError(str(e)) from None
+
+    def audit_bundle(self, tile: Tile) -> bytes:
+        try:
+            return self.bundle_bytes(tile)
+        except StorageError as e:
+            raise TileFormatError(str(e)) from None
+
+
 class LogStore:
     """One log directory, opened by exactly one process.
 
@@ -167,6 +240,7 @@ class LogStore:
         self.key = key
         self.origin = origin
         self.state_dir = directory / "state"
+        self.tiles = TileDirectory(directory)
         self._lock_fd = -1
         self._db: sqlite3.Connection | None = None
         self._index: LookupIndex | None = None
@@ -199,6 +273,8 @@ class LogStore:
             ) from None
         self._lock()
         db_path = self.state_dir / "log.sqlite"
+        if not db_path.exists():
+            self._refuse_published_data_without_state(db_path)
         try:
             self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -209,6 +285,18 @@ class LogStore:
             raise StorageError(f"{db_path}: cannot open the index: {e}") from None
         self._check_identity()
         size = self._meta_int("size", 0)
+        # Before anything is deleted: what was published must not be beyond
+        # the state (a state restored from an older backup would otherwise
+        # re-use published indexes and sign conflicting trees).
+        published = self._published_checkpoint()
+        if published is not None and published.size > size:
+            raise StorageError(
+                f"{self.dir}: the published checkpoint is for size {published.size} but the "
+                f"state only knows size {size}: {self.state_dir} is older than the published "
+                "log (restored from a backup?); refusing to start rather than sign a "
+                "conflicting tree"
+            )
+        self._refuse_tiles_far_beyond(size)
         self._edge = self._load_edge(size)
         self._remove_uncommitted(size)
         root = edge_root(self._edge.levels)
@@ -218,14 +306,107 @@ class LogStore:
                 raise StorageError(f"{self.dir}: committed size {size} has no signed checkpoint")
             latest = self._sign_and_record(0, root)
         elif latest.root != root:
-            raise StorageError(
-                f"{self.dir}: tiles for size {size} do not match the checkpoint signed for it"
-            )
+            raise self._damaged(f"tiles for size {size} do not match the checkpoint signed for it")
         self._latest = latest
+        if published is not None:
+            self._check_extends(published.size, published.root_hash, size, root, "published")
+        self._audit_recent(size, root)
+        self._remove_stale_partials()
         self._index = LookupIndex(self.state_dir / "index.sqlite")
         self._reindex(size)
-        published = self._read_published_size()
-        self._published_size = published
+        self._published_size = -1 if published is None else published.size
+
+    def _refuse_published_data_without_state(self, db_path: Path) -> None:
+        """A log directory with published data but no state must not start afresh."""
+        found = []
+        if (self.dir / "checkpoint").exists():
+            found.append("a checkpoint")
+        if next((p for p in (self.dir / "tile").rglob("*") if not p.is_dir()), None):
+            found.append("tiles")
+        if found:
+            raise StorageError(
+                f"{self.dir}: holds a published log ({' and '.join(found)}) but no state "
+                f"({db_path} is missing). Starting afresh would re-use published indexes "
+                f"and sign trees that conflict with published checkpoints: restore "
+                f"{self.state_dir} from a backup, or move {self.dir} aside to start a new log"
+            )
+
+    def _published_checkpoint(self) -> Checkpoint | None:
+        """The served checkpoint, verified as this log's own; None before the first."""
+        path = self.dir / "checkpoint"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError(f"{path}: cannot read: {e.strerror}") from None
+        try:
+            cp, _ = open_checkpoint(data, self.key.verifier_key(), self.origin)
+        except VerifyError as e:
+            raise StorageError(
+                f"{path}: the published checkpoint is not a checkpoint this log signed "
+                f"({e}); refusing to start"
+            ) from None
+        return cp
+
+    def _refuse_tiles_far_beyond(self, size: int) -> None:
+        """Tiles beyond what any interrupted batch can have written: the state is old."""
+        n = size // TILE_WIDTH + _PROBE_TILES
+        for level in (ENTRIES, 0):
+            full = self.dir / Tile(level, n).path()
+            if full.exists() or full.with_name(full.name + ".p").exists():
+                raise StorageError(
+                    f"{self.dir}: tiles exist far beyond the committed size {size} "
+                    f"({full.relative_to(self.dir)}): {self.state_dir} is older than the "
+                    "tiles (restored from a backup?); refusing to start"
+                )
+
+    def _check_extends(
+        self, old_size: int, old_root: bytes, size: int, root: bytes, what: str
+    ) -> None:
+        """The log's own witness: prove from the tiles that ``size`` extends ``old_size``."""
+        try:
+            if old_size == 0:
+                if old_root != merkle.EMPTY_ROOT:
+                    raise ProofError("a size-0 checkpoint must carry the empty tree's root")
+            elif old_size == size:
+                if old_root != root:
+                    raise ProofError("two different roots for one size")
+            else:
+                proof = self.tile_hashes_upto(size).consistency_proof(old_size)
+                merkle.verify_consistency(old_size, size, proof, old_root, root)
+        except (ProofError, FormatError) as e:
+            raise StorageError(
+                f"{self.dir}: refusing to sign or serve size {size}: it is not consistent "
+                f"with the {what} checkpoint of size {old_size} ({e}); "
+                "run 'rebuild log fsck' on this directory"
+            ) from None
+
+    def _audit_recent(self, size: int, root: bytes) -> None:
+        """Verify the tiles and bundles of the last batches (those a restart reads)."""
+        problems = audit_tiles(
+            size,
+            root,
+            self.tiles.audit_tile,
+            self.tiles.audit_bundle,
+            start=max(0, size - MAX_BATCH),
+            max_problems=5,
+        )
+        if problems:
+            raise self._damaged("; ".join(str(p) for p in problems))
+
+    def _damaged(self, what: str) -> StorageError:
+        return StorageError(
+            f"{self.dir}: damaged tiles ({what}); refusing to serve them: "
+            f"run 'rebuild log fsck --dir {self.dir}'"
+        )
+
+    def _remove_stale_partials(self) -> None:
+        """Delete partial tiles whose full tile exists (a kill can leave them behind)."""
+        for parent, dirs, _ in os.walk(self.dir / "tile"):
+            for d in dirs:
+                if d.endswith(".p") and os.path.isfile(os.path.join(parent, d[:-2])):
+                    shutil.rmtree(os.path.join(parent, d), ignore_errors=True)
 
     def _lock(self) -> None:
         path = self.state_dir / "lock"
@@ -270,18 +451,19 @@ class LogStore:
             width = count % TILE_WIDTH
             if width:
                 tile = tile_for(size, level, count // TILE_WIDTH)
-                levels.append(tuple(split_hashes(self._read_tile_file(tile), width)))
+                try:
+                    levels.append(tuple(split_hashes(self.tiles.tile(tile), width)))
+                except VerifyError as e:
+                    raise self._damaged(f"{tile.path()}: {e}") from None
             else:
                 levels.append(())
             level += 1
         bundle: tuple[bytes, ...] = ()
         if size % TILE_WIDTH:
             tile = tile_for(size, ENTRIES, size // TILE_WIDTH)
-            bundle = tuple(self._read_bundle(tile))
+            bundle = tuple(self.tiles.bundle(tile))
             if tuple(merkle.leaf_hash(e) for e in bundle) != levels[0]:
-                raise StorageError(
-                    f"{self.dir}: the partial entry bundle does not match the level-0 tile"
-                )
+                raise self._damaged("the partial entry bundle does not match the level-0 tile")
         return _Edge(size, tuple(levels), bundle)
 
     def _remove_uncommitted(self, size: int) -> None:
@@ -317,48 +499,21 @@ class LogStore:
 
     # --- reading ----------------------------------------------------------
 
-    def _read_tile_file(self, tile: Tile) -> bytes:
-        """A hash tile at ``tile.width``; a partial one may come from its full tile."""
-        path = self.dir / tile.path()
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            if not tile.is_partial:
-                raise StorageError(f"{path}: tile missing") from None
-        full = self.dir / tile.full().path()
-        try:
-            return full.read_bytes()[: tile.width * merkle.HASH_SIZE]
-        except FileNotFoundError:
-            raise StorageError(f"{path}: tile missing (and no full tile)") from None
-
-    def _read_bundle(self, tile: Tile) -> list[bytes]:
-        path = self.dir / tile.path()
-        try:
-            return parse_entry_bundle(path.read_bytes(), tile.width)
-        except FileNotFoundError:
-            if not tile.is_partial:
-                raise StorageError(f"{path}: entry bundle missing") from None
-        except VerifyError as e:
-            raise StorageError(f"{path}: {e}") from None
-        full = self.dir / tile.full().path()
-        try:
-            return parse_entry_bundle(full.read_bytes(), TILE_WIDTH)[: tile.width]
-        except FileNotFoundError:
-            raise StorageError(f"{path}: entry bundle missing (and no full bundle)") from None
-        except VerifyError as e:
-            raise StorageError(f"{full}: {e}") from None
+    def tile_hashes_upto(self, size: int) -> TileHashes:
+        """Subtree hashes of a tree of ``size`` leaves from the tiles on disk (unchecked size)."""
+        return TileHashes(size, self.tiles.tile)
 
     def tile_hashes(self, size: int) -> TileHashes:
         """Subtree hashes of the committed tree of ``size`` leaves, from disk."""
         if not 0 <= size <= self.size:
             raise StorageError(f"size {size} is beyond the committed size {self.size}")
-        return TileHashes(size, self._read_tile_file)
+        return self.tile_hashes_upto(size)
 
     def entry(self, index: int) -> bytes:
         if not 0 <= index < self.size:
             raise StorageError(f"index {index} is not below the committed size {self.size}")
         tile = tile_for(self.size, ENTRIES, index // TILE_WIDTH)
-        return self._read_bundle(tile)[index % TILE_WIDTH]
+        return self.tiles.bundle(tile)[index % TILE_WIDTH]
 
     @property
     def size(self) -> int:
@@ -372,14 +527,6 @@ class LogStore:
     @property
     def published_size(self) -> int:
         return self._published_size
-
-    def _read_published_size(self) -> int:
-        try:
-            data = (self.dir / "checkpoint").read_bytes()
-            text, _ = split_note(data)
-            return int(text.split("\n")[1])
-        except (FileNotFoundError, VerifyError, ValueError, IndexError):
-            return -1
 
     def published_note(self) -> bytes:
         try:
@@ -398,9 +545,14 @@ class LogStore:
         rows = self._conn.execute("SELECT size, root, note FROM signed ORDER BY seq").fetchall()
         return [SignedCheckpoint(int(s), bytes(r), str(n)) for s, r, n in rows]
 
-    def lookup_subject(self, digest: bytes) -> list[int]:
-        """Indexes of entries whose in-toto subjects include this sha256 (first 1000)."""
-        return self._lookup.lookup_subject(digest)
+    def lookup_subject(
+        self, digest: bytes, key_ids: Sequence[bytes] = (), cursor: int = 0
+    ) -> tuple[list[int], int | None]:
+        """Entries whose in-toto subjects include this sha256 (with a signature hint
+        naming one of ``key_ids``, when given), from index ``cursor``: one page of
+        indexes, ascending, and the next page's cursor (None when complete)."""
+        keys = [keyed_subject(digest, k) for k in key_ids] if key_ids else [digest]
+        return self._lookup.lookup_subject(keys, cursor)
 
     def lookup_leaf(self, leaf: bytes) -> int | None:
         """The first index of the entry with this leaf hash."""
@@ -424,14 +576,19 @@ class LogStore:
         leaf_rows: list[tuple[bytes, int]] = []
         subject_rows: list[tuple[bytes, int]] = []
         for n in range(start // TILE_WIDTH, -(-size // TILE_WIDTH)):
-            bundle = self._read_bundle(tile_for(size, ENTRIES, n))
+            bundle = self.tiles.bundle(tile_for(size, ENTRIES, n))
+            level0 = self.tiles.tile(tile_for(size, 0, n))
             for i, data in enumerate(bundle):
                 idx = n * TILE_WIDTH + i
                 if idx < start:
                     continue
-                leaf_rows.append((merkle.leaf_hash(data), idx))
+                leaf = merkle.leaf_hash(data)
+                if level0[i * merkle.HASH_SIZE : (i + 1) * merkle.HASH_SIZE] != leaf:
+                    # Never index what the signed tree does not hold.
+                    raise self._damaged(f"entry {idx} does not match its level-0 hash")
+                leaf_rows.append((leaf, idx))
                 try:
-                    subjects = check_entry(data).subjects
+                    subjects = check_entry(data).index_keys
                 except EntryError:
                     subjects = ()
                 subject_rows.extend((d, idx) for d in subjects)
@@ -506,9 +663,19 @@ class LogStore:
         if not batch:
             return []
         conn = self._conn
+        if not self._lookup.wait_room(INDEX_WAIT_SECONDS):
+            # Refused before anything is written: the entries are not in the
+            # log, so the client's retry cannot duplicate them.
+            failing = self._lookup.failing
+            raise StorageError(
+                "lookup index is behind" + (f" ({failing})" if failing else "") + "; retry later"
+            )
         plan = self._plan(batch)
         self._write_files(plan.files)
-        signed = self._sign(plan.edge.size, edge_root(plan.edge.levels))
+        root = edge_root(plan.edge.levels)
+        latest = self.latest
+        self._check_extends(latest.size, latest.root, plan.edge.size, root, "last signed")
+        signed = self._sign(plan.edge.size, root)
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('size', ?)", (plan.edge.size,))
@@ -521,7 +688,8 @@ class LogStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise StorageError(f"{self.state_dir}: committing a batch failed: {e}") from None
-        # Committed: from here on the batch is durable and may be acknowledged.
+        # Committed: from here on the batch is durable and must be acknowledged;
+        # nothing below may fail it (a failing index write is retried by its thread).
         self._edge = plan.edge
         self._latest = signed
         self._lookup.add(plan.leaf_rows, plan.subject_rows, plan.edge.size)

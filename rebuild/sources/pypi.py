@@ -311,10 +311,23 @@ def _release_files(
                     out.setdefault(Version(sver), ([], []))[0].append(f)
             except InvalidVersion:
                 continue
-    for sdists, _ in out.values():
+    for sdists, wheels in out.values():
         # Prefer .tar.gz (the PEP 625 form) over legacy .zip sdists.
         sdists.sort(key=lambda f: not f.filename.endswith(".tar.gz"))
+        # Several pure wheels (backrefs publishes py310 ... py315): first the one
+        # the build environment's Python makes, then a generic py3 one.
+        wheels.sort(key=_wheel_rank)
     return out
+
+
+def _wheel_rank(f: IndexFile) -> int:
+    _, _, _, tags = parse_wheel_filename(f.filename)
+    interpreters = {t.interpreter for t in tags}
+    if interpreters & {"py311", "cp311"}:
+        return 0
+    if interpreters & {"py3", "py2"}:
+        return 1
+    return 2
 
 
 def locate_release(index: PackageIndex, name: str, version: str) -> ReleaseFiles:
@@ -561,12 +574,17 @@ def resolve_wheelhouse(
     )
 
 
-def install_wheelhouse(wheelhouse: Wheelhouse, site_dir: Path) -> None:
+def install_wheelhouse(
+    wheelhouse: Wheelhouse, site_dir: Path, scripts_dir: Path | None = None
+) -> None:
     """Unpack every wheel of ``wheelhouse`` into ``site_dir`` (a site-packages folder).
 
     The wheels are re-hashed first: the container gets exactly the bytes the
-    resolution recorded. Only the importable parts (purelib/platlib) are kept;
-    scripts and data files are not needed to call a build backend.
+    resolution recorded. The importable parts (purelib/platlib) go to
+    ``site_dir``; with ``scripts_dir``, executables a wheel ships in its
+    ``scripts`` scheme go there (uv_build's backend is such a binary, found
+    on PATH), except ``#!python`` scripts, which would need an installer to
+    rewrite them. Data files are not needed to call a build backend.
     """
     site_dir.mkdir(parents=True, exist_ok=True)
     limits = UnpackLimits(max_total_bytes=256 * 1024 * 1024)
@@ -574,10 +592,12 @@ def install_wheelhouse(wheelhouse: Wheelhouse, site_dir: Path) -> None:
         path = wheelhouse.directory / e.filename
         if _sha256_path(path) != e.sha256:
             raise InputError(f"{path}: changed after resolution (sha256 mismatch)")
-        _unpack_wheel(path, site_dir, limits)
+        _unpack_wheel(path, site_dir, limits, scripts_dir)
 
 
-def _unpack_wheel(path: Path, site_dir: Path, limits: UnpackLimits) -> None:
+def _unpack_wheel(
+    path: Path, site_dir: Path, limits: UnpackLimits, scripts_dir: Path | None
+) -> None:
     with tempfile.TemporaryDirectory(dir=site_dir.parent) as tmp:
         root = Path(tmp) / "w"
         unpack_zip(path, root, limits)
@@ -587,6 +607,14 @@ def _unpack_wheel(path: Path, site_dir: Path, limits: UnpackLimits) -> None:
                     sub = child / scheme
                     if sub.is_dir():
                         _merge(sub, site_dir)
+                scripts = child / "scripts"
+                if scripts_dir is not None and scripts.is_dir():
+                    scripts_dir.mkdir(parents=True, exist_ok=True)
+                    for script in sorted(scripts.iterdir()):
+                        with script.open("rb") as f:
+                            if not script.is_file() or f.read(8) == b"#!python":
+                                continue
+                        _merge_one(script, scripts_dir / script.name)
                 continue
             _merge_one(child, site_dir / child.name)
 

@@ -79,80 +79,27 @@ def unpack_tar(archive: Path, dest: Path, limits: UnpackLimits = UnpackLimits())
     """Unpack a (compressed) tar archive into the empty or new directory ``dest``.
 
     Regular files, directories and symbolic links whose target stays inside
-    the archive are accepted; hard links, devices and FIFOs are refused.
+    the archive are accepted; hard links, devices and FIFOs are refused. The
+    whole member list is checked before anything is written (:func:`_plan_tar`);
+    a failure while writing removes what was written. Raises InputError.
     """
     try:
         tf = tarfile.open(archive, mode="r:*")  # noqa: SIM115 - closed by the with below
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InputError(f"{archive}: not a readable tar archive: {e}") from None
     with tf:
-        plan: list[tuple[tarfile.TarInfo, PurePosixPath]] = []
-        total = 0
-        try:
-            for member in tf:
-                if len(plan) >= limits.max_members:
-                    raise InputError(f"{archive}: more than {limits.max_members} members")
-                rel = _checked_name(archive, member.name)
-                if member.isfile():
-                    total += member.size
-                    if total > limits.max_total_bytes:
-                        raise InputError(
-                            f"{archive}: unpacks to more than {limits.max_total_bytes} bytes"
-                        )
-                elif member.issym():
-                    _link_target_inside(archive, rel, member.linkname)
-                elif member.islnk():
-                    raise InputError(f"{archive}: member {member.name!r} is a hard link")
-                elif not member.isdir():
-                    raise InputError(
-                        f"{archive}: member {member.name!r} is a device, FIFO or other special file"
-                    )
-                plan.append((member, rel))
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise InputError(f"{archive}: corrupt tar archive: {e}") from None
+        plan = _plan_tar(archive, tf, limits)
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
-        mtimes: list[int] = []
-        written = 0
-        # Directories get their mtimes last, after their contents are written.
-        dirs: list[tuple[Path, int, int]] = []
         try:
-            for member, rel in plan:
-                target = root.joinpath(*rel.parts)
-                _ensure_inside(archive, root, target.parent)
-                mtime = int(member.mtime)
-                mtimes.append(mtime)
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    dirs.append((target, member.mode & 0o777 | 0o700, mtime))
-                elif member.issym():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if target.is_symlink() or target.exists():
-                        raise InputError(f"{archive}: member {member.name!r} appears twice")
-                    os.symlink(member.linkname, target)
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    _ensure_inside(archive, root, target.parent)
-                    src = tf.extractfile(member)
-                    if src is None:
-                        raise InputError(f"{archive}: member {member.name!r} has no data")
-                    written += _copy_capped(archive, src, target, limits.max_total_bytes - written)
-                    # Keep the permission bits the maintainer shipped (wheels built
-                    # by bdist_wheel record them) minus setuid/setgid/sticky.
-                    os.chmod(target, (member.mode & 0o777) | 0o600)
-                    os.utime(target, (mtime, mtime), follow_symlinks=False)
-            _check_links_resolve_inside(
-                archive, root, [root.joinpath(*r.parts) for m, r in plan if m.issym()]
-            )
-            for path, mode, mtime in reversed(dirs):
-                os.chmod(path, mode)
-                os.utime(path, (mtime, mtime))
+            written = _extract_tar(archive, tf, plan, root, limits)
         except (tarfile.TarError, OSError, EOFError) as e:
             _discard(root)
             raise InputError(f"{archive}: cannot unpack: {e}") from None
         except InputError:
             _discard(root)
             raise
+    mtimes = [int(member.mtime) for member, _ in plan]
     return UnpackResult(
         root=root,
         members=len(plan),
@@ -160,6 +107,80 @@ def unpack_tar(archive: Path, dest: Path, limits: UnpackLimits = UnpackLimits())
         max_mtime=max(mtimes, default=0),
         min_mtime=min(mtimes, default=0),
     )
+
+
+def _plan_tar(
+    archive: Path, tf: tarfile.TarFile, limits: UnpackLimits
+) -> list[tuple[tarfile.TarInfo, PurePosixPath]]:
+    """Every member and its checked relative path, before anything is written."""
+    plan: list[tuple[tarfile.TarInfo, PurePosixPath]] = []
+    total = 0
+    try:
+        for member in tf:
+            if len(plan) >= limits.max_members:
+                raise InputError(f"{archive}: more than {limits.max_members} members")
+            rel = _checked_name(archive, member.name)
+            if member.isfile():
+                total += member.size
+                if total > limits.max_total_bytes:
+                    raise InputError(
+                        f"{archive}: unpacks to more than {limits.max_total_bytes} bytes"
+                    )
+            elif member.issym():
+                _link_target_inside(archive, rel, member.linkname)
+            elif member.islnk():
+                raise InputError(f"{archive}: member {member.name!r} is a hard link")
+            elif not member.isdir():
+                raise InputError(
+                    f"{archive}: member {member.name!r} is a device, FIFO or other special file"
+                )
+            plan.append((member, rel))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise InputError(f"{archive}: corrupt tar archive: {e}") from None
+    return plan
+
+
+def _extract_tar(
+    archive: Path,
+    tf: tarfile.TarFile,
+    plan: list[tuple[tarfile.TarInfo, PurePosixPath]],
+    root: Path,
+    limits: UnpackLimits,
+) -> int:
+    """Write the planned members under ``root``; the number of file bytes written."""
+    written = 0
+    # Directories get their modes and mtimes last, after their contents are written.
+    dirs: list[tuple[Path, int, int]] = []
+    for member, rel in plan:
+        target = root.joinpath(*rel.parts)
+        _ensure_inside(archive, root, target.parent)
+        mtime = int(member.mtime)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            dirs.append((target, member.mode & 0o777 | 0o700, mtime))
+        elif member.issym():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.exists():
+                raise InputError(f"{archive}: member {member.name!r} appears twice")
+            os.symlink(member.linkname, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _ensure_inside(archive, root, target.parent)
+            src = tf.extractfile(member)
+            if src is None:
+                raise InputError(f"{archive}: member {member.name!r} has no data")
+            written += _copy_capped(archive, src, target, limits.max_total_bytes - written)
+            # Keep the permission bits the maintainer shipped (wheels built
+            # by bdist_wheel record them) minus setuid/setgid/sticky.
+            os.chmod(target, (member.mode & 0o777) | 0o600)
+            os.utime(target, (mtime, mtime), follow_symlinks=False)
+    _check_links_resolve_inside(
+        archive, root, [root.joinpath(*r.parts) for m, r in plan if m.issym()]
+    )
+    for path, mode, mtime in reversed(dirs):
+        os.chmod(path, mode)
+        os.utime(path, (mtime, mtime))
+    return written
 
 
 def _check_links_resolve_inside(archive: Path, root: Path, links: list[Path]) -> None:

@@ -24,6 +24,8 @@ It never executes anything from the sdist or the wheel on the host.
 from __future__ import annotations
 
 import calendar
+import configparser
+import json
 import os
 import re
 import shutil
@@ -32,10 +34,11 @@ import sys
 import tomllib
 import zipfile
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -55,49 +58,121 @@ _ZIP_EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can hold
 
 
 @dataclass(frozen=True)
+class Backend:
+    """A build backend this strategy knows, as a ``Generator:`` line names it."""
+
+    family: str  # hatchling | flit | poetry-core | pdm-backend | setuptools | meson-python | ...
+    dist: str  # the distribution to pin
+    replaces: tuple[str, ...]  # pyproject requirements the pin replaces
+    modules: tuple[str, ...]  # import names whose build-backend values are this backend
+    tools: tuple[str, ...] = ()  # command-line tools it runs, fetched as wheels (no compilers)
+    refused: str | None = None  # why this strategy cannot rebuild such wheels
+
+
+@dataclass(frozen=True)
 class Generator:
     """The backend pinned from a wheel's ``Generator:`` line."""
 
     line: str
-    family: str  # hatchling | flit | poetry-core | pdm-backend | setuptools
-    requirement: str  # the pinned requirement, e.g. "hatchling==1.25.0"
+    family: str
+    requirement: str  # the pin, e.g. "hatchling==1.25.0"; a bare name when the line has no version
     backend_dists: frozenset[str]  # pyproject requirements this pin replaces
+    version: str | None = None
+    modules: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        return self.version is not None
 
 
-# name in the Generator line -> (family, distribution to pin, requirements it replaces)
-_GENERATORS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "hatchling": ("hatchling", "hatchling", ("hatchling",)),
-    "flit": ("flit", "flit-core", ("flit-core", "flit")),
-    "flit-core": ("flit", "flit-core", ("flit-core", "flit")),
-    "poetry-core": ("poetry-core", "poetry-core", ("poetry-core", "poetry")),
-    "pdm-backend": ("pdm-backend", "pdm-backend", ("pdm-backend",)),
-    "pdm-pep517": ("pdm-backend", "pdm-pep517", ("pdm-pep517",)),
+_HATCHLING = Backend("hatchling", "hatchling", ("hatchling",), ("hatchling",))
+_FLIT = Backend("flit", "flit-core", ("flit-core", "flit"), ("flit_core",))
+_SETUPTOOLS = ("setuptools",)
+# name in the Generator line -> the backend
+_GENERATORS: dict[str, Backend] = {
+    "hatchling": _HATCHLING,
+    "flit": _FLIT,
+    "flit-core": _FLIT,
+    "poetry-core": Backend(
+        "poetry-core", "poetry-core", ("poetry-core", "poetry"), ("poetry.core",)
+    ),
+    "pdm-backend": Backend("pdm-backend", "pdm-backend", ("pdm-backend",), ("pdm.backend",)),
+    "pdm-pep517": Backend("pdm-backend", "pdm-pep517", ("pdm-pep517",), ("pdm.pep517",)),
     # setuptools >= 70.1 writes its own bdist_wheel and names itself.
-    "setuptools": ("setuptools", "setuptools", ("setuptools",)),
+    "setuptools": Backend("setuptools", "setuptools", ("setuptools",), _SETUPTOOLS),
     # Older setuptools builds go through the wheel package's bdist_wheel: the
     # line pins `wheel`; setuptools itself is held to the release date.
-    "bdist-wheel": ("setuptools", "wheel", ("wheel",)),
+    "bdist-wheel": Backend("setuptools", "wheel", ("wheel",), _SETUPTOOLS),
+    # meson-python writes "Generator: meson" with no version: the backend comes
+    # from the sdist's requirements, held to the wheel's upload date. meson is
+    # pure Python (a dependency of meson-python); ninja is a binary wheel.
+    "meson": Backend(
+        "meson-python", "meson-python", ("meson-python",), ("mesonpy",), tools=("ninja",)
+    ),
+    "scikit-build-core": Backend(
+        "scikit-build-core",
+        "scikit-build-core",
+        ("scikit-build-core",),
+        ("scikit_build_core",),
+        tools=("cmake", "ninja"),
+    ),
+    # uv's build backend: a binary in uv-build's wheel (its scripts), run by a
+    # small Python shim that finds it on PATH.
+    "uv": Backend("uv", "uv-build", ("uv-build",), ("uv_build",)),
+    "maturin": Backend(
+        "maturin",
+        "maturin",
+        ("maturin",),
+        ("maturin",),
+        refused="maturin builds a Rust crate with cargo, and the python-3.11 environment has "
+        "no Rust toolchain",
+    ),
 }
-_GEN_RE = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*\(?\s*v?([0-9][0-9A-Za-z.+\-]*)\s*\)?\s*$")
+_KNOWN = (
+    "hatchling, flit, poetry-core, pdm-backend, setuptools, meson-python, scikit-build-core, uv"
+)
+_GEN_RE = re.compile(
+    r"^\s*([A-Za-z0-9][A-Za-z0-9_.\-]*)(?:\s+\(?\s*v?([0-9][0-9A-Za-z.+\-]*)\s*\)?)?\s*$"
+)
+
+
+class UnsupportedBackend(InputError):
+    """The published wheel was built by a backend this strategy cannot rebuild."""
 
 
 def parse_generator(line: str) -> Generator:
     """Map a ``Generator:`` value to the backend requirement to pin."""
     m = _GEN_RE.match(line)
     if not m:
-        raise InputError(f"WHEEL Generator {line!r}: cannot read a name and version")
-    name, version = canonicalize_name(m.group(1)), m.group(2)
-    if name not in _GENERATORS:
-        raise InputError(
-            f"WHEEL Generator {line!r}: backend {name!r} is not one this strategy "
-            "rebuilds (hatchling, flit, poetry-core, pdm-backend, setuptools); write a recipe"
+        raise UnsupportedBackend(
+            f"WHEEL Generator {line.strip()!r} does not name a backend and version "
+            "(expected e.g. 'hatchling 1.25.0'); write a recipe"
         )
-    family, dist, replaces = _GENERATORS[name]
+    name, version = canonicalize_name(m.group(1)), m.group(2)
+    backend = _GENERATORS.get(name)
+    if backend is None:
+        raise UnsupportedBackend(
+            f"WHEEL Generator {line.strip()!r}: backend {name!r} is not one this strategy "
+            f"rebuilds ({_KNOWN}); write a recipe"
+        )
+    if backend.refused is not None:
+        raise UnsupportedBackend(
+            f"WHEEL Generator {line.strip()!r}: {backend.refused}; write a recipe"
+        )
+    if version is None and backend.family != "meson-python":
+        raise UnsupportedBackend(
+            f"WHEEL Generator {line.strip()!r} names {name} without a version, so the "
+            "backend that built it is unknown; write a recipe"
+        )
     return Generator(
         line=line.strip(),
-        family=family,
-        requirement=f"{dist}=={version}",
-        backend_dists=frozenset(canonicalize_name(d) for d in replaces),
+        family=backend.family,
+        requirement=f"{backend.dist}=={version}" if version else backend.dist,
+        backend_dists=frozenset(canonicalize_name(d) for d in backend.replaces),
+        version=version,
+        modules=backend.modules,
+        tools=backend.tools,
     )
 
 
@@ -202,36 +277,115 @@ def unpack_sdist(sdist: Path, dest: Path) -> SdistFacts:
     return SdistFacts(root=root, build_system=build_system, max_mtime=result.max_mtime)
 
 
-def builds_in_tree(gen: Generator, build_system: dict[str, Any]) -> bool:
-    """Was the wheel built by the sdist's own in-tree backend (``backend-path``)?
+InTree = Literal["none", "self", "released", "wrapper"]
 
-    A backend that builds itself stamps a local version (pdm-backend writes
-    ``0.0.0+local``); a released version in the Generator line means the
-    maintainer's tool used that released backend and ignored backend-path
-    (poetry-core 1.9.0 was built by poetry-core 1.8.1).
+
+def in_tree_role(gen: Generator, build_system: dict[str, Any]) -> InTree:
+    """What the sdist's in-tree backend (``backend-path``) did in the maintainer's build.
+
+    - ``none``: there is no ``backend-path``.
+    - ``self``: the in-tree backend *is* the named backend and built itself: it
+      stamps a local version (pdm-backend writes ``0.0.0+local``) or none at
+      all (meson-python writes ``Generator: meson``). It is used in-tree.
+    - ``released``: the in-tree backend is the named backend, but the line
+      names a released version (poetry-core 1.9.0 was built by poetry-core
+      1.8.1): the maintainer's tool used that release and ignored
+      ``backend-path``, so the rebuild does too.
+    - ``wrapper``: the in-tree module is something else that imports the named
+      backend (setuptools-scm's ``_own_version_helper`` wraps setuptools): it
+      must stay importable, and the named backend is pinned underneath it.
     """
-    return bool(build_system.get("backend-path")) and "+" in gen.requirement
+    paths = build_system.get("backend-path")
+    if not paths:
+        return "none"
+    module = str(build_system.get("build-backend", "")).partition(":")[0].strip()
+    own = any(module == m or module.startswith(f"{m}.") for m in gen.modules)
+    if not own:
+        return "wrapper"
+    if gen.version is None or "+" in gen.version:
+        return "self"
+    return "released"
+
+
+def builds_in_tree(gen: Generator, build_system: dict[str, Any]) -> bool:
+    """Was the wheel built by the sdist's own in-tree copy of the backend?"""
+    return in_tree_role(gen, build_system) == "self"
+
+
+_ENV_MARKERS = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux"}
+
+
+def _applicable(raw: str, what: str) -> Requirement | None:
+    """The requirement without its marker, or None when the marker excludes the environment."""
+    try:
+        req = Requirement(raw)
+    except InvalidRequirement as e:
+        raise InputError(f"{what} {raw!r}: {e}") from None
+    if req.marker is not None and not req.marker.evaluate(_ENV_MARKERS):
+        return None
+    req.marker = None
+    return req
+
+
+def dynamic_requirements(reqs: Sequence[str], asked: Sequence[str]) -> list[str]:
+    """What the backend asked for at build time that ``reqs`` does not name yet."""
+    have = {canonicalize_name(Requirement(r).name) for r in reqs}
+    out: list[str] = []
+    for raw in asked[:64]:
+        req = _applicable(raw, "build requirement asked for by the backend")
+        if req is not None and canonicalize_name(req.name) not in have:
+            have.add(canonicalize_name(req.name))
+            out.append(str(req))
+    return out
+
+
+_MISSING_LINE = "rebuild-frontend: missing-build-requirements "
+_LOG_TAIL = 256 * 1024
+
+
+def missing_from_log(log: Path) -> list[str] | None:
+    """The requirements the frontend reported missing in a build log, if it did."""
+    try:
+        with log.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _LOG_TAIL))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln for ln in text.splitlines() if ln.startswith(_MISSING_LINE)]
+    if not lines:
+        return None
+    try:
+        asked = json.loads(lines[-1].removeprefix(_MISSING_LINE))
+    except ValueError:
+        return None
+    if not isinstance(asked, list) or not all(isinstance(a, str) for a in asked):
+        return None
+    return [a[:256] for a in asked]
 
 
 def build_requirements(gen: Generator, build_system: dict[str, Any]) -> list[str]:
-    """The backend pin plus the sdist's other build requirements."""
+    """The backend pin plus the sdist's other build requirements and the backend's tools."""
     requires = build_system.get("requires", list(_DEFAULT_REQUIRES))
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise InputError("pyproject [build-system] requires is not a list of strings")
-    out = [] if builds_in_tree(gen, build_system) else [gen.requirement]
+    in_tree = builds_in_tree(gen, build_system)
+    out = [] if in_tree or not gen.pinned else [gen.requirement]
     for raw in requires:
-        try:
-            req = Requirement(raw)
-        except InvalidRequirement as e:
-            raise InputError(f"pyproject build requirement {raw!r}: {e}") from None
-        if req.marker is not None and not req.marker.evaluate(
-            {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux"}
-        ):
+        req = _applicable(raw, "pyproject build requirement")
+        if req is None:
             continue
-        if canonicalize_name(req.name) in gen.backend_dists:
+        # Without a version in the Generator line the sdist's own requirement
+        # for the backend stands (held to the upload date like the rest).
+        if canonicalize_name(req.name) in gen.backend_dists and gen.pinned:
             continue
-        req.marker = None
         out.append(str(req))
+    names = {canonicalize_name(Requirement(r).name) for r in out}
+    if not gen.pinned and not in_tree and not names & gen.backend_dists:
+        out.append(gen.requirement)
+    # Tools the backend runs as commands (ninja, cmake): the environment has
+    # none, and their wheels carry the binaries.
+    out += [t for t in gen.tools if canonicalize_name(t) not in names]
     if gen.requirement.startswith("wheel=="):
         # bdist_wheel came from the wheel package, so setuptools is needed too,
         # and one older than 70.1: from then on setuptools ships its own
@@ -391,6 +545,62 @@ def _rule_reproduces(rule: str, pairs: list[tuple[int, tuple[int, ...]]]) -> boo
     return proc.returncode == 0 and got == [tuple(shown) for _, shown in pairs]
 
 
+_ENTRY_POINTS_MAX = 256 * 1024
+_SCRIPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_OBJECT_REF = re.compile(
+    r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?::([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*))?"
+)
+SITE_MOUNT = "/rebuild/site"
+BIN_MOUNT = "/rebuild/bin"
+_CONTAINER_PYTHON = "/usr/bin/python3"
+
+
+def write_console_scripts(site_dir: Path, bin_dir: Path) -> list[str]:
+    """Write the build requirements' ``console_scripts`` as commands in ``bin_dir``.
+
+    Backends such as meson-python run their tools (``meson``, ``ninja``) as
+    commands found on PATH; pip would have written these launchers when
+    installing. Each launcher runs the image's Python with ``-S`` and the
+    pinned site folder only. Names and object references are checked against
+    the entry-point syntax, so nothing from a wheel is pasted into code
+    unchecked. Returns the command names written.
+    """
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    for ep in sorted(site_dir.glob("*.dist-info/entry_points.txt")):
+        if ep.is_symlink() or ep.stat().st_size > _ENTRY_POINTS_MAX:
+            continue
+        cp = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+        cp.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            cp.read_string(ep.read_text(encoding="utf-8"))
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        if not cp.has_section("console_scripts"):
+            continue
+        for name, ref in cp.items("console_scripts"):
+            m = _OBJECT_REF.fullmatch(ref.split("[", 1)[0].strip())
+            target = bin_dir / name
+            if not _SCRIPT_NAME.fullmatch(name) or m is None or target.exists():
+                continue
+            module, attr = m.group(1), m.group(2)
+            call = f"{module}.{attr}" if attr else module
+            target.write_text(
+                f"#!{_CONTAINER_PYTHON} -S\n"
+                "import importlib, site, sys\n"
+                f"site.addsitedir({SITE_MOUNT!r})\n"
+                f"obj = importlib.import_module({module!r})\n"
+                f"for part in {attr.split('.') if attr else []!r}:\n"
+                "    obj = getattr(obj, part)\n"
+                f"sys.argv[0] = {name!r}  # {call}\n"
+                "sys.exit(obj())\n",
+                encoding="utf-8",
+            )
+            target.chmod(0o755)
+            written.append(name)
+    return written
+
+
 def plan_pypi_wheel(
     *,
     index: PackageIndex,
@@ -399,31 +609,52 @@ def plan_pypi_wheel(
     wheel_uploaded: datetime | None,
     work: Path,
     index_url: str | None = None,
+    asked: Sequence[str] | None = None,
 ) -> BuildPlan:
-    """Infer and prepare the build of ``wheel`` from ``sdist`` (inputs fetched, pinned)."""
+    """Infer and prepare the build of ``wheel`` from ``sdist`` (inputs fetched, pinned).
+
+    ``asked`` is what the backend's ``get_requires_for_build_wheel`` asked for
+    in an earlier attempt that stopped for missing requirements: they join
+    the requirements (held to the date like the rest), and the frontend then
+    builds without checking again.
+    """
     facts = read_wheel_facts(wheel)
     src_parent = work / "sdist"
     if src_parent.exists():
         shutil.rmtree(src_parent)
     sd = unpack_sdist(sdist, src_parent)
     reqs = build_requirements(facts.generator, sd.build_system)
+    dynamic = dynamic_requirements(reqs, asked or [])
+    reqs += dynamic
     wh = resolve_wheelhouse(
         reqs, work / "wheelhouse", index=index, before=wheel_uploaded, index_url=index_url
     )
     site_dir = work / "site"
     if site_dir.exists():
         shutil.rmtree(site_dir)
-    install_wheelhouse(wh, site_dir)
+    bin_dir = work / "bin"
+    if bin_dir.exists():
+        shutil.rmtree(bin_dir)
+    install_wheelhouse(wh, site_dir, bin_dir)  # binaries such as uv-build
+    write_console_scripts(site_dir, bin_dir)  # launchers such as meson
+    scripts = sorted(p.name for p in bin_dir.iterdir())
     epoch = choose_source_date_epoch(sd, facts)
     # -S: no site-packages of the image; the pinned wheelhouse is the only one.
     command: tuple[str, ...] = (
         "python3",
         "-S",
         "/rebuild/frontend.py",
-        "/rebuild/site",
+        SITE_MOUNT,
         OUTPUT_DIR,
     )
+    inputs = [InputMount(FRONTEND, "/rebuild/frontend.py"), InputMount(site_dir, SITE_MOUNT)]
+    if scripts:
+        command += ("--path", BIN_MOUNT)
+        inputs.append(InputMount(bin_dir, BIN_MOUNT))
     knobs: dict[str, Any] = {}
+    if asked is not None:
+        command += ("--skip-requires-check",)
+        knobs["asked_for"] = dynamic
     if epoch.unset:
         command += ("--unset-source-date-epoch",)
         # Entry times are local-time renderings of the mtimes: use the
@@ -453,10 +684,13 @@ def plan_pypi_wheel(
             key = "--global-option"
         command += ("--config-setting", f"{key}=--universal")
         knobs["universal"] = key
-    if sd.build_system.get("backend-path") and not builds_in_tree(facts.generator, sd.build_system):
+    role = in_tree_role(facts.generator, sd.build_system)
+    if role == "released":
         # The released backend named by Generator built it, not the in-tree copy.
         command += ("--ignore-backend-path",)
         knobs["ignore_backend_path"] = True
+    elif role != "none":
+        knobs["in_tree_backend"] = role
     return BuildPlan(
         environment=ENVIRONMENT,
         command=command,
@@ -464,10 +698,7 @@ def plan_pypi_wheel(
         source_date_epoch=epoch.value,
         sde_rule=epoch.rule,
         output=wheel.name,
-        inputs=(
-            InputMount(FRONTEND, "/rebuild/frontend.py"),
-            InputMount(site_dir, "/rebuild/site"),
-        ),
+        inputs=tuple(inputs),
         details={
             "strategy": "pypi-wheel",
             "generator": facts.generator.line,

@@ -44,11 +44,15 @@ USER_AGENT: Final = "rebuild-updater/1"
 
 
 class MirrorError(TransportError):
-    """A mirror failed, was refused, or misbehaved; ``kind`` says how."""
+    """A mirror failed, was refused, or misbehaved; ``kind`` says how.
 
-    def __init__(self, kind: str, message: str) -> None:
+    ``status`` is the HTTP status of an ``http`` failure (else None).
+    """
+
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,13 @@ class FetchOptions:
             raise UsageError("timeouts must be in (0, 600] seconds")
 
 
-def check_mirror_url(url: str, insecure_loopback: bool) -> str:
-    """The mirror's base URL without a trailing slash, or MirrorError(refused)."""
+def check_mirror_url(url: str, insecure_loopback: bool, what: str = "mirror") -> str:
+    """The base URL without a trailing slash, or MirrorError(refused).
+
+    ``what`` names the peer in the message (a mirror, a tile source).
+    """
     try:
-        base = check_url(url, "mirror URL")
+        base = check_url(url, f"{what} URL")
     except UsageError as e:
         raise MirrorError("refused", str(e)) from None
     parts = urlsplit(base)
@@ -74,11 +81,11 @@ def check_mirror_url(url: str, insecure_loopback: bool) -> str:
         if not insecure_loopback:
             raise MirrorError(
                 "refused",
-                f"mirror {url}: plain http refused (HTTPS only; --insecure-loopback "
+                f"{what} {url}: plain http refused (HTTPS only; --insecure-loopback "
                 "allows http to a loopback address)",
             )
         if not is_loopback_host(parts.hostname or ""):  # pragma: no cover (check_url did)
-            raise MirrorError("refused", f"mirror {url}: plain http only to loopback")
+            raise MirrorError("refused", f"{what} {url}: plain http only to loopback")
     return base
 
 
@@ -163,7 +170,7 @@ class MirrorSession:
             async with asyncio.timeout(remaining):
                 async with self._session.get(url, allow_redirects=False) as resp:
                     if resp.status != 200:
-                        raise MirrorError("http", f"{url}: HTTP {resp.status}")
+                        raise MirrorError("http", f"{url}: HTTP {resp.status}", resp.status)
                     if resp.content_length is not None and resp.content_length > cap:
                         raise MirrorError(
                             "too-large",

@@ -22,7 +22,7 @@ version parsers the gate owns:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,10 @@ from typing import Any
 from rebuild.errors import InputError, UsageError
 from rebuild.gate import GateRun, open_gate
 from rebuild.gate import load_policy as gate_load_policy
-from verify.bundle import parse_bundle
+from verify.bundle import ConsistencyProof, parse_bundle
 from verify.dsse import Envelope
 from verify.errors import VerifyError
+from verify.gate import ConsistencyNeed
 from verify.intoto import RELEASE_PREDICATE_TYPE, ReleasePredicate, Statement
 from verify.policy import PackagePolicy, UpdatePolicy
 from verify.version import Version, parse_version
@@ -60,6 +61,10 @@ class UpdaterPolicy:
     @property
     def mirrors(self) -> tuple[str, ...]:
         return self.policy.mirrors
+
+    @property
+    def logs(self) -> tuple[str, ...]:
+        return self.policy.logs
 
     def package(self, name: str) -> PackagePolicy:
         p = self.policy.package(name)
@@ -145,6 +150,11 @@ class GateSession:
         """The exact bytes the gate judged: install these."""
         return self.run.artifact
 
+    @property
+    def needs_consistency(self) -> ConsistencyNeed | None:
+        """The consistency proof the gate lacked, when that is its only objection."""
+        return self.run.decision.only_needs_consistency
+
     def reasons(self) -> str:
         return (
             "; ".join(f"step {f.step} {f.code}: {f.reason}" for f in self.run.decision.failures)
@@ -166,14 +176,20 @@ class GateSession:
 
 @contextlib.contextmanager
 def gate(
-    artifact: Path, bundle: bytes, policy: UpdaterPolicy, state: Path
+    artifact: Path,
+    bundle: bytes,
+    policy: UpdaterPolicy,
+    state: Path,
+    consistency: Sequence[ConsistencyProof] = (),
 ) -> Iterator[GateSession]:
     """Run the gate on a downloaded artifact and its bundle, holding the state's lock.
 
     The caller installs only when ``session.accepted``, and commits through
     the session. Leaving the block without a commit records nothing.
+    ``consistency``: proofs the caller computed from the log's tiles for
+    what an earlier session's ``needs_consistency`` named.
     """
-    with open_gate(artifact, bundle, policy.policy, state) as run:
+    with open_gate(artifact, bundle, policy.policy, state, consistency=consistency) as run:
         name = None
         if run.decision.accepted:
             # the release statement is verified now: its subject names the file

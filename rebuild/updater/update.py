@@ -16,7 +16,12 @@ untrusted, so:
 4. the gate refuses a downgrade or a replay, whatever a version list says; a
    release whose signed version differs from the version the mirror listed is
    refused as mislabelled;
-5. nothing on disk changes unless a release passed the gate, and then only
+5. when the gate's only objection is a consistency proof the bundle lacks
+   (this updater skipped the release the bundle was made against), the
+   proof is computed from the log's tiles (:mod:`rebuild.updater.logtiles`:
+   the ``--log`` sources or the policy's ``logs``, then each mirror's
+   ``log/``), without the gate state's lock, and the gate is asked once more;
+6. nothing on disk changes unless a release passed the gate, and then only
    through the atomic installer, under the install directory's lock.
 """
 
@@ -39,6 +44,7 @@ from rebuild.updater.install import (
     ReleaseMeta,
     test_step,
 )
+from rebuild.updater.logtiles import ADVICE, CatchUp, fetch_consistency, tile_sources
 from rebuild.updater.mirror import (
     BUNDLE_NAME,
     MAX_INDEX_BYTES,
@@ -50,10 +56,13 @@ from rebuild.updater.mirror import (
     valid_package,
     valid_version,
 )
+from verify.bundle import ConsistencyProof
 from verify.errors import VerifyError
+from verify.gate import ConsistencyNeed
 
 DEFAULT_DEADLINE: Final = 600.0
 MAX_MIRRORS: Final = 32
+MAX_LOGS: Final = 32
 
 
 class UpdateFailedError(NegativeVerdict):
@@ -74,6 +83,8 @@ class UpdateRequest:
     fetch: FetchOptions = field(default_factory=FetchOptions)
     deadline: float = DEFAULT_DEADLINE
     lock_wait: float = 0.0
+    logs: tuple[str, ...] = ()
+    """Tile sources of the log, tried before each mirror's ``log/`` prefix."""
 
     def __post_init__(self) -> None:
         if not valid_package(self.package):
@@ -82,6 +93,8 @@ class UpdateRequest:
             raise UsageError("no mirror given (--mirror, or mirrors = [...] in the policy)")
         if len(self.mirrors) > MAX_MIRRORS:
             raise UsageError(f"at most {MAX_MIRRORS} mirrors")
+        if len(self.logs) > MAX_LOGS:
+            raise UsageError(f"at most {MAX_LOGS} tile sources (--log)")
         if not 0 < self.deadline <= 24 * 3600:
             raise UsageError("the deadline must be in (0, 86400] seconds")
         if self.version is not None and not valid_version(self.version):
@@ -116,9 +129,13 @@ class Attempt:
     gate_seconds: float = 0.0
     install_seconds: float = 0.0
     gate: dict[str, Any] | None = None
+    consistency: CatchUp | None = None
+    """The proof the gate lacked and what each tile source did (None: not needed)."""
+    consistency_seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "consistency": None if self.consistency is None else self.consistency.as_json(),
             "gate": self.gate,
             "mirror": self.mirror,
             "version": self.version,
@@ -127,6 +144,7 @@ class Attempt:
             "seconds": {
                 "fetch": round(self.fetch_seconds, 4),
                 "gate": round(self.gate_seconds, 4),
+                "consistency": round(self.consistency_seconds, 4),
                 "install": round(self.install_seconds, 4),
             },
         }
@@ -146,6 +164,8 @@ class UpdateReport:
     recovered: dict[str, Any] | None = None
     install: InstallOutcome | None = None
     seconds: float = 0.0
+    catch_ups: dict[ConsistencyNeed, CatchUp] = field(default_factory=dict, repr=False)
+    """Proofs computed from tiles in this run, by need (two mirrors' same bundle: once)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +187,11 @@ class UpdateReport:
 def resolve_mirrors(cli: list[str] | None, policy: gateway.UpdaterPolicy) -> tuple[str, ...]:
     """The mirrors to use: the command line's if any, else the policy's."""
     return tuple(cli) if cli else policy.mirrors
+
+
+def resolve_logs(cli: list[str] | None, policy: gateway.UpdaterPolicy) -> tuple[str, ...]:
+    """The log tile sources to try first: the command line's if any, else the policy's."""
+    return tuple(cli) if cli else policy.logs
 
 
 def run_update(request: UpdateRequest, policy: gateway.UpdaterPolicy) -> UpdateReport:
@@ -338,44 +363,103 @@ async def _attempt(
             a.outcome = "inconsistent"
             a.error = "the artifact does not match the mirror's own version list (tampered?)"
             return a
-        t = time.monotonic()
-        with gateway.gate(art.path, bundle, policy, request.state_dir) as g:
-            a.gate_seconds = time.monotonic() - t
-            a.gate = g.decision()
-            if not g.accepted:
-                a.outcome, a.error = "rejected", g.reasons()
-                return a
-            test_step("gated")
-            if g.version != version or g.package != request.package or not g.artifact_name:
-                a.outcome = "mislabelled"
-                a.error = (
-                    f"listed as {request.package} {version}, but the signed release is "
-                    f"{g.package} {g.version}"
-                )
-                return a
-            # the log view is accepted now, whatever the install does next
-            g.commit_checkpoint()
+        proofs: tuple[ConsistencyProof, ...] = ()
+        while True:
             t = time.monotonic()
-            meta = ReleaseMeta(g.package, g.version, g.artifact_name, art.sha256)
-
-            def record(_artifact: Path, _bundle: bytes) -> bool:
-                g.commit_installed()
-                return True
-
-            outcome = d.install(g.artifact, meta, bundle, package.health_check, record)
-        a.install_seconds = time.monotonic() - t
-        a.outcome = outcome.status
-        report.install = outcome
-        report.previous_version = report.installed_version
-        if outcome.status == "rolled-back":
-            detail = outcome.health.output.strip()[-500:] if outcome.health else ""
-            a.error = f"{outcome.reason}: {detail}" if detail else outcome.reason
-        return a
+            with gateway.gate(art.path, bundle, policy, request.state_dir, proofs) as g:
+                a.gate_seconds += time.monotonic() - t
+                a.gate = g.decision()
+                need = g.needs_consistency
+                if need is None or a.consistency is not None:
+                    return _judged(
+                        g,
+                        a,
+                        request=request,
+                        package=package,
+                        d=d,
+                        bundle=bundle,
+                        sha256=art.sha256,
+                        version=version,
+                        report=report,
+                    )
+            # The gate's only objection is a consistency proof the bundle lacks:
+            # compute it from the log's tiles (the state's lock is not held
+            # meanwhile) and ask once more. A state that moved on in between
+            # only makes the second answer a rejection.
+            t = time.monotonic()
+            a.consistency = await _catch_up(session, request, report, mirror, need)
+            a.consistency_seconds = time.monotonic() - t
+            if a.consistency.proof is None:
+                a.outcome = "rejected"
+                a.error = f"{g.reasons()}; {a.consistency.summary()}; {ADVICE}"
+                return a
+            proofs = (a.consistency.proof,)
     except MirrorError as e:
         a.outcome, a.error = e.kind, str(e)
         return a
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def _catch_up(
+    session: MirrorSession,
+    request: UpdateRequest,
+    report: UpdateReport,
+    mirror: MirrorReport,
+    need: ConsistencyNeed,
+) -> CatchUp:
+    """The proof for ``need`` from the tile sources (of the mirrors' ``log/``, this one's first)."""
+    known = report.catch_ups.get(need)
+    if known is not None:
+        return known
+    mirrors = [mirror.url, *(m.url for m in report.mirrors if m is not mirror)]
+    found = await fetch_consistency(session, tile_sources(request.logs, mirrors), need)
+    report.catch_ups[need] = found
+    return found
+
+
+def _judged(
+    g: gateway.GateSession,
+    a: Attempt,
+    *,
+    request: UpdateRequest,
+    package: gateway.PackagePolicy,
+    d: LockedInstallDir,
+    bundle: bytes,
+    sha256: str,
+    version: str,
+    report: UpdateReport,
+) -> Attempt:
+    """Act on the gate's answer, inside its session: refuse, or commit and install."""
+    if not g.accepted:
+        a.outcome, a.error = "rejected", g.reasons()
+        return a
+    test_step("gated")
+    if g.version != version or g.package != request.package or not g.artifact_name:
+        a.outcome = "mislabelled"
+        a.error = (
+            f"listed as {request.package} {version}, but the signed release is "
+            f"{g.package} {g.version}"
+        )
+        return a
+    # the log view is accepted now, whatever the install does next
+    g.commit_checkpoint()
+    t = time.monotonic()
+    meta = ReleaseMeta(g.package, g.version, g.artifact_name, sha256)
+
+    def record(_artifact: Path, _bundle: bytes) -> bool:
+        g.commit_installed()
+        return True
+
+    outcome = d.install(g.artifact, meta, bundle, package.health_check, record)
+    a.install_seconds = time.monotonic() - t
+    a.outcome = outcome.status
+    report.install = outcome
+    report.previous_version = report.installed_version
+    if outcome.status == "rolled-back":
+        detail = outcome.health.output.strip()[-500:] if outcome.health else ""
+        a.error = f"{outcome.reason}: {detail}" if detail else outcome.reason
+    return a
 
 
 def _failure_summary(report: UpdateReport) -> str:
@@ -394,6 +478,7 @@ __all__ = [
     "UpdateFailedError",
     "UpdateReport",
     "UpdateRequest",
+    "resolve_logs",
     "resolve_mirrors",
     "run_update",
 ]

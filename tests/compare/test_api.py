@@ -12,6 +12,7 @@ def test_public_names_are_pinned() -> None:
     assert sorted(api.__all__) == sorted(
         [
             "DEFAULT_DIFFOSCOPE",
+            "DEFAULT_LIMITS",
             "DEFAULT_TIMEOUT",
             "DESCRIPTIONS",
             "ArchiveFormatError",
@@ -19,6 +20,8 @@ def test_public_names_are_pinned() -> None:
             "Difference",
             "DiffoscopeError",
             "DiffoscopeRun",
+            "InflationLimitError",
+            "InflationLimits",
             "PharFormatError",
             "ReportFile",
             "TarFormatError",

@@ -11,6 +11,7 @@ from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
 from rebuild.engine.result import VerifyResult
 from rebuild.engine.runner import environment_image, lock_digest
 from rebuild.errors import ToolError
+from tests.indexutil import require_package_index
 
 
 @pytest.fixture(scope="session")
@@ -28,15 +29,30 @@ def docker_envs() -> None:
         raise
 
 
+@pytest.fixture(scope="session")
+def package_index() -> None:
+    """pip's configured index answers from this host, or the test says so and skips
+    (scripts/test turns the skip into a failure naming the cause)."""
+    require_package_index("attrs")
+
+
 def make_fixture(name: str, tmp: Path, variant: str | None = None) -> MaterializedFixture:
     return materialize(name, tmp / "fixture", lock_for=lock_digest, variant=variant)
 
 
 def verify_fixture(
-    name: str, tmp: Path, *, variant: str | None = None, timeout: float = 300.0, key: object = None
+    name: str,
+    tmp: Path,
+    *,
+    variant: str | None = None,
+    timeout: float = 300.0,
+    key: object = None,
+    keep_work: bool = False,
 ) -> VerifyResult:
     made = make_fixture(name, tmp, variant)
     return verify(
         RecipeTarget(made.recipe, made.artifact),
-        VerifyOptions(report_dir=tmp / "report", timeout=timeout, signing_key=key),
+        VerifyOptions(
+            report_dir=tmp / "report", timeout=timeout, signing_key=key, keep_work=keep_work
+        ),
     )

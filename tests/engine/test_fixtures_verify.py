@@ -79,16 +79,17 @@ def test_evil_build_reaching_the_network_is_contained_and_failed(tmp_path: Path)
 
 
 def test_evil_build_writing_outside_its_output_is_contained_and_failed(tmp_path: Path) -> None:
-    r = verify_fixture("evil", tmp_path, variant="write")
+    r = verify_fixture("evil", tmp_path, variant="write", keep_work=True)
     assert r.verdict == "failed"
     log = Path(str(r.build_log)).read_text()
     assert "Read-only file system: '/etc/evil'" in log
     assert "Read-only file system: '/src/evil'" in log
     assert "ESCAPED" not in log
-    # The source the build was given is untouched on the host.
-    assert not list((tmp_path / "report").rglob("evil")) or all(
-        p.is_dir() for p in (tmp_path / "report").rglob("evil")
-    )
+    # The source the build was given (the exported tree, kept on the host) is untouched.
+    tree = tmp_path / "report" / "work" / "git" / "tree"
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")) == ["evil.py"]
+    fixture = Path(__file__).parents[2] / "fixtures" / "evil" / "src" / "evil.py"
+    assert (tree / "evil.py").read_bytes() == fixture.read_bytes()
 
 
 def test_evil_build_running_forever_is_killed_at_the_timeout(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -83,13 +85,91 @@ def test_missing_tag_and_option_like_url_are_input_errors(tmp_path: Path) -> Non
         fetch_tagged_tree(str(repo), "v0.1.0", commit[:12], tmp_path / "w3")
 
 
-def test_repository_hooks_and_config_never_run(tmp_path: Path) -> None:
-    """A cloned repository's hooks are disabled (core.hooksPath=/dev/null)."""
+def _plant_hooks(directory: Path, marker: Path) -> Path:
+    """Executable hooks in ``directory`` that record their name in ``marker``.
+
+    reference-transaction runs on every ref update, a bare clone's included;
+    post-checkout is what a clone with a work tree would run.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("reference-transaction", "post-checkout"):
+        hook = directory / name
+        hook.write_text(f'#!/bin/sh\necho "{name}" >> {marker}\n')
+        hook.chmod(0o755)
+    return directory
+
+
+def test_hooks_from_gits_template_directory_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook in git's template directory runs in every clone; core.hooksPath=/dev/null stops it.
+
+    git copies its template directory (built in, e.g. /usr/share/git-core/templates)
+    into every repository it creates, and the bare clone's ref updates then run
+    the hooks found there. Ignoring the user's and the system's configuration
+    does not reach that directory, and a test must not change it on a shared
+    machine, so a ``git`` first on PATH runs the real git with GIT_TEMPLATE_DIR
+    set: a stand-in for a machine whose git ships hooks in its template.
+    """
     repo, commit = _fixture_repo(tmp_path)
-    hook = repo / ".git" / "hooks" / "post-checkout"
-    marker = tmp_path / "hook-ran"
-    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
-    hook.chmod(0o755)
-    subprocess.run(["git", "-C", str(repo), "status"], check=True, capture_output=True)
-    fetch_tagged_tree(str(repo), "v0.1.0", commit, tmp_path / "work")
+    marker = tmp_path / "hooks-ran"
+    template = tmp_path / "template"
+    _plant_hooks(template / "hooks", marker)
+    real_git = shutil.which("git")
+    assert real_git is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "git"
+    wrapper.write_text(f'#!/bin/sh\nGIT_TEMPLATE_DIR={template} exec {real_git} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    # The hook is where a clone runs it: a plain bare clone does.
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(tmp_path / "plain.git")],
+                   check=True, capture_output=True)  # fmt: skip
+    assert "reference-transaction" in marker.read_text()
+    marker.unlink()
+    src = fetch_tagged_tree(str(repo), "v0.1.0", commit, tmp_path / "work")
+    assert src.commit == commit
+    assert not marker.exists()
+
+
+def test_users_git_config_never_reaches_the_fetch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's git configuration (HOME, XDG) can neither add hooks nor redirect the clone.
+
+    The configuration names a hooks directory, a template directory with hooks
+    and a url.insteadOf that sends the clone to another repository whose tag
+    names another commit; git honours all three for a plain clone.
+    """
+    repo, commit = _fixture_repo(tmp_path)
+    other = tmp_path / "other"
+    make_repository(load_fixture("python-wheel"), other, extra_commit=True)
+    marker = tmp_path / "hooks-ran"
+    hooks = _plant_hooks(tmp_path / "hooks", marker)
+    template = tmp_path / "template"
+    _plant_hooks(template / "hooks", marker)
+    config = (
+        f"[core]\n\thooksPath = {hooks}\n[init]\n\ttemplateDir = {template}\n"
+        f'[url "{other}"]\n\tinsteadOf = {repo}\n'
+    )
+    home = tmp_path / "home"
+    (home / ".config" / "git").mkdir(parents=True)
+    (home / ".gitconfig").write_text(config)
+    (home / ".config" / "git" / "config").write_text(config)
+    for name in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_TEMPLATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    # A plain clone with this configuration runs the hooks and fetches the other repository.
+    plain = tmp_path / "plain.git"
+    subprocess.run(["git", "clone", "--quiet", "--bare", str(repo), str(plain)],
+                   check=True, capture_output=True)  # fmt: skip
+    assert marker.read_text()
+    tag = subprocess.run(["git", "-C", str(plain), "rev-parse", "v0.1.0^{commit}"],
+                         check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    assert tag != commit
+    marker.unlink()
+    src = fetch_tagged_tree(str(repo), "v0.1.0", commit, tmp_path / "work")
+    assert src.commit == commit
     assert not marker.exists()

@@ -24,7 +24,10 @@ FILES = {
     "demo-1.0-py3-none-any.whl": b"pure wheel bytes",
     "demo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl": b"binary wheel",
     "demo-0.9-py3-none-any.whl": b"old wheel",
+    "demo-1.1-py310-none-any.whl": b"new wheel for 3.10",
     "demo-1.1-py3-none-any.whl": b"new wheel",
+    "demo-1.1-py311-none-any.whl": b"new wheel for 3.11",
+    "demo-1.1.tar.gz": b"new sdist",
 }
 TAMPERED = "demo-1.0.tar.gz"
 
@@ -92,6 +95,15 @@ def test_release_files_are_the_sdist_and_the_pure_wheel(index: tuple[str, dict[s
     rel = locate_release(PackageIndex(index[0]), "Demo", "1.0")
     assert rel.sdist.filename == "demo-1.0.tar.gz"
     assert rel.wheel.filename == "demo-1.0-py3-none-any.whl"
+
+
+def test_of_several_pure_wheels_the_one_the_build_python_makes_is_chosen(
+    index: tuple[str, dict[str, bool]],
+) -> None:
+    """backrefs 8.3.1 publishes py310 ... py315 wheels; the python-3.11 environment
+    builds the py311 one, so that is the one to compare with (then a py3 one)."""
+    rel = locate_release(PackageIndex(index[0]), "demo", "1.1")
+    assert rel.wheel.filename == "demo-1.1-py311-none-any.whl"
 
 
 def test_download_keeps_only_bytes_matching_the_index_digest(

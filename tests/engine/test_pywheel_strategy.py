@@ -13,12 +13,17 @@ from rebuild.errors import InputError
 from rebuild.recipe import parse_recipe
 from rebuild.strategies.pywheel import (
     SdistFacts,
+    UnsupportedBackend,
     WheelFacts,
     build_requirements,
     choose_source_date_epoch,
+    dynamic_requirements,
+    in_tree_role,
+    missing_from_log,
     parse_generator,
     read_wheel_facts,
     unpack_sdist,
+    write_console_scripts,
 )
 
 
@@ -31,6 +36,9 @@ from rebuild.strategies.pywheel import (
         ("pdm-backend (2.3.3)", "pdm-backend", "pdm-backend==2.3.3"),
         ("setuptools (75.1.0)", "setuptools", "setuptools==75.1.0"),
         ("bdist_wheel (0.43.0)", "setuptools", "wheel==0.43.0"),
+        ("scikit-build-core 0.10.7", "scikit-build-core", "scikit-build-core==0.10.7"),
+        # meson-python names no version: the sdist's requirement stands, date-held.
+        ("meson", "meson-python", "meson-python"),
     ],
 )
 def test_generator_line_pins_the_backend(line: str, family: str, pin: str) -> None:
@@ -38,10 +46,88 @@ def test_generator_line_pins_the_backend(line: str, family: str, pin: str) -> No
     assert (g.family, g.requirement) == (family, pin)
 
 
-@pytest.mark.parametrize("line", ["maturin (1.7.0)", "", "hatchling", "evil; rm -rf / 1.0"])
-def test_unknown_or_malformed_generator_is_refused(line: str) -> None:
-    with pytest.raises(InputError):
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ("maturin (1.7.0)", "no Rust toolchain"),
+        ("", "does not name a backend"),
+        ("hatchling", "without a version"),
+        ("evil; rm -rf / 1.0", "does not name a backend"),
+        ("whey 0.1", "not one this strategy rebuilds"),
+    ],
+)
+def test_unknown_or_malformed_generator_is_refused_with_its_cause(line: str, why: str) -> None:
+    with pytest.raises(UnsupportedBackend, match=why) as err:
         parse_generator(line)
+    assert "write a recipe" in str(err.value)
+
+
+def test_meson_python_requirements_come_from_the_sdist_plus_ninja() -> None:
+    """Generator 'meson' has no version: the sdist's meson-python spec is kept
+    (held to the upload date later); ninja, a binary wheel, is added."""
+    gen = parse_generator("meson")
+    reqs = build_requirements(
+        gen, {"requires": ["meson-python>=0.13.1", "meson>=1.1"], "build-backend": "mesonpy"}
+    )
+    assert reqs == ["meson-python>=0.13.1", "meson>=1.1", "ninja"]
+    assert build_requirements(gen, {"requires": [], "build-backend": "mesonpy"}) == [
+        "meson-python",
+        "ninja",
+    ]
+
+
+def test_in_tree_wrapper_of_a_released_backend_stays_importable() -> None:
+    """setuptools-scm 8.1.0: backend-path ['.', 'src'] holds _own_version_helper,
+    which wraps setuptools. Dropping backend-path (as for poetry-core's released
+    copy) fails with 'No module named _own_version_helper'."""
+    gen = parse_generator("bdist_wheel (0.43.0)")
+    bs = {
+        "requires": ["setuptools>=61", "tomli; python_version < '3.11'"],
+        "build-backend": "_own_version_helper:build_meta",
+        "backend-path": [".", "src"],
+    }
+    assert in_tree_role(gen, bs) == "wrapper"
+    assert build_requirements(gen, bs) == ["wheel==0.43.0", "setuptools<70.1,>=61"]
+    self_built = {"requires": [], "build-backend": "mesonpy", "backend-path": ["."]}
+    assert in_tree_role(parse_generator("meson"), self_built) == "self"
+    assert in_tree_role(parse_generator("meson"), {"build-backend": "mesonpy"}) == "none"
+
+
+def test_requirements_the_backend_asks_for_join_once_and_honour_markers(tmp_path: Path) -> None:
+    """mkdocs' hatch hook needs babel, rfc3986-validator's setup.py pytest-runner:
+    the frontend reports them, the host resolves them (not what is already there)."""
+    log = tmp_path / "build.log"
+    log.write_text(
+        "rebuild-frontend: backend hatchling.build asks for [...]\n"
+        'rebuild-frontend: missing-build-requirements ["babel", '
+        '"setuptools; python_version >= \'3.12\'", "hatchling>=1.0"]\n'
+    )
+    asked = missing_from_log(log)
+    assert asked == ["babel", "setuptools; python_version >= '3.12'", "hatchling>=1.0"]
+    assert dynamic_requirements(["hatchling==1.25.0"], asked) == ["babel"]
+    log.write_text("Traceback: the build failed for another reason\n")
+    assert missing_from_log(log) is None
+    log.write_text('rebuild-frontend: missing-build-requirements {"not": "a list"}\n')
+    assert missing_from_log(log) is None
+
+
+def test_console_scripts_become_checked_launchers(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "meson-1.4.0.dist-info").mkdir(parents=True)
+    (site / "meson-1.4.0.dist-info" / "entry_points.txt").write_text(
+        "[console_scripts]\n"
+        "meson = mesonbuild.mesonmain:main\n"
+        "evil = os:system('id')\n"
+        "../escape = mesonbuild.mesonmain:main\n"
+        "[other]\nx = y:z\n"
+    )
+    names = write_console_scripts(site, tmp_path / "bin")
+    assert names == ["meson"]
+    text = (tmp_path / "bin" / "meson").read_text()
+    assert text.startswith("#!/usr/bin/python3 -S\n")
+    assert "import_module('mesonbuild.mesonmain')" in text
+    assert (tmp_path / "bin" / "meson").stat().st_mode & 0o111
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["meson"]
 
 
 def test_build_requirements_replace_the_backend_and_honour_markers() -> None:
@@ -202,7 +288,11 @@ def test_self_built_backend_is_used_in_tree_but_a_released_one_is_pinned() -> No
     in_tree = {"requires": [], "backend-path": ["src"], "build-backend": "pdm.backend.intree"}
     assert builds_in_tree(parse_generator("pdm-backend (0.0.0+local)"), in_tree)
     assert build_requirements(parse_generator("pdm-backend (0.0.0+local)"), in_tree) == []
-    released = {"requires": [], "backend-path": ["src"]}
+    released = {
+        "requires": [],
+        "backend-path": ["src"],
+        "build-backend": "poetry.core.masonry.api",
+    }
     assert not builds_in_tree(parse_generator("poetry-core 1.8.1"), released)
     assert build_requirements(parse_generator("poetry-core 1.8.1"), released) == [
         "poetry-core==1.8.1"

@@ -110,25 +110,10 @@ def test_cli_attests_and_publishes_to_a_real_log(tmp_path: Path) -> None:
     assert all(s["status"] == "ok" for s in doc["steps"])
 
 
-def _index_reachable() -> str | None:
-    """None when pip's configured index answers; else why not."""
-    from rebuild.errors import RebuildError
-    from rebuild.sources.pypi import PackageIndex
-
-    try:
-        PackageIndex.from_pip().files("attrs")
-    except (RebuildError, OSError) as e:
-        return str(e)
-    return None
-
-
 @pytest.mark.slow
 @pytest.mark.docker
-@pytest.mark.usefixtures("docker_envs")
+@pytest.mark.usefixtures("docker_envs", "package_index")
 def test_pypi_attrs_24_2_0_reproduces_bit_for_bit(tmp_path: Path) -> None:
-    why = _index_reachable()
-    if why is not None:
-        pytest.skip(f"pip's configured index is not reachable from this host: {why}")
     p = run_cli(
         "verify",
         "pypi:attrs==24.2.0",

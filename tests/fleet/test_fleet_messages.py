@@ -27,7 +27,7 @@ from rebuild.fleet.jobs import (
 )
 from rebuild.fleet.status import render_html
 from tests.compare.test_html_report import _chromium, _Dom, needs_chromium
-from verify.intoto import GitSource
+from verify.intoto import GitSource, Normalization
 
 A = hashlib.sha256(b"artifact").hexdigest()
 B = hashlib.sha256(b"other").hexdigest()
@@ -54,6 +54,25 @@ def test_forged_reproduced_result_without_equal_digests_is_refused() -> None:
     doc = good.to_json() | {"verdict": "mismatch"}  # mismatch with equal digests
     with pytest.raises(MessageError, match="mismatch"):
         JobResult.from_json(doc)
+
+
+def test_equivalent_result_needs_different_digests_and_its_normalization() -> None:
+    """An equivalent result is signed as an equivalent attestation: the message must
+    carry what the attestation records, and never pass off equal bytes as equivalent."""
+    norm = Normalization(("zip-entry-times",), "e" * 64, "e" * 64)
+    good = _result(verdict="equivalent", rebuilt_sha256=B, diff_report_sha256=B, normalization=norm)
+    assert JobResult.from_json(good.to_json()) == good
+    assert "normalization" not in _result().to_json()  # other verdicts keep the v1 shape
+    doc = good.to_json()
+    del doc["normalization"]
+    with pytest.raises(MessageError, match="normalization"):
+        JobResult.from_json(doc)
+    with pytest.raises(MessageError, match="equivalent without two different digests"):
+        JobResult.from_json(good.to_json() | {"rebuilt_sha256": A})
+    forged = good.to_json()
+    forged["normalization"]["rebuiltDigest"]["sha256"] = "f" * 64
+    with pytest.raises(MessageError, match="normalized digests differ"):
+        JobResult.from_json(forged)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import trustme
 
 from tests.fleet.fleetutil import RedisServer, free_port, run_fleet
@@ -85,3 +86,12 @@ def test_unreachable_broker_is_a_clean_operational_error() -> None:
     r = run_fleet("status", "--broker", f"redis://127.0.0.1:{port}/0")
     assert r.returncode == 2
     assert f"127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("db", ["\u00b2", "\u0663", "01", "-1", "2147483648"])
+def test_broker_database_that_is_not_an_ascii_number_is_a_usage_error(db: str) -> None:
+    """'²' passed str.isdigit() and reached the Redis client's int(): a traceback."""
+    r = run_fleet("status", "--broker", f"redis://127.0.0.1:6379/{db}", "--json")
+    assert r.returncode == 2
+    assert "database number" in json.loads(r.stdout)["error"]["message"]
+    assert "Traceback" not in r.stderr
