@@ -6,11 +6,13 @@ JSON envelope's ``error.hint`` and on the second line of stderr.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 from pathlib import Path
 
 from tests import clijson
-from tests.logutil import make_key, run_cli
+from tests.logutil import PYTHON, cli_env, make_key, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
@@ -55,3 +57,24 @@ def test_an_unknown_environment_points_at_env_list() -> None:
     doc = clijson.envelope(r.stdout, 2, "env check")
     assert "unknown environment 'no-such-environment'" in doc["error"]["message"]
     assert doc["error"]["hint"] == "the environments there are: rebuild env list"
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path) -> None:
+    """``rebuild ... --json | head -c0``: the pipe closes before the envelope is written."""
+    key = make_key(tmp_path, "w.pipe.test")
+    read, write = os.pipe()
+    os.close(read)  # nobody will ever read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [PYTHON, "-m", "rebuild", "witness", "vkey", "--key", str(key), "--json"],
+            env=cli_env(),
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
