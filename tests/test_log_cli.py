@@ -228,9 +228,8 @@ def test_log_find_lists_releases_and_attestations_with_signers_and_verdicts(
         assert other_version["entries"] == []
         human = run_cli("log", "find", "--log", server.url, "--package", "hello-phar", *trust)
         assert "rebuild hello-phar 1.0.0 hello.phar: reproduced; signed by" in human.stdout
-        assert "rebuild hello-phar 1.0.0 hello.phar: mismatch; signed by no trusted key" in (
-            human.stdout
-        )
+        assert "rebuild hello-phar 1.0.0 hello.phar: mismatch; key IDs" in human.stdout
+        assert "none of them a --trusted-key" in human.stdout
 
 
 # -- status, witnesses down, the errors a new user meets -----------------------------------

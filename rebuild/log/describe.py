@@ -71,8 +71,9 @@ def one_line(doc: dict[str, Any]) -> str:
     if kind == "rebuild":
         what += f": {doc['verdict']}"
     verified = doc.get("verified_signers")
-    if verified is not None:
-        who = ", ".join(verified) or "no trusted key"
-        return f"{what}; signed by {who} (verified)"
     claimed = ", ".join(k or "(no key ID)" for k in doc.get("signers", []))
+    if verified:
+        return f"{what}; signed by {', '.join(verified)} (verified)"
+    if verified is not None:
+        return f"{what}; key IDs {claimed}, none of them a --trusted-key"
     return f"{what}; key IDs {claimed} (not verified: give --trusted-key)"
