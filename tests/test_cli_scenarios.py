@@ -261,6 +261,31 @@ def _mirror_publish(w: World) -> list[Run]:
     return [Run(("mirror", "publish", "--dir", str(w.fresh("mirror").parent), *args), 0)]
 
 
+def _log_fsck(w: World) -> list[Run]:
+    damaged = w.fresh("log")
+    shutil.copytree(w.d / "logdir", damaged)
+    # The newest (largest) entry bundle: older partial bundles are no longer read.
+    bundle = max(
+        (p for p in (damaged / "tile" / "entries").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
+    bundle.write_bytes(bundle.read_bytes()[:-1] + b"X")  # an entry's last byte
+    return [
+        Run(("log", "fsck", "--dir", str(w.d / "logdir")), 0),
+        Run(("log", "fsck", "--dir", str(damaged)), 1),
+        Run(("log", "fsck", "--dir", str(w.d / "missing")), 2),
+    ]
+
+
+def _demo(w: World) -> list[Run]:
+    """The whole demo runs (and is checked against the schema) in tests/test_demo.py; here
+    its refusal of a directory that is not empty."""
+    busy = w.fresh("demo")
+    busy.mkdir()
+    (busy / "precious.txt").write_text("mine\n")
+    return [Run(("demo", "--keep", str(busy)), 2)]
+
+
 def _env_import(w: World) -> list[Run]:
     exported = w.fresh("env.tar")
     r = run_cli("env", "export", "debian-bookworm", "-o", str(exported), timeout=600)
@@ -356,6 +381,8 @@ SCENARIOS: dict[str, Callable[[World], list[Run]]] = {
         ),
     ],
     "log status": lambda w: [Run(("log", "status", "--log", w.log_url), 0)],
+    "log fsck": _log_fsck,
+    "demo": _demo,
     "verify": lambda w: [
         Run(("verify", "--fixture", "php-phar", "--report-dir", str(w.fresh("report"))), 0),
         Run(("verify", "pypi:no-version"), 2),
