@@ -212,7 +212,10 @@ def _gate(w: World) -> list[Run]:
     return [
         Run(("gate", str(d / "hello.phar"), *args, "--state", str(d / "s1")), 0),
         Run(("gate", str(d / "evil.phar"), *args, "--state", str(d / "s2")), 1),
-    ]
+        # --log: a tile source for a missing consistency proof (unused here: none is missing)
+        Run(("gate", str(d / "hello.phar"), *args, "--state", str(d / "s3"), "--log", w.log_url),
+            0),
+    ]  # fmt: skip
 
 
 def _update(w: World) -> list[Run]:
@@ -221,6 +224,8 @@ def _update(w: World) -> list[Run]:
     return [
         Run((*args, "--install-dir", str(install), "--mirror", w.mirror_url,
              "--insecure-loopback"), 0),
+        Run((*args, "--install-dir", str(w.fresh("install")), "--mirror", w.mirror_url,
+             "--insecure-loopback", "--log", w.log_url), 0),
         Run((*args, "--install-dir", str(install), "--mirror", "http://127.0.0.1:1",
              "--insecure-loopback", "--version", "9.9.9"), 1),
     ]  # fmt: skip

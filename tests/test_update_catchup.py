@@ -442,10 +442,10 @@ def test_the_updater_daemon_catches_up_too(world: CatchUpWorld, tmp_path: Path) 
     r = run_cli(
         "updater", "daemon", "--once", "--spool", str(spool), "--policy", str(world.policy),
         "--install-dir", str(install), "--mirror", world.mirrors["plain"],
-        "--mirror-ca-bundle", str(world.ca), "--log", world.a.url,
+        "--mirror-ca-bundle", str(world.ca), "--log", world.a.url, "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    [handled] = json.loads(r.stdout)["handled"]
+    [handled] = report(r)["handled"]
     assert handled["outcome"] == "installed", handled
     assert handled["report"]["attempts"][0]["consistency"]["source"] == world.a.url
     assert installed(install) == ("1.2.0", world.releases["1.2.0"][0].read_bytes())

@@ -35,6 +35,7 @@ from rebuild.keystore import load_signing_key
 from rebuild.recipe import load_recipe
 from rebuild.updater.mirror import publish
 from rebuild.updater.serve import make_app, resolve
+from tests import clijson
 from tests.gatesim import COMMIT, RECIPE, RECIPE_SHA256, World
 from tests.logutil import ROOT, cli_env, run_cli
 from verify.intoto import (
@@ -117,10 +118,11 @@ class Releases:
 
 
 def cli_json(*args: str, timeout: float = 120) -> dict[str, Any]:
-    """``rebuild ARGS --json`` as a real process; fails the test unless it exits 0."""
+    """``rebuild ARGS --json`` as a real process; fails the test unless it exits 0 with an
+    envelope the schema accepts."""
     r = run_cli(*args, "--json", timeout=timeout)
     assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
-    doc = json.loads(r.stdout)
+    doc = clijson.envelope(r.stdout, 0)
     assert isinstance(doc, dict)
     return doc
 
@@ -368,8 +370,9 @@ def update_cli(
 
 
 def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The envelope ``rebuild ... --json`` printed, checked against the schema (docs/cli.md)."""
     try:
-        doc = json.loads(proc.stdout)
+        doc = clijson.envelope(proc.stdout, proc.returncode)
     except ValueError as e:
         raise AssertionError(
             f"not JSON (exit {proc.returncode}): {proc.stdout}\n{proc.stderr}"
