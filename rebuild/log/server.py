@@ -409,8 +409,8 @@ class Sequencer:
             if self.observer is not None:
                 self.observer.witnessed(cosigned.witnesses, cosigned.quorum_met)
             if not cosigned.quorum_met:
-                if self._quorum_failing != signed.size:
-                    # once per size: each witness's own trouble is logged by the pool
+                if self._quorum_failing is None:
+                    # once per streak: each witness's own trouble is logged by the pool
                     log.warning(
                         "checkpoint %d waits for the witness quorum (cosigned by %s); "
                         "retrying with back-off up to %g s",
