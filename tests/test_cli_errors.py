@@ -7,25 +7,17 @@ JSON envelope's ``error.hint`` and on the second line of stderr.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 from tests import clijson
-from tests.logutil import PYTHON, cli_env, make_key, run_cli
+from tests.logutil import PYTHON, RECIPE, cli_env, closed_port, make_key, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_broker_that_refuses_says_which_and_how_to_start_one() -> None:
-    broker = f"redis://127.0.0.1:{_closed_port()}/0"
+    broker = f"redis://127.0.0.1:{closed_port()}/0"
     r = run_cli("fleet", "status", "--broker", broker, "--json")
     doc = clijson.envelope(r.stdout, 2, "fleet status")
     assert doc["error"]["message"].startswith(f"cannot reach the broker at {broker}")
@@ -43,7 +35,7 @@ def test_a_mirror_that_refuses_says_which_url(tmp_path: Path) -> None:
         ).returncode
         == 0
     )
-    url = f"http://127.0.0.1:{_closed_port()}/"
+    url = f"http://127.0.0.1:{closed_port()}/"
     r = run_cli(
         "fetch", str(tmp_path / "hello.phar.release.json"), "--url", url,
         "--out", str(tmp_path / "got"), "--json",

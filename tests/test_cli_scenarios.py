@@ -29,13 +29,12 @@ from rebuild.keystore import load_signing_key
 from tests import clijson
 from tests.fleet.fleetutil import RedisServer
 from tests.gatesim import write_gate_inputs
-from tests.logutil import PYTHON, Server, cli_env, make_key, run_cli, start_log
+from tests.logutil import PYTHON, RECIPE, Server, cli_env, make_key, run_cli, start_log
 from tests.statements import attestation as signed_attestation
 from tests.updaterutil import Releases, ThreadServer, publish_to, static_mirror
 from verify.cosignature import witness_key
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ import hashlib
 from pathlib import Path
 
 from tests import clijson
-from tests.logutil import make_key, run_cli
+from tests.logutil import RECIPE, make_key, run_cli
 from tests.staticweb import serve_directory
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
 
 
 def _sign(tmp: Path, *extra: str) -> tuple[Path, Path, bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,19 +20,22 @@ from typing import Any
 
 from rebuild.keystore import load_signing_key
 from tests import clijson
-from tests.logutil import PYTHON, Server, cli_env, envelope, make_key, run_cli, start_log
+from tests.logutil import (
+    PYTHON,
+    RECIPE,
+    Server,
+    cli_env,
+    closed_port,
+    envelope,
+    make_key,
+    run_cli,
+    start_log,
+)
 from tests.statements import attestation
 from verify.cosignature import witness_key
 from verify.intoto import Verdict
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager
@@ -241,7 +243,7 @@ def test_log_status_says_the_witnesses_are_down_and_the_log_says_it_once(
     wkey = make_key(tmp_path, "w1.cli.test")
     wvkey = witness_key(load_signing_key(wkey)).encode()
     log_key = make_key(tmp_path, "log.cli.test")
-    down = f"http://127.0.0.1:{_closed_port()}"
+    down = f"http://127.0.0.1:{closed_port()}"
     policy = _policy(tmp_path, log_key, f"witness w1 {wvkey} {down}", quorum="w1")
     server = start_log(
         tmp_path / "logdir", log_key, tmp_path / "serve.out",
@@ -295,7 +297,7 @@ def test_log_status_says_the_witnesses_are_down_and_the_log_says_it_once(
 
 
 def test_a_refused_connection_says_what_was_reached_and_what_to_try(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{closed_port()}"
     doc = _json("log", "status", "--log", url, code=2, command="log status")
     assert doc["error"] == {
         "kind": "TransportError",
@@ -305,7 +307,7 @@ def test_a_refused_connection_says_what_was_reached_and_what_to_try(tmp_path: Pa
 
 
 def test_the_old_ca_bundle_spelling_still_works_with_a_warning(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{closed_port()}"
     r = run_cli("log", "status", "--log", url, "--ca-bundle", str(tmp_path / "ca.pem"))
     assert r.returncode == 2
     assert "warning: --ca-bundle is now --log-ca-bundle" in r.stderr

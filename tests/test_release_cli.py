@@ -17,6 +17,7 @@ import pytest
 from rebuild.cli import main
 from rebuild.keystore import generate_key_files
 from rebuild.recipe import load_recipe
+from tests.logutil import RECIPE
 from verify.dsse import MAX_ENVELOPE_SIZE, sign_envelope
 from verify.intoto import (
     RELEASE_PREDICATE_TYPE,
@@ -29,7 +30,6 @@ from verify.intoto import (
 from verify.keys import ALG_COSIGNATURE_V1, SigningKey
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
 FAST_KDF = {
     "opslimit": nacl.pwhash.argon2id.OPSLIMIT_MIN,
     "memlimit": nacl.pwhash.argon2id.MEMLIMIT_MIN,
