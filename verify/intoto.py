@@ -349,6 +349,7 @@ class Normalization:
             raise _fail("predicate.normalization", "the two normalized digests differ")
 
     def to_dict(self) -> dict[str, Any]:
+        """The predicate's ``normalization`` object. Never raises."""
         return {
             "rules": list(self.rules),
             "subjectDigest": _digest_dict(self.subject_sha256),
@@ -357,6 +358,7 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "normalization") -> Normalization:
+        """Parse a ``normalization`` object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["rules", "subjectDigest", "rebuiltDigest"])
         rules = d["rules"]
         if not isinstance(rules, list) or len(rules) > len(NORMALIZATION_RULES):
