@@ -42,7 +42,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
                 [
                     *("witness", "serve", "--key", str(keys[w])),
                     *("--state", str(tmp_path / f"{w}-state"), "--listen", "127.0.0.1:0"),
-                    *("--log", f"{keys['log']}.pub"),
+                    *("--log-key", f"{keys['log']}.pub"),
                 ],
                 tmp_path / f"{w}.out",
             )
@@ -110,7 +110,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
             urls[name] = s.url
 
         install = tmp_path / "install"
-        ca = ["--ca-bundle", str(tls.ca_bundle)]
+        ca = ["--mirror-ca-bundle", str(tls.ca_bundle)]
         r = update_cli(policy, install, [urls["tampered"], urls["honest"]], *ca)
         assert r.returncode == 0, r.stdout + r.stderr
         doc = report(r)

@@ -40,6 +40,7 @@ from rebuild.keystore import load_signing_key
 from rebuild.recipe import load_recipe
 from rebuild.updater.mirror import publish
 from rebuild.updater.serve import make_app, resolve
+from tests import clijson
 from tests.gatesim import COMMIT, RECIPE, RECIPE_SHA256, World
 from tests.logutil import ROOT, cli_env, run_cli
 from verify.intoto import (
@@ -122,10 +123,11 @@ class Releases:
 
 
 def cli_json(*args: str, timeout: float = 120) -> dict[str, Any]:
-    """``rebuild ARGS --json`` as a real process; fails the test unless it exits 0."""
+    """``rebuild ARGS --json`` as a real process; fails the test unless it exits 0 with an
+    envelope the schema accepts."""
     r = run_cli(*args, "--json", timeout=timeout)
     assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
-    doc = json.loads(r.stdout)
+    doc = clijson.envelope(r.stdout, 0)
     assert isinstance(doc, dict)
     return doc
 
@@ -183,7 +185,7 @@ def logged_release(
         .replace('version = "1.0.0"', f'version = "{version}"')
         .replace('tag = "v1.0.0"', f'tag = "v{version}"')
     )
-    artifact = d / f"hello-{version}.phar"
+    artifact = d / "hello.phar"  # the name the recipe's build gives its output
     artifact.write_bytes(f"<?php echo 'hello {version}\\n';\n".encode())
     release = d / "release.json"
     sign = ["release", "sign", str(artifact), "--recipe", str(recipe)]
@@ -191,7 +193,7 @@ def logged_release(
     envelopes = [release]
     for r in rebuilders:
         envelopes.append(attest(keys[r], artifact, recipe, d / f"{r}.json"))
-    ca = ["--ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
+    ca = ["--log-ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
     for e in envelopes:
         cli_json("log", "add", "--log", log, *ca, str(e))
     bundle = d / "bundle.json"
@@ -373,8 +375,9 @@ def update_cli(
 
 
 def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The envelope ``rebuild ... --json`` printed, checked against the schema (docs/cli.md)."""
     try:
-        doc = json.loads(proc.stdout)
+        doc = clijson.envelope(proc.stdout, proc.returncode)
     except ValueError as e:
         raise AssertionError(
             f"not JSON (exit {proc.returncode}): {proc.stdout}\n{proc.stderr}"

@@ -157,6 +157,12 @@ def redis_errors(config: BrokerConfig, what: str) -> Iterator[None]:
         raise TransportError(
             f"broker {config.display}: {what}: authentication failed ({e})"
         ) from None
+    except redis.ConnectionError as e:
+        raise TransportError(
+            f"cannot reach the broker at {config.display} ({what}): {e}",
+            hint="is Redis running there? (scripts/setup starts one on 127.0.0.1:6379; "
+            "or give --broker / $REBUILD_FLEET_BROKER)",
+        ) from None
     except (redis.RedisError, dramatiq.errors.BrokerConnectionError, OSError) as e:
         raise TransportError(f"broker {config.display}: {what}: {type(e).__name__}: {e}") from None
 
