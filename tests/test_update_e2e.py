@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 from pathlib import Path
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import Server, make_key, start_log
+from tests.logutil import Server, closed_port, make_key, start_log
 from tests.updaterutil import TLS, installed, report, update_cli
 from tests.updaterutil import cli_json as _json
 from tests.updaterutil import logged_release as _release
@@ -146,9 +145,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
         r = update_cli(policy, install, [urls["honest"]], *ca)
         assert r.returncode == 0 and report(r)["status"] == "up-to-date"
         # a freeze: every mirror cut off is a failure, never "up to date"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            dead = f"https://127.0.0.1:{s.getsockname()[1]}"
+        dead = f"https://127.0.0.1:{closed_port()}"
         r = update_cli(policy, install, [dead], *ca)
         doc = report(r)
         assert r.returncode == 1 and doc["status"] == "failed", r.stdout + r.stderr
