@@ -245,7 +245,7 @@ class ConsistencyNeed:
     """The bundle's checkpoint's root hash."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The missing proof's JSON object. Never raises."""
+        """JSON-ready fields (the root in base64). Never raises."""
         return {
             "origin": self.origin,
             "old_size": self.old_size,
@@ -287,9 +287,7 @@ class Decision:
     @property
     def needs_since_size(self) -> int | None:
         """The stored tree size a consistency proof must start from, when one was missing.
-
-        Never raises.
-        """
+        Never raises."""
         return None if self.needs_consistency is None else self.needs_consistency.old_size
 
     @property

@@ -42,6 +42,16 @@ def _settled(broker: str) -> dict[str, Any] | None:
     return None if busy or doc["running"] else doc
 
 
+def _building(redis_server: RedisServer) -> list[dict[str, Any]]:
+    """The running records in the build step, read straight from Redis.
+
+    ``fleet status`` is a process start per look, seconds on a loaded
+    machine: slow enough to miss every few-second build step.
+    """
+    records = [json.loads(v) for v in redis_server.client().hvals(Keys.running)]
+    return [r for r in records if r.get("step") == "build"]
+
+
 def _attested(rig: FleetRig, keys: KeyFiles, sha256: str, recipe: str) -> list[Any]:
     return [
         p
@@ -115,10 +125,13 @@ def test_broker_killed_while_jobs_are_queued_loses_none(
     rig.worker("a")
     rig.worker("b")
     rig.publisher()
-    wait_for("a job in flight", lambda: status(rig.broker)["running"], timeout=120)
-    # Again, with jobs in flight and workers connected.
+    building = wait_for("a job building", lambda: _building(redis_server), timeout=120)
+    # Again, with jobs in flight and workers connected; the broker stays down
+    # until that build ended, so its worker's writes after it (the step
+    # record, the hand-over, the acknowledgement) all meet the outage.
     redis_server.kill()
-    time.sleep(1)
+    result = Path(building[0]["report_dir"]) / "report" / "result.json"
+    wait_for("the build to end while the broker is down", result.is_file, timeout=240)
     redis_server.start()
 
     for rel in releases:
@@ -219,7 +232,13 @@ def test_new_releases_are_rebuilt_by_two_workers_and_shown_with_report_links(
     assert reproduced.verdict == "reproduced"
     assert mismatch.verdict == "mismatch" and mismatch.diff_report_sha256 is not None
     assert "content:build-info.txt" in mismatch.causes
-    assert settled["verdicts"] == {"reproduced": 1, "equivalent": 0, "mismatch": 1, "failed": 0, "error": 0}
+    assert settled["verdicts"] == {
+        "reproduced": 1,
+        "equivalent": 0,
+        "mismatch": 1,
+        "failed": 0,
+        "error": 0,
+    }
     ids = {w["id"].rsplit(":", 1)[1] for w in settled["workers"] if w["alive"]}
     assert {str(a.proc.pid), str(b.proc.pid)} <= ids
 
