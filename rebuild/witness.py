@@ -43,7 +43,6 @@ from rebuild.httpserve import (
     serve_until_signalled,
     start_guarded,
 )
-from rebuild.listen import parse_listen as parse_listen  # noqa: PLC0414 (re-exported: the CLI imports it from here)
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
 from verify.cosignature import cosign, witness_key

@@ -25,17 +25,9 @@ from benchmarks.code_shape import (
 ROOT = Path(__file__).resolve().parent.parent
 
 # function -> the area (and branch) it waits for
-WAITING: dict[str, str] = {
-    "rebuild.cli.env:register": "rebuild/cli (everyday)",
-    "rebuild.cli.fleet:register": "rebuild/cli (everyday)",
-    "rebuild.cli.log:register": "rebuild/cli (everyday)",
-    "rebuild.engine.pipeline:verify": "rebuild/engine (everyday)",
-    "rebuild.recipe:parse_recipe": "rebuild/recipe.py (everyday)",
-}
+WAITING: dict[str, str] = {}
 
-CYCLES_WAITING: dict[tuple[str, ...], str] = {
-    ("rebuild.engine.pipeline", "rebuild.engine.targets"): "rebuild/engine (everyday)",
-}
+CYCLES_WAITING: dict[tuple[str, ...], str] = {}
 
 
 def test_no_function_is_longer_than_80_lines() -> None:
