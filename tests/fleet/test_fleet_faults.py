@@ -118,7 +118,7 @@ def test_broker_killed_while_jobs_are_queued_loses_none(
     wait_for("a job in flight", lambda: status(rig.broker)["running"], timeout=120)
     # Again, with jobs in flight and workers connected.
     redis_server.kill()
-    time.sleep(1)
+    time.sleep(1)  # not a wait for anything: an outage long enough for every poller to hit it
     redis_server.start()
 
     for rel in releases:
@@ -189,9 +189,11 @@ def test_poison_job_ends_as_one_failed_attestation_after_bounded_attempts(
     key = f"{rel.sha256}-{rel.recipe_sha256}"
     attempts = redis_server.client().hget(Keys.attempts, key)
     assert attempts == b"3"
-    # Nothing keeps trying: a few seconds later the count has not moved.
-    time.sleep(5)
-    assert redis_server.client().hget(Keys.attempts, key) == b"3"
+    # Nothing keeps trying. Every attempt starts from a message that is waiting,
+    # delayed (a scheduled retry) or in flight, and shows as running while it
+    # builds; the settled state has none of those after the third attempt, so
+    # no fourth can start (no sleep needed to see that nothing happens). The
+    # publisher's queue is empty too: the one failed attestation is all there is.
     assert len(_attested(rig, keys, rel.sha256, rel.recipe_sha256)) == 1
 
 
