@@ -22,9 +22,11 @@ from verify.dsse import verify_envelope
 from verify.errors import FormatError, TrustError
 from verify.intoto import (
     MAX_TIME,
+    NORMALIZATION_RULES,
     VERDICTS,
     EnvironmentRef,
     GitSource,
+    Normalization,
     RebuildPredicate,
     ReleasePredicate,
     SdistSource,
@@ -124,15 +126,17 @@ def test_any_field_of_a_statement_replaced_by_junk_is_only_a_format_error(
 
 
 # Well-formed values, built from the rules in docs/formats.md (not filtered from junk):
-# text without control characters, tokens without white space either, lowercase hex.
-_text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
-_token = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Z")), min_size=1, max_size=40)
+# text without control or invisible characters (format characters, line and
+# paragraph separators), tokens without white space either, lowercase hex.
+_safe = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"))
+_text = st.text(_safe, min_size=1, max_size=40)
+_token = st.text(
+    st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Z")), min_size=1, max_size=40
+)
 _token = _token.filter(lambda t: not any(ch.isspace() for ch in t))
 _sha256 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 _commit = st.binary(min_size=20, max_size=20).map(bytes.hex)
-_recipe = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs")) | st.sampled_from("\n\r\t"), min_size=1
-)
+_recipe = st.text(_safe | st.sampled_from("\n\r\t"), min_size=1)
 _source = st.builds(GitSource, _token, _token, _commit) | st.builds(SdistSource, _token, _sha256)
 _subject = st.builds(
     Subject, _text.filter(lambda n: "/" not in n and n not in (".", "..")), _sha256
@@ -154,8 +158,15 @@ def statements(draw: st.DrawFn) -> Statement:
         return make_statement(subjects, release)
     subject = draw(_subject)
     verdict = draw(st.sampled_from(VERDICTS))
-    rebuilt = {"reproduced": subject.sha256, "mismatch": draw(_sha256)}.get(verdict)
-    assume(verdict != "mismatch" or rebuilt != subject.sha256)
+    other = draw(_sha256)
+    rebuilt = {"reproduced": subject.sha256, "mismatch": other, "equivalent": other}.get(verdict)
+    assume(verdict == "reproduced" or rebuilt != subject.sha256)
+    normalization = None
+    if verdict == "equivalent":
+        chosen = draw(st.sets(st.sampled_from(NORMALIZATION_RULES), min_size=1))
+        normalized = draw(_sha256)
+        rules = tuple(r for r in NORMALIZATION_RULES if r in chosen)
+        normalization = Normalization(rules, normalized, normalized)
     started, finished = sorted(draw(st.lists(st.integers(0, MAX_TIME), min_size=2, max_size=2)))
     rebuild = RebuildPredicate(
         package=draw(_token),
@@ -168,8 +179,9 @@ def statements(draw: st.DrawFn) -> Statement:
         started_at=started,
         finished_at=finished,
         rebuilt_sha256=rebuilt,
-        diff_report_sha256=draw(_sha256) if verdict == "mismatch" else None,
+        diff_report_sha256=draw(_sha256) if verdict in ("equivalent", "mismatch") else None,
         causes=tuple(draw(st.lists(_text, max_size=3))),
+        normalization=normalization,
     )
     return make_statement([subject], rebuild)
 
