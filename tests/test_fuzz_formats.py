@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +139,9 @@ _sha256 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 _commit = st.binary(min_size=20, max_size=20).map(bytes.hex)
 _recipe = st.text(_safe | st.sampled_from("\n\r\t"), min_size=1)
 _source = st.builds(GitSource, _token, _token, _commit) | st.builds(SdistSource, _token, _sha256)
+_file_name = _text.map(lambda n: unicodedata.normalize("NFC", n))  # one spelling per name
 _subject = st.builds(
-    Subject, _text.filter(lambda n: "/" not in n and n not in (".", "..")), _sha256
+    Subject, _file_name.filter(lambda n: "/" not in n and n not in (".", "..")), _sha256
 )
 
 
