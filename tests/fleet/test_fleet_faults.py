@@ -221,7 +221,13 @@ def test_new_releases_are_rebuilt_by_two_workers_and_shown_with_report_links(
     assert reproduced.verdict == "reproduced"
     assert mismatch.verdict == "mismatch" and mismatch.diff_report_sha256 is not None
     assert "content:build-info.txt" in mismatch.causes
-    assert settled["verdicts"] == {"reproduced": 1, "mismatch": 1, "failed": 0, "error": 0}
+    assert settled["verdicts"] == {
+        "reproduced": 1,
+        "equivalent": 0,
+        "mismatch": 1,
+        "failed": 0,
+        "error": 0,
+    }
     ids = {w["id"].rsplit(":", 1)[1] for w in settled["workers"] if w["alive"]}
     assert {str(a.proc.pid), str(b.proc.pid)} <= ids
 
