@@ -145,8 +145,13 @@ def test_413_closes_the_connection_instead_of_reading_the_body(log: Server) -> N
     t = threading.Thread(target=pump)
     t.start()
     answer = b""
-    while chunk := s.recv(65536):
-        answer += chunk
+    try:
+        while chunk := s.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        # The server closed with our unread body in its buffer, so its kernel
+        # sent a reset after the answer; the answer itself was read before it.
+        pass
     stop.set()
     t.join(timeout=30)
     s.close()
