@@ -121,7 +121,7 @@ def main() -> None:
     else:
         wkey = make_key(tmp, "w.flood.bench")
         cmd = ["witness", "serve", "--key", str(wkey), "--state", str(tmp / "ws")]
-        cmd += ["--log", f"{log_key}.pub"]
+        cmd += ["--log-key", f"{log_key}.pub"]
         note = sign_checkpoint(
             Checkpoint("flood.log.bench", 0, EMPTY_ROOT), load_signing_key(log_key)
         )

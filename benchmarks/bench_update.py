@@ -83,7 +83,7 @@ def bench_update(base: Path, runs: int, mb: int) -> None:
             r = subprocess.run(
                 [sys.executable, "-m", "rebuild", "update", "--policy", str(policy_path),
                  "--package", "hello-phar", "--install-dir", str(d), "--mirror", server.url,
-                 "--ca-bundle", str(tls.ca_bundle), "--json"],
+                 "--mirror-ca-bundle", str(tls.ca_bundle), "--json"],
                 env=cli_env(), capture_output=True, text=True, check=False,
             )  # fmt: skip
             cli.append(time.perf_counter() - t0)

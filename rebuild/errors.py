@@ -11,7 +11,15 @@ from __future__ import annotations
 
 
 class RebuildError(Exception):
-    """Base class of every error raised by :mod:`rebuild`."""
+    """Base class of every error raised by :mod:`rebuild`.
+
+    ``hint`` (optional) tells the user what to try next: the CLI prints it
+    on its own line and puts it in the JSON envelope's ``error.hint``.
+    """
+
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        super().__init__(*args)
+        self.hint = hint
 
 
 class OperationalError(RebuildError):

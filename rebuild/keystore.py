@@ -17,6 +17,7 @@ from rebuild.fsio import atomic_write, read_text_bounded
 from verify.errors import KeyFormatError, PassphraseError
 from verify.keys import (
     MAX_KEY_TEXT,
+    PRIVATE_KEY_PREFIX,
     SigningKey,
     VerifierKey,
     decode_secret_key_file,
@@ -57,8 +58,10 @@ def generate_key_files(
             raise StorageError(f"{p}: already exists; refusing to overwrite")
     try:
         key = SigningKey.generate(name)
-    except KeyFormatError as e:
-        raise UsageError(f"invalid key name {name!r}: {e}") from None
+    except KeyFormatError:
+        raise UsageError(
+            f"invalid key name {name!r}: a name must be non-empty, without '+' or white space"
+        ) from None
     secret = encode_secret_key_file(key, passphrase, **kdf)
     atomic_write(out, secret, mode=0o600, overwrite=False)
     try:
@@ -87,11 +90,7 @@ def read_secret_key_file(p: Path) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"{p}: not a regular file; a secret key must be a file")
-        if st.st_mode & 0o077:
-            raise InputError(
-                f"{p}: secret key is accessible by group or others (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); refusing to use it: chmod 600 {p}"
-            )
+        open_to_others = st.st_mode & 0o077
         chunks: list[bytes] = []
         size = 0
         while size <= MAX_KEY_TEXT:
@@ -106,7 +105,15 @@ def read_secret_key_file(p: Path) -> bytes:
         os.close(fd)
     if size > MAX_KEY_TEXT:
         raise InputError(f"{p}: larger than the {MAX_KEY_TEXT}-byte limit")
-    return b"".join(chunks)
+    data = b"".join(chunks)
+    if open_to_others:
+        if _is_verifier_key(data):  # a .pub given for the secret key: say that, not chmod
+            raise _verifier_key_given(p)
+        raise InputError(
+            f"{p}: secret key is accessible by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); refusing to use it: chmod 600 {p}"
+        )
+    return data
 
 
 def load_signing_key(path: str | os.PathLike[str], passphrase_env: str | None = None) -> SigningKey:
@@ -125,6 +132,8 @@ def load_signing_key(path: str | os.PathLike[str], passphrase_env: str | None = 
     try:
         return decode_secret_key_file(data, passphrase)
     except KeyFormatError as e:
+        if _is_verifier_key(data):
+            raise _verifier_key_given(p) from None
         raise InputError(f"{p}: {e}") from None
     except PassphraseError as e:
         raise InputError(f"{p}: {e}") from None
@@ -149,13 +158,46 @@ def load_verifier_key(spec: str | os.PathLike[str]) -> VerifierKey:
     p = Path(text)
     if _is_file(p):
         text = read_text_bounded(p, MAX_KEY_TEXT).strip()
+        if text.startswith(PRIVATE_KEY_PREFIX) or secret_key_file_is_encrypted(text.encode()):
+            raise _secret_key_error(p)
         try:
             return VerifierKey.parse(text)
         except KeyFormatError as e:
             raise InputError(f"{p}: {e}") from None
+    if text.startswith(PRIVATE_KEY_PREFIX):
+        raise _secret_key_error(None)
     try:
         return VerifierKey.parse(text)
     except KeyFormatError as e:
         if text.count("+") >= 2:
             raise InputError(f"verifier key {text[:80]!r}: {e}") from None
         raise InputError(f"{p}: no such file (and not a verifier key)") from None
+
+
+def _verifier_key_given(p: Path) -> InputError:
+    secret = p.with_name(p.name.removesuffix(".pub"))
+    return InputError(
+        f"{p}: this is a verifier (public) key, not a secret key file",
+        hint=f"pass the secret key file ({secret})" if secret != p else None,
+    )
+
+
+def _is_verifier_key(data: bytes) -> bool:
+    try:
+        VerifierKey.parse(data.decode("utf-8"))
+    except (UnicodeDecodeError, KeyFormatError):
+        return False
+    return True
+
+
+def _secret_key_error(path: Path | None) -> InputError:
+    """A secret key where a public one is expected: say so, and echo none of it."""
+    if path is None:
+        return InputError(
+            "this is a secret key, not a verifier key",
+            hint="give its verifier key: the .pub file next to the secret key file",
+        )
+    return InputError(
+        f"{path}: this is a secret key file, not a verifier key; pass {path}.pub",
+        hint=f"rebuild key generate wrote the verifier key to {path}.pub",
+    )

@@ -14,6 +14,7 @@ The format is documented in docs/formats.md ("Recipe").
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -86,6 +87,11 @@ class Recipe:
     @property
     def env_dict(self) -> dict[str, str]:
         return dict(self.env)
+
+    def builds(self, artifact_name: str) -> bool:
+        """Whether an artifact named ``artifact_name`` is one of the build's outputs:
+        a rebuild compares the published file with the output of the same name."""
+        return any(fnmatch.fnmatchcase(artifact_name, p) for p in self.outputs)
 
 
 def recipe_digest(data: bytes) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rebuild.errors import InputError, UsageError
 from rebuild.fsio import read_bounded
+from rebuild.log.urls import check_url
 from rebuild.recipe import Recipe
 from verify.dsse import MAX_ENVELOPE_SIZE
 from verify.errors import DigestMismatchError, FormatError, VerifyError
@@ -61,10 +62,13 @@ def release_statement(
     *,
     package: str | None = None,
     version: str | None = None,
+    url: str | None = None,
 ) -> Statement:
     """The release statement for ``artifacts`` built by ``recipe``.
 
-    ``package``/``version``, when given, must agree with the recipe: a
+    ``url``, when given, is where the artifact can be downloaded (a directory
+    URL ending in ``/`` gets the file name appended). ``package``/``version``,
+    when given, must agree with the recipe: a
     maintainer who says "this is 1.0.1" while holding the 1.0.0 recipe is
     about to sign the wrong thing.
     """
@@ -74,9 +78,23 @@ def release_statement(
         raise UsageError(f"--version {version} does not match the recipe's {recipe.version}")
     subjects: list[Subject] = []
     for a in artifacts:
+        if not recipe.builds(a.name):
+            # A rebuilder compares the published file with the build output of
+            # the same name: a release no output matches can never be reproduced.
+            outputs = ", ".join(recipe.outputs)
+            raise UsageError(
+                f"{a}: its name matches none of the recipe's outputs ({outputs}), so no "
+                "rebuild could ever reproduce it",
+                hint=f"publish the artifact under the name the build gives it ({outputs}), "
+                "or change the recipe's [build] outputs",
+            )
         digest = sha256_file(a)
+        location = None
+        if url is not None:
+            check_url(url, "--url")
+            location = url + a.name if url.endswith("/") else url
         try:
-            subjects.append(Subject(a.name, digest))
+            subjects.append(Subject(a.name, digest, location))
         except FormatError as e:
             raise InputError(f"{a}: unusable as a statement subject: {e}") from None
     predicate = ReleasePredicate(

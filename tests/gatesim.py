@@ -12,8 +12,10 @@ many variations quickly.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from verify.bundle import Bundle, ConsistencyProof, LoggedEnvelope
 from verify.checkpoint import Checkpoint, sign_checkpoint
@@ -220,3 +222,18 @@ def honest(world: World, artifact: bytes = b"<?php echo 'hello';\n") -> tuple[by
     atts = [world.attest(artifact, k) for k in world.rebuilder_keys]
     world.add(release, *atts)
     return artifact, world.bundle(release, atts)
+
+
+def write_gate_inputs(directory: Path, artifact: bytes, name: str = "hello.phar") -> None:
+    """An accepted release for ``rebuild gate`` in ``directory``: the artifact ``name``,
+    its bundle ``b.json`` (cosigned now: the CLI reads the real clock), ``tlog.policy``
+    and ``policy.toml``."""
+    w = World()
+    release = w.release(artifact)
+    atts = [w.attest(artifact, k) for k in w.rebuilder_keys]
+    w.add(release, *atts)
+    note = w.checkpoint(cosign_time=int(time.time()))
+    (directory / name).write_bytes(artifact)
+    (directory / "b.json").write_bytes(w.bundle(release, atts, note))
+    (directory / "tlog.policy").write_text(w.tlog_policy())
+    (directory / "policy.toml").write_text(w.policy_toml())

@@ -96,7 +96,7 @@ class LogHandle:
     def add(self, tag: str, data: bytes, directory: Path) -> Logged:
         path = directory / f"{self.name}-{tag}.json"
         path.write_bytes(data)
-        doc = _cli_json("log", "add", "--log", self.url, str(path))
+        doc = _cli_json("log", "add", "--log", self.url, "--wait", str(path))
         logged = Logged(data, int(doc["index"]), doc.get("proof"))
         self.entries[tag] = logged
         return logged
@@ -158,7 +158,7 @@ class RealWorld:
         args = ["witness", "serve", "--key", str(key), "--state", str(self.root / state)]
         args += ["--listen", "127.0.0.1:0"]
         for pub in log_pubs:
-            args += ["--log", vkey(pub)]
+            args += ["--log-key", vkey(pub)]
         server = Server(args, self.root / f"{state}.out")
         self.servers.append(server)
         return server

@@ -18,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+# The sample recipe (its build names its output hello.phar).
+RECIPE = ROOT / "fixtures" / "recipes" / "hello-phar.recipe.toml"
 PYTHON = sys.executable
 
 
@@ -156,3 +158,10 @@ def open_idle(host: str, port: int, sources: Sequence[str], n: int) -> list[sock
             raise OSError(err, f"connect from {sources[i % len(sources)]} failed")
         socks.append(s)
     return socks
+
+
+def closed_port() -> int:
+    """A loopback port where nothing listens (a connection is refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -40,7 +40,14 @@ def _add(server: Server, tmp: Path, directory: Path, envelopes: list[bytes]) -> 
         f = directory / f"entry{i}.json"
         f.write_bytes(data)
         r = run_cli(
-            "log", "add", "--log", server.url, "--ca-bundle", str(tmp / "ca.pem"), str(f), "--wait"
+            "log",
+            "add",
+            "--log",
+            server.url,
+            "--log-ca-bundle",
+            str(tmp / "ca.pem"),
+            str(f),
+            "--wait",
         )
         assert r.returncode == 0, r.stderr
 
@@ -89,7 +96,7 @@ def _bundle(served: tuple[World, Server, Path], *extra: str) -> tuple[Any, Any]:
         "bundle",
         "--log",
         server.url,
-        "--ca-bundle",
+        "--log-ca-bundle",
         str(tmp / "ca.pem"),
         "--artifact",
         str(tmp / "hello.phar"),
@@ -149,7 +156,7 @@ def test_since_size_beyond_the_log_is_refused(served: tuple[World, Server, Path]
         "bundle",
         "--log",
         server.url,
-        "--ca-bundle",
+        "--log-ca-bundle",
         str(tmp / "ca.pem"),
         "--artifact",
         str(tmp / "hello.phar"),
@@ -175,7 +182,7 @@ def test_an_artifact_without_a_release_in_the_log(
         "bundle",
         "--log",
         server.url,
-        "--ca-bundle",
+        "--log-ca-bundle",
         str(tmp / "ca.pem"),
         "--artifact",
         str(tmp_path / "x.phar"),
@@ -193,7 +200,7 @@ def test_two_releases_for_one_artifact_need_a_policy(
     art = b"<?php echo 'contested';\n"
     (tmp_path / "c.phar").write_bytes(art)
     _add(server, tmp, tmp_path, [w.release(art), w.release(art, signer=ROGUE)])
-    base = ["bundle", "--log", server.url, "--ca-bundle", str(tmp / "ca.pem")]
+    base = ["bundle", "--log", server.url, "--log-ca-bundle", str(tmp / "ca.pem")]
     base += ["--artifact", str(tmp_path / "c.phar"), "--out", str(rogue)]
     r = run_cli(*base)
     assert r.returncode == 2 and "several release statements" in r.stderr

@@ -125,7 +125,7 @@ def test_json_output_never_loads_rich(tmp_path: Path) -> None:
 def test_json_error_never_loads_rich(tmp_path: Path) -> None:
     code, text, modules = probe("key", "show", str(tmp_path / "missing.key"), "--json")
     assert code == 2
-    assert json.loads(text)["error"]["exit_code"] == 2
+    assert json.loads(text)["exit_code"] == 2
     assert "rich" not in top_level(modules)
 
 

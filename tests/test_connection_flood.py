@@ -138,7 +138,7 @@ def test_witness_keeps_cosigning_while_flooded(tmp_path: Path) -> None:
     wkey = make_key(tmp_path, "w.flood.test")
     witness = Server(
         ["witness", "serve", "--key", str(wkey), "--state", str(tmp_path / "ws"),
-         "--listen", "127.0.0.1:0", "--log", f"{tmp_path / 'flood.log.test'}.pub",
+         "--listen", "127.0.0.1:0", "--log-key", f"{tmp_path / 'flood.log.test'}.pub",
          "--max-per-client", "300"],
         tmp_path / "w.out",
         prefix=FD_LIMIT,

@@ -11,7 +11,6 @@ disabled) the matching outcome fails and so does this test.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests import clijson
 from tests.logutil import run_cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -42,7 +42,7 @@ EXPECTED: dict[str, str | None] = {
 def _run_demo(*args: str) -> tuple[int, dict[str, Any], str]:
     r = run_cli("demo", *args, "--json", timeout=900)
     try:
-        doc = json.loads(r.stdout)
+        doc = clijson.envelope(r.stdout, r.returncode, "demo")
     except ValueError as e:
         raise AssertionError(f"not one JSON document (exit {r.returncode}): {r.stdout}") from e
     assert isinstance(doc, dict)

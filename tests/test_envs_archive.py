@@ -217,7 +217,7 @@ def test_tampered_deb_makes_the_import_command_exit_1(
     bad = _rewrite(_export(env, tmp_path), tmp_path / "bad.tar", _tamper_deb)
     store = tmp_path / "store-b"
     assert main(["env", "import", str(bad), "--store", str(store), "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["error"]["kind"] == "DigestMismatchError"
+    assert json.loads(capsys.readouterr().out)["reason"]["kind"] == "DigestMismatchError"
     assert not (store / "sha256").exists() or not any((store / "sha256").iterdir())
 
 

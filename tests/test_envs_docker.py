@@ -484,7 +484,7 @@ def test_build_refuses_a_mirror_serving_other_bytes_for_a_pinned_package(
     evil = make_deb(tmp_path, "probe-tool", "1.0", script="#!/bin/sh\necho pwned\n")
     p.mirror.overrides[pinned.filename] = evil.read_bytes()
     assert main(p.build_args()) == 1
-    error = json.loads(capsys.readouterr().out)["error"]
+    error = json.loads(capsys.readouterr().out)["reason"]  # a negative verdict: exit 1
     assert error["kind"] == "DigestMismatchError"
     assert "probe-tool=1.0" in error["message"] and pinned.sha256 in error["message"]
     assert hashlib.sha256(evil.read_bytes()).hexdigest() in error["message"]
@@ -521,7 +521,7 @@ def test_exported_image_is_imported_and_tagged_only_after_its_checks(
     swapped = tmp_path / "swapped.tar"
     _swap_image(archive, swapped, base.id, tmp_path)
     assert main([*imp[:2], str(swapped), *imp[3:]]) == 1
-    assert "not labelled with lock" in json.loads(capsys.readouterr().out)["error"]["message"]
+    assert "not labelled with lock" in json.loads(capsys.readouterr().out)["reason"]["message"]
     assert find_image(p.lock) is None
 
 

@@ -38,6 +38,7 @@ from verify.intoto import (
     verify_statement,
 )
 from verify.keys import SigningKey
+from verify.parsing import unsafe_character
 
 KEY = SigningKey("fuzz.example", b"\x05" * 32)
 RECIPE_TEXT = '[package]\nname = "x"\n'
@@ -127,21 +128,29 @@ def test_any_field_of_a_statement_replaced_by_junk_is_only_a_format_error(
 
 
 # Well-formed values, built from the rules in docs/formats.md (not filtered from junk):
-# text without control or invisible characters (format characters, line and
-# paragraph separators), tokens without white space either, lowercase hex.
-_safe = st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Zl", "Zp"))
-_text = st.text(_safe, min_size=1, max_size=40)
-_token = st.text(
-    st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Z")), min_size=1, max_size=40
-)
+# text without control or invisible characters, tokens without white space either,
+# lowercase hex.
+_text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
+_text = _text.filter(lambda t: unsafe_character(t) is None)
+_LAYOUT = dict.fromkeys(map(ord, "\n\r\t"))  # the layout a recipe may hold
+_token = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Z")), min_size=1, max_size=40)
 _token = _token.filter(lambda t: not any(ch.isspace() for ch in t))
+_token = _token.filter(lambda t: unsafe_character(t) is None)
 _sha256 = st.binary(min_size=32, max_size=32).map(bytes.hex)
 _commit = st.binary(min_size=20, max_size=20).map(bytes.hex)
-_recipe = st.text(_safe | st.sampled_from("\n\r\t"), min_size=1)
+_recipe = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")) | st.sampled_from("\n\r\t"), min_size=1
+)
+_recipe = _recipe.filter(lambda t: unsafe_character(t.translate(_LAYOUT)) is None)
 _source = st.builds(GitSource, _token, _token, _commit) | st.builds(SdistSource, _token, _sha256)
-_file_name = _text.map(lambda n: unicodedata.normalize("NFC", n))  # one spelling per name
 _subject = st.builds(
-    Subject, _file_name.filter(lambda n: "/" not in n and n not in (".", "..")), _sha256
+    Subject,
+    _text.filter(
+        lambda n: (
+            "/" not in n and n not in (".", "..") and unicodedata.is_normalized("NFC", n)
+        )  # one spelling per name
+    ),
+    _sha256,
 )
 
 
@@ -161,14 +170,12 @@ def statements(draw: st.DrawFn) -> Statement:
     subject = draw(_subject)
     verdict = draw(st.sampled_from(VERDICTS))
     other = draw(_sha256)
-    rebuilt = {"reproduced": subject.sha256, "mismatch": other, "equivalent": other}.get(verdict)
-    assume(verdict == "reproduced" or rebuilt != subject.sha256)
-    normalization = None
-    if verdict == "equivalent":
-        chosen = draw(st.sets(st.sampled_from(NORMALIZATION_RULES), min_size=1))
-        normalized = draw(_sha256)
-        rules = tuple(r for r in NORMALIZATION_RULES if r in chosen)
-        normalization = Normalization(rules, normalized, normalized)
+    rebuilt = {"reproduced": subject.sha256, "equivalent": other, "mismatch": other}.get(verdict)
+    assume(verdict not in ("equivalent", "mismatch") or rebuilt != subject.sha256)
+    compared = verdict in ("equivalent", "mismatch")
+    normalized = draw(_sha256)
+    rules = draw(st.lists(st.sampled_from(NORMALIZATION_RULES), min_size=1, unique=True))
+    canonical = tuple(r for r in NORMALIZATION_RULES if r in rules)
     started, finished = sorted(draw(st.lists(st.integers(0, MAX_TIME), min_size=2, max_size=2)))
     rebuild = RebuildPredicate(
         package=draw(_token),
@@ -181,9 +188,11 @@ def statements(draw: st.DrawFn) -> Statement:
         started_at=started,
         finished_at=finished,
         rebuilt_sha256=rebuilt,
-        diff_report_sha256=draw(_sha256) if verdict in ("equivalent", "mismatch") else None,
+        diff_report_sha256=draw(_sha256) if compared else None,
+        normalization=(
+            Normalization(canonical, normalized, normalized) if verdict == "equivalent" else None
+        ),
         causes=tuple(draw(st.lists(_text, max_size=3))),
-        normalization=normalization,
     )
     return make_statement([subject], rebuild)
 

@@ -109,6 +109,8 @@ def test_generate_rejects_names_c2sp_forbids(
     code, _, err = run(capsys, "key", "generate", name, "--out", tmp_path / "k")
     assert code == 2
     assert_one_line_error(err, "invalid key name")
+    assert err.count("invalid key name") == 1, err  # the reason once, not twice
+    assert "'+'" in err and "white space" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -309,7 +311,7 @@ def test_broken_verifier_key_file_is_a_one_line_error_naming_it(
     statement = tmp_path / "s.json"
     statement.write_text("{}")
     code, _, err = run(
-        capsys, "release", "verify", artifact, "--statement", statement, "--key-file", pub
+        capsys, "release", "verify", artifact, "--statement", statement, "--maintainer-key", pub
     )
     assert code == 2
     assert_one_line_error(err, pub, message)
@@ -324,3 +326,76 @@ def test_the_installed_entry_point_generates_keys(tmp_path: Path) -> None:
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert again.returncode == 2
     assert again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
+
+
+# -- a secret key where a verifier key belongs ---------------------------------------------
+
+
+def _secret_key_material(path: Path) -> list[str]:
+    """Every run of 12+ characters of the secret key file that could leak it."""
+    text = path.read_text()
+    words = text.replace('"', " ").replace("+", " ").replace(",", " ").split()
+    return [w for w in words if len(w) >= 12 and not w.startswith("rebuild-secret-key")]
+
+
+@pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
+def test_a_secret_key_passed_as_the_maintainer_key_is_named_and_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], encrypted: bool
+) -> None:
+    """A user who passes the secret key file where its .pub belongs learns which
+    file to pass, and the error (a log line, a CI transcript) shows none of the key."""
+    secret = tmp_path / "maint.key"
+    generate_key_files("maint.example", secret, b"s3cret" if encrypted else None, **FAST_KDF)
+    artifact = tmp_path / "a"
+    artifact.write_bytes(b"x")
+    code, out, err = run(
+        capsys, "release", "verify", artifact, "--statement", tmp_path / "s.json",
+        "--maintainer-key", secret, "--json",
+    )  # fmt: skip
+    assert code == 2
+    assert f"{secret}: this is a secret key file" in err
+    assert f"pass {secret}.pub" in err
+    for material in _secret_key_material(secret):
+        assert material not in err and material not in out, material
+    doc = json.loads(out)
+    assert doc["error"]["kind"] == "InputError" and "secret key file" in doc["error"]["message"]
+
+
+def test_a_secret_key_given_literally_as_a_verifier_key_is_not_echoed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key = SigningKey.generate("lit.example")
+    literal = key.encode()
+    code, out, err = run(
+        capsys, "release", "verify", tmp_path / "a", "--statement", tmp_path / "s.json",
+        "--maintainer-key", literal,
+    )  # fmt: skip
+    assert code == 2
+    assert "this is a secret key, not a verifier key" in err
+    # PRIVATE+KEY+<name>+<id>+<base64>, and the base64 itself may hold "+"
+    secret = literal.split("+", 4)[4]
+    assert len(secret) > 40 and secret not in err + out
+
+
+def test_a_verifier_key_passed_as_a_secret_key_says_which_file_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "maint.key"
+    generate_key_files("maint.example", secret, None)
+    code, _, err = run(capsys, "key", "show", f"{secret}.pub")
+    assert code == 2
+    assert "this is a verifier (public) key, not a secret key file" in err
+    assert f"pass the secret key file ({secret})" in err
+
+
+def test_a_long_garbage_key_name_is_shown_truncated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pub = tmp_path / "odd.pub"
+    pub.write_text("x y" * 400 + "+abcdef01+AAAA")
+    code, _, err = run(
+        capsys, "release", "verify", tmp_path / "a", "--statement", tmp_path / "s.json",
+        "--maintainer-key", pub,
+    )  # fmt: skip
+    assert code == 2
+    assert "chars)" in err and len(err) < 400, err

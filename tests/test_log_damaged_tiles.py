@@ -16,6 +16,7 @@ import pytest
 
 from rebuild.keystore import load_signing_key
 from rebuild.log.store import LogStore, Pending
+from tests import clijson
 from tests.logutil import envelope, make_key, run_cli, start_log
 from verify import merkle
 
@@ -37,7 +38,9 @@ def _flip(path: Path, offset: int = 100) -> None:
 def _fsck(directory: Path) -> tuple[int, dict[str, object]]:
     r = run_cli("log", "fsck", "--dir", str(directory), "--json")
     assert "Traceback" not in r.stderr
-    return r.returncode, json.loads(r.stdout)
+    doc = clijson.envelope(r.stdout, r.returncode, "log fsck")
+    assert doc["verdict"] == ("intact" if r.returncode == 0 else "damaged"), doc
+    return r.returncode, doc
 
 
 def _follow(url: str, state: Path, key: Path) -> tuple[int, dict[str, object]]:
@@ -45,7 +48,7 @@ def _follow(url: str, state: Path, key: Path) -> tuple[int, dict[str, object]]:
         "log", "follow", "--log", url, "--state", str(state), "--log-key", f"{key}.pub",
         "--once", "--json",
     )  # fmt: skip
-    return r.returncode, json.loads(r.stdout)
+    return r.returncode, clijson.envelope(r.stdout, r.returncode, "log follow")
 
 
 # 300 entries: full tile/entries/000 and tile/0/000, partials 001.p/44, tile/1/000.p/1
@@ -138,7 +141,7 @@ def test_monitor_on_first_contact_refuses_a_log_serving_damaged_tiles(
     finally:
         server.stop()
     assert code == 1, doc
-    assert "do not reproduce" in str(doc["error"])
+    assert doc["verdict"] == "fork" and "do not reproduce" in str(doc["reason"])
     assert not (tmp_path / "mon" / "checkpoint.json").exists()
 
 

@@ -87,7 +87,7 @@ def test_monitor_reports_a_forked_log_as_a_security_error(tmp_path: Path) -> Non
     with _serving(tmp_path / "forked", key, tmp_path / "s2.log") as s:
         code, doc = _follow(s.url, state, key)
     assert code == 1
-    error = doc["error"]
+    error = doc["reason"]
     assert isinstance(error, dict) and error["kind"] == "ForkError"
     assert "not consistent" in str(error["message"])
     assert list(state.glob("fork-evidence-*.txt"))
@@ -105,7 +105,7 @@ def test_monitor_reports_two_roots_for_one_size(tmp_path: Path) -> None:
         assert _follow(s.url, state, key)[0] == 0
     with _serving(tmp_path / "forked", key, tmp_path / "s2.log") as s:
         code, doc = _follow(s.url, state, key)
-    assert code == 1 and "two different roots" in str(doc["error"])
+    assert code == 1 and "two different roots" in str(doc["reason"])
 
 
 def test_monitor_rejects_tiles_that_do_not_match_the_signed_root(tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_monitor_rejects_tiles_that_do_not_match_the_signed_root(tmp_path: Path)
     with _serving(tmp_path / "log", key, tmp_path / "s.log") as s:
         (tmp_path / "log/tile/0/000.p/3").write_bytes(bytes(96))
         code, doc = _follow(s.url, tmp_path / "mon", key)
-    assert code == 1 and "do not reproduce" in str(doc["error"])
+    assert code == 1 and "do not reproduce" in str(doc["reason"])
 
 
 def test_monitor_refuses_a_checkpoint_signed_by_another_key(tmp_path: Path) -> None:
@@ -151,8 +151,9 @@ def test_log_over_https_with_a_ca_bundle(tmp_path: Path) -> None:
             "--log",
             s.url,
             str(entry),
-            "--ca-bundle",
+            "--log-ca-bundle",
             str(tmp_path / "ca.pem"),
+            "--wait",
             "--json",
         )
         assert r.returncode == 0, r.stderr

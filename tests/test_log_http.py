@@ -278,7 +278,7 @@ def test_second_server_on_the_same_directory_refuses_to_start(log: Log) -> None:
 def test_cli_add_prove_and_verify_proof(log: Log, tmp_path: Path) -> None:
     entry = tmp_path / "entry.json"
     entry.write_bytes(envelope("cli"))
-    r = run_cli("log", "add", "--log", log.url, str(entry), "--json")
+    r = run_cli("log", "add", "--log", log.url, str(entry), "--wait", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     policy = tmp_path / "policy"

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from rebuild.log.client import LogClient
-from tests.logutil import Server, http_request, make_key, start_log
+from tests import clijson
+from tests.logutil import Server, http_request, make_key, run_cli, start_log
 from verify.dsse import sign_envelope
 from verify.keys import SigningKey
 
@@ -35,7 +36,7 @@ def _statement(tag: str) -> bytes:
             "_type": "https://in-toto.io/Statement/v1",
             "subject": [{"name": "hello-1.0.0.phar", "digest": {"sha256": ARTIFACT}}],
             "predicateType": "https://example.org/test/v1",
-            "predicate": {"tag": tag},
+            "predicate": {"tag": tag, "package": "hello-phar"},
         },
         sort_keys=True,
     ).encode()
@@ -113,6 +114,32 @@ def test_genuine_release_is_reachable_behind_a_junk_flood_by_paging(
     with LogClient(server.url) as client:
         assert client.lookup_subject(bytes.fromhex(ARTIFACT)) == seen
         assert genuine in seen and spoofed[0] in seen
+
+
+def test_genuine_release_is_found_by_package_behind_a_junk_flood(
+    flooded: tuple[Server, int, SigningKey, list[int]], tmp_path: Path
+) -> None:
+    """The same flood names the package: ``/lookup/package`` pages too, and ``rebuild log
+    find --package`` (which follows the pages) shows the genuine release, verified."""
+    server, genuine, maintainer, spoofed = flooded
+    status, data = http_request(server.url, "GET", "/lookup/package/hello-phar")
+    assert status == 200, data
+    first = json.loads(data)
+    assert len(first["indexes"]) == 1000 and genuine not in first["indexes"]
+    assert first["next_cursor"] == first["indexes"][-1] + 1
+    with LogClient(server.url) as client:
+        assert genuine in client.lookup_package("Hello_Phar")  # normalized like the index
+    pub = tmp_path / "maintainer.pub"
+    pub.write_text(maintainer.verifier_key().encode() + "\n")
+    r = run_cli(
+        "log", "find", "--log", server.url, "--package", "hello-phar",
+        "--trusted-key", str(pub), "--json",
+    )  # fmt: skip
+    doc = clijson.envelope(r.stdout, 0, "log find")
+    assert doc["found"] == 1024 + 1 + 5
+    [found] = [e for e in doc["entries"] if e["index"] == genuine]
+    assert found["verified_signers"] == [f"maintainer.example+{maintainer.verifier_key().key_id}"]
+    assert all(e["verified_signers"] == [] for e in doc["entries"] if e["index"] in spoofed)
 
 
 def test_keyid_filter_finds_the_trusted_signer_at_once(

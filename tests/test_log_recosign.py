@@ -44,7 +44,7 @@ def test_idle_log_gets_its_unchanged_checkpoint_cosigned_again(tmp_path: Path) -
     wkey = witness_key(load_signing_key(wkey_file))
     witness = Server(
         ["witness", "serve", "--key", str(wkey_file), "--state", str(tmp_path / "ws"),
-         "--listen", "127.0.0.1:0", "--log", f"{log_key}.pub"],
+         "--listen", "127.0.0.1:0", "--log-key", f"{log_key}.pub"],
         tmp_path / "witness.log",
     )  # fmt: skip
     log = None

@@ -1,6 +1,6 @@
 """End to end: two witnesses and a log on 127.0.0.1, all from the CLI, quorum 2.
 
-Concurrent clients add entries with ``rebuild log add --json``; every proof
+Concurrent clients add entries with ``rebuild log add --wait --json``; every proof
 they get back must verify offline with ``rebuild log verify-proof`` against a
 tlog-policy that demands both witnesses, and the published ``checkpoint``
 must carry both cosignatures. A monitor (``rebuild log follow``) then sees
@@ -45,7 +45,7 @@ def test_entries_from_concurrent_clients_verify_against_witness_cosigned_checkpo
                         str(tmp_path / f"ws{i}"),
                         "--listen",
                         "127.0.0.1:0",
-                        "--log",
+                        "--log-key",
                         f"{log_key}.pub",
                     ],
                     tmp_path / f"witness{i}.log",
@@ -79,7 +79,8 @@ def test_entries_from_concurrent_clients_verify_against_witness_cosigned_checkpo
                     "sh",
                     "-c",
                     " && ".join(
-                        f"'{PYTHON}' -m rebuild log add --log {log.url} --json '{f}' > '{f}.out'"
+                        f"'{PYTHON}' -m rebuild log add --log {log.url} --wait --json '{f}'"
+                        f" > '{f}.out'"
                         for f in files[c * PER_CLIENT : (c + 1) * PER_CLIENT]
                     ),
                 ],

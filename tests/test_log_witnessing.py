@@ -8,21 +8,14 @@ memory of what its witnesses saw must recover through their 409 answers.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import Server, envelope, make_key, run_cli, start_log
+from tests.logutil import Server, closed_port, envelope, make_key, run_cli, start_log
 from verify.cosignature import verify_cosignatures, witness_key
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_for_size(url: str, size: int, timeout: float = 30) -> str:
@@ -59,7 +52,7 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
             str(tmp_path / "ws1"),
             "--listen",
             "127.0.0.1:0",
-            "--log",
+            "--log-key",
             f"{log_key}.pub",
         ],
         tmp_path / "witness.log",
@@ -68,7 +61,7 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
     try:
         wvk = witness_key(load_signing_key(wk))
         other = witness_key(load_signing_key(make_key(tmp_path, "w2.quorum.test")))
-        down = f"http://127.0.0.1:{_closed_port()}"
+        down = f"http://127.0.0.1:{closed_port()}"
         strict = tmp_path / "strict.policy"
         strict.write_text(
             f"witness W1 {wvk} {w1.url}\nwitness W2 {other} {down}\n"
@@ -86,11 +79,15 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         log = start_log(
             str(tmp_path / "log"), str(log_key), tmp_path / "log1.log", "--witnesses", str(strict)
         )
+        # The log says (once) when it decided: W1 cosigned, the quorum was not
+        # met, and it did not publish.
+        log.wait_for(r"checkpoint \d+ waits for the witness quorum \(cosigned by W1\)")
+        before = _failures(log.url, "W2")
         r = run_cli("log", "add", "--log", log.url, str(entry))
         assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
-        # The log says when it decided: W1 cosigned, the quorum was not met,
-        # and it did not publish; twice, so the retry holds back as well.
-        log.wait_for(r"checkpoint 1: witness quorum not met \(cosigned by W1\)", count=2)
+        # Two more rounds (at least one wholly after the add, so for size 1):
+        # the retries hold back as well.
+        _wait_for_failures(log.url, "W2", before + 2)
         assert not (tmp_path / "log/checkpoint").exists()
         r = run_cli("log", "prove", "--log", log.url, str(entry))
         assert r.returncode == 2
@@ -105,12 +102,17 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         servers.append(log)
         note = _wait_for_size(log.url, 1)
         assert {c.key for c in verify_cosignatures(note, [wvk, other])} == {wvk}
+        log.wait_for(r"(?m)published checkpoint 1 cosigned by W1$")  # names, not a tuple
         entry2 = tmp_path / "e2.json"
         entry2.write_bytes(envelope("after restart"))
-        r = run_cli("log", "add", "--log", log.url, str(entry2), "--json")
+        r = run_cli("log", "add", "--log", log.url, str(entry2), "--wait", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["proof"]
         log.stop()
+        # The operator reads names, not a Python tuple.
+        served = (tmp_path / "log2.log").read_text()
+        assert "published checkpoint 1 cosigned by W1\n" in served, served
+        assert "('W1'" not in served
 
         # 3. once more, with the witness now ahead of a log process that knows nothing
         log = start_log(
@@ -119,9 +121,23 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         servers.append(log)
         entry3 = tmp_path / "e3.json"
         entry3.write_bytes(envelope("third"))
-        r = run_cli("log", "add", "--log", log.url, str(entry3), "--json")
+        r = run_cli("log", "add", "--log", log.url, str(entry3), "--wait", "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["index"] == 2
     finally:
         for s in servers:
             s.stop()
+
+
+def _failures(url: str, witness: str) -> int:
+    """How many requests in a row to ``witness`` failed, by ``rebuild log status``."""
+    r = run_cli("log", "status", "--log", url, "--json")
+    [w] = [w for w in json.loads(r.stdout)["witnesses"] if w["name"] == witness]
+    return int(w["failures_in_a_row"])
+
+
+def _wait_for_failures(url: str, witness: str, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _failures(url, witness) < count:
+        assert time.monotonic() < deadline, f"{witness}: fewer than {count} failures"
+        time.sleep(0.2)

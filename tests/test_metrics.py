@@ -43,7 +43,7 @@ def test_log_and_witness_metrics_show_entries_latency_age_and_witness_failures(
     wk = make_key(tmp_path, "w1.metrics.test")
     witness = Server(
         ["witness", "serve", "--key", str(wk), "--state", str(tmp_path / "ws"),
-         "--listen", "127.0.0.1:0", "--log", f"{log_key}.pub", "--metrics", "127.0.0.1:0"],
+         "--listen", "127.0.0.1:0", "--log-key", f"{log_key}.pub", "--metrics", "127.0.0.1:0"],
         tmp_path / "witness.out",
     )  # fmt: skip
     log: Server | None = None

@@ -91,7 +91,7 @@ def test_publish_then_serve_over_https_then_update(tmp_path: Path) -> None:
         assert _get(server.url + "/hello-phar/", ca) == 404
         assert _get(server.url + "/hello-phar/../../etc/passwd", ca) == 404
         install = tmp_path / "install"
-        r = update_cli(policy, install, [server.url], "--ca-bundle", str(ca))
+        r = update_cli(policy, install, [server.url], "--mirror-ca-bundle", str(ca))
         assert r.returncode == 0, r.stdout + r.stderr
         assert report(r)["status"] == "installed"
         assert installed(install) == ("1.0.0", v1.data)

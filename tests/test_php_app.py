@@ -9,9 +9,11 @@ which the container sees read-only. The test asks the application over HTTP
 which version it runs before and after.
 
 The container has no Python of its own, so the project's interpreter (its
-installation prefix) and source are bind-mounted read-only and a two-line
-``rebuild`` launcher runs them: how any deployment would put the ``rebuild``
-command into an application's image, without adding to the pinned one.
+executable, standard library and the shared libraries they link, whether it
+was built into its own prefix or is Debian's under /usr) and source are
+bind-mounted read-only and a two-line ``rebuild`` launcher runs them: how
+any deployment would put the ``rebuild`` command into an application's
+image, without adding to the pinned one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -71,27 +74,61 @@ def _http(url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def _python_mounts(launcher_dir: Path) -> list[str]:
-    """docker -v/-e arguments that make ``/opt/rebuild/bin/rebuild`` run this project."""
-    prefix = Path(sys.base_prefix)
-    if prefix == Path("/usr"):
-        raise AssertionError(
-            "this test mounts the interpreter's own prefix into the container; "
-            "a system Python under /usr cannot be mounted that way"
-        )
+# The C library is the image's (both are Debian bookworm); every other shared
+# library the interpreter and its standard library's modules link is the host's.
+_IMAGE_LIBRARIES = ("ld-linux", "libc.so", "libm.so", "libpthread.so", "libdl.so", "librt.so")
+
+
+def _host_libraries(binaries: list[Path], into: Path) -> None:
+    """Copy the shared libraries ``binaries`` link (by soname) into ``into``."""
+    into.mkdir(mode=0o755)
+    out = subprocess.run(
+        ["ldd", *map(str, binaries)], capture_output=True, text=True, check=False
+    ).stdout
+    for line in out.splitlines():
+        name, arrow, where = line.strip().partition(" => ")
+        if arrow and where.startswith("/") and not name.startswith(_IMAGE_LIBRARIES):
+            target = into / name
+            if not target.exists():
+                shutil.copyfile(where.split(" (")[0], target)
+                target.chmod(0o644)
+
+
+def _python_mounts(work: Path) -> list[str]:
+    """docker -v/-e arguments that make ``/opt/rebuild/bin/rebuild`` run this project.
+
+    The interpreter (its executable and standard library, wherever they live:
+    a Python built into its own prefix, or Debian's under /usr), the shared
+    libraries they link, this environment's packages and the source, all
+    read-only. The interpreter runs with ``-S``: the packages come from
+    PYTHONPATH, and a distribution's site hooks (Debian's sitecustomize)
+    point at files the image does not have.
+    """
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    exe = Path(sys.executable).resolve()
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    dynload = sorted((stdlib / "lib-dynload").glob("*.so"))
+    _host_libraries([exe, *dynload], work / "lib")
+    launcher_dir = work / "bin"
+    launcher_dir.mkdir(mode=0o755)
     launcher = launcher_dir / "rebuild"
-    launcher.write_text(f'#!/bin/sh\nexec /opt/python/bin/{version} -m rebuild "$@"\n')
+    launcher.write_text(
+        "#!/bin/sh\n"
+        "LD_LIBRARY_PATH=/opt/python/shared PYTHONHOME=/opt/python "
+        f'exec /opt/python/bin/{version} -S -m rebuild "$@"\n'
+    )
     launcher.chmod(0o755)
-    launcher_dir.chmod(0o755)
+    args = ["-v", f"{exe}:/opt/python/bin/{version}:ro"]
+    args += ["-v", f"{stdlib}:/opt/python/lib/{version}:ro"]
+    args += ["-v", f"{work / 'lib'}:/opt/python/shared:ro"]
+    args += ["-v", f"{ROOT}:/opt/rebuild/src:ro"]
     sites = [p for p in site.getsitepackages() if Path(p).is_dir()]
-    args = ["-v", f"{prefix}:/opt/python:ro", "-v", f"{ROOT}:/opt/rebuild/src:ro"]
     paths = ["/opt/rebuild/src"]
     for i, p in enumerate(sites):
         args += ["-v", f"{p}:/opt/rebuild/site{i}:ro"]
         paths.append(f"/opt/rebuild/site{i}")
     args += ["-v", f"{launcher_dir}:/opt/rebuild/bin:ro"]
-    args += ["-e", "LD_LIBRARY_PATH=/opt/python/lib", "-e", f"PYTHONPATH={':'.join(paths)}"]
+    args += ["-e", f"PYTHONPATH={':'.join(paths)}"]
     args += ["-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HOME=/tmp"]
     return args
 
@@ -141,8 +178,8 @@ def test_the_php_app_asks_through_the_daemon_and_is_served_from_the_new_release(
 
         # the application, as the web user, in the pinned php-8.2 environment
         port = _free_port()
-        launcher = base / "bin"
-        launcher.mkdir()
+        launcher = base / "python"
+        launcher.mkdir(mode=0o755)
         subprocess.run(
             [
                 "docker", "run", "-d", "--rm", "--name", container, "--network", "host",

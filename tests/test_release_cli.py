@@ -17,6 +17,7 @@ import pytest
 from rebuild.cli import main
 from rebuild.keystore import generate_key_files
 from rebuild.recipe import load_recipe
+from tests.logutil import RECIPE
 from verify.dsse import MAX_ENVELOPE_SIZE, sign_envelope
 from verify.intoto import (
     RELEASE_PREDICATE_TYPE,
@@ -29,7 +30,6 @@ from verify.intoto import (
 from verify.keys import ALG_COSIGNATURE_V1, SigningKey
 
 REPO = Path(__file__).resolve().parent.parent
-RECIPE = REPO / "fixtures" / "recipes" / "hello-phar.recipe.toml"
 FAST_KDF = {
     "opslimit": nacl.pwhash.argon2id.OPSLIMIT_MIN,
     "memlimit": nacl.pwhash.argon2id.MEMLIMIT_MIN,
@@ -78,7 +78,7 @@ class Release:
     def verify(self, statement: Path | None = None, *extra: str | Path) -> tuple[int, str, str]:
         return run(
             self.capsys, "release", "verify", self.artifact,
-            "--statement", statement or self.statement, "--key-file", self.pub, *extra,
+            "--statement", statement or self.statement, "--maintainer-key", self.pub, *extra,
         )  # fmt: skip
 
     def envelope(self) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def test_trojaned_artifact_is_rejected_with_exit_1(rel: Release) -> None:
     rel.artifact.write_bytes(b"<?php system($_GET['c']);\n")
     code, out, err = rel.verify(None, "--json")
     assert code == 1
-    assert json.loads(out)["error"]["kind"] == "DigestMismatchError"
+    assert json.loads(out)["reason"]["kind"] == "DigestMismatchError"
     one_line(err, rel.artifact, "is not covered by", rel.statement)
 
 
@@ -245,7 +245,7 @@ def test_broken_statement_file_is_exit_2_naming_it(rel: Release, mutate: Any, me
     rel.statement.write_bytes(mutate(raw, json.loads(raw)))
     code, out, err = rel.verify(None, "--json")
     assert code == 2
-    assert json.loads(out)["error"]["exit_code"] == 2
+    assert json.loads(out)["exit_code"] == 2
     one_line(err, rel.statement, message)
 
 
@@ -350,7 +350,7 @@ def test_exit_codes_of_the_real_process(rel: Release) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [
         sys.executable, "-m", "rebuild", "release", "verify", str(rel.artifact),
-        "--statement", str(rel.statement), "--key-file", str(rel.pub),
+        "--statement", str(rel.statement), "--maintainer-key", str(rel.pub),
     ]  # fmt: skip
 
     def code() -> int:
@@ -361,3 +361,21 @@ def test_exit_codes_of_the_real_process(rel: Release) -> None:
     assert code() == 1
     rel.statement.write_bytes(b"\x00")
     assert code() == 2
+
+
+def test_a_release_no_rebuild_can_reproduce_is_refused_at_signing(rel: Release) -> None:
+    """The recipe builds hello.phar; a release of hello-1.0.0.phar could never be
+    matched by a rebuild (verify compares the file with the output of the same
+    name), so signing it would publish a release nobody can ever attest."""
+    renamed = rel.root / "hello-1.0.0.phar"
+    rel.artifact.rename(renamed)
+    code, out, err = run(
+        rel.capsys, "release", "sign", renamed, "--recipe", RECIPE, "--key", rel.key, "--json"
+    )
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["error"]["kind"] == "UsageError"
+    assert "matches none of the recipe's outputs (hello.phar)" in doc["error"]["message"]
+    assert "hello.phar" in doc["error"]["hint"]
+    assert str(renamed) in err
+    assert not (rel.root / "hello-1.0.0.phar.release.json").exists()

@@ -65,7 +65,7 @@ def test_statement_with_a_4301_digit_integer_is_exit_2_in_one_line(tmp_path: Pat
     statement.write_text('{"payloadType": "x", "n": ' + "1" * 4301 + "}")
     r = run_cli(
         "release", "verify", str(artifact), "--statement", str(statement),
-        "--key-file", f"{key}.pub",
+        "--maintainer-key", f"{key}.pub",
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -94,7 +94,7 @@ def test_one_key_as_log_key_and_witness_key_is_refused(tmp_path: Path) -> None:
     key = make_key(tmp_path, "same.test")
     r = run_cli(
         "witness", "serve", "--key", str(key), "--state", str(tmp_path / "ws"),
-        "--listen", "127.0.0.1:0", "--log", f"{key}.pub",
+        "--listen", "127.0.0.1:0", "--log-key", f"{key}.pub",
     )  # fmt: skip
     assert r.returncode == 2 and "own" in r.stderr, r.stderr
     policy = tmp_path / "policy"

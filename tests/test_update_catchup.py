@@ -79,7 +79,7 @@ class CatchUpWorld:
                 [
                     *("witness", "serve", "--key", str(self.keys[w])),
                     *("--state", str(self.root / f"{w}-{name}-state"), "--listen", "127.0.0.1:0"),
-                    *("--log", f"{self.keys['log']}.pub"),
+                    *("--log-key", f"{self.keys['log']}.pub"),
                 ],
                 f"{w}-{name}",
             )
@@ -165,14 +165,16 @@ class CatchUpWorld:
         self.b = self.witnessed_log("b")
         other = root / "b-other.json"
         other.write_bytes(envelope("log B's own history"))
-        cli_json("log", "add", "--log", self.b.url, "--ca-bundle", str(self.ca), str(other))
+        cli_json("log", "add", "--log", self.b.url, "--log-ca-bundle", str(self.ca), str(other))
         v120 = root / "a" / "v1.2.0"
         for e in ("release.json", "r1.json", "r2.json"):
-            cli_json("log", "add", "--log", self.b.url, "--ca-bundle", str(self.ca), str(v120 / e))
+            cli_json(
+                "log", "add", "--log", self.b.url, "--log-ca-bundle", str(self.ca), str(v120 / e)
+            )
         art120 = self.releases["1.2.0"][0]
         self.fork_bundle = root / "fork-bundle.json"
         cli_json(
-            *("bundle", "--log", self.b.url, "--ca-bundle", str(self.ca)),
+            *("bundle", "--log", self.b.url, "--log-ca-bundle", str(self.ca)),
             *("--artifact", str(art120), "--out", str(self.fork_bundle)),
         )
         d = root / "mirror-fork"
@@ -194,7 +196,9 @@ class CatchUpWorld:
         self, install: Path, *mirrors: str, extra: tuple[str, ...] = (), policy: Path | None = None
     ) -> Any:
         urls = [self.mirrors[m] for m in mirrors]
-        return update_cli(policy or self.policy, install, urls, "--ca-bundle", str(self.ca), *extra)
+        return update_cli(
+            policy or self.policy, install, urls, "--mirror-ca-bundle", str(self.ca), *extra
+        )
 
     def at_100(self, install: Path) -> None:
         """An updater that installed 1.0.0 (it accepted tree size 3)."""
@@ -397,7 +401,7 @@ def test_with_no_tile_source_the_error_names_the_option_to_add(
         "update",
         *("--policy", str(world.policy), "--package", "hello-phar"),
         *("--install-dir", str(install), "--mirror", world.mirrors["plain"]),
-        *("--ca-bundle", str(world.ca)),
+        *("--mirror-ca-bundle", str(world.ca)),
     )
     assert r.returncode == 1 and "--log URL" in r.stdout + r.stderr
 
@@ -438,10 +442,10 @@ def test_the_updater_daemon_catches_up_too(world: CatchUpWorld, tmp_path: Path) 
     r = run_cli(
         "updater", "daemon", "--once", "--spool", str(spool), "--policy", str(world.policy),
         "--install-dir", str(install), "--mirror", world.mirrors["plain"],
-        "--ca-bundle", str(world.ca), "--log", world.a.url,
+        "--mirror-ca-bundle", str(world.ca), "--log", world.a.url, "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    [handled] = json.loads(r.stdout)["handled"]
+    [handled] = report(r)["handled"]
     assert handled["outcome"] == "installed", handled
     assert handled["report"]["attempts"][0]["consistency"]["source"] == world.a.url
     assert installed(install) == ("1.2.0", world.releases["1.2.0"][0].read_bytes())

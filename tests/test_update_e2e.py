@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import Server, make_key, start_log
+from tests.logutil import Server, closed_port, make_key, start_log
 from tests.updaterutil import TLS, installed, report, update_cli
 from tests.updaterutil import cli_json as _json
 from tests.updaterutil import logged_release as _release
@@ -41,7 +41,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
                 [
                     *("witness", "serve", "--key", str(keys[w])),
                     *("--state", str(tmp_path / f"{w}-state"), "--listen", "127.0.0.1:0"),
-                    *("--log", f"{keys['log']}.pub"),
+                    *("--log-key", f"{keys['log']}.pub"),
                 ],
                 tmp_path / f"{w}.out",
             )
@@ -109,7 +109,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
             urls[name] = s.url
 
         install = tmp_path / "install"
-        ca = ["--ca-bundle", str(tls.ca_bundle)]
+        ca = ["--mirror-ca-bundle", str(tls.ca_bundle)]
         r = update_cli(policy, install, [urls["tampered"], urls["honest"]], *ca)
         assert r.returncode == 0, r.stdout + r.stderr
         doc = report(r)
@@ -144,6 +144,13 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
         # and nothing newer: up to date, exit 0
         r = update_cli(policy, install, [urls["honest"]], *ca)
         assert r.returncode == 0 and report(r)["status"] == "up-to-date"
+        # a freeze: every mirror cut off is a failure, never "up to date"
+        dead = f"https://127.0.0.1:{closed_port()}"
+        r = update_cli(policy, install, [dead], *ca)
+        doc = report(r)
+        assert r.returncode == 1 and doc["status"] == "failed", r.stdout + r.stderr
+        assert "no mirror answered for" in r.stderr, r.stderr
+        assert installed(install) == ("1.1.0", art2.read_bytes())
     finally:
         for s in reversed(servers):
             s.stop()

@@ -110,7 +110,7 @@ def _install_old(
     tmp_path: Path, servers: list[ThreadServer], tls: TLS, old: Release, policy: Path
 ) -> list[str]:
     """Install 1.0.0 into tmp_path/install; returns the client options the tests use."""
-    ca = ["--ca-bundle", str(tls.ca_bundle), "--read-timeout", "2", "--connect-timeout", "5"]
+    ca = ["--mirror-ca-bundle", str(tls.ca_bundle), "--read-timeout", "2", "--connect-timeout", "5"]
     only_old = _serve(servers, static_mirror(_mirror(tmp_path, "old-only", old)), tls)
     assert update_cli(policy, tmp_path / "install", [only_old], *ca).returncode == 0
     assert installed(tmp_path / "install") == ("1.0.0", old.data)

@@ -36,7 +36,7 @@ def test_many_requests_for_one_package_make_one_update_for_the_newest(tmp_path: 
         install = tmp_path / "install"
         r = run_cli(
             "updater", "daemon", "--once", "--spool", str(spool), "--policy", str(policy),
-            "--install-dir", str(install), "--mirror", server.url, "--insecure-loopback",
+            "--install-dir", str(install), "--mirror", server.url, "--insecure-loopback", "--json",
         )  # fmt: skip
         assert r.returncode == 0, r.stdout + r.stderr
         [handled] = json.loads(r.stdout)["handled"]
@@ -46,7 +46,7 @@ def test_many_requests_for_one_package_make_one_update_for_the_newest(tmp_path: 
         assert installed(install) == ("1.1.0", v2.data)
         assert list((spool / "requests").iterdir()) == []
         r = run_cli("updater", "status", "--spool", str(spool), "--json")
-        docs = json.loads(r.stdout)
+        docs = json.loads(r.stdout)["packages"]
         assert sorted(docs) == ["_daemon", "hello-phar"]
         assert docs["_daemon"]["requests"] == 22
         assert docs["_daemon"]["updates"] == 1

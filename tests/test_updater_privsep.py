@@ -114,7 +114,7 @@ def _status(w: World, name: str = "hello-phar") -> dict[str, object] | None:
     r = w.rebuild_as(w.web, "updater", "status", name, "--spool", str(w.spool), "--json")
     if r.returncode != 0:
         return None
-    doc = json.loads(r.stdout)
+    doc = json.loads(r.stdout)["status"]
     assert isinstance(doc, dict)
     return doc
 

@@ -70,7 +70,7 @@ def test_witness_serve_takes_a_literal_log_key_named_like_a_url(tmp_path: Path) 
                 str(tmp_path / "ws"),
                 "--listen",
                 "127.0.0.1:0",
-                "--log",
+                "--log-key",
                 literal,
             ],
             tmp_path / "witness.log",
@@ -84,7 +84,7 @@ def test_witness_serve_takes_a_literal_log_key_named_like_a_url(tmp_path: Path) 
         servers.append(log)
         entry = tmp_path / "entry.json"
         entry.write_bytes(envelope("slash"))
-        r = run_cli("log", "add", "--log", log.url, str(entry), "--json")
+        r = run_cli("log", "add", "--log", log.url, str(entry), "--wait", "--json")
         assert r.returncode == 0, r.stderr
         proof = json.loads(r.stdout)["proof"]
         # The witness cosigned the checkpoint of the log it was given literally.

@@ -332,7 +332,7 @@ def test_cli_serves_https_and_stops_cleanly(tmp_path: Path) -> None:
             str(tmp_path / "state"),
             "--listen",
             "127.0.0.1:0",
-            "--log",
+            "--log-key",
             str(pub),
             "--tls-cert",
             str(cert_file),
@@ -381,7 +381,7 @@ def test_cli_refuses_a_state_directory_in_use(tmp_path: Path) -> None:
         str(tmp_path / "state"),
         "--listen",
         "127.0.0.1:0",
-        "--log",
+        "--log-key",
         str(pub),
     ]
     proc, _ = _start_cli(args)
@@ -422,7 +422,7 @@ def test_cosigned_state_survives_sigkill_right_after_the_answer(tmp_path: Path) 
     the answer, restart, and the witness still refuses to go back."""
     wkey, pub = _key_files(tmp_path)
     args = ["--key", str(wkey), "--state", str(tmp_path / "state"), "--listen", "127.0.0.1:0"]
-    args += ["--log", str(pub)]
+    args += ["--log-key", str(pub)]
 
     async def send(url: str, data: bytes) -> tuple[int, str]:
         async with aiohttp.ClientSession() as s:

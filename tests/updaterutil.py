@@ -11,16 +11,19 @@ gate's freshness check passes. The gate itself, the mirrors (aiohttp on
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import hashlib
 import json
 import os
 import pwd
 import secrets
+import shutil
 import signal
-import site
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -31,10 +34,13 @@ from typing import Any
 import trustme
 from aiohttp import web
 
+from rebuild.demo.procs import python_for_others
+from rebuild.errors import OperationalError
 from rebuild.keystore import load_signing_key
 from rebuild.recipe import load_recipe
 from rebuild.updater.mirror import publish
 from rebuild.updater.serve import make_app, resolve
+from tests import clijson
 from tests.gatesim import COMMIT, RECIPE, RECIPE_SHA256, World
 from tests.logutil import ROOT, cli_env, run_cli
 from verify.intoto import (
@@ -117,10 +123,11 @@ class Releases:
 
 
 def cli_json(*args: str, timeout: float = 120) -> dict[str, Any]:
-    """``rebuild ARGS --json`` as a real process; fails the test unless it exits 0."""
+    """``rebuild ARGS --json`` as a real process; fails the test unless it exits 0 with an
+    envelope the schema accepts."""
     r = run_cli(*args, "--json", timeout=timeout)
     assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
-    doc = json.loads(r.stdout)
+    doc = clijson.envelope(r.stdout, 0)
     assert isinstance(doc, dict)
     return doc
 
@@ -178,7 +185,7 @@ def logged_release(
         .replace('version = "1.0.0"', f'version = "{version}"')
         .replace('tag = "v1.0.0"', f'tag = "v{version}"')
     )
-    artifact = d / f"hello-{version}.phar"
+    artifact = d / "hello.phar"  # the name the recipe's build gives its output
     artifact.write_bytes(f"<?php echo 'hello {version}\\n';\n".encode())
     release = d / "release.json"
     sign = ["release", "sign", str(artifact), "--recipe", str(recipe)]
@@ -186,7 +193,7 @@ def logged_release(
     envelopes = [release]
     for r in rebuilders:
         envelopes.append(attest(keys[r], artifact, recipe, d / f"{r}.json"))
-    ca = ["--ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
+    ca = ["--log-ca-bundle", str(ca_bundle)] if ca_bundle is not None else []
     for e in envelopes:
         cli_json("log", "add", "--log", log, *ca, str(e))
     bundle = d / "bundle.json"
@@ -368,8 +375,9 @@ def update_cli(
 
 
 def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The envelope ``rebuild ... --json`` printed, checked against the schema (docs/cli.md)."""
     try:
-        doc = json.loads(proc.stdout)
+        doc = clijson.envelope(proc.stdout, proc.returncode)
     except ValueError as e:
         raise AssertionError(
             f"not JSON (exit {proc.returncode}): {proc.stdout}\n{proc.stderr}"
@@ -379,34 +387,39 @@ def report(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def other_user_python() -> tuple[list[str], dict[str, str]]:
-    """A command line and environment that run this project's Python as another user.
+    """A command line and environment that run this project's Python as another user."""
+    python, env = _other_user_python()
+    return list(python), dict(env)
 
-    This interpreter may live where other users cannot reach it (a root-only
-    home directory); then the system's interpreter of the same version runs
-    the project's source and this environment's packages (same ABI).
+
+@functools.cache
+def _other_user_python() -> tuple[tuple[str, ...], dict[str, str]]:
+    """(see other_user_python)
+
+    :func:`rebuild.demo.procs.python_for_others` decides: this interpreter or
+    the system's, the source and packages where they are or (a checkout in a
+    private home directory) copied once per test session into a directory
+    under /tmp that other users can reach, removed at exit.
     """
-    exe = Path(sys.executable).resolve()
-
-    def reachable(p: Path) -> bool:
-        return all(os.stat(d).st_mode & 0o001 for d in p.parents) and bool(
-            os.stat(p).st_mode & 0o001
-        )
-
-    if not reachable(exe):
-        exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-        if not exe.is_file() or not reachable(exe):
-            raise AssertionError(f"no interpreter other users can run (tried {exe})")
-    paths = [str(ROOT), *(p for p in site.getsitepackages() if Path(p).is_dir())]
+    copies = Path(tempfile.mkdtemp(prefix="rebuild-other-user-", dir="/tmp"))
+    copies.chmod(0o755)
+    atexit.register(shutil.rmtree, copies, ignore_errors=True)
+    try:
+        exe, paths = python_for_others(copies)
+    except OperationalError as e:
+        raise AssertionError(str(e)) from None
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "PYTHONPATH": os.pathsep.join(paths),
+        "PYTHONPATH": os.pathsep.join(map(str, paths)),
         "PYTHONDONTWRITEBYTECODE": "1",
         "LANG": "C.UTF-8",
         "HOME": "/nonexistent",
     }
-    if "COVERAGE_PROCESS_CONFIG" in os.environ:
-        env.update(_coverage_env(paths))
-    return [str(exe)], env
+    # Measured under coverage, unless the source was copied elsewhere (then
+    # its files would not be the checkout's).
+    if "COVERAGE_PROCESS_CONFIG" in os.environ and str(ROOT) in map(str, paths):
+        env.update(_coverage_env([str(p) for p in paths]))
+    return (str(exe),), env
 
 
 # Where processes run as other users leave their coverage data (they cannot

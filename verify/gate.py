@@ -245,6 +245,7 @@ class ConsistencyNeed:
     """The bundle's checkpoint's root hash."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (the root in base64). Never raises."""
         return {
             "origin": self.origin,
             "old_size": self.old_size,
@@ -285,7 +286,8 @@ class Decision:
 
     @property
     def needs_since_size(self) -> int | None:
-        """The stored tree size a consistency proof must start from, when one was missing."""
+        """The stored tree size a consistency proof must start from, when one was missing.
+        Never raises."""
         return None if self.needs_consistency is None else self.needs_consistency.old_size
 
     @property
@@ -294,6 +296,7 @@ class Decision:
 
         Then a caller that finds the proof (from the log's tiles) and asks
         again may get an acceptance; with any other failure it would not.
+        Never raises.
         """
         if self.needs_consistency is None or not self.failures:
             return None

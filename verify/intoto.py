@@ -203,6 +203,10 @@ class Subject:
     """File name of the artifact (no directory), e.g. ``app-1.0.0.phar``."""
     sha256: str
     """SHA-256 of the artifact's bytes, 64 lowercase hex digits."""
+    download_location: str | None = None
+    """Where the artifact can be downloaded (in-toto ResourceDescriptor
+    ``downloadLocation``), an ``https://`` or ``http://`` URL. A hint only: the
+    bytes fetched from it must still have ``sha256``."""
 
     def __post_init__(self) -> None:
         _check_text(self.name, "subject name", MAX_TEXT)
@@ -212,17 +216,27 @@ class Subject:
             # One spelling per name: "é" precomposed and "e" + U+0301 look alike.
             raise _fail("subject name", "must be in Unicode normalization form NFC")
         _check_sha256(self.sha256, f"subject {self.name} digest")
+        if self.download_location is not None:
+            url = _check_token(self.download_location, f"subject {self.name} downloadLocation")
+            if not url.startswith(("https://", "http://")):
+                raise _fail(f"subject {self.name} downloadLocation", "must be an http(s) URL")
 
     def to_dict(self) -> dict[str, Any]:
         """The in-toto ResourceDescriptor of this subject. Never raises."""
-        return {"name": self.name, "digest": _digest_dict(self.sha256)}
+        doc: dict[str, Any] = {"name": self.name, "digest": _digest_dict(self.sha256)}
+        if self.download_location is not None:
+            doc["downloadLocation"] = self.download_location
+        return doc
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "subject") -> Subject:
         """Parse a subject object strictly. Raises EnvelopeFormatError."""
-        d = _fields(doc, what, ["name", "digest"])
+        d = _fields(doc, what, ["name", "digest"], ["downloadLocation"])
         name = _check_text(d["name"], f"{what}.name")
-        return cls(name, _digest_set(d["digest"], f"{what}.digest"))
+        url = d.get("downloadLocation")
+        if url is not None:
+            url = _check_token(url, f"{what}.downloadLocation")
+        return cls(name, _digest_set(d["digest"], f"{what}.digest"), url)
 
 
 @dataclass(frozen=True)
@@ -335,6 +349,7 @@ class Normalization:
             raise _fail("predicate.normalization", "the two normalized digests differ")
 
     def to_dict(self) -> dict[str, Any]:
+        """The predicate's ``normalization`` object. Never raises."""
         return {
             "rules": list(self.rules),
             "subjectDigest": _digest_dict(self.subject_sha256),
@@ -343,6 +358,7 @@ class Normalization:
 
     @classmethod
     def from_dict(cls, doc: object, what: str = "normalization") -> Normalization:
+        """Parse a ``normalization`` object strictly. Raises EnvelopeFormatError."""
         d = _fields(doc, what, ["rules", "subjectDigest", "rebuiltDigest"])
         rules = d["rules"]
         if not isinstance(rules, list) or len(rules) > len(NORMALIZATION_RULES):

@@ -101,7 +101,9 @@ class VerifierKey:
             raise KeyFormatError("verifier key must be name+keyid+key")
         name, hash_hex, b64 = parts
         if not is_valid_name(name):
-            raise KeyFormatError(f"invalid key name {name!r}")
+            # Never echo much of it: it may be some other file's content.
+            shown = repr(name) if len(name) <= 64 else f"{name[:24]!r}... ({len(name)} chars)"
+            raise KeyFormatError(f"invalid key name {shown}")
         if len(hash_hex) != 8 or any(c not in "0123456789abcdef" for c in hash_hex):
             raise KeyFormatError("key ID must be 8 lowercase hex digits")
         raw = decode_base64(b64, "verifier key", KeyFormatError)

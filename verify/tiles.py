@@ -271,7 +271,8 @@ def perfect_root(hashes: Sequence[bytes]) -> bytes:
 
     Level by level with hashlib directly: about twice as fast as the general
     streaming :func:`verify.merkle.root`, and this runs for every subtree a
-    proof, an audit or a monitor computes from tiles.
+    proof, an audit or a monitor computes from tiles. Raises ProofFormatError
+    unless there are 2**k hashes.
     """
     level = list(hashes)
     if not level or len(level) & (len(level) - 1):
@@ -430,7 +431,8 @@ def audit_tiles(
     Readers return a tile exactly at ``tile.width`` and may raise
     :class:`TileFormatError` for a tile that is missing or unusable (recorded
     as a problem); any other exception propagates. Memory is one tile per
-    level, whatever the size.
+    level, whatever the size. Raises TileFormatError for a range outside
+    ``0 <= start <= size <= MAX_TREE_SIZE``.
     """
     if not 0 <= start <= size <= MAX_TREE_SIZE:
         raise TileFormatError(f"bad audit range {start}..{size}")

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
 
@@ -49,7 +50,7 @@ def register(sub: Any) -> None:
         metavar="N",
         help="add the consistency proof from tree size N to the bundle's checkpoint",
     )
-    p.add_argument("--ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
+    add_ca_bundle(p, "log", "an https:// log", old="--ca-bundle")
     p.add_argument("--timeout", type=float, default=90.0, metavar="S", help="request timeout")
     p.add_argument(
         "--from-files",
@@ -125,7 +126,7 @@ def cmd_bundle(args: argparse.Namespace, out: Output) -> int:
             trust = load_policy(args.policy)
             if args.package is not None and trust.package(args.package) is None:
                 raise InputError(f"{args.policy}: package {args.package!r} is not in the policy")
-        with LogClient(args.log, args.ca_bundle, args.timeout) as client:
+        with LogClient(args.log, args.log_ca_bundle, args.timeout) as client:
             collected = collect_from_log(
                 client, digest, package=args.package, since_size=args.since_size, trust=trust
             )

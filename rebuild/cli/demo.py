@@ -74,24 +74,14 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     result = run_demo(directory, keep=keep, reporter=reporter)
     code = result.exit_code
     doc = result.to_json()
-    doc.update(
-        format="rebuild-output/v1",
-        command="demo",
-        exit_code=code,
-        ok=code == 0,
-    )
     if code != 2:
         doc["verdict"] = result.verdict
-    if code == 1:
-        doc["reason"] = {
-            "kind": "UnexpectedOutcome",
-            "message": "not as expected: " + ", ".join(doc["unexpected"]),
-        }
-    if result.error is not None:
-        doc["error"] = result.error
     out.result(doc, lambda c: _summary(c, result))
-    if result.error is not None and not out.json_mode:
-        out.error(result.error["message"], kind=result.error["kind"], exit_code=2)
+    if result.error is not None:
+        e = result.error
+        out.fail(e["message"], kind=e["kind"], hint=e.get("hint"))
+    elif code == 1:
+        out.reject("not as expected: " + ", ".join(doc["unexpected"]), kind="UnexpectedOutcome")
     return code
 
 

@@ -8,6 +8,7 @@ format is a difference (cause ``format:<side>``), not trouble.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from rebuild.errors import UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from rebuild.compare._model import Difference
 
 
 def register(sub: Any) -> None:
@@ -79,7 +82,7 @@ def register(sub: Any) -> None:
         f"(default {DEFAULT_LIMITS.diffoscope_memory // MiB})",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(func=cmd_diff)
+    p.set_defaults(func=cmd_diff, negative_verdict="different")
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
@@ -111,6 +114,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
             args.report_dir, result, {"command": "rebuild diff", "title": None}
         )
     doc = result.to_json()
+    doc["verdict"] = "identical" if result.identical else "different"
     if summary is not None:
         doc["reports"].append(summary.to_json())
 
@@ -130,11 +134,19 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
         else:
             c.print(f"[bold red]different[/] ({result.format})")
         table = Table("cause", "meaning", "differences", title="Causes")
+        entries: list[str] = []
         for cause in result.causes:
-            n = sum(1 for d in result.differences if d.cause() == cause)
+            found = [d for d in result.differences if d.cause() == cause]
             # Entry names are attacker-chosen: never let rich read them as markup.
-            table.add_row(Text(cause), Text(describe(cause)), str(n))
+            table.add_row(Text(cause), Text(describe(cause)), str(len(found)))
+            listed = _entries(found)
+            if listed:
+                entries.append(f"  {cause}: {listed}")
         c.print(table)
+        if entries:
+            c.print("entries per cause:", markup=False)
+            for line in entries:
+                c.print(line, markup=False)
         c.print(f"expected sha256 {result.expected_sha256}", markup=False)
         c.print(f"actual   sha256 {result.actual_sha256}", markup=False)
         for note in result.notes:
@@ -144,3 +156,15 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
 
     out.result(doc, human)
     return 0 if result.identical else 1
+
+
+SHOWN_ENTRIES = 3
+
+
+def _entries(found: Sequence[Difference]) -> str:
+    """The first few entry paths a cause covers, then how many more."""
+    paths = list(dict.fromkeys(d.path for d in found if d.path))
+    if not paths:
+        return ""
+    more = len(paths) - SHOWN_ENTRIES
+    return ", ".join(paths[:SHOWN_ENTRIES]) + (f" (+{more} more)" if more > 0 else "")

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("env", help="pinned build environments (containers/)")
+    p = sub.add_parser(
+        "env",
+        help="pinned build environments (containers/)",
+        description="The pinned container environments builds run in: list them, build "
+        "their images from their lock files, check an image still matches its lock, and "
+        "re-lock one. docs/environments.md explains them.",
+    )
     esub = p.add_subparsers(dest="env_command", metavar="ACTION", required=True)
 
     def target_args(q: argparse.ArgumentParser, all_help: str) -> None:
@@ -42,7 +48,15 @@ def register(sub: Any) -> None:
             ),
         )
 
-    ls = esub.add_parser("list", help="list environments, their lock digests and images")
+    ls = esub.add_parser(
+        "list",
+        help="list environments, their lock digests and images",
+        description=(
+            "List the environments defined in containers/: each one's identity (the sha256 "
+            "of its lock file), package count, parent, and whether its image is built. "
+            "Verify and recipes name environments by these names."
+        ),
+    )
     store_arg(ls)
     ls.add_argument("--json", action="store_true", help="print one JSON document")
     ls.set_defaults(func=cmd_list)
@@ -111,7 +125,7 @@ def register(sub: Any) -> None:
     )
     ck.add_argument("name", metavar="NAME", help="environment name")
     ck.add_argument("--json", action="store_true", help="print one JSON document")
-    ck.set_defaults(func=cmd_check)
+    ck.set_defaults(func=cmd_check, negative_verdict="drifted")
 
     fe = esub.add_parser(
         "fetch",
@@ -367,6 +381,7 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
         "lock_digest": report.lock_digest,
         "image": report.image.tag,
         "image_id": report.image.id,
+        "verdict": "matches" if report.ok else "drifted",
         "matches": report.ok,
         "drift": report.drift.to_json(),
     }

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 from rebuild.errors import OperationalError, UsageError
 
@@ -58,7 +59,7 @@ def register(sub: Any) -> None:
     )
     _broker_args(w)
     w.add_argument("--log", metavar="URL", help="audit log to follow (tlog-tiles prefix)")
-    w.add_argument("--log-ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
+    add_ca_bundle(w, "log", "an https:// log")
     trust = w.add_mutually_exclusive_group()
     trust.add_argument("--log-key", metavar="VKEY", help="the log's verifier key (file or text)")
     trust.add_argument("--policy", type=Path, metavar="P", help="tlog-policy (log + witnesses)")
@@ -136,6 +137,7 @@ def register(sub: Any) -> None:
         help="on SIGTERM, wait this long for running jobs (then they are delivered again)",
     )
     _metrics_arg(k)
+    _stream_arg(k)
     k.set_defaults(func=cmd_worker)
 
     b = fsub.add_parser(
@@ -151,10 +153,11 @@ def register(sub: Any) -> None:
     b.add_argument("--key", required=True, type=Path, metavar="K", help="rebuilder secret key")
     b.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
     b.add_argument("--log", required=True, metavar="URL", help="audit log to add to")
-    b.add_argument("--log-ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
+    add_ca_bundle(b, "log", "an https:// log")
     b.add_argument("--state", type=Path, default=Path("fleet-publish"), metavar="D",
                    help="state directory (default ./fleet-publish)")  # fmt: skip
     _metrics_arg(b)
+    _stream_arg(b)
     b.set_defaults(func=cmd_publish)
 
     s = fsub.add_parser(
@@ -178,13 +181,21 @@ def _broker_args(p: argparse.ArgumentParser) -> None:
         "$REBUILD_FLEET_BROKER or " + DEFAULT_BROKER,
     )
     p.add_argument("--broker-password-env", metavar="VAR", help="take the password from VAR")
-    p.add_argument("--broker-ca-bundle", type=Path, metavar="F", help="CA bundle for rediss://")
+    add_ca_bundle(p, "broker", "a rediss:// broker")
     p.add_argument(
         "--heartbeat-timeout",
         type=float,
         default=60.0,
         metavar="S",
         help="a worker silent this long is dead and its jobs are delivered again (default 60)",
+    )
+
+
+def _stream_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON line when ready and the final envelope when stopped (docs/cli.md)",
     )
 
 
@@ -361,7 +372,9 @@ def _artifact_source(spec: str) -> str:
 def _render_round(c: Any, doc: dict[str, Any]) -> None:
     if doc["log"]:
         lg = doc["log"]
-        c.print(f"log: {lg['status']}, size {lg['size']}, read {lg['from']}..{lg.get('next')}")
+        c.print(
+            f"log: {lg['status']}, size {lg['size']}, read {lg['from']}..{_cell(lg.get('next'))}"
+        )
     for name, info in doc["index"].items():
         c.print(f"index {name}: {info}", markup=False)
     for item in doc["enqueued"]:
@@ -405,6 +418,7 @@ def _serve_queue(
     worker.start()
     try:
         out.note(ready)
+        out.event({"event": "ready", "detail": ready})
         every()
         while not stop.wait(10.0):
             every()
@@ -575,14 +589,18 @@ def _render_status(c: Any, doc: dict[str, Any]) -> None:
         w.add_column(col)
     for x in doc["workers"]:
         w.add_row(x["id"], "alive" if x["alive"] else "gone", str(x["done"]),
-                  str(x["rebuilds_per_minute"]), str(x["current"]))  # fmt: skip
+                  str(x["rebuilds_per_minute"]), _cell(x["current"]))  # fmt: skip
     c.print(w)
     latest = Table(title="latest verdicts")
     for col in ("package", "version", "verdict", "log index"):
         latest.add_column(col)
     for d in doc["latest"]:
-        latest.add_row(str(d.get("package")), str(d.get("version")), str(d.get("verdict")),
-                       str(d.get("log_index")))  # fmt: skip
+        latest.add_row(*(_cell(d.get(k)) for k in ("package", "version", "verdict", "log_index")))
     c.print(latest)
     if doc.get("html"):
         c.print(f"page: {doc['html']}", markup=False)
+
+
+def _cell(value: object) -> str:
+    """A table cell: "-" for a missing value, never Python's None."""
+    return "-" if value is None else str(value)

@@ -123,6 +123,7 @@ def cmd_gate(args: argparse.Namespace, out: Output) -> int:
         proofs = (catch_up.proof,)
     code = 0 if decision.accepted else 1
     doc = decision.to_dict()
+    doc["verdict"] = doc["decision"]  # the envelope's name for the answer (docs/cli.md)
     doc["state"] = {"dir": str(args.state), "committed": committed}
     doc["evidence"] = None if evidence is None else str(evidence)
     doc["consistency"] = None if catch_up is None else catch_up.as_json()

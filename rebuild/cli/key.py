@@ -13,7 +13,12 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("key", help="generate and inspect keys")
+    p = sub.add_parser(
+        "key",
+        help="generate and inspect keys",
+        description="Ed25519 keys named the C2SP signed-note way (name+keyid+key): every "
+        "key in the system (maintainer, rebuilder, log, witness) is made here.",
+    )
     ksub = p.add_subparsers(dest="key_command", metavar="ACTION", required=True)
 
     g = ksub.add_parser(
@@ -37,8 +42,15 @@ def register(sub: Any) -> None:
     g.add_argument("--json", action="store_true", help="print one JSON document")
     g.set_defaults(func=cmd_generate)
 
-    s = ksub.add_parser("show", help="print the verifier key of a secret key file")
-    s.add_argument("file", type=Path, metavar="FILE")
+    s = ksub.add_parser(
+        "show",
+        help="print the verifier key of a secret key file",
+        description=(
+            "Print FILE's verifier key (name+keyid+base64), the public half to publish or "
+            "pin; the same text rebuild key generate wrote to FILE.pub."
+        ),
+    )
+    s.add_argument("file", type=Path, metavar="FILE", help="secret key file")
     s.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
     s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_show)

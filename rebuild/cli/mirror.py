@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("mirror", help="publish releases to a mirror directory and serve it")
+    p = sub.add_parser(
+        "mirror",
+        help="publish releases to a mirror directory and serve it",
+        description="A mirror is a directory of static files (releases and their bundles) "
+        "any web server can serve; nothing on it is trusted: updaters gate every release. "
+        "docs/updater.md explains it.",
+    )
     msub = p.add_subparsers(dest="mirror_command", metavar="ACTION", required=True)
 
     pub = msub.add_parser(
@@ -72,6 +78,11 @@ def register(sub: Any) -> None:
     s.add_argument("--listen", required=True, metavar="HOST:PORT", help="address (port 0: any)")
     s.add_argument("--tls-cert", type=Path, metavar="C", help="serve HTTPS with this certificate")
     s.add_argument("--tls-key", type=Path, metavar="K", help="private key for --tls-cert")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON line once listening and the final envelope when stopped (docs/cli.md)",
+    )
     s.set_defaults(func=cmd_serve)
 
 
@@ -137,9 +148,10 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    asyncio.run(
-        serve_forever(
-            args.dir, host, port, tls, lambda url: out.note(f"mirror {args.dir} listening on {url}")
-        )
-    )
+
+    def ready(url: str) -> None:
+        out.note(f"mirror {args.dir} listening on {url}")
+        out.event({"event": "listening", "url": url, "dir": str(args.dir)})
+
+    asyncio.run(serve_forever(args.dir, host, port, tls, ready))
     return 0

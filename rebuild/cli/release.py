@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import renamed
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, UsageError
 
@@ -16,7 +17,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("release", help="sign and verify maintainer release statements")
+    p = sub.add_parser(
+        "release",
+        help="sign and verify maintainer release statements",
+        description="A maintainer signs a release statement offline (the artifact's name "
+        "and sha256, package, version, source and recipe, as an in-toto statement in a "
+        "DSSE envelope); anyone verifies an artifact against it with the public key.",
+    )
     rsub = p.add_subparsers(dest="release_command", metavar="ACTION", required=True)
 
     s = rsub.add_parser(
@@ -33,6 +40,13 @@ def register(sub: Any) -> None:
     s.add_argument("--key", required=True, type=Path, metavar="K", help="secret key file")
     s.add_argument(
         "--out", type=Path, metavar="F", help="envelope file (default: ARTIFACT.release.json)"
+    )
+    s.add_argument(
+        "--url",
+        metavar="URL",
+        help="where the artifact will be downloadable (the statement's downloadLocation, "
+        "so 'rebuild verify STATEMENT' and 'rebuild fetch' find it); a directory URL ending "
+        "in / gets ARTIFACT's name appended",
     )
     s.add_argument("--package", metavar="P", help="fail unless the recipe is for package P")
     s.add_argument("--version", metavar="V", help="fail unless the recipe is for version V")
@@ -57,14 +71,16 @@ def register(sub: Any) -> None:
     v.add_argument("artifact", type=Path, metavar="ARTIFACT")
     v.add_argument("--statement", required=True, type=Path, metavar="S", help="envelope file")
     v.add_argument(
-        "--key-file",
+        "--maintainer-key",
+        dest="maintainer_keys",
         required=True,
         action="append",
         metavar="PUB",
-        help="trusted maintainer verifier key (file or name+id+key); repeatable",
+        help="trusted maintainer verifier key (a .pub file or name+id+key); repeatable",
     )
+    renamed(v, "--maintainer-key", "--key-file")
     v.add_argument("--json", action="store_true", help="print one JSON document")
-    v.set_defaults(func=cmd_verify)
+    v.set_defaults(func=cmd_verify, negative_verdict="invalid")
 
 
 def _source_doc(source: Source) -> dict[str, str]:
@@ -94,7 +110,9 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
         if _same_file(dest, src):
             raise UsageError(f"{dest}: is the {name} file; refusing to write the envelope over it")
     recipe = load_recipe(args.recipe)
-    statement = release_statement([artifact], recipe, package=args.package, version=args.version)
+    statement = release_statement(
+        [artifact], recipe, package=args.package, version=args.version, url=args.url
+    )
     key = load_signing_key(args.key, args.passphrase_env)
     envelope = sign_release(statement, key)
     atomic_write(dest, envelope + b"\n", overwrite=args.force)
@@ -104,6 +122,7 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
         "statement_file": str(dest),
         "artifact": subject.name,
         "sha256": subject.sha256,
+        "download_location": subject.download_location,
         "package": recipe.package,
         "version": recipe.version,
         "source": _source_doc(recipe.source),
@@ -117,6 +136,8 @@ def cmd_sign(args: argparse.Namespace, out: Output) -> int:
         c.print(f"  artifact  {subject.name}  sha256 {subject.sha256}", markup=False)
         c.print(f"  source    {_source_text(recipe.source)}", markup=False)
         c.print(f"  recipe    {args.recipe}  sha256 {recipe.sha256}", markup=False)
+        if subject.download_location:
+            c.print(f"  download  {subject.download_location}", markup=False)
         c.print(f"  wrote     {dest} ({len(envelope) + 1} bytes)", markup=False)
 
     out.result(doc, human)
@@ -136,8 +157,8 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     from verify.dsse import key_hint  # noqa: PLC0415
     from verify.keys import ALG_ED25519  # noqa: PLC0415
 
-    trusted = [load_verifier_key(k) for k in args.key_file]
-    for spec, key in zip(args.key_file, trusted, strict=True):
+    trusted = [load_verifier_key(k) for k in args.maintainer_keys]
+    for spec, key in zip(args.maintainer_keys, trusted, strict=True):
         if key.algorithm != ALG_ED25519:
             raise InputError(
                 f"{spec}: a type 0x{key.algorithm:02x} (witness) key cannot sign releases"

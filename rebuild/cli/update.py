@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 
 if TYPE_CHECKING:
@@ -43,12 +44,7 @@ def add_fetch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state", type=Path, metavar="S", help="the gate's state directory (default: D/state)"
     )
-    p.add_argument(
-        "--ca-bundle",
-        type=Path,
-        metavar="F",
-        help="CA bundle for mirrors and tile sources (default: system store)",
-    )
+    add_ca_bundle(p, "mirror", "https:// mirrors and tile sources", old="--ca-bundle")
     p.add_argument(
         "--insecure-loopback",
         action="store_true",
@@ -99,7 +95,7 @@ def register(sub: Any) -> None:
         help="wait up to S seconds for another updater to finish (default: exit 2 at once)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.set_defaults(func=cmd_update)
+    p.set_defaults(func=cmd_update, negative_verdict="rejected")
 
 
 def update_request(args: argparse.Namespace, package: str, policy: Any) -> Any:
@@ -119,7 +115,7 @@ def update_request(args: argparse.Namespace, package: str, policy: Any) -> Any:
         fetch=FetchOptions(
             connect_timeout=args.connect_timeout,
             read_timeout=args.read_timeout,
-            ca_bundle=args.ca_bundle,
+            ca_bundle=args.mirror_ca_bundle,
             insecure_loopback=args.insecure_loopback,
         ),
         deadline=args.deadline,
@@ -138,10 +134,11 @@ def cmd_update(args: argparse.Namespace, out: Output) -> int:
         report = run_update(request, policy)
     except UpdateFailedError as e:
         failed = e.report
-        out.result(failed.as_json(), lambda c: show_report(c, failed))
-        out.note(f"rebuild: {e}")
+        out.result({**failed.as_json(), "verdict": "rejected"}, lambda c: show_report(c, failed))
+        out.reject(str(e), kind=type(e).__name__)
         return 1
-    out.result(report.as_json(), lambda c: show_report(c, report))
+    # The envelope's verdict: installed, up-to-date (exit 0) or rolled-back (exit 1).
+    out.result({**report.as_json(), "verdict": report.status}, lambda c: show_report(c, report))
     return 1 if report.status == "rolled-back" else 0
 
 

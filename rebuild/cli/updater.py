@@ -9,7 +9,6 @@ runs as the user that owns the install directory and does the real work.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,12 @@ if TYPE_CHECKING:
 def register(sub: Any) -> None:
     from rebuild.cli.update import add_fetch_args  # noqa: PLC0415
 
-    p = sub.add_parser("updater", help="privilege-separated updates: request, daemon, status")
+    p = sub.add_parser(
+        "updater",
+        help="privilege-separated updates: request, daemon, status",
+        description="The web application's user only requests an update; a daemon running "
+        "as another user fetches, gates and installs it. docs/updater.md explains it.",
+    )
     usub = p.add_subparsers(dest="updater_command", metavar="ACTION", required=True)
 
     r = usub.add_parser(
@@ -66,7 +70,7 @@ def register(sub: Any) -> None:
     d.add_argument(
         "--once",
         action="store_true",
-        help="handle the pending requests, print one JSON document of what was done, and exit",
+        help="handle the pending requests, report what was done, and exit",
     )
     d.add_argument(
         "--wait-lock",
@@ -74,6 +78,12 @@ def register(sub: Any) -> None:
         default=600.0,
         metavar="S",
         help="wait up to S seconds for another updater holding the install lock",
+    )
+    d.add_argument(
+        "--json",
+        action="store_true",
+        help="with --once one JSON document; else a JSON line once watching and the final "
+        "envelope when stopped (docs/cli.md)",
     )
     d.set_defaults(func=cmd_daemon)
 
@@ -130,9 +140,22 @@ def cmd_daemon(args: argparse.Namespace, out: Output) -> int:
     daemon = Daemon(config, log)
     if args.once:
         docs = daemon.run_once(daemon.preflight())
-        sys.stdout.write(json.dumps({"handled": docs}, indent=2, sort_keys=True) + "\n")
+
+        def human(c: Console) -> None:
+            for d in docs:
+                version = d.get("request", {}).get("version")
+                c.print(f"{d.get('package')} {version}: {d.get('outcome')}", markup=False)
+            if not docs:
+                c.print("no pending requests")
+
+        out.result({"handled": docs}, human)
         return 0
-    daemon.serve_forever(lambda mode: log(f"watching {args.spool}/requests ({mode})"))
+
+    def watching(mode: str) -> None:
+        log(f"watching {args.spool}/requests ({mode})")
+        out.event({"event": "watching", "spool": str(args.spool), "mode": mode})
+
+    daemon.serve_forever(watching)
     return 0
 
 
@@ -154,5 +177,9 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
                 f"installed {doc.get('installed_version')}: {doc.get('message')}"
             )
 
-    out.result(docs if args.name is None else docs[args.name], human)
+    # Nested: a status document has fields (format, ...) the envelope uses itself.
+    if args.name is None:
+        out.result({"packages": docs}, human)
+    else:
+        out.result({"package": args.name, "status": docs[args.name]}, human)
     return 0

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._output import Output
 from rebuild.engine.plan import DEFAULT_TIMEOUT
 from rebuild.errors import UsageError
@@ -38,8 +39,10 @@ def register(sub: Any) -> None:
         help="rebuild a published artifact and compare it bit for bit",
         description=(
             "TARGET is pypi:NAME==VERSION (sdist and wheel from pip's configured index, "
-            "recipe inferred), RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT (a maintainer's "
-            "signed release statement; with --maintainer-key its signature must verify). "
+            "recipe inferred), RECIPE.toml ARTIFACT, or STATEMENT [ARTIFACT] (a maintainer's "
+            "signed release statement; with --maintainer-key its signature must verify; "
+            "without ARTIFACT it is downloaded from --url or the statement's downloadLocation "
+            "and kept only with the statement's sha256). "
             "Steps: fetch, environment, build (no network), compare sha256, diagnose a "
             "mismatch, attest (--key), publish (--log). A wheel that differs only in zip "
             "entry times, order or permission bits, and is byte-identical once those are "
@@ -67,9 +70,17 @@ def register(sub: Any) -> None:
         help="trusted maintainer verifier key for a release statement (repeatable)",
     )
     p.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STATEMENT without ARTIFACT: where to download it (a file, or a directory URL "
+        "ending in /), before the statement's downloadLocation; repeatable",
+    )
+    p.add_argument(
         "--log", metavar="URL", help="submit the attestation to this audit log (needs --key)"
     )
-    p.add_argument("--log-ca-bundle", type=Path, metavar="F", help="CA bundle for an HTTPS log")
+    add_ca_bundle(p, "log", "an https:// log")
     p.add_argument(
         "--report-dir",
         type=Path,
@@ -124,7 +135,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         )
         target: Target = RecipeTarget(made.recipe, made.artifact)
     else:
-        target = parse_target(args.target, args.maintainer_key)
+        target = parse_target(args.target, args.maintainer_key, args.url)
         report_dir = args.report_dir or default_report_dir(target)
     opts = VerifyOptions(
         report_dir=report_dir,
@@ -138,7 +149,12 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     with _progress(out) as progress:
         result = verify(target, opts, progress)
     out.result(result.to_json(), lambda c: _render(c, result))
-    if result.verdict == "equivalent" and args.accept_equivalent:
+    if result.step_error is not None:
+        e = result.step_error
+        out.fail(e.message, kind=f"{e.step.capitalize()}Error", hint=e.hint)
+    elif result.verdict == "error":
+        out.fail(result.message or "the rebuild could not run", hint=result.hint, quiet=True)
+    elif result.verdict == "equivalent" and args.accept_equivalent:
         return 0
     return result.exit_code
 
@@ -190,8 +206,8 @@ def _render(c: Console, r: VerifyResult) -> None:
     c.print(f"verdict: [{_STYLE[r.verdict]}]{r.verdict}[/]")
     if r.artifact:
         c.print(f"artifact: {r.artifact}", markup=False)
-    c.print(f"upstream sha256: {r.upstream_sha256}", markup=False)
-    c.print(f"rebuilt  sha256: {r.rebuilt_sha256}", markup=False)
+    c.print(f"upstream sha256: {r.upstream_sha256 or '(unknown: not fetched)'}", markup=False)
+    c.print(f"rebuilt  sha256: {r.rebuilt_sha256 or '(none: no artifact was built)'}", markup=False)
     if r.normalization:
         c.print(
             f"normalized sha256: {r.normalization['sha256']} (both, after "
@@ -204,6 +220,8 @@ def _render(c: Console, r: VerifyResult) -> None:
             c.print(f"  - {cause}", markup=False)
     if r.message:
         c.print(f"message: {r.message}", markup=False)
+    if r.hint:
+        c.print(f"hint: {r.hint}", markup=False)
     for label, value in (
         ("build log", r.build_log),
         ("diff report", r.diff_report),

@@ -7,6 +7,7 @@ import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rebuild.cli._args import renamed
 from rebuild.cli._limits import add_limit_args, limits_from_args
 from rebuild.cli._output import Output
 from rebuild.errors import UsageError
@@ -16,7 +17,13 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("witness", help="run a transparency-log witness (C2SP tlog-witness)")
+    p = sub.add_parser(
+        "witness",
+        help="run a transparency-log witness (C2SP tlog-witness)",
+        description="A witness cosigns a log's checkpoints only when each is consistent "
+        "with the last one it saw, so a log cannot show different histories to different "
+        "users. docs/log.md explains it.",
+    )
     wsub = p.add_subparsers(dest="witness_command", metavar="ACTION", required=True)
 
     s = wsub.add_parser(
@@ -26,7 +33,8 @@ def register(sub: Any) -> None:
             "Cosign checkpoints of the given logs (C2SP tlog-witness) with cosignature/v1 "
             "(Ed25519, key type 0x04). State (the last cosigned checkpoint per log) is kept "
             "durably in --state, which one process at a time may use. Runs until SIGINT or "
-            "SIGTERM. With --json, prints one JSON document once listening."
+            "SIGTERM. With --json, prints a JSON line once listening and the final envelope "
+            "when it stops (docs/cli.md)."
         ),
     )
     s.add_argument("--key", required=True, type=Path, metavar="FILE", help="witness secret key")
@@ -34,13 +42,15 @@ def register(sub: Any) -> None:
     s.add_argument("--state", required=True, type=Path, metavar="DIR", help="state directory")
     s.add_argument("--listen", required=True, metavar="HOST:PORT", help="address (port 0: any)")
     s.add_argument(
-        "--log",
+        "--log-key",
+        dest="log_keys",
         required=True,
         action="append",
         metavar="VKEY",
-        help="a log's verifier key (name = origin), literal (example.com/log+id+key) or "
-        ".pub file; repeatable",
+        help="verifier key of a log to witness (its name is the log's origin): a .pub file "
+        "or literal (example.com/log+id+key); repeatable",
     )
+    renamed(s, "--log-key", "--log")
     s.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this cert")
     s.add_argument("--tls-key", type=Path, metavar="FILE", help="private key for --tls-cert")
     s.add_argument(
@@ -48,13 +58,18 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics (text format) on HOST:PORT/metrics",
     )
-    s.add_argument("--json", action="store_true", help="print one JSON document")
+    s.add_argument("--json", action="store_true", help="print JSON lines (docs/cli.md)")
     add_limit_args(s)
     s.set_defaults(func=cmd_serve)
 
     k = wsub.add_parser(
         "vkey",
         help="print the witness's cosignature/v1 verifier key (for tlog-policy files)",
+        description=(
+            "Print the type 0x04 (cosignature/v1) verifier key of the witness key K: the key "
+            "a tlog-policy file's 'witness' line names. It differs from K.pub, the plain "
+            "Ed25519 (0x01) key of the same secret."
+        ),
     )
     k.add_argument("--key", required=True, type=Path, metavar="FILE", help="witness secret key")
     k.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
@@ -93,7 +108,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     host, port = parse_listen(args.listen)
     limits = limits_from_args(args)
     key = load_signing_key(args.key, args.passphrase_env)
-    logs = [load_verifier_key(spec) for spec in args.log]
+    logs = [load_verifier_key(spec) for spec in args.log_keys]
     for log_key in logs:
         if log_key.public_key == key.public_key:
             raise UsageError(
@@ -119,6 +134,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
 
         def ready(url: str) -> None:
             doc = {
+                "event": "listening",
                 "url": url,
                 "witness_verifier_key": vkey,
                 "logs": sorted(witness.logs),
@@ -131,7 +147,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 for origin in sorted(witness.logs):
                     c.print(f"witnessing: {origin}")
 
-            out.result(doc, human)
+            out.event(doc, human)
 
         try:
             asyncio.run(serve_forever(witness, host, port, tls, ready, limits=limits))

@@ -18,6 +18,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import signal
 import site
 import subprocess
@@ -96,14 +97,76 @@ def _executable_by_others(path: Path) -> bool:
         return False
 
 
+PACKAGES: Final = ("rebuild", "verify")  # what another user imports from the source tree
+
+
+def python_for_others(copies: Path) -> tuple[Path, list[Path]]:
+    """An interpreter and PYTHONPATH entries that run this ``rebuild`` as another user.
+
+    The interpreter is this one, or the system's of the same version (same
+    ABI) when this one lives where others cannot run it (a Python built into
+    a private home directory). The source tree's packages and the installed
+    packages are used where they are when others can read them; otherwise
+    (a checkout under /root, whose mode is 700) they are copied into
+    ``copies``, which others must be able to reach: files hard-linked where
+    they are readable by others already, so a large site-packages costs
+    little. Raises OperationalError when no interpreter will do.
+    """
+    exe = Path(sys.executable).resolve()
+    if not _executable_by_others(exe):
+        exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+        if not _executable_by_others(exe):
+            raise OperationalError(f"no Python interpreter other users can run (tried {exe})")
+    paths: list[Path] = []
+    trees: list[tuple[Path, Sequence[str] | None]] = [(SOURCE_ROOT, PACKAGES)]
+    trees += [(Path(p), None) for p in site.getsitepackages() if Path(p).is_dir()]
+    for i, (tree, names) in enumerate(trees):
+        if _reachable_by_others(tree, directory=True):
+            paths.append(tree)
+            continue
+        dest = copies / f"{i}-{tree.name}"
+        if not dest.is_dir():
+            _copy_readable(tree, dest, names)
+        paths.append(dest)
+    return exe, paths
+
+
+def _copy_readable(src: Path, dest: Path, names: Sequence[str] | None) -> None:
+    """``src`` (or its entries ``names``) at ``dest``, readable by everyone; complete or absent."""
+
+    def link_or_copy(s: str, d: str) -> str:
+        if os.stat(s).st_mode & 0o004:
+            with contextlib.suppress(OSError):
+                os.link(s, d)
+                return d
+        shutil.copyfile(s, d)
+        os.chmod(d, 0o755 if os.stat(s).st_mode & 0o100 else 0o644)
+        return d
+
+    partial = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(mode=0o755, parents=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in names if names is not None else sorted(os.listdir(src)):
+        entry = src / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(
+                entry, partial / name, symlinks=True, ignore=ignore, copy_function=link_or_copy
+            )
+        elif entry.is_file() and not entry.is_symlink():
+            link_or_copy(str(entry), str(partial / name))
+    for directory, _, _ in os.walk(partial):
+        os.chmod(directory, 0o755)  # noqa: S103 - another user must read it: the point
+    partial.rename(dest)
+
+
 def web_user(spool_parent: Path) -> RunAs:
     """How to run the web side's request: as ``nobody`` when we are root, else as ourselves.
 
-    ``nobody`` needs an interpreter it may execute (this one, or the system's
-    of the same version when this one lives in a private home directory),
-    read access to the source tree and the installed packages, and a way into
-    ``spool_parent``; when it has not, the request runs as this user and
-    ``why`` says so.
+    ``nobody`` needs an interpreter it may execute, the source tree and the
+    installed packages (:func:`python_for_others`, copied into
+    ``spool_parent`` when they are private) and a way into ``spool_parent``;
+    when it has not, the request runs as this user and ``why`` says so.
     """
     me = RunAs(tuple(rebuild_argv()), child_env(), why="")
     if os.geteuid() != 0:
@@ -119,21 +182,16 @@ def web_user(spool_parent: Path) -> RunAs:
         return RunAs(
             me.argv, me.env, why="no user 'nobody' on this machine; the request ran as root"
         )
-    exe = Path(sys.executable).resolve()
-    if not _executable_by_others(exe):
-        exe = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    paths = [SOURCE_ROOT, *(Path(p) for p in site.getsitepackages() if Path(p).is_dir())]
-    blocked = [
-        str(p) for p in [*paths, spool_parent] if not _reachable_by_others(p, directory=True)
-    ]
-    if not _executable_by_others(exe):
-        blocked.insert(0, f"an interpreter (tried {exe})")
-    if blocked:
+    if not _reachable_by_others(spool_parent, directory=True):
         return RunAs(
             me.argv,
             me.env,
-            why="the request ran as root: user nobody cannot reach " + ", ".join(blocked),
+            why=f"the request ran as root: user nobody cannot reach {spool_parent}",
         )
+    try:
+        exe, paths = python_for_others(spool_parent / "web-python")
+    except OperationalError as e:
+        return RunAs(me.argv, me.env, why=f"the request ran as root: {e}")
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "PYTHONPATH": os.pathsep.join(str(p) for p in paths),

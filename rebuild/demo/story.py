@@ -195,7 +195,9 @@ class Story:
             lines.append(f"maintainer: {self._vkey('maintainer')}")
         with self.step("a CA for this run, and a certificate for 127.0.0.1") as lines:
             self.tls = make_demo_tls(self.root / "tls")
-            lines.append(f"CA certificate {self.tls.ca_bundle} (handed to clients as --ca-bundle)")
+            lines.append(
+                f"CA certificate {self.tls.ca_bundle} (handed to clients as --*-ca-bundle)"
+            )
         tls = ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
         with self.step("3 witnesses and 2 mirrors (the first mirror is the attacker's)") as lines:
             witnesses = {
@@ -205,7 +207,7 @@ class Story:
                     "serve",
                     *("--key", str(self.keys / f"{w}.key"), "--listen", "127.0.0.1:0"),
                     *("--state", str(self.root / "witnesses" / w)),
-                    *("--log", str(self.keys / "log.key.pub"), *tls),
+                    *("--log-key", str(self.keys / "log.key.pub"), *tls),
                 )
                 for w in WITNESSES
             }
@@ -250,7 +252,7 @@ class Story:
                 "serve",
                 *("--dir", str(self.root / "log"), "--key", str(self.keys / "log.key")),
                 *("--listen", "127.0.0.1:0", "--witnesses", str(self.tlog_path)),
-                *(*tls, "--ca-bundle", str(self.tls.ca_bundle), "--workers", "0"),
+                *(*tls, "--witness-ca-bundle", str(self.tls.ca_bundle), "--workers", "0"),
             )
             self.log_url = log.wait_ready()
             lines.append(f"log.example at {self.log_url}; tlog-policy {self.tlog_path}")
@@ -264,7 +266,7 @@ class Story:
                 "daemon",
                 *("--spool", str(self.spool), "--policy", str(self.policy_path)),
                 *("--install-dir", str(self.install), "--state", str(self.state)),
-                *("--package", PACKAGE, "--ca-bundle", str(self.tls.ca_bundle)),
+                *("--package", PACKAGE, "--mirror-ca-bundle", str(self.tls.ca_bundle)),
                 "--poll",
                 "5",
                 ready=re.compile(r"watching \S+ \((\w+)\)"),
@@ -723,7 +725,12 @@ class Story:
                 "witness",
                 "serve",
                 *("--key", str(self.keys / "w1.key"), "--listen", "127.0.0.1:0"),
-                *("--state", str(attacker / "w1-state"), "--log", str(self.keys / "log.key.pub")),
+                *(
+                    "--state",
+                    str(attacker / "w1-state"),
+                    "--log-key",
+                    str(self.keys / "log.key.pub"),
+                ),
                 *tls,
             )
             stolen.wait_ready()
@@ -741,7 +748,7 @@ class Story:
                 "serve",
                 *("--dir", str(attacker / "fork"), "--key", str(self.keys / "log.key")),
                 *("--listen", "127.0.0.1:0", "--witnesses", str(policy)),
-                *(*tls, "--ca-bundle", str(self.tls.ca_bundle), "--workers", "0"),
+                *(*tls, "--witness-ca-bundle", str(self.tls.ca_bundle), "--workers", "0"),
             )
             fork_url = fork.wait_ready()
             entries = [rel.statement] + [
@@ -789,7 +796,7 @@ class Story:
                 [
                     *("update", "--policy", str(self.policy_path), "--package", PACKAGE),
                     *("--install-dir", str(target / "install"), "--mirror", self.m1),
-                    *("--version", rel.version, "--ca-bundle", str(self.tls.ca_bundle)),
+                    *("--version", rel.version, "--mirror-ca-bundle", str(self.tls.ca_bundle)),
                 ]
             )
             if code == 2:
@@ -931,9 +938,12 @@ def run_demo(directory: Path, *, keep: bool, reporter: Reporter) -> DemoResult:
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         Story(directory, reporter, result).run()
     except KeyboardInterrupt:
-        result.error = {"kind": "interrupted", "message": "interrupted"}
+        result.error = {"kind": "Interrupted", "message": "interrupted"}
     except (RebuildError, VerifyError, OSError) as e:
         result.error = {"kind": type(e).__name__, "message": str(e)}
+        hint = getattr(e, "hint", None)
+        if isinstance(hint, str) and hint:
+            result.error["hint"] = hint
     finally:
         result.seconds = time.monotonic() - t0
         if not keep:

@@ -4,8 +4,8 @@
 127.0.0.1. Their certificate comes from a CA generated here, at run time,
 with the ``cryptography`` package: a fresh P-256 key, valid for one day,
 whose certificate is written to ``ca.pem`` and trusted only by the demo's own
-clients (``--ca-bundle``/``--log-ca-bundle``), never installed anywhere. The
-CA's private key is never written to disk: it signs the one server
+clients (``--log-ca-bundle``, ``--witness-ca-bundle``, ``--mirror-ca-bundle``),
+never installed anywhere. The CA's private key is never written to disk: it signs the one server
 certificate and is dropped.
 """
 

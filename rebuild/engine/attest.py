@@ -7,6 +7,7 @@ own validation refuses an attestation that contradicts its digests.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,17 @@ def publish(log_url: str, attestation: Path, *, ca_bundle: Path | None = None) -
     return LogEntryRef(
         url=log_url, index=int(doc["index"]), proof=proof if isinstance(proof, str) else None
     )
+
+
+def publish_later(log_url: str, attestation: Path) -> str:
+    """The command that publishes a kept attestation (and saves its proof)."""
+    a = shlex.quote(str(attestation))
+    proof = shlex.quote(f"{attestation}.proof")
+    return f"rebuild log add --log {shlex.quote(log_url)} --wait --out {proof} {a}"
+
+
+def prove_later(log_url: str, attestation: Path) -> str:
+    """The command that fetches a published attestation's proof once it exists."""
+    a = shlex.quote(str(attestation))
+    proof = shlex.quote(f"{attestation}.proof")
+    return f"rebuild log prove --log {shlex.quote(log_url)} --out {proof} {a}"

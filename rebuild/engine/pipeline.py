@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,14 @@ from rebuild import __version__
 from rebuild.compare._normalize import NormalizedPair
 from rebuild.engine import attest, diagnose, runner, targets
 from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
-from rebuild.engine.result import LogEntryRef, StepStatus, StepTiming, Verdict, VerifyResult
+from rebuild.engine.result import (
+    LogEntryRef,
+    StepError,
+    StepStatus,
+    StepTiming,
+    Verdict,
+    VerifyResult,
+)
 from rebuild.errors import InputError, NegativeVerdict, OperationalError, UsageError
 from rebuild.fsio import atomic_write
 from rebuild.hashing import sha256_file
@@ -67,21 +74,26 @@ class RecipeTarget:
 
 @dataclass(frozen=True)
 class StatementTarget:
-    """A maintainer's release statement (DSSE envelope) and the released artifact."""
+    """A maintainer's release statement (DSSE envelope) and the released artifact;
+    without the artifact, it is fetched from ``urls`` or the statement's own
+    download locations (rebuild.fetch)."""
 
     statement: Path
-    artifact: Path
+    artifact: Path | None
     maintainer_keys: tuple[Path, ...] = ()
+    urls: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        return f"{self.statement} {self.artifact}"
+        return f"{self.statement} {self.artifact}" if self.artifact else str(self.statement)
 
 
 Target = PypiTarget | RecipeTarget | StatementTarget
 
 
-def parse_target(words: Sequence[str], maintainer_keys: Sequence[Path] = ()) -> Target:
+def parse_target(
+    words: Sequence[str], maintainer_keys: Sequence[Path] = (), urls: Sequence[str] = ()
+) -> Target:
     """Turn the command line's TARGET words into a target, or raise UsageError."""
     if len(words) == 1 and words[0].startswith("pypi:"):
         spec = words[0].removeprefix("pypi:")
@@ -95,7 +107,9 @@ def parse_target(words: Sequence[str], maintainer_keys: Sequence[Path] = ()) -> 
             if maintainer_keys:
                 raise UsageError("--maintainer-key applies to a release statement, not a recipe")
             return RecipeTarget(first, artifact)
-        return StatementTarget(first, artifact, tuple(maintainer_keys))
+        return StatementTarget(first, artifact, tuple(maintainer_keys), tuple(urls))
+    if len(words) == 1 and not words[0].endswith(".toml"):
+        return StatementTarget(Path(words[0]), None, tuple(maintainer_keys), tuple(urls))
     raise UsageError(
         "TARGET is pypi:NAME==VERSION, RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT "
         f"(got {' '.join(words) or 'nothing'})"
@@ -198,6 +212,7 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
     run = _Run(target, opts, progress)
     verdict: Verdict
     message = ""
+    hint: str | None = None
     rebuilt: Path | None = None
     rebuilt_sha: str | None = None
     diff_report: Path | None = None
@@ -230,18 +245,24 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
                 verdict = "equivalent" if normalized is not None else "mismatch"
                 if normalized is not None:
                     note.append("equivalent after " + ", ".join(normalized.rules))
+        if verdict != "reproduced":
+            # The comparison ran fine, but its row must not read "ok" beside a mismatch.
+            run.steps[-1] = replace(run.steps[-1], status="differs")
     except (_Failed, NegativeVerdict) as e:
         verdict, message = "failed", str(e)
         run.causes.append(str(e))
     except OperationalError as e:
-        verdict, message = "error", str(e)
+        verdict, message, hint = "error", str(e), e.hint
     finally:
         if not opts.keep_work and run.work.exists():
             shutil.rmtree(run.work, ignore_errors=True)
 
-    # Step 5: attest (with a key), Step 6: publish (with a log).
+    # Step 5: attest (with a key), Step 6: publish (with a log). The verdict is
+    # a fact about the build: a failure here is reported beside it (exit 2), it
+    # never replaces it.
     attestation: Path | None = None
     log_entry: LogEntryRef | None = None
+    step_error: StepError | None = None
     if opts.signing_key is None:
         run.skip("attest", "no --key")
     else:
@@ -257,17 +278,24 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
                     env_lock=env_lock,
                 )
         except OperationalError as e:
-            verdict, message = "error", message or str(e)
+            step_error = StepError("attest", str(e), e.hint)
     if opts.log_url is None:
         run.skip("publish", "no --log")
     elif attestation is None:
         run.skip("publish", "no attestation to publish")
     else:
         try:
-            with run.step("publish"):
+            with run.step("publish") as note:
                 log_entry = attest.publish(opts.log_url, attestation, ca_bundle=opts.log_ca_bundle)
+                note.append(f"index {log_entry.index}")
+                if log_entry.proof is None:
+                    note.append("no proof yet: " + attest.prove_later(opts.log_url, attestation))
         except OperationalError as e:
-            verdict, message = "error", message or str(e)
+            step_error = StepError(
+                "publish",
+                f"the attestation was not published: {e}",
+                "publish it later: " + attest.publish_later(opts.log_url, attestation),
+            )
 
     plan = run.p.plan
     result = VerifyResult(
@@ -294,7 +322,9 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
         source_date_epoch=plan.source_date_epoch if plan else None,
         sde_rule=plan.sde_rule if plan else None,
         message=message,
+        hint=hint,
         details={**(plan.details if plan else {}), **run.details},
+        step_error=step_error,
         normalization=(
             {"rules": list(normalized.rules), "sha256": normalized.expected_sha256}
             if verdict == "equivalent" and normalized is not None
@@ -321,8 +351,13 @@ def _fetch(run: _Run, note: list[str]) -> None:
     elif isinstance(t, RecipeTarget):
         targets.prepare_recipe_file(run.p, t.recipe, t.artifact, work=run.work, note=note)
     else:
+        artifact = t.artifact
+        if artifact is None:
+            artifact = targets.fetch_released_artifact(
+                t.statement, t.maintainer_keys, t.urls, run.report_dir / "upstream", note
+            )
         targets.prepare_statement(
-            run.p, t.statement, t.artifact, t.maintainer_keys, work=run.work, note=note
+            run.p, t.statement, artifact, t.maintainer_keys, work=run.work, note=note
         )
     if run.p.upstream is None or run.p.plan is None:
         raise InputError(f"{t.label}: nothing to rebuild")

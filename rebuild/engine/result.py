@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["reproduced", "equivalent", "mismatch", "failed", "error"]
-StepStatus = Literal["ok", "failed", "error", "skipped"]
+# "differs": the compare step ran and the digests differ (never "ok" beside a mismatch).
+StepStatus = Literal["ok", "differs", "failed", "error", "skipped"]
 STEPS: tuple[str, ...] = ("fetch", "environment", "build", "compare", "attest", "publish")
 
 
@@ -47,6 +48,19 @@ class LogEntryRef:
 
 
 @dataclass(frozen=True)
+class StepError:
+    """A step after the verdict (attest, publish) that failed: reported, and exit
+    status 2, but the verdict stands."""
+
+    step: str
+    message: str
+    hint: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True)
 class VerifyResult:
     """Everything one ``rebuild verify`` run found out."""
 
@@ -73,7 +87,9 @@ class VerifyResult:
     source_date_epoch: int | None = None
     sde_rule: str | None = None
     message: str = ""
+    hint: str | None = None  # what to try next, for verdict error
     details: dict[str, Any] = field(default_factory=dict)
+    step_error: StepError | None = None
     normalization: dict[str, Any] | None = None
     """For ``equivalent``: ``{"rules": [...], "sha256": <both normalized forms>}``."""
 
@@ -91,7 +107,10 @@ class VerifyResult:
 
     @property
     def exit_code(self) -> int:
-        """0 reproduced; 1 equivalent (not bit-identical), mismatch, failed; 2 error."""
+        """0 reproduced; 1 equivalent (not bit-identical), mismatch, failed; 2 error or a
+        failed step after the verdict (attest, publish)."""
+        if self.step_error is not None:
+            return 2
         return {"reproduced": 0, "equivalent": 1, "mismatch": 1, "failed": 1, "error": 2}[
             self.verdict
         ]
@@ -121,7 +140,9 @@ class VerifyResult:
             "source_date_epoch": self.source_date_epoch,
             "source_date_epoch_rule": self.sde_rule,
             "message": self.message,
+            "hint": self.hint,
             "details": self.details,
+            "step_error": self.step_error.to_json() if self.step_error else None,
             "normalization": self.normalization,
             "exit_code": self.exit_code,
         }

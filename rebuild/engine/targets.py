@@ -10,7 +10,6 @@ fetches through the git and index seams and never runs fetched code.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 import urllib.parse
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 from rebuild.engine import runner
 from rebuild.engine.plan import OUTPUT_DIR, BuildPlan
 from rebuild.errors import InputError, NegativeVerdict
+from rebuild.fetch import fetch_subject, read_release, urls_for
 from rebuild.fsio import atomic_write, read_bounded
 from rebuild.hashing import sha256_file
 from rebuild.keystore import load_verifier_key
@@ -148,9 +148,8 @@ def _artifact(artifact: Path) -> Path:
 
 
 def _output_for(recipe: Recipe, artifact: Path) -> str:
-    for pattern in recipe.outputs:
-        if fnmatch.fnmatchcase(artifact.name, pattern):
-            return artifact.name
+    if recipe.builds(artifact.name):
+        return artifact.name
     raise InputError(
         f"{artifact}: its name matches none of the recipe's outputs {list(recipe.outputs)}"
     )
@@ -236,6 +235,30 @@ def fetch_sdist_url(url: str, sha256: str, dest: Path) -> Path:
 
 
 # -- STATEMENT ARTIFACT ---------------------------------------------------------------------
+
+
+def fetch_released_artifact(
+    statement: Path,
+    maintainer_keys: tuple[Path, ...],
+    urls: tuple[str, ...],
+    dest: Path,
+    note: list[str],
+) -> Path:
+    """The artifact of ``statement`` its recipe builds, fetched into ``dest`` (its
+    sha256 checked); with maintainer keys, only after the signature verified."""
+    keys = [load_verifier_key(k) for k in maintainer_keys]
+    try:
+        release = read_release(statement, keys)
+    except VerifyError as e:
+        raise NegativeVerdict(f"release statement refused: {e}") from None
+    assert isinstance(release.predicate, ReleasePredicate)
+    recipe = parse_recipe(release.predicate.recipe.encode("utf-8"), f"{statement} recipe")
+    built = [s for s in release.subjects if recipe.builds(s.name)]
+    if not built:
+        raise NegativeVerdict(f"{statement}: no artifact it releases is one the recipe builds")
+    fetched = fetch_subject(built[0], urls_for(built[0], urls, one=True), dest)
+    note.append(f"fetched {fetched.name} from {fetched.url or 'the report directory'}")
+    return fetched.path
 
 
 def prepare_statement(

@@ -257,7 +257,10 @@ def load_definition(name: str, containers_dir: Path | None = None) -> Definition
     directory = root / name
     path = directory / DEFINITION_FILE
     if not path.is_file():
-        raise UsageError(f"unknown environment {name!r}: no {path}")
+        raise UsageError(
+            f"unknown environment {name!r}: no {path}",
+            hint="the environments there are: rebuild env list",
+        )
     try:
         doc = tomllib.loads(read_text_bounded(path, MAX_DEFINITION_BYTES))
     except tomllib.TOMLDecodeError as e:

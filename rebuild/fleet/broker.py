@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import dramatiq
@@ -49,6 +50,12 @@ DEFAULT_HEARTBEAT_TIMEOUT: Final = 60.0
 # workers poll once a second; 10% brings it within seconds of the heartbeat
 # timeout, and the check is a sorted-set range query when nobody died.
 MAINTENANCE_CHANCE: Final = 100_000
+# How long a job's own broker writes (claim, count, result hand-over, retry)
+# wait out a broker outage before they give up.
+BROKER_PATIENCE_SECONDS: Final = 3600.0
+
+log = logging.getLogger("rebuild.fleet.broker")
+T = TypeVar("T")
 
 
 class Keys:
@@ -150,8 +157,72 @@ def redis_errors(config: BrokerConfig, what: str) -> Iterator[None]:
         raise TransportError(
             f"broker {config.display}: {what}: authentication failed ({e})"
         ) from None
+    except redis.ConnectionError as e:
+        raise TransportError(
+            f"cannot reach the broker at {config.display} ({what}): {e}",
+            hint="is Redis running there? (scripts/setup starts one on 127.0.0.1:6379; "
+            "or give --broker / $REBUILD_FLEET_BROKER)",
+        ) from None
     except (redis.RedisError, dramatiq.errors.BrokerConnectionError, OSError) as e:
         raise TransportError(f"broker {config.display}: {what}: {type(e).__name__}: {e}") from None
+
+
+def patiently(what: str, call: Callable[[], T], patience: float = BROKER_PATIENCE_SECONDS) -> T:
+    """``call()``, tried again with back-off while the broker is unreachable.
+
+    For the writes a job cannot do without: giving up on them at the first
+    connection error would turn a broker restart into a failed (or, through
+    Dramatiq, a lost) job. Gives up with the last TransportError after
+    ``patience`` seconds.
+    """
+    deadline = time.monotonic() + patience
+    pause = 0.5
+    while True:
+        try:
+            return call()
+        except TransportError as e:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: waiting for the broker (%s)", what, e)
+            time.sleep(pause)
+            pause = min(pause * 2, 30.0)
+
+
+class PatientRetries(Retries):
+    """Dramatiq's ``Retries``, waiting out a broker outage before the retry is enqueued.
+
+    Dramatiq acknowledges a message after its middleware ran, whatever the
+    middleware did, and retries the acknowledgement until the broker answers
+    again. ``Retries`` re-enqueues a failed message with one ``enqueue``;
+    when the broker is down at that moment the enqueue fails, and the
+    acknowledgement that follows once the broker is back removes the only
+    copy: the job is lost. Here the enqueue is repeated (for up to
+    ``BROKER_PATIENCE_SECONDS``) before the middleware returns.
+    """
+
+    def __init__(self, config: BrokerConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        options = dict(message.options)  # Retries counts in place: restore before each try
+
+        def once() -> None:
+            message.options.clear()
+            message.options.update(options)
+            with redis_errors(self._config, f"re-enqueueing {message.message_id} to retry it"):
+                super(PatientRetries, self).after_process_message(  # type: ignore[no-untyped-call]
+                    broker, message, result=result, exception=exception
+                )
+
+        patiently(f"retrying message {message.message_id}", once)
 
 
 class Fleet:
@@ -169,7 +240,8 @@ class Fleet:
             # actor bounds them itself), and the current message's id. No
             # time limit: builds have their own, and Dramatiq's would inject
             # an exception into a thread that may be driving a container.
-            middleware=[Retries(), CurrentMessage()],
+            # PatientRetries: Dramatiq's, made safe against a broker outage.
+            middleware=[PatientRetries(config), CurrentMessage()],
         )
         self.broker.declare_queue(BUILD_QUEUE)
         self.broker.declare_queue(PUBLISH_QUEUE)

@@ -34,9 +34,9 @@ from rebuild.engine import attest
 from rebuild.errors import InputError, StorageError, TransportError
 from rebuild.fleet.broker import Fleet, Keys, now
 from rebuild.fleet.jobs import JobResult, MessageError
-from rebuild.fleet.logread import TreeReader
 from rebuild.fleet.state import StateDir
 from rebuild.log.client import LogClient
+from rebuild.log.tree import TreeReader
 from verify import merkle
 from verify.checkpoint import parse as parse_checkpoint
 from verify.errors import VerifyError

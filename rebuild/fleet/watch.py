@@ -6,7 +6,7 @@ Two sources, each round:
    the last one accepted (:func:`rebuild.log.monitor.follow_once`, the same
    monitor as ``rebuild log follow``); entries from the watcher's position up
    to the checkpoint are read through the tiles and checked against the
-   signed tree (:class:`~rebuild.fleet.logread.TreeReader`). Each release
+   signed tree (:class:`~rebuild.log.tree.TreeReader`). Each release
    statement (with ``--maintainer-key``: only those a trusted maintainer
    signed) becomes one job per subject its recipe builds; the statement
    travels with the job.
@@ -25,7 +25,6 @@ versions it saw are local state, written atomically after each round.
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -35,10 +34,10 @@ from packaging.utils import canonicalize_name
 from rebuild.errors import NegativeVerdict, OperationalError, RebuildError
 from rebuild.fleet.broker import BUILD_ACTOR, BUILD_QUEUE, Fleet, Keys, now
 from rebuild.fleet.jobs import Artifact, IndexFileRef, Job, MessageError, pypi_job
-from rebuild.fleet.logread import TreeReader
 from rebuild.fleet.state import StateDir
 from rebuild.log.client import LogClient
 from rebuild.log.monitor import CheckpointVerifier, follow_once
+from rebuild.log.tree import TreeReader
 from rebuild.recipe import parse_recipe
 from rebuild.sources.pypi import PackageIndex, list_releases
 from verify.dsse import PAYLOAD_TYPE_INTOTO, Envelope
@@ -193,7 +192,7 @@ class Watcher:
             return []
         jobs: list[Job] = []
         for subject in statement.subjects:
-            if not any(fnmatch.fnmatchcase(subject.name, p) for p in recipe.outputs):
+            if not recipe.builds(subject.name):
                 continue  # released, but not what this recipe builds
             try:
                 jobs.append(

@@ -51,7 +51,7 @@ from rebuild.engine.pipeline import (
 from rebuild.engine.result import VerifyResult
 from rebuild.engine.targets import fetch_sdist_url
 from rebuild.errors import InputError, OperationalError, RebuildError, TransportError
-from rebuild.fleet.broker import PUBLISH_ACTOR, PUBLISH_QUEUE, Fleet, Keys, now
+from rebuild.fleet.broker import PUBLISH_ACTOR, PUBLISH_QUEUE, Fleet, Keys, now, patiently
 from rebuild.fleet.jobs import (
     MAX_ATTEMPTS,
     MAX_CAUSE_TEXT,
@@ -70,7 +70,6 @@ from verify.intoto import Normalization, source_from_dict
 log = logging.getLogger("rebuild.fleet.worker")
 
 MAX_BACKOFF_SECONDS: Final = 3600.0
-SEND_PATIENCE_SECONDS: Final = 3600.0
 STATS_INTERVAL_SECONDS: Final = 10.0
 
 
@@ -166,18 +165,16 @@ class BuildHandler:
         key = job.key
         message = CurrentMessage.get_current_message()
         message_id = message.message_id if message is not None else "unknown"
-        # Step 2: claim.
-        with self.fleet.errors("claiming the job"):
-            self.fleet.client.hsetnx(Keys.claims, key, message_id)
-            raw = self.fleet.client.hget(Keys.claims, key)
+        # Step 2: claim. The job's own broker writes wait out a broker restart
+        # (patiently): failing the job over one would cost an attempt.
+        raw = patiently(f"{job.label}: claiming", lambda: self._claim(key, message_id))
         owner = raw.decode() if isinstance(raw, bytes) else str(raw)
         if raw is not None and owner != message_id:
             log.info("%s: dropped a duplicate (owned by message %s)", job.label, owner)
             self.observe("duplicate", 0.0)
             return
         # Step 3: count.
-        with self.fleet.errors("counting attempts"):
-            attempt = int(self.fleet.client.hincrby(Keys.attempts, key, 1))
+        attempt = patiently(f"{job.label}: counting attempts", lambda: self._count(key))
         started, t0 = now(), time.monotonic()
         self.stats.begin()
         verdict: str | None = None
@@ -200,8 +197,20 @@ class BuildHandler:
             seconds = time.monotonic() - t0
             self.stats.end(seconds, verdict)
             self.observe(verdict or "retry", seconds)
-            with self.fleet.errors("clearing the running record"):
-                self.fleet.client.hdel(Keys.running, key)
+            patiently(f"{job.label}: clearing the running record", lambda: self._done(key))
+
+    def _claim(self, key: str, message_id: str) -> object:
+        with self.fleet.errors("claiming the job"):
+            self.fleet.client.hsetnx(Keys.claims, key, message_id)
+            return self.fleet.client.hget(Keys.claims, key)
+
+    def _count(self, key: str) -> int:
+        with self.fleet.errors("counting attempts"):
+            return int(self.fleet.client.hincrby(Keys.attempts, key, 1))
+
+    def _done(self, key: str) -> None:
+        with self.fleet.errors("clearing the running record"):
+            self.fleet.client.hdel(Keys.running, key)
 
     # -- one attempt --------------------------------------------------------------------
 
@@ -243,18 +252,19 @@ class BuildHandler:
         return self._from_verify(job, attempt, started, vr, job_dir)
 
     def _running(self, job: Job, attempt: int, step: str, job_dir: Path) -> None:
-        self.fleet.set_json(
-            Keys.running,
-            job.key,
-            {
-                "label": job.label,
-                "worker": self.identity,
-                "attempt": attempt,
-                "step": step,
-                "since": now(),
-                "report_dir": str(job_dir),
-            },
-        )
+        """Record the step for ``fleet status``; a broker outage only leaves it stale."""
+        doc = {
+            "label": job.label,
+            "worker": self.identity,
+            "attempt": attempt,
+            "step": step,
+            "since": now(),
+            "report_dir": str(job_dir),
+        }
+        try:
+            self.fleet.set_json(Keys.running, job.key, doc)
+        except TransportError as e:
+            log.warning("%s: cannot record step %s: %s", job.label, step, e)
 
     def _target(self, job: Job, inputs: Path) -> Target:
         if inputs.exists():
@@ -276,25 +286,22 @@ class BuildHandler:
         reason = (
             f"attempt {attempt}: {result.verdict}: {result.message or '; '.join(result.causes)}"
         )
-        self.fleet.set_json(Keys.last_error, job.key, {"reason": reason[:1000], "at": now()})
+        doc = {"reason": reason[:1000], "at": now()}
+        patiently(
+            f"{job.label}: recording the error",
+            lambda: self.fleet.set_json(Keys.last_error, job.key, doc),
+        )
         delay = min(self.opts.retry_backoff * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
         log.info("%s: %s; retrying in %.0f s", job.label, reason[:200], delay)
         raise dramatiq.Retry(reason[:200], delay=int(delay * 1000))
 
     def _send(self, result: JobResult) -> None:
         """Hand the result to the publisher; wait out a broker outage rather than drop it."""
-        deadline = time.monotonic() + SEND_PATIENCE_SECONDS
-        pause = 1.0
-        while True:
-            try:
-                self.fleet.send(PUBLISH_QUEUE, PUBLISH_ACTOR, result.to_json())
-                return
-            except TransportError as e:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("cannot hand over %s yet (%s); retrying", result.label, e)
-                time.sleep(pause)
-                pause = min(pause * 2, 30.0)
+        doc = result.to_json()
+        patiently(
+            f"{result.label}: handing over the result",
+            lambda: self.fleet.send(PUBLISH_QUEUE, PUBLISH_ACTOR, doc),
+        )
 
     # -- results ------------------------------------------------------------------------
 
@@ -329,7 +336,13 @@ class BuildHandler:
         )
 
     def _gave_up(self, job: Job, attempts: int, started: int) -> JobResult:
-        last = self.fleet.get_json(Keys.last_error, job.key) or {}
+        last = (
+            patiently(
+                f"{job.label}: reading the last error",
+                lambda: self.fleet.get_json(Keys.last_error, job.key),
+            )
+            or {}
+        )
         why = str(last.get("reason", "the worker was lost each time"))
         message = f"no verdict after {attempts} attempts; last: {why}"
         return self._no_verdict(job, attempts, started, "failed", message)

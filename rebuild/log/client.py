@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from rebuild.errors import TransportError
+from rebuild.errors import TransportError, UsageError
+from rebuild.log.entry import PACKAGE_NAME
 from rebuild.log.urls import check_url, client_ssl_context
 from verify.errors import VerifyError
 from verify.merkle import HASH_SIZE
@@ -34,8 +35,8 @@ class NotFoundError(TransportError):
 
 
 class HTTPStatusError(TransportError):
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
         self.status = status
 
 
@@ -98,14 +99,35 @@ class LogClient:
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 self.close()
                 if attempt == 1:
-                    raise TransportError(f"{self.url}{path}: {e}") from None
+                    raise TransportError(f"{self.url}{path}: {e}", hint=self._hint()) from None
             except ssl.SSLError as e:
                 self.close()
-                raise TransportError(f"{self.url}{path}: TLS error: {e.reason}") from None
+                raise TransportError(
+                    f"{self.url}{path}: TLS error: {e.reason}",
+                    hint="pass the log's CA bundle with --log-ca-bundle F",
+                ) from None
+            except ConnectionRefusedError:
+                self.close()
+                raise TransportError(
+                    f"cannot reach the log at {self.url}: connection refused", hint=self._hint()
+                ) from None
+            except TimeoutError:
+                self.close()
+                raise TransportError(
+                    f"the log at {self.url} did not answer {method} {path} within "
+                    f"{self._timeout:g} s",
+                    hint=self._hint(),
+                ) from None
             except (OSError, http.client.HTTPException) as e:
                 self.close()
-                raise TransportError(f"{self.url}{path}: {type(e).__name__}: {e}") from None
+                raise TransportError(
+                    f"cannot reach the log at {self.url} ({path}): {_os_reason(e)}",
+                    hint=self._hint(),
+                ) from None
         raise TransportError(f"{self.url}{path}: request failed")  # pragma: no cover
+
+    def _hint(self) -> str:
+        return f"is the log running at {self.url}? (rebuild log status --log {self.url})"
 
     def _get(self, path: str, limit: int) -> bytes:
         status, _, data = self.request("GET", path, limit=limit)
@@ -127,7 +149,14 @@ class LogClient:
     # --- the read API (tlog-tiles) ------------------------------------------
 
     def checkpoint(self) -> bytes:
-        return self._get("/checkpoint", MAX_CHECKPOINT)
+        try:
+            return self._get("/checkpoint", MAX_CHECKPOINT)
+        except NotFoundError:
+            raise NotFoundError(
+                f"the log at {self.url} has published no checkpoint yet",
+                hint="a log with witnesses publishes its first checkpoint once their quorum "
+                f"cosigned it: rebuild log status --log {self.url}",
+            ) from None
 
     def tile(self, tile: Tile) -> bytes:
         """A tile at exactly ``tile.width``; a partial one falls back to the full tile."""
@@ -174,41 +203,78 @@ class LogClient:
             raise TransportError(f"{self.url}/lookup/leaf: response lacks an index")
         return index
 
-    def lookup_subject_page(
-        self, digest: bytes, cursor: int = 0, key_ids: Sequence[bytes] = ()
+    def _lookup_page(
+        self, path: str, cursor: int, key_ids: Sequence[bytes] = ()
     ) -> tuple[list[int], int | None]:
-        """One page of ``GET /lookup/sha256/<hex>``: indexes and the next cursor (or None)."""
+        """One page of a ``/lookup/...`` answer: indexes and the next cursor (or None)."""
         query = [f"cursor={cursor}"] if cursor else []
         query += [f"keyid={k.hex()}" for k in key_ids]
-        path = f"/lookup/sha256/{digest.hex()}" + ("?" + "&".join(query) if query else "")
-        doc = self._json(self._get(path, MAX_JSON), "/lookup/sha256")
+        what = path.rsplit("/", 1)[0]
+        doc = self._json(self._get(path + ("?" + "&".join(query) if query else ""), MAX_JSON), what)
         indexes, next_cursor = doc.get("indexes"), doc.get("next_cursor", "missing")
         if (
             not isinstance(indexes, list)
             or not all(type(i) is int and cursor <= i for i in indexes)
             or indexes != sorted(set(indexes))
         ):
-            raise TransportError(f"{self.url}/lookup/sha256: response lacks ascending indexes")
+            raise TransportError(f"{self.url}{what}: response lacks ascending indexes")
         if next_cursor is not None and (
             type(next_cursor) is not int or next_cursor <= max(indexes, default=cursor)
         ):
-            raise TransportError(f"{self.url}/lookup/sha256: bad next_cursor")
+            raise TransportError(f"{self.url}{what}: bad next_cursor")
         return [int(i) for i in indexes], next_cursor
+
+    def _lookup_all(
+        self, path: str, what: str, key_ids: Sequence[bytes], max_results: int
+    ) -> list[int]:
+        found: list[int] = []
+        cursor: int | None = 0
+        while cursor is not None:
+            page, cursor = self._lookup_page(path, cursor, key_ids)
+            found += page
+            if len(found) > max_results:
+                raise TransportError(f"{self.url}: more than {max_results} entries name {what}")
+        return found
+
+    def lookup_subject_page(
+        self, digest: bytes, cursor: int = 0, key_ids: Sequence[bytes] = ()
+    ) -> tuple[list[int], int | None]:
+        """One page of ``GET /lookup/sha256/<hex>``: indexes and the next cursor (or None)."""
+        return self._lookup_page(f"/lookup/sha256/{digest.hex()}", cursor, key_ids)
 
     def lookup_subject(
         self, digest: bytes, key_ids: Sequence[bytes] = (), max_results: int = 100_000
     ) -> list[int]:
         """Every index of entries with this subject (following pages), at most ``max_results``."""
-        found: list[int] = []
-        cursor: int | None = 0
-        while cursor is not None:
-            page, cursor = self.lookup_subject_page(digest, cursor, key_ids)
-            found += page
-            if len(found) > max_results:
-                raise TransportError(
-                    f"{self.url}: more than {max_results} entries name {digest.hex()}"
-                )
-        return found
+        path = f"/lookup/sha256/{digest.hex()}"
+        return self._lookup_all(path, digest.hex(), key_ids, max_results)
+
+    def lookup_package(self, name: str, max_results: int = 100_000) -> list[int]:
+        """Indexes of statements naming package ``name`` (every version: the caller
+        reads the entries to filter by version), following pages."""
+        if not PACKAGE_NAME.fullmatch(name):
+            raise UsageError(f"package name {name[:40]!r} has characters the log does not index")
+        try:
+            return self._lookup_all(f"/lookup/package/{name}", name, (), max_results)
+        except NotFoundError:
+            raise NotFoundError(
+                f"{self.url}: this log server has no package lookup",
+                hint="find the artifact's entries instead: rebuild log find --sha256 HEX",
+            ) from None
+
+    def status(self) -> dict[str, Any]:
+        """The server's ``/status``: sizes, checkpoint age, witnesses, pending work."""
+        doc = self._json(self._get("/status", MAX_JSON), "/status")
+        for field, kind in (("origin", str), ("committed_size", int), ("published_size", int)):
+            if not isinstance(doc.get(field), kind):
+                raise TransportError(f"{self.url}/status: response lacks {field}")
+        return doc
+
+
+def _os_reason(e: Exception) -> str:
+    """``Name or service not known`` rather than ``[Errno -2] Name or ...``."""
+    reason = getattr(e, "strerror", None)
+    return reason if isinstance(reason, str) and reason else f"{type(e).__name__}: {e}"
 
 
 def _snippet(data: bytes) -> str:

@@ -6,10 +6,11 @@ UTF-8 JSON without a BOM, no duplicate or unknown fields, no NaN, no lone
 surrogates, canonical base64, 1 to 32 signatures), so the log never holds an
 entry a verifier would refuse to parse. It also extracts what the lookup
 index needs: when the payload is an in-toto statement, each
-``subject[].digest.sha256`` (lowercase hex), and the key IDs named by the
-signatures' ``keyid`` hints (``name+<8 hex>``). It never judges a signature:
-who is trusted is the updater's business, and the log must stay a neutral
-append-only record; the hints are unauthenticated and only narrow lookups.
+``subject[].digest.sha256`` (lowercase hex), the package name its predicate
+names, and the key IDs named by the signatures' ``keyid`` hints
+(``name+<8 hex>``). It never judges a signature: who is trusted is the
+updater's business, and the log must stay a neutral append-only record; the
+hints are unauthenticated and only narrow lookups.
 It never raises anything but :class:`EntryError`.
 """
 
@@ -53,11 +54,12 @@ class EntryInfo:
 
     subjects: tuple[bytes, ...]  # raw 32-byte sha256 subject digests, deduplicated
     keyed: tuple[bytes, ...] = ()  # keyed_subject(digest, key ID) for each pair
+    package: bytes | None = None  # package_key of the predicate's package, if any
 
     @property
     def index_keys(self) -> tuple[bytes, ...]:
-        """The lookup index's subject rows: digests, then (digest, key ID) keys."""
-        return self.subjects + self.keyed
+        """The lookup index's subject rows: digests, (digest, key ID) keys, package key."""
+        return self.subjects + self.keyed + ((self.package,) if self.package else ())
 
 
 def is_sha256_hex(text: object) -> bool:
@@ -77,8 +79,25 @@ def keyed_subject(digest: bytes, key_id: bytes) -> bytes:
     return hashlib.sha256(digest + key_id).digest()
 
 
-def _subjects(payload: bytes) -> tuple[bytes, ...]:
-    """sha256 subject digests of an in-toto statement; () when it is not one.
+_PACKAGE_KEY_DOMAIN: Final = b"rebuild log package index v1\x00"
+_PACKAGE_SEPARATORS: Final = re.compile(r"[-_.]+")
+PACKAGE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}")
+
+
+def package_key(name: str) -> bytes:
+    """The index key of a package name (``rebuild log find --package``).
+
+    Names are compared the way Python's package index compares them
+    (case-insensitive, runs of ``-_.`` equal), which is harmless for other
+    ecosystems. Domain-separated: no artifact digest can collide with it.
+    """
+    normalized = _PACKAGE_SEPARATORS.sub("-", name).lower()
+    return hashlib.sha256(_PACKAGE_KEY_DOMAIN + normalized.encode()).digest()
+
+
+def _subjects(payload: bytes) -> tuple[tuple[bytes, ...], bytes | None]:
+    """sha256 subject digests of an in-toto statement and the key of the package its
+    predicate names; ((), None) when it is not a statement.
 
     Parsed leniently on purpose: this only chooses lookup keys (the envelope
     itself was parsed strictly). A statement a verifier will refuse may be
@@ -88,12 +107,12 @@ def _subjects(payload: bytes) -> tuple[bytes, ...]:
     try:
         statement = json.loads(payload)
     except (ValueError, RecursionError):
-        return ()
+        return (), None
     if not isinstance(statement, dict):
-        return ()
+        return (), None
     subjects = statement.get("subject")
     if not isinstance(subjects, list):
-        return ()
+        return (), None
     if len(subjects) > MAX_SUBJECTS:
         raise EntryError(f"in-toto statement has more than {MAX_SUBJECTS} subjects")
     found: dict[bytes, None] = {}
@@ -103,7 +122,11 @@ def _subjects(payload: bytes) -> tuple[bytes, ...]:
         if is_sha256_hex(hexd):
             assert isinstance(hexd, str)
             found[bytes.fromhex(hexd)] = None
-    return tuple(found)
+    predicate = statement.get("predicate")
+    package = predicate.get("package") if isinstance(predicate, dict) else None
+    if found and isinstance(package, str) and PACKAGE_NAME.fullmatch(package):
+        return tuple(found), package_key(package)
+    return tuple(found), None
 
 
 def check_entry(body: bytes) -> EntryInfo:
@@ -118,7 +141,7 @@ def check_entry(body: bytes) -> EntryInfo:
         raise EntryError(f"not a DSSE envelope: {e}") from None
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
         return EntryInfo(())
-    subjects = _subjects(envelope.payload)
+    subjects, package = _subjects(envelope.payload)
     if not subjects:
         return EntryInfo(())
     key_ids = {k: None for s in envelope.signatures if (k := key_id_of_hint(s.keyid))}
@@ -128,4 +151,4 @@ def check_entry(body: bytes) -> EntryInfo:
             f"{MAX_KEYED_ROWS} pairs to index"
         )
     keyed = tuple(keyed_subject(d, k) for d in subjects for k in key_ids)
-    return EntryInfo(subjects, keyed)
+    return EntryInfo(subjects, keyed, package)

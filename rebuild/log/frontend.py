@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -221,6 +222,12 @@ class RemoteBackend:
     async def lookup_leaf(self, digest: bytes) -> int | None:
         body = await self._call(ipc.CALL_LOOKUP_LEAF, digest)
         return ipc.decode_u64s(body)[0] if body else None
+
+    async def status(self) -> dict[str, object]:
+        doc = json.loads(await self._call(ipc.CALL_STATUS, b""))
+        if not isinstance(doc, dict):
+            raise StorageError("the sequencer's status is not a JSON object")
+        return doc
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -53,7 +53,8 @@ _REC: Final = _KEY_AT + KEY_SIZE + 8
 EPOCH_BITS: Final = 16
 # 3: ``subjects`` also holds a row per (subject, signature key ID) pair, keyed
 # by rebuild.log.entry.keyed_subject, for lookups filtered by signer.
-SCHEMA_VERSION: Final = 3
+# 4: ... and each statement's package key (rebuild.log.entry.package_key).
+SCHEMA_VERSION: Final = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;

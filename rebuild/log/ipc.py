@@ -48,6 +48,7 @@ CALL_PROOF: Final = 1  # u64 index -> proof text, or empty when not yet covered
 CALL_LOOKUP_SUBJECT: Final = 2
 CALL_LOOKUP_LEAF: Final = 3  # 32-byte leaf hash -> u64 index, or empty
 CALL_SIZE: Final = 4  # -> u64 committed size
+CALL_STATUS: Final = 5  # -> the sequencer's status, JSON
 
 NO_CURSOR: Final = (1 << 64) - 1
 

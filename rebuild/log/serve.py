@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -170,6 +171,8 @@ class FrontendLink:
                 body = b"" if index is None else ipc.encode_u64s([index])
             elif kind == ipc.CALL_SIZE:
                 body = ipc.encode_u64s([await seq.committed_size(fresh=True)])
+            elif kind == ipc.CALL_STATUS and not argument:
+                body = json.dumps(await seq.status()).encode()
             else:
                 status = ipc.FAILED
         except StorageError as e:

@@ -25,7 +25,9 @@ Endpoints::
     GET  /proof/<index>                    tlog-proof@v1 against the published checkpoint
     GET  /lookup/sha256/<hex>[?cursor=N][&keyid=<8 hex>...]
                                            JSON indexes of entries with that subject, paged
+    GET  /lookup/package/<name>[?cursor=N] JSON indexes of statements about that package, paged
     GET  /lookup/leaf/<hex>                JSON index of the entry with that leaf hash
+    GET  /status                           JSON: sizes, checkpoint age, witnesses, pending work
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ from aiohttp import web
 
 from rebuild.errors import StorageError
 from rebuild.httpserve import ConnectionLimits, RateLimitedLog, read_body
-from rebuild.log.entry import MAX_ENTRY_SIZE, EntryError, EntryTooLargeError, check_entry
+from rebuild.log.entry import (
+    MAX_ENTRY_SIZE,
+    PACKAGE_NAME,
+    EntryError,
+    EntryTooLargeError,
+    check_entry,
+    package_key,
+)
 from rebuild.log.store import MAX_BATCH, LogStore, Pending, Sequenced
 from rebuild.log.witnessing import WitnessPool
 from verify import merkle
@@ -63,6 +72,7 @@ MAX_BUNDLE_BYTES: Final = 4 * 1024 * 1024
 MAX_QUEUED_BYTES: Final = 256 * 1024 * 1024  # beyond this, POST /add answers 503
 MAX_WAIT_SECONDS: Final = 60.0
 WITNESS_RETRY_SECONDS: Final = 1.0
+MAX_WITNESS_RETRY_SECONDS: Final = 30.0  # back-off ceiling while witnesses fail
 RECOSIGN_RETRY_SECONDS: Final = 30.0
 
 
@@ -120,6 +130,10 @@ class Backend(Protocol):
 
     async def lookup_leaf(self, digest: bytes) -> int | None: ...
 
+    async def status(self) -> dict[str, object]:
+        """What ``GET /status`` answers (see :meth:`Sequencer.status`)."""
+        ...
+
 
 class _Group:
     """One request's entries in the queue: completes when all of them are durable."""
@@ -173,6 +187,9 @@ class Sequencer:
         self._errors = RateLimitedLog(log)
         self._listeners: list[Callable[[int, int], None]] = []
         self.observer: SequencerObserver | None = None  # --metrics (rebuild.metrics)
+        # the size whose checkpoint waits for the witness quorum (None: none waits)
+        self._quorum_failing: int | None = None
+        self._published_at: float | None = None  # wall clock of the last publication
 
     @property
     def tile_dir(self) -> Path:
@@ -229,10 +246,19 @@ class Sequencer:
     def _refresh_published(self) -> None:
         with contextlib.suppress(StorageError):
             self._published_note = self.store.published_note()
+        if self.store.published_size != self._published_size or self._published_at is None:
+            self._published_at = self._publication_time()
         self._published_size = self.store.published_size
         self._published.set()
         self._published = asyncio.Event()
         self._changed()
+
+    def _publication_time(self) -> float | None:
+        """When the published checkpoint file was written (survives restarts)."""
+        try:
+            return (self.store.dir / "checkpoint").stat().st_mtime
+        except OSError:
+            return None
 
     # --- sequencing -------------------------------------------------------
 
@@ -359,6 +385,7 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         interval = self.options.recosign_interval
         due = self._cosigned_at() + interval  # wall clock: survives restarts
+        retry = WITNESS_RETRY_SECONDS
         while True:
             recosign = False
             if interval > 0 and self._published_note:
@@ -382,18 +409,26 @@ class Sequencer:
             if self.observer is not None:
                 self.observer.witnessed(cosigned.witnesses, cosigned.quorum_met)
             if not cosigned.quorum_met:
-                log.warning(
-                    "checkpoint %d: witness quorum not met (cosigned by %s); retrying",
-                    signed.size,
-                    ", ".join(cosigned.witnesses) or "none",
-                )
+                if self._quorum_failing is None:
+                    # once per streak: each witness's own trouble is logged by the pool
+                    log.warning(
+                        "checkpoint %d waits for the witness quorum (cosigned by %s); "
+                        "retrying with back-off up to %g s",
+                        signed.size,
+                        ", ".join(cosigned.witnesses) or "none",
+                        MAX_WITNESS_RETRY_SECONDS,
+                    )
+                self._quorum_failing = signed.size
                 if recosign:
                     # the published checkpoint stays valid meanwhile; retry calmly
                     due = time.time() + min(interval, RECOSIGN_RETRY_SECONDS)
                     continue
-                await asyncio.sleep(WITNESS_RETRY_SECONDS)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, MAX_WITNESS_RETRY_SECONDS)
                 self._committed.set()
                 continue
+            retry = WITNESS_RETRY_SECONDS
+            self._quorum_failing = None
 
             try:
                 await loop.run_in_executor(
@@ -405,7 +440,9 @@ class Sequencer:
                 self._committed.set()
                 continue
             what = "cosigned again" if recosign else "published"
-            log.info("%s checkpoint %d cosigned by %s", what, signed.size, cosigned.witnesses)
+            log.info(
+                "%s checkpoint %d cosigned by %s", what, signed.size, ", ".join(cosigned.witnesses)
+            )
             self._refresh_published()
             due = time.time() + interval
 
@@ -448,9 +485,41 @@ class Sequencer:
     async def lookup_leaf(self, digest: bytes) -> int | None:
         return self.store.lookup_leaf(digest)
 
+    async def status(self) -> dict[str, object]:
+        """Sizes, the published checkpoint's age, the witnesses' health, pending work."""
+        committed, published = self.store.size, self._published_size
+        witnesses = self.witnesses.health() if self.witnesses is not None else []
+        problems = [str(w["last_error"]) for w in witnesses if w["last_error"]]
+        if self._quorum_failing is not None:
+            problems.insert(0, f"checkpoint {committed} waits for the witness quorum")
+        at = self._published_at
+        return {
+            "origin": self.store.origin,
+            "healthy": not problems,
+            "committed_size": committed,
+            "published_size": max(published, 0),
+            "checkpoint_published_at": at,
+            "checkpoint_age_seconds": None if at is None else round(time.time() - at, 1),
+            "witness_quorum": None if self.witnesses is None else self.witnesses.policy.quorum,
+            "witnesses": witnesses,
+            "pending": {
+                "queued_entries": len(self._queue),
+                "awaiting_witnesses": max(0, committed - max(published, 0)),
+            },
+            "problems": problems,
+        }
+
 
 _NO_CACHE_HEADERS: Final = {"Cache-Control": NO_CACHE}
-_ROUTES: Final = ("/add", "/add-bundle", "/checkpoint", "/tile/", "/proof/", "/lookup/")
+_ROUTES: Final = (
+    "/add",
+    "/add-bundle",
+    "/checkpoint",
+    "/tile/",
+    "/proof/",
+    "/lookup/",
+    "/status",
+)
 
 
 def _known(path: str) -> bool:
@@ -559,6 +628,10 @@ class HttpApi:
                 return await self.get_lookup_subject(path[len("/lookup/sha256/") :], query)
             if path.startswith("/lookup/leaf/"):
                 return await self.get_lookup_leaf(path[len("/lookup/leaf/") :])
+            if path.startswith("/lookup/package/"):
+                return await self.get_lookup_package(path[len("/lookup/package/") :], query)
+            if path == "/status":
+                return _json(await self.backend.status())
             return _error(404, "not found")
         except (LogBusyError, LogClosingError) as e:
             return _error(503, str(e))
@@ -704,6 +777,18 @@ class HttpApi:
             return _error(400, str(e))
         indexes, next_cursor = await self.backend.lookup_subject(digest, key_ids, cursor)
         return _json({"sha256": digest.hex(), "indexes": indexes, "next_cursor": next_cursor})
+
+    async def get_lookup_package(self, name: str, query: str) -> web.Response:
+        if not PACKAGE_NAME.fullmatch(name):
+            return _error(400, "package name must be 1-200 of A-Z a-z 0-9 . _ + ~ -")
+        try:
+            cursor, key_ids = parse_lookup_query(query)
+        except ValueError as e:
+            return _error(400, str(e))
+        if key_ids:
+            return _error(400, "keyid filters apply to /lookup/sha256 only")
+        indexes, next_cursor = await self.backend.lookup_subject(package_key(name), [], cursor)
+        return _json({"package": name, "indexes": indexes, "next_cursor": next_cursor})
 
     async def get_lookup_leaf(self, text: str) -> web.Response:
         digest = _digest(text)

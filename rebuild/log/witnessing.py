@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -51,12 +53,46 @@ class Cosigned:
 
 
 class _Witness:
-    def __init__(self, spec: PolicyWitness) -> None:
+    def __init__(self, spec: PolicyWitness, timeout: float) -> None:
         if spec.url is None:
             raise UsageError(f"witness {spec.name} in the policy has no URL")
         self.spec = spec
         self.url = check_url(spec.url, f"witness {spec.name} URL") + "/add-checkpoint"
+        self.timeout = timeout
         self.known_size: int | None = None  # the size this witness last cosigned
+        # For `rebuild log status` and for logging changes rather than every retry.
+        self.last_ok: float | None = None
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
+        self.failures = 0  # attempts in a row that failed
+
+    def health(self) -> dict[str, object]:
+        return {
+            "name": self.spec.name,
+            "url": self.url.removesuffix("/add-checkpoint"),
+            "ok": self.last_error is None and self.last_ok is not None,
+            "cosigned_size": self.known_size,
+            "last_ok": self.last_ok,
+            "last_error": self.last_error,
+            "failing_since": self.failing_since,
+            "failures_in_a_row": self.failures,
+        }
+
+    def record(self, error: str | None) -> None:
+        """Note how the last attempt ended; log a change, never a repeat."""
+        now = time.time()
+        if error is None:
+            if self.last_error is not None:
+                log.info("witness %s cosigns again", self.spec.name)
+            self.last_ok, self.last_error, self.failing_since = now, None, None
+            self.failures = 0
+            return
+        if self.last_error != error:
+            log.warning("%s (retrying with back-off)", error)
+        if self.failing_since is None:
+            self.failing_since = now
+        self.last_error = error
+        self.failures += 1
 
     async def cosign(
         self, session: aiohttp.ClientSession, size: int, note: str, proof: ProofFn
@@ -80,7 +116,9 @@ class _Witness:
                     payload = await resp.content.read(MAX_RESPONSE + 1)
                     status, ctype = resp.status, resp.content_type
             except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as e:
-                raise WitnessError(f"witness {self.spec.name}: {type(e).__name__}: {e}") from None
+                raise WitnessError(
+                    f"witness {self.spec.name} at {self.url}: {_reason(e, self.timeout)}"
+                ) from None
             if len(payload) > MAX_RESPONSE:
                 raise WitnessError(f"witness {self.spec.name}: response too large")
             if status == 200:
@@ -111,7 +149,7 @@ class WitnessPool:
         if policy.quorum == "none" or not policy.witnesses:
             raise UsageError("the witness policy names no witnesses or has 'quorum none'")
         self.policy = policy
-        self._witnesses = [_Witness(w) for w in policy.witnesses if w.url is not None]
+        self._witnesses = [_Witness(w, timeout) for w in policy.witnesses if w.url is not None]
         if not self._witnesses:
             raise UsageError("no witness in the policy has a URL to reach it at")
         self._ssl = ssl_context
@@ -141,15 +179,34 @@ class WitnessPool:
             if isinstance(r, BaseException):
                 if not isinstance(r, WitnessError | UsageError):
                     raise r
-                log.warning("%s", r)
+                w.record(str(r))
                 continue
+            w.record(None)
             lines.extend(r)
             names.append(w.spec.name)
             keys.append(w.spec.key)
         result = self.policy.evaluate(keys)
         return Cosigned(add_signatures(note, lines), tuple(names), result.satisfied)
 
+    def health(self) -> list[dict[str, object]]:
+        """Each witness: reachable or why not, since when, the size it last cosigned."""
+        return [w.health() for w in self._witnesses]
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _reason(e: BaseException, timeout: float) -> str:
+    """``connection refused``, not aiohttp's repr of its connector's exception."""
+    if isinstance(e, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    os_error = getattr(e, "os_error", None)
+    if isinstance(os_error, OSError) and os_error.errno:
+        return f"cannot connect: {os.strerror(os_error.errno).lower()}"
+    if isinstance(e, ssl.SSLError | aiohttp.ClientSSLError):
+        return f"TLS error: {e}"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return f"{type(e).__name__}: {e}"

@@ -179,7 +179,14 @@ class PackageIndex:
                 raise InputError(f"{url}: not found on the index") from None
             raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
-            raise TransportError(f"{url}: {getattr(e, 'reason', e)}") from None
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, ConnectionRefusedError):
+                host = urllib.parse.urlsplit(url).netloc
+                raise TransportError(
+                    f"cannot reach {url}: connection refused",
+                    hint=f"is the server at {host} running, and is the URL right?",
+                ) from None
+            raise TransportError(f"{url}: {reason}") from None
 
     def files(self, project: str) -> tuple[IndexFile, ...]:
         """All files the index lists for ``project`` (cached per instance)."""
@@ -247,7 +254,8 @@ class PackageIndex:
                 os.fsync(out.fileno())
             if h.hexdigest() != f.sha256:
                 raise InputError(
-                    f"{f.filename}: sha256 {h.hexdigest()} differs from the index's {f.sha256}"
+                    f"{f.url}: served {f.filename} with sha256 {h.hexdigest()}, not the "
+                    f"expected {f.sha256}"
                 )
             os.replace(tmp, target)
         except OSError as e:

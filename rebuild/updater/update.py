@@ -239,6 +239,11 @@ async def _update(
         report.mirrors = await asyncio.gather(
             *(_read_index(session, url, request) for url in request.mirrors)
         )
+        if not any(m.index is not None for m in report.mirrors):
+            # No answer is not "nothing new": a mirror an attacker cuts off
+            # must not look like an up-to-date install (a freeze).
+            report.status = "failed"
+            return
         listed = _listed_versions(report)
         newest = _order(listed, report)
         report.newest_listed = newest[0] if newest else None
@@ -464,6 +469,9 @@ def _judged(
 
 def _failure_summary(report: UpdateReport) -> str:
     if not report.attempts:
+        if not any(m.index is not None for m in report.mirrors):
+            reasons = "; ".join(f"{m.url}: {m.status} ({m.error})" for m in report.mirrors)
+            return f"no mirror answered for {report.package} ({reasons})"
         if report.newest_listed is None:
             return f"no mirror lists a release of {report.package}"
         return f"no mirror lists the requested release of {report.package}"

@@ -61,3 +61,22 @@ def test_truncated_wheel_is_a_format_difference_not_a_crash(
     b.write_bytes(a.read_bytes()[:-30])
     assert main(["diff", str(a), str(b), "--json", "--no-diffoscope"]) == 1
     assert json.loads(capsys.readouterr().out)["causes"] == ["format:actual"]
+
+
+def test_diff_human_output_names_the_entries_of_each_cause(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cause with many entries names the first few, then how many more."""
+    from tests.compare.builders import FILES
+
+    many = {**FILES, **{f"pkg/data/f{i}.txt": b"x" for i in range(6)}}
+    a = write_wheel(tmp_path / "a.whl", files=many)
+    b = write_wheel(tmp_path / "b.whl", files=many, date_time=(2024, 1, 1, 0, 0, 0))
+    assert main(["diff", str(a), str(b), "--no-diffoscope"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line for line in lines if line.startswith("  timestamps: ")]
+    assert len(listed) == 1, lines
+    shown, _, more = listed[0].removeprefix("  timestamps: ").partition(" (+")
+    assert len(shown.split(", ")) == 3
+    assert set(shown.split(", ")) <= set(many) | {"demo-1.0.dist-info/RECORD"}
+    assert more == f"{len(many) + 1 - 3} more)"

@@ -65,6 +65,8 @@ def test_clock_embedding_build_is_a_mismatch_naming_the_entry(tmp_path: Path) ->
     assert "content:build-info.txt" in r.causes
     assert r.diff_report is not None and Path(r.diff_report).is_file()
     assert r.diff_report_sha256 == sha256_file(r.diff_report)
+    # The compare row of a mismatch never reads "ok".
+    assert {s.name: s.status for s in r.steps}["compare"] == "differs"
 
 
 def test_evil_build_reaching_the_network_is_contained_and_failed(tmp_path: Path) -> None:

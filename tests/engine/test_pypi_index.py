@@ -115,7 +115,7 @@ def test_download_keeps_only_bytes_matching_the_index_digest(
     assert got.read_bytes() == FILES["demo-1.0-py3-none-any.whl"]
     state["tamper"] = True
     tampered = locate_release(PackageIndex(url), "demo", "1.0").sdist
-    with pytest.raises(InputError, match="differs from the index"):
+    with pytest.raises(InputError, match="not the expected"):
         PackageIndex(url).download(tampered, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-1.0-py3-none-any.whl"]
 

@@ -12,6 +12,7 @@ from rebuild.engine.pipeline import StatementTarget, VerifyOptions, verify
 from rebuild.keystore import generate_key_files
 from rebuild.recipe import load_recipe
 from rebuild.release import release_statement, sign_release
+from tests import clijson
 from tests.engine.conftest import make_fixture
 from tests.logutil import make_key, run_cli, start_log
 from verify.dsse import Envelope
@@ -153,3 +154,41 @@ def test_relative_report_dir_works_from_any_working_directory(
     assert doc["verdict"] == "reproduced"
     assert doc["report_dir"] == str(tmp_path / "rel")
     assert (tmp_path / "rel" / "build.log").is_file()
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_envs")
+def test_a_log_that_refuses_the_connection_keeps_the_reproduced_verdict(tmp_path: Path) -> None:
+    """The build reproduced and the attestation is signed; the log is down. The
+    verdict is a fact about the build and stays; the failed publish is exit 2
+    with an error saying how to publish the kept attestation later."""
+    rebuilder = make_key(tmp_path, "rebuilder.test")
+    report = tmp_path / "report"
+    p = run_cli(
+        "verify", "--fixture", "php-phar", "--key", str(rebuilder),
+        "--log", "http://127.0.0.1:1", "--report-dir", str(report), "--json",
+        timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    doc = clijson.envelope(p.stdout, 2, "verify")
+    assert doc["verdict"] == "reproduced"
+    assert doc["rebuilt_sha256"] == doc["upstream_sha256"] is not None
+    assert (report / "rebuilt" / "hello.phar").is_file()
+    saved = json.loads((report / "result.json").read_text())
+    assert saved["verdict"] == "reproduced" and saved["rebuilt_sha256"] == doc["rebuilt_sha256"]
+    assert doc["error"]["kind"] == "PublishError"
+    assert "127.0.0.1:1" in doc["error"]["message"]
+    assert doc["error"]["hint"].startswith("publish it later: rebuild log add --log")
+    assert doc["attestation"] in doc["error"]["hint"]
+    steps = {s["name"]: s["status"] for s in doc["steps"]}
+    assert steps["compare"] == "ok" and steps["attest"] == "ok" and steps["publish"] == "error"
+
+    human = run_cli(
+        "verify", "--fixture", "php-phar", "--key", str(rebuilder),
+        "--log", "http://127.0.0.1:1", "--report-dir", str(tmp_path / "r2"),
+        timeout=300,
+    )  # fmt: skip
+    assert human.returncode == 2
+    assert "verdict: reproduced" in human.stdout
+    assert "None" not in human.stdout
+    assert "publish it later: rebuild log add" in human.stderr

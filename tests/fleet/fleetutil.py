@@ -25,10 +25,10 @@ import redis
 
 from rebuild.engine.fixtures import materialize
 from rebuild.engine.runner import lock_digest
-from rebuild.fleet.logread import TreeReader
 from rebuild.keystore import load_signing_key, load_verifier_key
 from rebuild.log.client import LogClient
 from rebuild.log.monitor import CheckpointVerifier
+from rebuild.log.tree import TreeReader
 from rebuild.recipe import parse_recipe
 from rebuild.release import release_statement, sign_release
 from tests.logutil import PYTHON, cli_env

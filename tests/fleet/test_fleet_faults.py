@@ -42,6 +42,16 @@ def _settled(broker: str) -> dict[str, Any] | None:
     return None if busy or doc["running"] else doc
 
 
+def _building(redis_server: RedisServer) -> list[dict[str, Any]]:
+    """The running records in the build step, read straight from Redis.
+
+    ``fleet status`` is a process start per look, seconds on a loaded
+    machine: slow enough to miss every few-second build step.
+    """
+    records = [json.loads(v) for v in redis_server.client().hvals(Keys.running)]
+    return [r for r in records if r.get("step") == "build"]
+
+
 def _attested(rig: FleetRig, keys: KeyFiles, sha256: str, recipe: str) -> list[Any]:
     return [
         p
@@ -115,10 +125,13 @@ def test_broker_killed_while_jobs_are_queued_loses_none(
     rig.worker("a")
     rig.worker("b")
     rig.publisher()
-    wait_for("a job in flight", lambda: status(rig.broker)["running"], timeout=120)
-    # Again, with jobs in flight and workers connected.
+    building = wait_for("a job building", lambda: _building(redis_server), timeout=120)
+    # Again, with jobs in flight and workers connected; the broker stays down
+    # until that build ended, so its worker's writes after it (the step
+    # record, the hand-over, the acknowledgement) all meet the outage.
     redis_server.kill()
-    time.sleep(1)  # not a wait for anything: an outage long enough for every poller to hit it
+    result = Path(building[0]["report_dir"]) / "report" / "result.json"
+    wait_for("the build to end while the broker is down", result.is_file, timeout=240)
     redis_server.start()
 
     for rel in releases:
@@ -189,11 +202,9 @@ def test_poison_job_ends_as_one_failed_attestation_after_bounded_attempts(
     key = f"{rel.sha256}-{rel.recipe_sha256}"
     attempts = redis_server.client().hget(Keys.attempts, key)
     assert attempts == b"3"
-    # Nothing keeps trying. Every attempt starts from a message that is waiting,
-    # delayed (a scheduled retry) or in flight, and shows as running while it
-    # builds; the settled state has none of those after the third attempt, so
-    # no fourth can start (no sleep needed to see that nothing happens). The
-    # publisher's queue is empty too: the one failed attestation is all there is.
+    # Nothing keeps trying: a few seconds later the count has not moved.
+    time.sleep(5)
+    assert redis_server.client().hget(Keys.attempts, key) == b"3"
     assert len(_attested(rig, keys, rel.sha256, rel.recipe_sha256)) == 1
 
 

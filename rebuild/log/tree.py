@@ -5,7 +5,8 @@ checkpoint commits to: the hash tiles must reproduce the checkpoint's root,
 and each entry bundle must hash to the subtree those tiles say it is. A
 log that serves other entries than it signed is caught here (a
 :class:`~rebuild.log.monitor.ForkError`), never acted on. Reading and
-verifying only; no state.
+verifying only; no state. Used by the fleet's watcher and publisher and by
+``rebuild log get`` / ``log find``.
 """
 
 from __future__ import annotations
