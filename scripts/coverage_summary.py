@@ -33,7 +33,10 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true", help="print, do not enforce the floor")
     args = ap.parse_args()
 
-    parts = [p for p in glob.glob(".coverage.*") if not p.endswith(".json")]
+    # Processes run as other users write theirs into .coverage-other-users/
+    # (tests/updaterutil.py).
+    found = glob.glob(".coverage.*") + glob.glob(".coverage-other-users/.coverage.*")
+    parts = [p for p in found if not p.endswith(".json")]
     with_code = 0
     for part in parts:
         data = CoverageData(basename=part)

@@ -137,6 +137,11 @@ def test_front_end_that_dies_is_replaced_and_loses_nothing(tmp_path: Path) -> No
     assert "restarting it" in server.log.read_text()
 
 
+def _checkpoint_size(url: str) -> int:
+    status, note = http_request(url, "GET", "/checkpoint")
+    return int(note.split(b"\n")[1]) if status == 200 else 0
+
+
 def _assert_all_there(url: str, acked: dict[int, bytes]) -> None:
     """Every acknowledged entry is in the log at the index it was given."""
     assert acked
@@ -156,7 +161,12 @@ def test_killed_sequencer_takes_its_front_ends_and_keeps_acknowledged_entries(
     kids = _front_ends(server.proc.pid)
     with ThreadPoolExecutor(1) as pool:
         load = pool.submit(_add_many, server.url, "load", 400)
-        time.sleep(0.3)
+        # Kill it under load, once entries are being acknowledged (the published
+        # checkpoint has grown) and while more are on the way.
+        deadline = time.monotonic() + 60
+        while _checkpoint_size(server.url) < 20 and not load.done():
+            assert time.monotonic() < deadline, "no entry was committed"
+            time.sleep(0.02)
         server.kill()
         acked = load.result()
     assert _wait_gone(kids), "front-ends outlived their sequencer"

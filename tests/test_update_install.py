@@ -11,6 +11,7 @@ on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -156,6 +157,24 @@ def _wait_stopped(pid: int, timeout: float = 60) -> None:
     raise AssertionError(f"process {pid} never stopped itself")
 
 
+def _wait_waiting_for_lock(proc: subprocess.Popen[str], lock: Path, timeout: float = 60) -> None:
+    """Return once ``proc`` has ``lock`` open: it is in its loop trying to take it.
+
+    The updater opens D/.lock right before it polls flock(2) on it, and keeps
+    it open until it gives up or installs; an fd pointing at the lock file is
+    the state that says it has reached the lock.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the waiting updater exited before reaching the lock"
+        fds = Path(f"/proc/{proc.pid}/fd")
+        with contextlib.suppress(FileNotFoundError):  # an fd closed while we look
+            if any(os.readlink(fd) == str(lock) for fd in fds.iterdir()):
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"process {proc.pid} never opened {lock}")
+
+
 @pytest.mark.slow
 def test_a_second_updater_exits_2_while_one_installs_and_a_waiting_one_sees_the_result(
     setup: tuple[Path, str, Release, Release], tmp_path: Path
@@ -169,8 +188,10 @@ def test_a_second_updater_exits_2_while_one_installs_and_a_waiting_one_sees_the_
         assert second.returncode == 2, second.stdout + second.stderr
         assert "another updater" in report(second)["error"]["message"]
         waiter = _popen_update(policy, install, url, "--wait-lock", "120", env={})
-        time.sleep(0.5)
-        assert waiter.poll() is None  # it waits for the lock
+        # It reaches the lock the stopped updater holds; it cannot take it, so it
+        # is still there, waiting, rather than done or refused.
+        _wait_waiting_for_lock(waiter, install / ".lock")
+        assert waiter.poll() is None
         os.kill(first.pid, signal.SIGCONT)
         out, err = first.communicate(timeout=120)
         assert first.returncode == 0, out + err

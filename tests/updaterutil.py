@@ -415,7 +415,37 @@ def _other_user_python() -> tuple[tuple[str, ...], dict[str, str]]:
         "LANG": "C.UTF-8",
         "HOME": "/nonexistent",
     }
+    # Measured under coverage, unless the source was copied elsewhere (then
+    # its files would not be the checkout's).
+    if "COVERAGE_PROCESS_CONFIG" in os.environ and str(ROOT) in map(str, paths):
+        env.update(_coverage_env([str(p) for p in paths]))
     return (str(exe),), env
+
+
+# Where processes run as other users leave their coverage data (they cannot
+# write next to the checkout's .coverage); scripts/coverage_summary.py combines
+# it with the rest.
+OTHER_USERS_COVERAGE = ROOT / ".coverage-other-users"
+
+
+def _coverage_env(paths: list[str]) -> dict[str, str]:
+    """Measure a process run as another user like every other one (docs/testing.md).
+
+    tests/coverage_startup/usercustomize.py starts coverage with the suite's
+    configuration (COVERAGE_PROCESS_CONFIG, which names the data file itself:
+    COVERAGE_FILE does not override it); the data go to a sticky,
+    world-writable directory, as in /tmp, so each user writes only its own files.
+    """
+    from coverage.config import CoverageConfig  # only under coverage
+
+    OTHER_USERS_COVERAGE.mkdir(exist_ok=True)
+    OTHER_USERS_COVERAGE.chmod(0o1777)
+    config = CoverageConfig.deserialize(os.environ["COVERAGE_PROCESS_CONFIG"])
+    config.data_file = str(OTHER_USERS_COVERAGE / ".coverage")
+    return {
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "coverage_startup"), *paths]),
+        "COVERAGE_PROCESS_CONFIG": config.serialize(),
+    }
 
 
 def tree(root: Path) -> dict[str, str]:
