@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal, TypeAlias
 
+from rebuild.engine.plan import OUTPUT_DIR
 from rebuild.errors import InputError
 from rebuild.fsio import read_bounded
 from verify.errors import EnvelopeFormatError
@@ -43,7 +44,6 @@ MAX_ARGS: Final = 256
 MAX_ARG_LENGTH: Final = 4096
 MAX_OUTPUTS: Final = 64
 MAX_ENV: Final = 64
-OUTPUT_DIR: Final = "/out"
 
 SourceDateEpochRule: TypeAlias = Literal["commit", "sdist"] | int
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -183,22 +183,7 @@ def parse_recipe(data: bytes, where: str = "recipe") -> Recipe:
     if "git" in src and "sdist" in src:
         raise r.fail("[source]", "give either git or sdist, not both")
     try:
-        if "git" in src:
-            if src.keys() != {"git", "tag", "commit"}:
-                raise r.fail("[source]", "a git source needs exactly git, tag and commit")
-            source = GitSource(
-                r.string(src, "source", "git", 2048),
-                r.string(src, "source", "tag"),
-                r.string(src, "source", "commit"),
-            )
-        elif "sdist" in src:
-            if src.keys() != {"sdist", "sha256"}:
-                raise r.fail("[source]", "an sdist source needs exactly sdist and sha256")
-            source = SdistSource(
-                r.string(src, "source", "sdist", 2048), r.string(src, "source", "sha256")
-            )
-        else:
-            raise r.fail("[source]", "needs git (with tag and commit) or sdist (with sha256)")
+        source = _source(r, src)
         envt = r.table("environment")
         environment = EnvironmentRef(
             r.string(envt, "environment", "name"), r.string(envt, "environment", "lock_sha256")
@@ -213,37 +198,9 @@ def parse_recipe(data: bytes, where: str = "recipe") -> Recipe:
     for i, pattern in enumerate(outputs):
         _check_output_glob(r, i, pattern)
 
-    rule = build["source_date_epoch"]
-    sde: SourceDateEpochRule
-    if rule == "commit":
-        if not isinstance(source, GitSource):
-            raise r.fail("[build] source_date_epoch", '"commit" needs a git source')
-        sde = "commit"
-    elif rule == "sdist":
-        if not isinstance(source, SdistSource):
-            raise r.fail("[build] source_date_epoch", '"sdist" needs an sdist source')
-        sde = "sdist"
-    elif type(rule) is int and 0 <= rule <= MAX_TIME:
-        sde = rule
-    else:
-        raise r.fail(
-            "[build] source_date_epoch", 'must be "commit", "sdist" or a Unix time (integer)'
-        )
+    sde = _sde_rule(r, build["source_date_epoch"], source)
 
-    env: list[tuple[str, str]] = []
-    raw_env = build.get("env", {})
-    if not isinstance(raw_env, dict):
-        raise r.fail("[build] env", "must be a table of strings")
-    if len(raw_env) > MAX_ENV:
-        raise r.fail("[build] env", f"more than {MAX_ENV} variables")
-    for name, value in sorted(raw_env.items()):
-        if not _ENV_NAME.fullmatch(name):
-            raise r.fail(f"[build] env.{name}", "is not a valid variable name")
-        if name == "SOURCE_DATE_EPOCH":
-            raise r.fail(f"[build] env.{name}", "is set by the source_date_epoch rule")
-        if not isinstance(value, str) or len(value) > MAX_ARG_LENGTH or "\x00" in value:
-            raise r.fail(f"[build] env.{name}", "must be a string without NUL")
-        env.append((name, value))
+    env = _build_env(r, build.get("env", {}))
 
     return Recipe(
         package=package,
@@ -257,6 +214,67 @@ def parse_recipe(data: bytes, where: str = "recipe") -> Recipe:
         text=text,
         sha256=recipe_digest(data),
     )
+
+
+def _source(r: _Reader, src: dict[str, Any]) -> Source:
+    """``[source]``: a git repository at a tag and commit, or an sdist and its sha256.
+
+    Raises InputError (naming the key) or EnvelopeFormatError (from the value types).
+    """
+    if "git" in src:
+        if src.keys() != {"git", "tag", "commit"}:
+            raise r.fail("[source]", "a git source needs exactly git, tag and commit")
+        return GitSource(
+            r.string(src, "source", "git", 2048),
+            r.string(src, "source", "tag"),
+            r.string(src, "source", "commit"),
+        )
+    if "sdist" in src:
+        if src.keys() != {"sdist", "sha256"}:
+            raise r.fail("[source]", "an sdist source needs exactly sdist and sha256")
+        return SdistSource(
+            r.string(src, "source", "sdist", 2048), r.string(src, "source", "sha256")
+        )
+    raise r.fail("[source]", "needs git (with tag and commit) or sdist (with sha256)")
+
+
+def _sde_rule(r: _Reader, rule: object, source: Source) -> SourceDateEpochRule:
+    """``[build] source_date_epoch``: "commit" (git), "sdist" (sdist) or a Unix time.
+
+    Raises InputError for any other value or a rule the source cannot follow.
+    """
+    if rule == "commit":
+        if not isinstance(source, GitSource):
+            raise r.fail("[build] source_date_epoch", '"commit" needs a git source')
+        return "commit"
+    if rule == "sdist":
+        if not isinstance(source, SdistSource):
+            raise r.fail("[build] source_date_epoch", '"sdist" needs an sdist source')
+        return "sdist"
+    if type(rule) is int and 0 <= rule <= MAX_TIME:
+        return rule
+    raise r.fail("[build] source_date_epoch", 'must be "commit", "sdist" or a Unix time (integer)')
+
+
+def _build_env(r: _Reader, raw_env: object) -> list[tuple[str, str]]:
+    """``[build] env``: at most MAX_ENV variables, sorted, none of them SOURCE_DATE_EPOCH.
+
+    Raises InputError naming the first bad variable.
+    """
+    env: list[tuple[str, str]] = []
+    if not isinstance(raw_env, dict):
+        raise r.fail("[build] env", "must be a table of strings")
+    if len(raw_env) > MAX_ENV:
+        raise r.fail("[build] env", f"more than {MAX_ENV} variables")
+    for name, value in sorted(raw_env.items()):
+        if not _ENV_NAME.fullmatch(name):
+            raise r.fail(f"[build] env.{name}", "is not a valid variable name")
+        if name == "SOURCE_DATE_EPOCH":
+            raise r.fail(f"[build] env.{name}", "is set by the source_date_epoch rule")
+        if not isinstance(value, str) or len(value) > MAX_ARG_LENGTH or "\x00" in value:
+            raise r.fail(f"[build] env.{name}", "must be a string without NUL")
+        env.append((name, value))
+    return env
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:

@@ -20,8 +20,6 @@ Cryptographic decisions live in :mod:`verify`; this module owns HTTP and disk.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import fcntl
 import hashlib
 import logging
@@ -52,6 +50,7 @@ from verify.errors import FormatError, ProofError, SignatureError, VerifyError
 from verify.keys import ALG_ED25519, SigningKey, VerifierKey
 from verify.merkle import HASH_SIZE, verify_consistency
 from verify.note import open_note, split_note
+from verify.parsing import decode_base64, parse_decimal
 
 log = logging.getLogger("rebuild.witness")
 
@@ -98,23 +97,13 @@ def parse_add_checkpoint(body: bytes) -> AddCheckpointRequest:
     first = lines[0]
     if not first.startswith("old "):
         raise BadRequest("first line must be 'old <size>'")
-    digits = first[4:]
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 19:
-        raise BadRequest("old size is not a decimal")
-    if len(digits) > 1 and digits[0] == "0":
-        raise BadRequest("old size has a leading zero")
-    old = int(digits)
-    if old > (1 << 63) - 1:
-        raise BadRequest("old size is beyond 2**63-1")
+    old = parse_decimal(first[4:], "old size", BadRequest)
     if len(lines) - 1 > MAX_PROOF_LINES:
         raise BadRequest(f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof: list[bytes] = []
     for line in lines[1:]:
-        try:
-            h = base64.b64decode(line.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise BadRequest("consistency proof line is not base64") from None
-        if len(h) != HASH_SIZE or base64.b64encode(h).decode() != line:
+        h = decode_base64(line, "consistency proof line", BadRequest)
+        if len(h) != HASH_SIZE:
             raise BadRequest("consistency proof line is not a canonical 32-byte hash")
         proof.append(h)
     return AddCheckpointRequest(old, tuple(proof), note)
@@ -338,14 +327,6 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as e:
         raise UsageError(f"cannot load TLS certificate {cert} / key {key}: {e}") from None
     return ctx
-
-
-def parse_listen(spec: str) -> tuple[str, int]:
-    host, sep, port = spec.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--listen {spec!r}: expected HOST:PORT")
-    return host, int(port)
 
 
 async def start(

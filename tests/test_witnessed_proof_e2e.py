@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 
 import aiohttp
@@ -80,7 +81,7 @@ def test_entries_verify_against_checkpoints_cosigned_by_two_witnesses(tmp_path: 
     asyncio.run(main())
     assert len(proofs) > 40
     for entry, text in proofs:
-        v = verify_tlog_proof(text, entry, policy)
+        v = verify_tlog_proof(text, entry, policy, now=int(time.time()) + 300)
         assert set(v.quorum.witnesses) == {"one", "two"}
 
     # Drop one witness's cosignature from a proof: the 2-of-2 quorum fails.
@@ -90,4 +91,6 @@ def test_entries_verify_against_checkpoints_cosigned_by_two_witnesses(tmp_path: 
         line for line in tp.checkpoint.split("\n") if not line.startswith("— w2.example ")
     )
     with pytest.raises(ThresholdError):
-        verify_tlog_proof(TlogProof(tp.index, tp.proof, stripped), entry, policy)
+        verify_tlog_proof(
+            TlogProof(tp.index, tp.proof, stripped), entry, policy, now=int(time.time()) + 300
+        )

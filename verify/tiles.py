@@ -271,8 +271,9 @@ def perfect_root(hashes: Sequence[bytes]) -> bytes:
 
     Level by level with hashlib directly: about twice as fast as the general
     streaming :func:`verify.merkle.root`, and this runs for every subtree a
-    proof, an audit or a monitor computes from tiles. Raises ProofFormatError
-    unless there are 2**k hashes.
+    proof, an audit or a monitor computes from tiles.
+
+    Raises ProofFormatError when the number of hashes is not a power of two.
     """
     level = list(hashes)
     if not level or len(level) & (len(level) - 1):
@@ -431,70 +432,97 @@ def audit_tiles(
     Readers return a tile exactly at ``tile.width`` and may raise
     :class:`TileFormatError` for a tile that is missing or unusable (recorded
     as a problem); any other exception propagates. Memory is one tile per
-    level, whatever the size. Raises TileFormatError for a range outside
-    ``0 <= start <= size <= MAX_TREE_SIZE``.
+    level, whatever the size.
+
+    Raises TileFormatError for a range outside ``0 <= start <= size <=
+    MAX_TREE_SIZE``, and whatever a reader raises other than TileFormatError.
     """
     if not 0 <= start <= size <= MAX_TREE_SIZE:
         raise TileFormatError(f"bad audit range {start}..{size}")
-    problems: list[TileProblem] = []
-    parents: dict[int, tuple[Tile, list[bytes] | None]] = {}
+    audit = _Audit(size, read_tile, read_bundle)
+    for tile in tiles_between(start, size):
+        if len(audit.problems) >= max_problems:
+            return audit.problems
+        hashes = audit.hashes_of(tile)
+        if hashes is None:
+            continue
+        if tile.level == 0 and read_bundle is not None:
+            audit.check_bundle(tile, hashes, read_bundle)  # rule 1
+        if tile.width == TILE_WIDTH:
+            audit.check_parent(tile, hashes)  # rule 2
+    if audit.problems:
+        return audit.problems
+    return audit.check_root(root_hash)  # rule 3
 
-    def hashes_of(tile: Tile) -> list[bytes] | None:
+
+class _Audit:
+    """What :func:`audit_tiles` found so far, and the one parent tile per level it holds."""
+
+    def __init__(self, size: int, read_tile: TileReader, read_bundle: TileReader | None) -> None:
+        self.size = size
+        self.read_tile = read_tile
+        self.read_bundle = read_bundle
+        self.problems: list[TileProblem] = []
+        self.parents: dict[int, tuple[Tile, list[bytes] | None]] = {}
+
+    def hashes_of(self, tile: Tile) -> list[bytes] | None:
+        """The tile's hashes, or None (and a problem) when it is missing or unusable."""
         try:
-            return split_hashes(read_tile(tile), tile.width)
+            return split_hashes(self.read_tile(tile), tile.width)
         except TileFormatError as e:
-            problems.append(TileProblem(tile.path(), str(e)))
+            self.problems.append(TileProblem(tile.path(), str(e)))
             return None
 
-    def parent_hash(tile: Tile) -> tuple[Tile, bytes | None]:
-        parent = tile_for(size, tile.level + 1, tile.n // TILE_WIDTH)
-        cached = parents.get(parent.level)
+    def parent_hash(self, tile: Tile) -> tuple[Tile, bytes | None]:
+        """The tile one level up and the hash it holds for ``tile`` (None: unreadable)."""
+        parent = tile_for(self.size, tile.level + 1, tile.n // TILE_WIDTH)
+        cached = self.parents.get(parent.level)
         if cached is None or cached[0] != parent:
-            cached = (parent, hashes_of(parent))
-            parents[parent.level] = cached
+            cached = (parent, self.hashes_of(parent))
+            self.parents[parent.level] = cached
         hs = cached[1]
         return parent, None if hs is None else hs[tile.n % TILE_WIDTH]
 
-    for tile in tiles_between(start, size):
-        if len(problems) >= max_problems:
-            return problems
-        hashes = hashes_of(tile)
-        if hashes is None:
-            continue
-        if tile.level == 0 and read_bundle is not None:  # rule 1
-            bundle = Tile(ENTRIES, tile.n, tile.width)
-            try:
-                entries = parse_entry_bundle(read_bundle(bundle), tile.width)
-            except TileFormatError as e:
-                problems.append(TileProblem(bundle.path(), str(e)))
-            else:
-                for i, (entry, h) in enumerate(zip(entries, hashes, strict=True)):
-                    if leaf_hash(entry) != h:
-                        problems.append(
-                            TileProblem(
-                                bundle.path(),
-                                f"entry {tile.n * TILE_WIDTH + i} does not hash to "
-                                f"hash {i} of {tile.path()}",
-                            )
-                        )
-                        break
-        if tile.width == TILE_WIDTH:  # rule 2
-            parent, expected = parent_hash(tile)
-            if expected is not None and perfect_root(hashes) != expected:
-                problems.append(
+    def check_bundle(self, tile: Tile, hashes: list[bytes], read_bundle: TileReader) -> None:
+        """Rule 1: each entry of the bundle hashes to its hash in level-0 ``tile``."""
+        bundle = Tile(ENTRIES, tile.n, tile.width)
+        try:
+            entries = parse_entry_bundle(read_bundle(bundle), tile.width)
+        except TileFormatError as e:
+            self.problems.append(TileProblem(bundle.path(), str(e)))
+            return
+        for i, (entry, h) in enumerate(zip(entries, hashes, strict=True)):
+            if leaf_hash(entry) != h:
+                self.problems.append(
                     TileProblem(
-                        tile.path(),
-                        f"does not hash to hash {tile.n % TILE_WIDTH} of {parent.path()}",
+                        bundle.path(),
+                        f"entry {tile.n * TILE_WIDTH + i} does not hash to "
+                        f"hash {i} of {tile.path()}",
                     )
                 )
-    if problems:
-        return problems
-    try:  # rule 3
-        computed = TileHashes(size, read_tile).root()
-    except TileFormatError as e:
-        return [TileProblem("tile/", str(e))]
-    if computed != root_hash:
-        problems.append(
-            TileProblem("tile/", f"the tiles do not reproduce the signed root of size {size}")
-        )
-    return problems
+                return
+
+    def check_parent(self, tile: Tile, hashes: list[bytes]) -> None:
+        """Rule 2: a full tile hashes to its hash in the tile one level up."""
+        parent, expected = self.parent_hash(tile)
+        if expected is not None and perfect_root(hashes) != expected:
+            self.problems.append(
+                TileProblem(
+                    tile.path(),
+                    f"does not hash to hash {tile.n % TILE_WIDTH} of {parent.path()}",
+                )
+            )
+
+    def check_root(self, root_hash: bytes) -> list[TileProblem]:
+        """Rule 3: the tree's tiles reproduce the signed root."""
+        try:
+            computed = TileHashes(self.size, self.read_tile).root()
+        except TileFormatError as e:
+            return [TileProblem("tile/", str(e))]
+        if computed != root_hash:
+            self.problems.append(
+                TileProblem(
+                    "tile/", f"the tiles do not reproduce the signed root of size {self.size}"
+                )
+            )
+        return self.problems

@@ -131,12 +131,15 @@ def verify_tlog_proof(
     entry: bytes,
     policy: Policy,
     *,
-    now: int | None = None,
+    now: int,
 ) -> VerifiedProof:
     """Verify that ``entry`` is in a log the policy trusts, witnessed by its quorum.
 
-    ``now`` (POSIX seconds), when given, rejects cosignatures timestamped in
-    the future. Raises OriginError / SignatureError / ThresholdError /
+    ``now`` (POSIX seconds, fixed once by the caller, as python-tuf and
+    sigstore-python fix their reference time) rejects cosignatures
+    timestamped after it; there is no default, so the check cannot be left
+    out by accident. A caller that tolerates clock skew adds it to ``now``.
+    Raises OriginError / SignatureError / ThresholdError /
     ProofError (TrustError family) or ProofFormatError / NoteFormatError /
     CheckpointFormatError (FormatError family).
     """
@@ -150,7 +153,7 @@ def verify_tlog_proof_leaf(
     leaf: bytes,
     policy: Policy,
     *,
-    now: int | None = None,
+    now: int,
 ) -> VerifiedProof:
     """:func:`verify_tlog_proof` for a caller that computed the leaf hash itself.
 

@@ -29,25 +29,19 @@ def register(sub: Any) -> None:
         "their images from their lock files, check an image still matches its lock, and "
         "re-lock one. docs/environments.md explains them.",
     )
+
     esub = p.add_subparsers(dest="env_command", metavar="ACTION", required=True)
+    _add_list(esub)
+    _add_build(esub)
+    _add_lock(esub)
+    _add_check(esub)
+    _add_fetch(esub)
+    _add_export(esub)
+    _add_import(esub)
 
-    def target_args(q: argparse.ArgumentParser, all_help: str) -> None:
-        target = q.add_mutually_exclusive_group(required=True)
-        target.add_argument("name", nargs="?", metavar="NAME", help="environment name")
-        target.add_argument("--all", action="store_true", help=all_help)
 
-    def store_arg(q: argparse.ArgumentParser) -> None:
-        q.add_argument(
-            "--store",
-            metavar="DIR",
-            type=Path,
-            help=(
-                "package store: every pinned .deb kept by sha256 (default: "
-                "$REBUILD_PACKAGE_STORE, else $XDG_DATA_HOME/rebuild/packages, "
-                "i.e. ~/.local/share/rebuild/packages)"
-            ),
-        )
-
+def _add_list(esub: Any) -> None:
+    """The ``rebuild env list`` parser."""
     ls = esub.add_parser(
         "list",
         help="list environments, their lock digests and images",
@@ -57,22 +51,16 @@ def register(sub: Any) -> None:
             "Verify and recipes name environments by these names."
         ),
     )
-    store_arg(ls)
+
+    _store_arg(ls)
+
     ls.add_argument("--json", action="store_true", help="print one JSON document")
+
     ls.set_defaults(func=cmd_list)
 
-    def mirror_args(q: argparse.ArgumentParser) -> None:
-        q.add_argument(
-            "--mirror",
-            metavar="URL",
-            help="Debian archive mirror (default: $REBUILD_DEBIAN_MIRROR, else apt sources)",
-        )
-        q.add_argument(
-            "--security-mirror",
-            metavar="URL",
-            help="Debian security archive (default: $REBUILD_DEBIAN_SECURITY_MIRROR, or apt's)",
-        )
 
+def _add_build(esub: Any) -> None:
+    """The ``rebuild env build`` parser."""
     b = esub.add_parser(
         "build",
         help="build environment images from their locks (idempotent)",
@@ -85,13 +73,22 @@ def register(sub: Any) -> None:
             "store lacks (and to name in the base image's apt sources)."
         ),
     )
-    target_args(b, "every environment in containers/")
-    mirror_args(b)
-    store_arg(b)
+
+    _target_args(b, "every environment in containers/")
+
+    _mirror_args(b)
+
+    _store_arg(b)
+
     b.add_argument("--force", action="store_true", help="rebuild even when an image exists")
+
     b.add_argument("--json", action="store_true", help="print one JSON document")
+
     b.set_defaults(func=cmd_build)
 
+
+def _add_lock(esub: Any) -> None:
+    """The ``rebuild env lock`` parser."""
     lk = esub.add_parser(
         "lock",
         help="rebuild an environment fresh and write its lock file",
@@ -103,17 +100,26 @@ def register(sub: Any) -> None:
             "environments built on it must be re-locked too."
         ),
     )
-    target_args(lk, "every environment, parents first")
+
+    _target_args(lk, "every environment, parents first")
+
     lk.add_argument(
         "--keep-versions",
         action="store_true",
         help="pin the versions the current lock (v1 or v2) pins, not the newest ones",
     )
-    mirror_args(lk)
-    store_arg(lk)
+
+    _mirror_args(lk)
+
+    _store_arg(lk)
+
     lk.add_argument("--json", action="store_true", help="print one JSON document")
+
     lk.set_defaults(func=cmd_lock)
 
+
+def _add_check(esub: Any) -> None:
+    """The ``rebuild env check`` parser."""
     ck = esub.add_parser(
         "check",
         help="prove an environment image matches its lock (exit 1 on drift)",
@@ -123,10 +129,16 @@ def register(sub: Any) -> None:
             "drift listed, 2 when there is no image or no engine."
         ),
     )
+
     ck.add_argument("name", metavar="NAME", help="environment name")
+
     ck.add_argument("--json", action="store_true", help="print one JSON document")
+
     ck.set_defaults(func=cmd_check, negative_verdict="drifted")
 
+
+def _add_fetch(esub: Any) -> None:
+    """The ``rebuild env fetch`` parser."""
     fe = esub.add_parser(
         "fetch",
         help="put every .deb the locks pin into the package store",
@@ -137,12 +149,20 @@ def register(sub: Any) -> None:
             "mirror has dropped those versions. Exit 2 naming the packages no mirror serves."
         ),
     )
-    target_args(fe, "every environment")
-    mirror_args(fe)
-    store_arg(fe)
+
+    _target_args(fe, "every environment")
+
+    _mirror_args(fe)
+
+    _store_arg(fe)
+
     fe.add_argument("--json", action="store_true", help="print one JSON document")
+
     fe.set_defaults(func=cmd_fetch)
 
+
+def _add_export(esub: Any) -> None:
+    """The ``rebuild env export`` parser."""
     ex = esub.add_parser(
         "export",
         help="write an environment (locks and .deb files) to one portable file",
@@ -153,18 +173,28 @@ def register(sub: Any) -> None:
             "imports it with `rebuild env import` and builds with no mirror."
         ),
     )
+
     ex.add_argument("name", metavar="NAME", help="environment name")
+
     ex.add_argument("-o", "--output", metavar="FILE", type=Path, required=True, help="output")
+
     ex.add_argument(
         "--with-image",
         action="store_true",
         help="include the built image (docker save); the importer must trust the exporter",
     )
-    mirror_args(ex)
-    store_arg(ex)
+
+    _mirror_args(ex)
+
+    _store_arg(ex)
+
     ex.add_argument("--json", action="store_true", help="print one JSON document")
+
     ex.set_defaults(func=cmd_export)
 
+
+def _add_import(esub: Any) -> None:
+    """The ``rebuild env import`` parser."""
     im = esub.add_parser(
         "import",
         help="add an exported environment's .deb files to the package store",
@@ -177,7 +207,9 @@ def register(sub: Any) -> None:
             "machine's environment (tampered or other locks), 2 when it is malformed."
         ),
     )
+
     im.add_argument("file", metavar="FILE", type=Path, help="an archive from rebuild env export")
+
     im.add_argument(
         "--with-image",
         action="store_true",
@@ -186,9 +218,44 @@ def register(sub: Any) -> None:
             "trusted otherwise like a registry image)"
         ),
     )
-    store_arg(im)
+
+    _store_arg(im)
+
     im.add_argument("--json", action="store_true", help="print one JSON document")
+
     im.set_defaults(func=cmd_import)
+
+
+def _target_args(q: argparse.ArgumentParser, all_help: str) -> None:
+    target = q.add_mutually_exclusive_group(required=True)
+    target.add_argument("name", nargs="?", metavar="NAME", help="environment name")
+    target.add_argument("--all", action="store_true", help=all_help)
+
+
+def _store_arg(q: argparse.ArgumentParser) -> None:
+    q.add_argument(
+        "--store",
+        metavar="DIR",
+        type=Path,
+        help=(
+            "package store: every pinned .deb kept by sha256 (default: "
+            "$REBUILD_PACKAGE_STORE, else $XDG_DATA_HOME/rebuild/packages, "
+            "i.e. ~/.local/share/rebuild/packages)"
+        ),
+    )
+
+
+def _mirror_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument(
+        "--mirror",
+        metavar="URL",
+        help="Debian archive mirror (default: $REBUILD_DEBIAN_MIRROR, else apt sources)",
+    )
+    q.add_argument(
+        "--security-mirror",
+        metavar="URL",
+        help="Debian security archive (default: $REBUILD_DEBIAN_SECURITY_MIRROR, or apt's)",
+    )
 
 
 def _mirrors(args: argparse.Namespace, suite: str) -> Callable[[], Mirrors]:

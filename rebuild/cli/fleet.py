@@ -44,8 +44,16 @@ def register(sub: Any) -> None:
             "through a Redis broker (Dramatiq); see docs/fleet.md."
         ),
     )
-    fsub = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
 
+    fsub = p.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
+    _add_watch(fsub)
+    _add_worker(fsub)
+    _add_publish(fsub)
+    _add_status(fsub)
+
+
+def _add_watch(fsub: Any) -> None:
+    """The ``rebuild fleet watch`` parser."""
     w = fsub.add_parser(
         "watch",
         help="enqueue each new release (log and/or index) once",
@@ -57,12 +65,19 @@ def register(sub: Any) -> None:
             "restarts. Exit 1 if the log forks, 2 on errors (with --once)."
         ),
     )
+
     _broker_args(w)
+
     w.add_argument("--log", metavar="URL", help="audit log to follow (tlog-tiles prefix)")
+
     add_ca_bundle(w, "log", "an https:// log")
+
     trust = w.add_mutually_exclusive_group()
+
     trust.add_argument("--log-key", metavar="VKEY", help="the log's verifier key (file or text)")
+
     trust.add_argument("--policy", type=Path, metavar="P", help="tlog-policy (log + witnesses)")
+
     w.add_argument(
         "--maintainer-key",
         action="append",
@@ -71,6 +86,7 @@ def register(sub: Any) -> None:
         help="rebuild only releases signed by this maintainer key (repeatable; workers "
         "check it again)",
     )
+
     w.add_argument(
         "--artifacts",
         action="append",
@@ -79,8 +95,11 @@ def register(sub: Any) -> None:
         help="where released artifacts are: a directory or an https:// base URL holding "
         "them by file name (repeatable; needed with --log)",
     )
+
     w.add_argument("--pypi", action="append", default=[], metavar="NAME", help="watch a project")
+
     w.add_argument("--pypi-list", type=Path, metavar="FILE", help="projects, one per line")
+
     w.add_argument(
         "--backfill",
         type=int,
@@ -88,14 +107,23 @@ def register(sub: Any) -> None:
         metavar="N",
         help="on first sight of a project, enqueue its newest N versions (default 1)",
     )
+
     w.add_argument("--state", type=Path, default=Path("fleet-watch"), metavar="D",
                    help="state directory (default ./fleet-watch)")  # fmt: skip
+
     w.add_argument("--interval", type=float, default=60.0, metavar="S", help="seconds per round")
+
     w.add_argument("--once", action="store_true", help="one round, then exit")
+
     w.add_argument("--json", action="store_true", help="print one JSON document (with --once)")
+
     _metrics_arg(w)
+
     w.set_defaults(func=cmd_watch)
 
+
+def _add_worker(fsub: Any) -> None:
+    """The ``rebuild fleet worker`` parser."""
     k = fsub.add_parser(
         "worker",
         help="rebuild jobs on this machine's Docker engine (holds no key)",
@@ -106,8 +134,11 @@ def register(sub: Any) -> None:
             "up to --max-attempts deliveries; then the result stands."
         ),
     )
+
     _broker_args(k)
+
     k.add_argument("--concurrency", type=int, default=1, metavar="N", help="parallel jobs")
+
     k.add_argument(
         "--reports",
         type=Path,
@@ -115,13 +146,17 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="report directories (default ./fleet-reports; one worker per DIR)",
     )
+
     k.add_argument(
         "--reports-url",
         metavar="URL",
         help="where DIR is served, for links on the status page (default file:// paths)",
     )
+
     k.add_argument("--timeout", type=float, default=1800.0, metavar="S", help="build time limit")
+
     k.add_argument("--max-attempts", type=int, default=3, metavar="N", help="deliveries per job")
+
     k.add_argument(
         "--retry-backoff",
         type=float,
@@ -129,6 +164,7 @@ def register(sub: Any) -> None:
         metavar="S",
         help="first retry delay in seconds, doubled each time (default 60)",
     )
+
     k.add_argument(
         "--stop-timeout",
         type=float,
@@ -136,10 +172,16 @@ def register(sub: Any) -> None:
         metavar="S",
         help="on SIGTERM, wait this long for running jobs (then they are delivered again)",
     )
+
     _metrics_arg(k)
+
     _stream_arg(k)
+
     k.set_defaults(func=cmd_worker)
 
+
+def _add_publish(fsub: Any) -> None:
+    """The ``rebuild fleet publish`` parser."""
     b = fsub.add_parser(
         "publish",
         help="sign results and add each to the log exactly once (holds the key)",
@@ -149,26 +191,43 @@ def register(sub: Any) -> None:
             "record in --state and the log's lookup are checked before adding."
         ),
     )
+
     _broker_args(b)
+
     b.add_argument("--key", required=True, type=Path, metavar="K", help="rebuilder secret key")
+
     b.add_argument("--passphrase-env", metavar="VAR", help="passphrase environment variable")
+
     b.add_argument("--log", required=True, metavar="URL", help="audit log to add to")
+
     add_ca_bundle(b, "log", "an https:// log")
+
     b.add_argument("--state", type=Path, default=Path("fleet-publish"), metavar="D",
                    help="state directory (default ./fleet-publish)")  # fmt: skip
+
     _metrics_arg(b)
+
     _stream_arg(b)
+
     b.set_defaults(func=cmd_publish)
 
+
+def _add_status(fsub: Any) -> None:
+    """The ``rebuild fleet status`` parser."""
     s = fsub.add_parser(
         "status",
         help="verdict counts, queues, workers, latest verdicts",
         description="Read the fleet's state from the broker; --html writes DIR/index.html.",
     )
+
     _broker_args(s)
+
     s.add_argument("--html", type=Path, metavar="DIR", help="write a self-contained HTML page")
+
     s.add_argument("--latest", type=int, default=200, metavar="N", help="package versions shown")
+
     s.add_argument("--json", action="store_true", help="print one JSON document")
+
     s.set_defaults(func=cmd_status)
 
 

@@ -20,6 +20,8 @@ from rebuild.cli._args import add_ca_bundle
 from rebuild.cli._limits import add_limit_args, limits_from_args
 from rebuild.cli._output import Output
 from rebuild.errors import InputError, TransportError, UsageError
+from rebuild.listen import parse_listen
+from verify.parsing import parse_decimal
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -356,14 +358,11 @@ def _verifier(args: argparse.Namespace) -> CheckpointVerifier | None:
     return None
 
 
-def _listen(spec: str) -> tuple[str, int]:
-    host, sep, port = spec.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--listen {spec!r} must be HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
 # -- serve ----------------------------------------------------------------------------------
+
+
+def _bad_workers(_: str) -> UsageError:
+    return UsageError("--workers must be 'auto' or a number in 0..64")
 
 
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
@@ -377,17 +376,15 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     from rebuild.log.urls import client_ssl_context, server_ssl_context  # noqa: PLC0415
     from rebuild.log.witnessing import WitnessPool  # noqa: PLC0415
 
-    host, port = _listen(args.listen)
+    host, port = parse_listen(args.listen)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     if args.batch_ms < 0 or args.batch_ms > 10_000:
         raise UsageError("--batch-ms must be in 0..10000")
     if args.workers == "auto":
         workers = default_workers()
-    elif args.workers.isdigit() and int(args.workers) <= 64:
-        workers = int(args.workers)
     else:
-        raise UsageError("--workers must be 'auto' or a number in 0..64")
+        workers = parse_decimal(args.workers, "--workers", _bad_workers, maximum=64)
     if not 0 <= args.recosign_interval <= 7 * 86400:
         raise UsageError("--recosign-interval must be in 0..604800 seconds")
     limits = limits_from_args(args)

@@ -140,9 +140,9 @@ def _log_tiles(args: argparse.Namespace, bundle: bytes) -> Iterator[LogTiles]:
 def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     import asyncio  # noqa: PLC0415
 
+    from rebuild.listen import parse_listen  # noqa: PLC0415
     from rebuild.log.urls import server_ssl_context  # noqa: PLC0415
     from rebuild.updater.serve import serve_forever  # noqa: PLC0415
-    from rebuild.witness import parse_listen  # noqa: PLC0415
 
     host, port = parse_listen(args.listen)
     if (args.tls_cert is None) != (args.tls_key is None):

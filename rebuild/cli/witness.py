@@ -101,7 +101,8 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     import logging  # noqa: PLC0415
 
     from rebuild.keystore import load_signing_key, load_verifier_key  # noqa: PLC0415
-    from rebuild.witness import Witness, WitnessState, parse_listen, serve_forever, tls_context  # noqa: PLC0415
+    from rebuild.listen import parse_listen  # noqa: PLC0415
+    from rebuild.witness import Witness, WitnessState, serve_forever, tls_context  # noqa: PLC0415
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")

@@ -19,6 +19,7 @@ It never executes anything from an artifact and never writes outside
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -57,15 +58,18 @@ def compare(
     expected, actual = Path(expected), Path(actual)
     e_sha, e_size = sha256_file(expected)
     a_sha, a_size = sha256_file(actual)
+    pair = functools.partial(
+        Comparison,
+        expected=expected,
+        actual=actual,
+        expected_sha256=e_sha,
+        actual_sha256=a_sha,
+        expected_size=e_size,
+        actual_size=a_size,
+    )
     if e_sha == a_sha:
-        return Comparison(
+        return pair(
             identical=True,
-            expected=expected,
-            actual=actual,
-            expected_sha256=e_sha,
-            actual_sha256=a_sha,
-            expected_size=e_size,
-            actual_size=a_size,
             format=sniff_format(expected),
             causes=(),
             seconds=time.monotonic() - start,
@@ -88,7 +92,43 @@ def compare(
     if len(diag.differences) > MAX_DIFFERENCES:
         omitted = len(diag.differences) - MAX_DIFFERENCES
         notes.append(f"{omitted} further differences omitted from the details")
+    run, reports, said = _diffoscope_step(
+        expected,
+        actual,
+        diag,
+        report_dir=report_dir,
+        diffoscope=diffoscope,
+        timeout=diffoscope_timeout,
+        limits=limits,
+    )
+    notes += said
+    result = pair(
+        identical=False,
+        format=diag.format,
+        causes=causes,
+        differences=differences,
+        notes=tuple(notes),
+        diffoscope=run,
+        reports=tuple(reports),
+        seconds=time.monotonic() - start,
+        normalized=normalized,
+    )
+    return result if report_dir is None else _with_summary(result, report_dir)
+
+
+def _diffoscope_step(
+    expected: Path,
+    actual: Path,
+    diag: Diagnosis,
+    *,
+    report_dir: Path | None,
+    diffoscope: str | None,
+    timeout: float,
+    limits: InflationLimits,
+) -> tuple[DiffoscopeRun | None, list[ReportFile], list[str]]:
+    """Run diffoscope when it may (a report directory, caps kept): its run, reports and notes."""
     reports: list[ReportFile] = []
+    notes: list[str] = []
     run = None
     over = [d for d in diag.differences if d.kind == "limit"]
     if report_dir is not None and diffoscope is not None and over:
@@ -105,7 +145,7 @@ def compare(
         notes.append(str(run.note))
     elif report_dir is not None and diffoscope is not None:
         out = run_diffoscope(
-            expected, actual, executable=diffoscope, timeout=diffoscope_timeout, limits=limits
+            expected, actual, executable=diffoscope, timeout=timeout, limits=limits
         )
         run = out.run
         if run.note:
@@ -121,25 +161,11 @@ def compare(
         notes.append("diffoscope was not requested; format-aware diagnosis only")
     else:
         notes.append("no report directory given; diffoscope was not run")
-    result = Comparison(
-        identical=False,
-        expected=expected,
-        actual=actual,
-        expected_sha256=e_sha,
-        actual_sha256=a_sha,
-        expected_size=e_size,
-        actual_size=a_size,
-        format=diag.format,
-        causes=causes,
-        differences=differences,
-        notes=tuple(notes),
-        diffoscope=run,
-        reports=tuple(reports),
-        seconds=time.monotonic() - start,
-        normalized=normalized,
-    )
-    if report_dir is None:
-        return result
+    return run, reports, notes
+
+
+def _with_summary(result: Comparison, report_dir: Path) -> Comparison:
+    """``result`` with its stored comparison report listed first and its digest recorded."""
     summary = store_report(report_dir, "comparison-json", comparison_report_bytes(result))
     return Comparison(
         **{

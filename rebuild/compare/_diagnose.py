@@ -33,7 +33,7 @@ from rebuild.compare._model import Difference, Side
 from rebuild.compare._phar import Phar
 from rebuild.compare._pharview import phar_view, signature_differences
 from rebuild.compare._tar import tar_view
-from rebuild.compare._view import ArchiveView
+from rebuild.compare._view import ArchiveView, Entry
 from rebuild.compare._wrapped import header_differences, unwrap
 from rebuild.compare._zipview import zip_view
 
@@ -173,43 +173,47 @@ def compare_views(e: ArchiveView, a: ArchiveView) -> tuple[list[Difference], _Co
         if pe != pa:
             diffs.append(Difference("order", None, "entry data is stored in a different order"))
     for n in e_common:
-        x, y = e_by[n], a_by[n]
-        if x.timestamps != y.timestamps:
-            diffs.append(Difference("timestamps", n, "timestamp differs", x.show_time, y.show_time))
-        if x.permissions != y.permissions:
-            diffs.append(
-                Difference("permissions", n, "permissions differ", x.show_perm, y.show_perm)
-            )
-        if x.compression != y.compression:
-            diffs.append(
-                Difference("compression", n, "compression differs", x.show_comp, y.show_comp)
-            )
-        if x.metadata != y.metadata:
-            diffs.append(Difference("metadata", n, "entry metadata differs"))
-        if x.layout != y.layout or (x.compression == y.compression and x.derived != y.derived):
-            diffs.append(Difference("layout", n, "entry header layout differs"))
-        same, raw_same = contents.same(n)
-        if not same:
-            diffs.append(
-                Difference(
-                    "content",
-                    n,
-                    "content differs",
-                    contents.digest("expected", n).hex(),
-                    contents.digest("actual", n).hex(),
-                )
-            )
-        elif not raw_same and x.compression == y.compression and e.raw(n) is not None:
-            diffs.append(
-                Difference(
-                    "compression",
-                    n,
-                    "same content, different compressed bytes (compression level or encoder)",
-                    x.show_comp,
-                    y.show_comp,
-                )
-            )
+        diffs += _entry_differences(n, e_by[n], a_by[n], contents, e)
     return diffs, contents
+
+
+def _entry_differences(
+    n: str, x: Entry, y: Entry, contents: _Contents, e: ArchiveView
+) -> list[Difference]:
+    """How entry ``n`` differs between the expected (``x``) and actual (``y``) archives."""
+    diffs: list[Difference] = []
+    if x.timestamps != y.timestamps:
+        diffs.append(Difference("timestamps", n, "timestamp differs", x.show_time, y.show_time))
+    if x.permissions != y.permissions:
+        diffs.append(Difference("permissions", n, "permissions differ", x.show_perm, y.show_perm))
+    if x.compression != y.compression:
+        diffs.append(Difference("compression", n, "compression differs", x.show_comp, y.show_comp))
+    if x.metadata != y.metadata:
+        diffs.append(Difference("metadata", n, "entry metadata differs"))
+    if x.layout != y.layout or (x.compression == y.compression and x.derived != y.derived):
+        diffs.append(Difference("layout", n, "entry header layout differs"))
+    same, raw_same = contents.same(n)
+    if not same:
+        diffs.append(
+            Difference(
+                "content",
+                n,
+                "content differs",
+                contents.digest("expected", n).hex(),
+                contents.digest("actual", n).hex(),
+            )
+        )
+    elif not raw_same and x.compression == y.compression and e.raw(n) is not None:
+        diffs.append(
+            Difference(
+                "compression",
+                n,
+                "same content, different compressed bytes (compression level or encoder)",
+                x.show_comp,
+                y.show_comp,
+            )
+        )
+    return diffs
 
 
 # --- wheels -----------------------------------------------------------------

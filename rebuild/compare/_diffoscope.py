@@ -151,13 +151,7 @@ def run_diffoscope(
     start = time.monotonic()
 
     def unrun(status: DiffoscopeStatus, version: str | None, note: str) -> DiffoscopeOutput:
-        return DiffoscopeOutput(
-            DiffoscopeRun(status, version, None, None, time.monotonic() - start, note),
-            None,
-            None,
-            None,
-            (),
-        )
+        return _no_report(status, version, None, time.monotonic() - start, note)
 
     version = diffoscope_version(executable)
     if version is None:
@@ -167,10 +161,7 @@ def run_diffoscope(
             f"diffoscope is not available ({executable} cannot be run); "
             "format-aware diagnosis only",
         )
-    # util-linux's prlimit, also when PATH was narrowed to hide diffoscope's helpers.
-    prlimit = shutil.which(
-        "prlimit", path=os.pathsep.join([os.environ.get("PATH", ""), *_SYSTEM_BIN])
-    )
+    prlimit = _prlimit()
     if prlimit is None:
         # Fail closed: without its caps a bomb could take the machine's memory and disk.
         return unrun(
@@ -182,47 +173,8 @@ def run_diffoscope(
     with tempfile.TemporaryDirectory(prefix="rebuild-diffoscope-") as tmp:
         out = Path(tmp)
         (out / "tmp").mkdir()
-        argv = [
-            prlimit,
-            f"--as={limits.diffoscope_memory}",
-            f"--fsize={limits.max_inflated}",
-            "--",
-            executable,
-            "--json",
-            str(out / "report.json"),
-            "--html",
-            str(out / "report.html"),
-            "--text",
-            str(out / "report.txt"),
-            "--text-color",
-            "never",
-            "--max-report-size",
-            str(MAX_REPORT_SIZE),
-            "--max-text-report-size",
-            str(MAX_REPORT_SIZE),
-            "--max-page-size",
-            str(MAX_REPORT_SIZE),
-            "--max-diff-block-lines",
-            str(MAX_DIFF_BLOCK_LINES),
-            # diffoscope's own soft limit, so it can still write partial reports.
-            "--timeout",
-            str(max(1, int(timeout * 0.8))),
-            "--",
-            # diffoscope runs in a scratch directory: give it absolute paths.
-            str(expected.resolve()),
-            str(actual.resolve()),
-        ]
-        # A new session, so a timeout kills diffoscope and every tool it started.
-        # stderr goes to a file, so a chatty diffoscope cannot grow our memory.
-        with (out / "stderr.txt").open("wb") as errf:
-            proc = subprocess.Popen(
-                argv,
-                stdout=subprocess.DEVNULL,
-                stderr=errf,
-                env={**_env(), "TMPDIR": str(out / "tmp")},
-                cwd=tmp,
-                start_new_session=True,
-            )
+        argv = _argv(prlimit, executable, out, (expected, actual), timeout=timeout, limits=limits)
+        proc = _spawn(argv, out)
         stopped = _watch(proc, out, timeout - (time.monotonic() - start), limits)
         if stopped == "timeout":
             return unrun(
@@ -240,29 +192,119 @@ def run_diffoscope(
         seconds = time.monotonic() - start
         wrote_json = (out / "report.json").is_file()
         if proc.returncode not in (0, 1) or not wrote_json:
-            with (out / "stderr.txt").open("rb") as tail_f:
-                tail_f.seek(0, os.SEEK_END)
-                tail_f.seek(max(0, tail_f.tell() - 4096))
-                err = tail_f.read()
-            text = err.decode("utf-8", "replace")
-            tail = text.strip().splitlines()[-1:] or ["no message"]
-            what = "" if wrote_json else ", no report written"
-            note = f"diffoscope failed (exit {proc.returncode}{what}): {tail[0][:300]}"
-            if "MemoryError" in text or "File too large" in text:
-                note += (
-                    f" (it runs with {limits.diffoscope_memory} bytes of address space and "
-                    f"files of at most {limits.max_inflated} bytes)"
-                )
-            return DiffoscopeOutput(
-                DiffoscopeRun("failed", version, proc.returncode, None, seconds, note),
-                None,
-                None,
-                None,
-                (),
-            )
+            note = _failure_note(out, proc.returncode, wrote_json, limits)
+            return _no_report("failed", version, proc.returncode, seconds, note)
         json_report = _read_capped(out / "report.json")
         html_report = _read_capped(out / "report.html")
         text_report = _read_capped(out / "report.txt")
+    fmt, missing, json_note = _summarise_json(json_report)
+    return DiffoscopeOutput(
+        DiffoscopeRun("ran", version, proc.returncode, fmt, seconds, json_note),
+        json_report,
+        html_report,
+        text_report,
+        tuple(sorted(missing)),
+    )
+
+
+def _no_report(
+    status: DiffoscopeStatus,
+    version: str | None,
+    returncode: int | None,
+    seconds: float,
+    note: str,
+) -> DiffoscopeOutput:
+    """The output of a diffoscope that was not run, was stopped or failed: no report."""
+    return DiffoscopeOutput(
+        DiffoscopeRun(status, version, returncode, None, seconds, note), None, None, None, ()
+    )
+
+
+def _prlimit() -> str | None:
+    """util-linux's prlimit, also when PATH was narrowed to hide diffoscope's helpers."""
+    return shutil.which("prlimit", path=os.pathsep.join([os.environ.get("PATH", ""), *_SYSTEM_BIN]))
+
+
+def _spawn(argv: list[str], out: Path) -> subprocess.Popen[bytes]:
+    """Start diffoscope in ``out`` with its private TMPDIR.
+
+    A new session, so a timeout kills diffoscope and every tool it started.
+    stderr goes to a file, so a chatty diffoscope cannot grow our memory.
+    """
+    with (out / "stderr.txt").open("wb") as errf:
+        return subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=errf,
+            env={**_env(), "TMPDIR": str(out / "tmp")},
+            cwd=out,
+            start_new_session=True,
+        )
+
+
+def _argv(
+    prlimit: str,
+    executable: str,
+    out: Path,
+    files: tuple[Path, Path],
+    *,
+    timeout: float,
+    limits: InflationLimits,
+) -> list[str]:
+    """diffoscope under prlimit's caps, writing its three reports into ``out``."""
+    expected, actual = files
+    return [
+        prlimit,
+        f"--as={limits.diffoscope_memory}",
+        f"--fsize={limits.max_inflated}",
+        "--",
+        executable,
+        "--json",
+        str(out / "report.json"),
+        "--html",
+        str(out / "report.html"),
+        "--text",
+        str(out / "report.txt"),
+        "--text-color",
+        "never",
+        "--max-report-size",
+        str(MAX_REPORT_SIZE),
+        "--max-text-report-size",
+        str(MAX_REPORT_SIZE),
+        "--max-page-size",
+        str(MAX_REPORT_SIZE),
+        "--max-diff-block-lines",
+        str(MAX_DIFF_BLOCK_LINES),
+        # diffoscope's own soft limit, so it can still write partial reports.
+        "--timeout",
+        str(max(1, int(timeout * 0.8))),
+        "--",
+        # diffoscope runs in a scratch directory: give it absolute paths.
+        str(expected.resolve()),
+        str(actual.resolve()),
+    ]
+
+
+def _failure_note(out: Path, returncode: int, wrote_json: bool, limits: InflationLimits) -> str:
+    """Why diffoscope failed: its exit status and the last line of its stderr (4 KiB read)."""
+    with (out / "stderr.txt").open("rb") as tail_f:
+        tail_f.seek(0, os.SEEK_END)
+        tail_f.seek(max(0, tail_f.tell() - 4096))
+        err = tail_f.read()
+    text = err.decode("utf-8", "replace")
+    tail = text.strip().splitlines()[-1:] or ["no message"]
+    what = "" if wrote_json else ", no report written"
+    note = f"diffoscope failed (exit {returncode}{what}): {tail[0][:300]}"
+    if "MemoryError" in text or "File too large" in text:
+        note += (
+            f" (it runs with {limits.diffoscope_memory} bytes of address space and "
+            f"files of at most {limits.max_inflated} bytes)"
+        )
+    return note
+
+
+def _summarise_json(json_report: bytes | None) -> tuple[int | None, set[str], str | None]:
+    """The JSON report's format version, the tools diffoscope lacked, and a note on either."""
     fmt: int | None = None
     missing: set[str] = set()
     json_note: str | None = None
@@ -279,10 +321,4 @@ def run_diffoscope(
     if missing:
         lacked = "diffoscope lacked tools: " + " | ".join(sorted(missing))
         json_note = f"{json_note}; {lacked}" if json_note else lacked
-    return DiffoscopeOutput(
-        DiffoscopeRun("ran", version, proc.returncode, fmt, seconds, json_note),
-        json_report,
-        html_report,
-        text_report,
-        tuple(sorted(missing)),
-    )
+    return fmt, missing, json_note

@@ -106,6 +106,38 @@ def render_html_report(
         f"{_e(len(c.causes))} cause(s) · format {_e(c.format)} · compared in "
         f"{c.seconds:.2f} s</p></header><main>"
     )
+    parts += _summary_section(c, verdict)
+    parts += _causes_section(c)
+    parts += _differences_section(c)
+    parts.append("<h2>Environment</h2>")
+    parts.append(
+        _kv_table(env if isinstance(env, Mapping) else {"environment": env}, "environment")
+    )
+    parts.append("<h2>Recipe</h2>")
+    if recipe is None:
+        parts.append("<p>none given</p>")
+    else:
+        text = recipe if isinstance(recipe, str) else json.dumps(recipe, indent=2, sort_keys=True)
+        parts.append(f'<pre id="recipe">{_e(text)}</pre>')
+    if ctx:
+        parts.append("<h2>Context</h2>")
+        parts.append(_kv_table(ctx, "context"))
+    parts += _reports_section(c, base)
+    parts.append(f"</main><footer>rebuild {_e(__version__)} comparison report</footer>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; style-src 'unsafe-inline'\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        + "".join(parts)
+        + "</body></html>\n"
+    )
+
+
+def _summary_section(c: Comparison, verdict: str) -> list[str]:
+    """The verdict, both digests and, when equivalent, the normalization."""
+    parts: list[str] = []
     parts.append("<h2>Summary</h2>")
     parts.append(
         _kv_table(
@@ -128,6 +160,12 @@ def render_html_report(
             "summary",
         )
     )
+    return parts
+
+
+def _causes_section(c: Comparison) -> list[str]:
+    """One row per cause, with how many differences it explains; then the notes."""
+    parts: list[str] = []
     parts.append(
         '<h2>Causes</h2><table id="causes"><thead><tr><th>cause</th><th>meaning</th>'
         "<th>differences</th></tr></thead><tbody>"
@@ -147,6 +185,12 @@ def render_html_report(
     parts.append("</tbody></table>")
     for note in c.notes:
         parts.append(f'<p class="note">{_e(note)}</p>')
+    return parts
+
+
+def _differences_section(c: Comparison) -> list[str]:
+    """The first MAX_ROWS differences (none: no section)."""
+    parts: list[str] = []
     if c.differences:
         shown = c.differences[:MAX_ROWS]
         parts.append(
@@ -164,19 +208,12 @@ def render_html_report(
                 f'<td class="mono">{_e(d.expected)}</td><td class="mono">{_e(d.actual)}</td></tr>'
             )
         parts.append("</tbody></table>")
-    parts.append("<h2>Environment</h2>")
-    parts.append(
-        _kv_table(env if isinstance(env, Mapping) else {"environment": env}, "environment")
-    )
-    parts.append("<h2>Recipe</h2>")
-    if recipe is None:
-        parts.append("<p>none given</p>")
-    else:
-        text = recipe if isinstance(recipe, str) else json.dumps(recipe, indent=2, sort_keys=True)
-        parts.append(f'<pre id="recipe">{_e(text)}</pre>')
-    if ctx:
-        parts.append("<h2>Context</h2>")
-        parts.append(_kv_table(ctx, "context"))
+    return parts
+
+
+def _reports_section(c: Comparison, base: Path) -> list[str]:
+    """The stored reports, linked relative to ``base``, and how diffoscope ran."""
+    parts: list[str] = []
     parts.append(
         '<h2>Reports</h2><table id="reports"><thead><tr><th>kind</th>'
         "<th>file (named by its sha256)</th><th>bytes</th></tr></thead><tbody>"
@@ -196,16 +233,7 @@ def render_html_report(
             f"{', exit ' + str(run.exit_code) if run.exit_code is not None else ''}"
             f", {run.seconds:.1f} s</p>"
         )
-    parts.append(f"</main><footer>rebuild {_e(__version__)} comparison report</footer>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta http-equiv="Content-Security-Policy" '
-        "content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        + "".join(parts)
-        + "</body></html>\n"
-    )
+    return parts
 
 
 def write_html_report(

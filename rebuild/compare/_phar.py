@@ -185,39 +185,9 @@ def parse_phar(data: Blob | bytes | memoryview, *, verify_signature: bool = True
     seen: set[str] = set()
     offset = mend
     for i in range(count):
-        name_len = r.u32(f"entry {i} name length")
-        if name_len == 0 or name_len > MAX_NAME:
-            raise PharFormatError(f"entry {i}: name length {name_len} out of range")
-        raw_name = r.take(name_len, f"entry {i} name")
-        try:
-            name = raw_name.decode("utf-8")
-        except UnicodeDecodeError:
-            raise PharFormatError(f"entry {i}: name is not UTF-8") from None
-        if "\x00" in name:
-            raise PharFormatError(f"entry {i}: name contains NUL")
-        if name in seen:
-            raise PharFormatError(f"duplicate entry name {name!r}")
-        seen.add(name)
-        usize = r.u32(f"{name}: size")
-        timestamp = r.u32(f"{name}: timestamp")
-        csize = r.u32(f"{name}: compressed size")
-        crc = r.u32(f"{name}: CRC-32")
-        flags = r.u32(f"{name}: flags")
-        emeta_len = r.u32(f"{name}: metadata length")
-        if emeta_len > MAX_METADATA:
-            raise PharFormatError(f"{name}: metadata of {emeta_len} bytes exceeds the limit")
-        emeta = r.take(emeta_len, f"{name}: metadata")
-        comp = flags & ENT_COMPRESSION_MASK
-        if comp not in (0, ENT_COMPRESSED_GZ, ENT_COMPRESSED_BZ2):
-            raise PharFormatError(f"{name}: unknown compression flags {comp:#x}")
-        if comp == 0 and csize != usize:
-            raise PharFormatError(f"{name}: uncompressed entry with differing sizes")
-        if usize > MAX_ENTRY_SIZE:
-            raise PharFormatError(f"{name}: {usize} bytes exceeds the entry limit")
-        if offset + csize > size:
-            raise PharFormatError(f"{name}: data runs past the end of the file")
-        entries.append(PharEntry(name, usize, timestamp, csize, crc, flags, emeta, offset))
-        offset += csize
+        entry = _entry(r, i, seen, offset=offset, size=size)
+        entries.append(entry)
+        offset += entry.csize
     if r.pos != mend:
         raise PharFormatError(f"{mend - r.pos} unexplained bytes at the end of the manifest")
     signature = _signature(buf, gflags, verify_signature)
@@ -237,6 +207,45 @@ def parse_phar(data: Blob | bytes | memoryview, *, verify_signature: bool = True
         entries=tuple(entries),
         signature=signature.sig if signature else None,
     )
+
+
+def _entry(r: _Reader, i: int, seen: set[str], *, offset: int, size: int) -> PharEntry:
+    """Manifest entry ``i``, its data at ``offset`` in a file of ``size`` bytes.
+
+    Its name is added to ``seen`` (the names before it) unless it is there already.
+    """
+    name_len = r.u32(f"entry {i} name length")
+    if name_len == 0 or name_len > MAX_NAME:
+        raise PharFormatError(f"entry {i}: name length {name_len} out of range")
+    raw_name = r.take(name_len, f"entry {i} name")
+    try:
+        name = raw_name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PharFormatError(f"entry {i}: name is not UTF-8") from None
+    if "\x00" in name:
+        raise PharFormatError(f"entry {i}: name contains NUL")
+    if name in seen:
+        raise PharFormatError(f"duplicate entry name {name!r}")
+    seen.add(name)
+    usize = r.u32(f"{name}: size")
+    timestamp = r.u32(f"{name}: timestamp")
+    csize = r.u32(f"{name}: compressed size")
+    crc = r.u32(f"{name}: CRC-32")
+    flags = r.u32(f"{name}: flags")
+    emeta_len = r.u32(f"{name}: metadata length")
+    if emeta_len > MAX_METADATA:
+        raise PharFormatError(f"{name}: metadata of {emeta_len} bytes exceeds the limit")
+    emeta = r.take(emeta_len, f"{name}: metadata")
+    comp = flags & ENT_COMPRESSION_MASK
+    if comp not in (0, ENT_COMPRESSED_GZ, ENT_COMPRESSED_BZ2):
+        raise PharFormatError(f"{name}: unknown compression flags {comp:#x}")
+    if comp == 0 and csize != usize:
+        raise PharFormatError(f"{name}: uncompressed entry with differing sizes")
+    if usize > MAX_ENTRY_SIZE:
+        raise PharFormatError(f"{name}: {usize} bytes exceeds the entry limit")
+    if offset + csize > size:
+        raise PharFormatError(f"{name}: data runs past the end of the file")
+    return PharEntry(name, usize, timestamp, csize, crc, flags, emeta, offset)
 
 
 @dataclass(frozen=True)

@@ -162,8 +162,60 @@ def parse_zip(data: Blob | bytes | memoryview) -> ZipArchive:
         raise ZipFormatError(f"truncated record: {e}") from None
 
 
+@dataclass(frozen=True)
+class _End:
+    """The end of central directory record (zip64's when there is one), checked."""
+
+    comment: bytes
+    zip64: bool
+    cd_end: int  # where the central directory must end: the end record's offset
+    n_total: int
+    cd_size: int
+    cd_offset: int
+
+
+@dataclass(frozen=True)
+class _Local:
+    """One local file header, checked against its central record."""
+
+    version: int
+    flags: int
+    method: int
+    time: int
+    date: int
+    extra: tuple[tuple[int, bytes], ...] | bytes
+    data_offset: int
+    raw: bytes
+
+
 def _parse_zip(buf: Blob) -> ZipArchive:
-    size = len(buf)
+    end = _end_record(buf)
+    # The central directory is read once (bounded by _end_record); positions
+    # are file offsets, ``cd`` is indexed relative to cd_offset.
+    cd = buf.read(end.cd_offset, end.cd_size)
+    if len(cd) != end.cd_size:
+        raise ZipFormatError("truncated")
+    pos = end.cd_offset
+    entries: list[ZipEntry] = []
+    seen: set[str] = set()
+    for index in range(end.n_total):
+        entry, pos = _central_record(buf, cd, end, pos, index=index, seen=seen)
+        entries.append(entry)
+    if pos != end.cd_end:
+        raise ZipFormatError("central directory has trailing bytes")
+    gaps, prefix = _gaps(entries, end.cd_offset)
+    if len(buf) < end.cd_end:
+        raise ZipFormatError("truncated")
+    final = tuple(
+        ZipEntry(**{**e.__dict__, "gap": gaps[e.index]}) for e in entries
+    )  # frozen: rebuild with gaps
+    return ZipArchive(
+        entries=final, comment=end.comment, prefix=prefix, cd_offset=end.cd_offset, zip64=end.zip64
+    )
+
+
+def _end_record(buf: Blob) -> _End:
+    """Find and check the end record: one disk, bounded entries and directory size."""
     eocd = find_eocd(buf)
     _, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, comment_len = buf.unpack(_EOCD, eocd)
     comment = buf.read(eocd + _EOCD.size, comment_len)
@@ -187,127 +239,115 @@ def _parse_zip(buf: Blob) -> ZipArchive:
         raise ZipFormatError(f"central directory of {cd_size} bytes exceeds the limit")
     if cd_offset + cd_size != cd_end:
         raise ZipFormatError("central directory does not end where the end record begins")
-    # The central directory is read once (bounded above); positions below are
-    # file offsets, ``cd`` is indexed relative to cd_offset.
-    cd = buf.read(cd_offset, cd_size)
-    if len(cd) != cd_size:
-        raise ZipFormatError("truncated")
-    pos = cd_offset
-    raw_entries: list[tuple[int, ...]] = []
-    entries: list[ZipEntry] = []
-    seen: set[str] = set()
-    for index in range(n_total):
-        if pos + _CD.size > cd_end:
-            raise ZipFormatError("central directory is truncated")
-        raw_central = cd[pos - cd_offset : pos - cd_offset + _CD.size]
-        rec = _CD.unpack_from(cd, pos - cd_offset)
-        if rec[0] != CD_SIG:
-            raise ZipFormatError(f"central directory record {index} has a bad signature")
-        (
-            _,
-            made_by,
-            needed,
-            flags,
-            method,
-            mtime,
-            mdate,
-            crc,
-            csize,
-            usize,
-            name_len,
-            extra_len,
-            comment_len,
-            disk_start,
-            internal_attr,
-            external_attr,
-        ) = rec[:16]
-        (header_offset,) = struct.unpack_from("<I", cd, pos - cd_offset + 42)
-        p = pos + 46
-        if p + name_len + extra_len + comment_len > cd_end:
-            raise ZipFormatError(f"central directory record {index} runs past its end")
-        q = p - cd_offset
-        raw_name = cd[q : q + name_len]
-        extra = _parse_extra(cd[q + name_len : q + name_len + extra_len])
-        ecomment = cd[q + name_len + extra_len : q + name_len + extra_len + comment_len]
-        pos = p + name_len + extra_len + comment_len
-        usize, csize, header_offset = _zip64_values(extra, usize, csize, header_offset)
-        name = _decode_name(raw_name, flags)
-        if name in seen:
-            raise ZipFormatError(f"duplicate entry name {name!r}")
-        seen.add(name)
-        if flags & 0x1:
-            raise ZipFormatError(f"{name}: encrypted entries are not supported")
-        if usize > MAX_ENTRY_SIZE:
-            raise ZipFormatError(f"{name}: {usize} bytes uncompressed exceeds the limit")
-        if header_offset + _LOCAL.size > cd_offset:
-            raise ZipFormatError(f"{name}: local header offset points past the data area")
-        raw_local = buf.read(header_offset, _LOCAL.size)
-        loc = _LOCAL.unpack(raw_local)
-        if loc[0] != LOCAL_SIG:
-            raise ZipFormatError(f"{name}: local header has a bad signature")
-        _, lver, lflags, lmethod, ltime, ldate, _, _, _, lname_len, lextra_len = loc
-        lp = header_offset + _LOCAL.size
-        if lp + lname_len + lextra_len > cd_offset:
-            raise ZipFormatError(f"{name}: local header runs into the central directory")
-        local = buf.read(lp, lname_len + lextra_len)
-        if local[:lname_len] != raw_name:
-            raise ZipFormatError(f"{name}: local header names a different file")
-        local_extra = _parse_extra(local[lname_len:])
-        data_offset = lp + lname_len + lextra_len
-        if data_offset + csize > cd_offset:
-            raise ZipFormatError(f"{name}: compressed data runs into the central directory")
-        _ = disk_start
-        raw_entries.append((header_offset, data_offset + csize, index))
-        entries.append(
-            ZipEntry(
-                index=index,
-                name=name,
-                version_made_by=made_by,
-                version_needed=needed,
-                flags=flags,
-                method=method,
-                dos_time=mtime,
-                dos_date=mdate,
-                crc=crc,
-                csize=csize,
-                usize=usize,
-                extra=extra,
-                comment=ecomment,
-                internal_attr=internal_attr,
-                external_attr=external_attr,
-                header_offset=header_offset,
-                local_version=lver,
-                local_flags=lflags,
-                local_method=lmethod,
-                local_time=ltime,
-                local_date=ldate,
-                local_extra=local_extra,
-                data_offset=data_offset,
-                gap=0,
-                raw_name=raw_name,
-                raw_central=raw_central,
-                raw_local=raw_local,
-            )
-        )
-    if pos != cd_end:
-        raise ZipFormatError("central directory has trailing bytes")
-    # Entries must not overlap (overlap is how zip bombs and confusion attacks work).
+    return _End(comment, zip64, cd_end, n_total, cd_size, cd_offset)
+
+
+def _central_record(
+    buf: Blob, cd: bytes, end: _End, pos: int, *, index: int, seen: set[str]
+) -> tuple[ZipEntry, int]:
+    """The entry whose central record starts at file offset ``pos``, and where the next starts.
+
+    Its name is added to ``seen`` (names seen before it) unless it is there already.
+    """
+    if pos + _CD.size > end.cd_end:
+        raise ZipFormatError("central directory is truncated")
+    raw_central = cd[pos - end.cd_offset : pos - end.cd_offset + _CD.size]
+    rec = _CD.unpack_from(cd, pos - end.cd_offset)
+    if rec[0] != CD_SIG:
+        raise ZipFormatError(f"central directory record {index} has a bad signature")
+    _, made_by, needed, flags, method, mtime, mdate, crc, csize, usize = rec[:10]
+    name_len, extra_len, comment_len, _disk_start, internal_attr, external_attr = rec[10:16]
+    (header_offset,) = struct.unpack_from("<I", cd, pos - end.cd_offset + 42)
+    p = pos + 46
+    if p + name_len + extra_len + comment_len > end.cd_end:
+        raise ZipFormatError(f"central directory record {index} runs past its end")
+    q = p - end.cd_offset
+    raw_name = cd[q : q + name_len]
+    extra = _parse_extra(cd[q + name_len : q + name_len + extra_len])
+    ecomment = cd[q + name_len + extra_len : q + name_len + extra_len + comment_len]
+    next_pos = p + name_len + extra_len + comment_len
+    usize, csize, header_offset = _zip64_values(extra, usize, csize, header_offset)
+    name = _decode_name(raw_name, flags)
+    if name in seen:
+        raise ZipFormatError(f"duplicate entry name {name!r}")
+    seen.add(name)
+    if flags & 0x1:
+        raise ZipFormatError(f"{name}: encrypted entries are not supported")
+    if usize > MAX_ENTRY_SIZE:
+        raise ZipFormatError(f"{name}: {usize} bytes uncompressed exceeds the limit")
+    local = _local_header(
+        buf, name, raw_name, header_offset=header_offset, csize=csize, cd_offset=end.cd_offset
+    )
+    entry = ZipEntry(
+        index=index,
+        name=name,
+        version_made_by=made_by,
+        version_needed=needed,
+        flags=flags,
+        method=method,
+        dos_time=mtime,
+        dos_date=mdate,
+        crc=crc,
+        csize=csize,
+        usize=usize,
+        extra=extra,
+        comment=ecomment,
+        internal_attr=internal_attr,
+        external_attr=external_attr,
+        header_offset=header_offset,
+        local_version=local.version,
+        local_flags=local.flags,
+        local_method=local.method,
+        local_time=local.time,
+        local_date=local.date,
+        local_extra=local.extra,
+        data_offset=local.data_offset,
+        gap=0,
+        raw_name=raw_name,
+        raw_central=raw_central,
+        raw_local=local.raw,
+    )
+    return entry, next_pos
+
+
+def _local_header(
+    buf: Blob, name: str, raw_name: bytes, *, header_offset: int, csize: int, cd_offset: int
+) -> _Local:
+    """The local header at ``header_offset``: same name, its data before the directory."""
+    if header_offset + _LOCAL.size > cd_offset:
+        raise ZipFormatError(f"{name}: local header offset points past the data area")
+    raw_local = buf.read(header_offset, _LOCAL.size)
+    loc = _LOCAL.unpack(raw_local)
+    if loc[0] != LOCAL_SIG:
+        raise ZipFormatError(f"{name}: local header has a bad signature")
+    _, lver, lflags, lmethod, ltime, ldate, _, _, _, lname_len, lextra_len = loc
+    lp = header_offset + _LOCAL.size
+    if lp + lname_len + lextra_len > cd_offset:
+        raise ZipFormatError(f"{name}: local header runs into the central directory")
+    local = buf.read(lp, lname_len + lextra_len)
+    if local[:lname_len] != raw_name:
+        raise ZipFormatError(f"{name}: local header names a different file")
+    local_extra = _parse_extra(local[lname_len:])
+    data_offset = lp + lname_len + lextra_len
+    if data_offset + csize > cd_offset:
+        raise ZipFormatError(f"{name}: compressed data runs into the central directory")
+    return _Local(lver, lflags, lmethod, ltime, ldate, local_extra, data_offset, raw_local)
+
+
+def _gaps(entries: list[ZipEntry], cd_offset: int) -> tuple[dict[int, int], int]:
+    """Bytes between each entry and the next (by index), and where the first one starts.
+
+    Entries must not overlap (overlap is how zip bombs and confusion attacks work).
+    """
     gaps: dict[int, int] = {}
-    ordered = sorted(raw_entries)
+    ordered = sorted((e.header_offset, e.data_offset + e.csize, e.index) for e in entries)
     for k, (_start, end, index) in enumerate(ordered):
         nxt = ordered[k + 1][0] if k + 1 < len(ordered) else cd_offset
         if end > nxt:
             raise ZipFormatError(f"{entries[index].name}: entry overlaps the next one")
         gaps[index] = nxt - end
     prefix = ordered[0][0] if ordered else cd_offset
-    if size < cd_end:
-        raise ZipFormatError("truncated")
-    final = tuple(
-        ZipEntry(**{**e.__dict__, "gap": gaps[e.index]}) for e in entries
-    )  # frozen: rebuild with gaps
-    return ZipArchive(
-        entries=final, comment=comment, prefix=prefix, cd_offset=cd_offset, zip64=zip64
-    )
+    return gaps, prefix
 
 
 def raw_data(buf: Blob | bytes | memoryview, entry: ZipEntry) -> Span:

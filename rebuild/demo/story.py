@@ -168,8 +168,7 @@ class Story:
 
     def cast(self) -> None:
         from rebuild.demo.tls import make_demo_tls  # noqa: PLC0415
-        from rebuild.keystore import generate_key_files, load_signing_key  # noqa: PLC0415
-        from verify.cosignature import witness_key  # noqa: PLC0415
+        from rebuild.keystore import generate_key_files  # noqa: PLC0415
 
         self.chapter(
             "The cast",
@@ -199,6 +198,12 @@ class Story:
                 f"CA certificate {self.tls.ca_bundle} (handed to clients as --*-ca-bundle)"
             )
         tls = ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+        witnesses = self._cast_witnesses_and_mirrors(tls)
+        self._cast_log(witnesses, tls)
+        self._cast_daemon()
+
+    def _cast_witnesses_and_mirrors(self, tls: list[str]) -> dict[str, Service]:
+        """The witnesses and mirrors, started and ready."""
         with self.step("3 witnesses and 2 mirrors (the first mirror is the attacker's)") as lines:
             witnesses = {
                 w: self._serve(
@@ -228,6 +233,13 @@ class Story:
                 lines.append(f"{s.name}: {s.url}")
             self.m1, self.m2 = mirrors[0].url, mirrors[1].url
             self.mirror_names = {self.m1: "mirror 1", self.m2: "mirror 2"}
+        return witnesses
+
+    def _cast_log(self, witnesses: dict[str, Service], tls: list[str]) -> None:
+        """The audit log, with a tlog-policy naming the witnesses it waits for."""
+        from rebuild.keystore import load_signing_key  # noqa: PLC0415
+        from verify.cosignature import witness_key  # noqa: PLC0415
+
         with self.step(
             "the audit log: publishes only checkpoints 2 of 3 witnesses cosigned"
         ) as lines:
@@ -256,6 +268,9 @@ class Story:
             )
             self.log_url = log.wait_ready()
             lines.append(f"log.example at {self.log_url}; tlog-policy {self.tlog_path}")
+
+    def _cast_daemon(self) -> None:
+        """The updater daemon and the spool its web side may write to."""
         with self.step("the updater daemon (policy: k = 2 of 3 rebuilders)") as lines:
             self._write_policy()
             self._make_spool()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,7 +35,15 @@ from rebuild.engine.result import (
     Verdict,
     VerifyResult,
 )
-from rebuild.errors import InputError, NegativeVerdict, OperationalError, UsageError
+from rebuild.engine.targets import (
+    Prepared,
+    PypiTarget,
+    RecipeTarget,
+    StatementTarget,
+    Target,
+    parse_target,
+)
+from rebuild.errors import InputError, NegativeVerdict, OperationalError
 from rebuild.fsio import atomic_write
 from rebuild.hashing import sha256_file
 from verify.intoto import Normalization
@@ -44,77 +52,6 @@ ProgressFn = Callable[[str, str, float], None]
 """Called as ``progress(step, event, elapsed_seconds)``; event is "start" or a status."""
 
 _BUILT = ("reproduced", "equivalent", "mismatch")  # verdicts with a rebuilt artifact
-
-# -- targets --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PypiTarget:
-    """``pypi:NAME==VERSION``: a release on pip's configured index."""
-
-    name: str
-    version: str
-
-    @property
-    def label(self) -> str:
-        return f"pypi:{self.name}=={self.version}"
-
-
-@dataclass(frozen=True)
-class RecipeTarget:
-    """A recipe file and the artifact it claims to build."""
-
-    recipe: Path
-    artifact: Path
-
-    @property
-    def label(self) -> str:
-        return f"{self.recipe} {self.artifact}"
-
-
-@dataclass(frozen=True)
-class StatementTarget:
-    """A maintainer's release statement (DSSE envelope) and the released artifact;
-    without the artifact, it is fetched from ``urls`` or the statement's own
-    download locations (rebuild.fetch)."""
-
-    statement: Path
-    artifact: Path | None
-    maintainer_keys: tuple[Path, ...] = ()
-    urls: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return f"{self.statement} {self.artifact}" if self.artifact else str(self.statement)
-
-
-Target = PypiTarget | RecipeTarget | StatementTarget
-
-
-def parse_target(
-    words: Sequence[str], maintainer_keys: Sequence[Path] = (), urls: Sequence[str] = ()
-) -> Target:
-    """Turn the command line's TARGET words into a target, or raise UsageError."""
-    if len(words) == 1 and words[0].startswith("pypi:"):
-        spec = words[0].removeprefix("pypi:")
-        name, sep, version = spec.partition("==")
-        if not sep or not name.strip() or not version.strip():
-            raise UsageError(f"{words[0]!r}: expected pypi:NAME==VERSION")
-        return PypiTarget(name.strip(), version.strip())
-    if len(words) == 2:
-        first, artifact = Path(words[0]), Path(words[1])
-        if first.suffix == ".toml":
-            if maintainer_keys:
-                raise UsageError("--maintainer-key applies to a release statement, not a recipe")
-            return RecipeTarget(first, artifact)
-        return StatementTarget(first, artifact, tuple(maintainer_keys), tuple(urls))
-    if len(words) == 1 and not words[0].endswith(".toml"):
-        return StatementTarget(Path(words[0]), None, tuple(maintainer_keys), tuple(urls))
-    raise UsageError(
-        "TARGET is pypi:NAME==VERSION, RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT "
-        f"(got {' '.join(words) or 'nothing'})"
-    )
-
 
 # -- options --------------------------------------------------------------------------------
 
@@ -140,29 +77,12 @@ class VerifyOptions:
 # -- the run --------------------------------------------------------------------------------
 
 
-@dataclass
-class _Prepared:
-    """What the fetch step established (mutable while the run fills it in)."""
-
-    package: str | None = None
-    version: str | None = None
-    upstream: Path | None = None
-    upstream_sha256: str | None = None
-    plan: BuildPlan | None = None
-    recipe_text: str | None = None
-    recipe_sha256: str | None = None
-    source: Any = None  # verify.intoto.GitSource | SdistSource
-    expected_lock: str | None = None  # the recipe's environment lock digest, if it names one
-    refine: Callable[[Path], BuildPlan | None] | None = None
-    """A strategy's second plan after a failed build (its log), or None: see _build."""
-    refined: bool = False
-
-
-class _Failed(Exception):
-    """The build (or the source's claims) failed: verdict ``failed``."""
-
-
 class _Run:
+    """The one state of a run: the target, what each step established, and the step timings.
+
+    Every step reads and writes it; :func:`verify` makes the result from it.
+    """
+
     def __init__(self, target: Target, opts: VerifyOptions, progress: ProgressFn | None) -> None:
         self.target = target
         self.opts = opts
@@ -170,11 +90,25 @@ class _Run:
         self.steps: list[StepTiming] = []
         self.report_dir = opts.report_dir
         self.work = opts.report_dir / "work"
-        self.p = _Prepared()
+        self.p = Prepared()
         self.causes: list[str] = []
         self.details: dict[str, Any] = {}
         self.started = int(time.time())
         self.build_log: Path | None = None
+        # What the steps establish, in order; the result is made from these.
+        self.verdict: Verdict = "error"
+        self.message = ""
+        self.hint: str | None = None
+        self.env_name: str | None = None
+        self.env_lock: str | None = None
+        self.rebuilt: Path | None = None
+        self.rebuilt_sha: str | None = None
+        self.diff_report: Path | None = None
+        self.diff_sha: str | None = None
+        self.normalized: NormalizedPair | None = None
+        self.attestation: Path | None = None
+        self.log_entry: LogEntryRef | None = None
+        self.step_error: StepError | None = None
 
     @contextmanager
     def step(self, name: str) -> Iterator[list[str]]:
@@ -185,7 +119,7 @@ class _Run:
         status: StepStatus = "ok"
         try:
             yield note
-        except (_Failed, NegativeVerdict):
+        except NegativeVerdict:
             status = "failed"
             raise
         except BaseException:
@@ -210,132 +144,133 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
     """
     opts.report_dir.mkdir(parents=True, exist_ok=True)
     run = _Run(target, opts, progress)
-    verdict: Verdict
-    message = ""
-    hint: str | None = None
-    rebuilt: Path | None = None
-    rebuilt_sha: str | None = None
-    diff_report: Path | None = None
-    diff_sha: str | None = None
-    normalized: NormalizedPair | None = None
-    env_name: str | None = None
-    env_lock: str | None = None
     try:
-        # Step 1: fetch the upstream artifact and the source; prepare the plan.
-        with run.step("fetch") as note:
-            _fetch(run, note)
-        plan = run.p.plan
-        assert plan is not None and run.p.upstream is not None
-        # Step 2: the environment image exists and matches its lock.
-        with run.step("environment") as note:
-            env_name, env_lock = _environment(run, plan, note)
-        # Step 3: the hermetic build.
-        with run.step("build") as note:
-            rebuilt = _build(run, plan, note)
-        # Step 4: compare sha256; diagnose on mismatch.
-        with run.step("compare") as note:
-            rebuilt_sha = sha256_file(rebuilt)
-            if rebuilt_sha == run.p.upstream_sha256:
-                verdict = "reproduced"
-                note.append("sha256 equal")
-            else:
-                note.append("sha256 differs")
-                diff_report, diff_sha, normalized = _diagnose(run, run.p.upstream, rebuilt)
-                # Never reproduced: identical only after the recorded normalizations.
-                verdict = "equivalent" if normalized is not None else "mismatch"
-                if normalized is not None:
-                    note.append("equivalent after " + ", ".join(normalized.rules))
-        if verdict != "reproduced":
-            # The comparison ran fine, but its row must not read "ok" beside a mismatch.
-            run.steps[-1] = replace(run.steps[-1], status="differs")
-    except (_Failed, NegativeVerdict) as e:
-        verdict, message = "failed", str(e)
+        _rebuild(run)
+    except NegativeVerdict as e:
+        run.verdict, run.message = "failed", str(e)
         run.causes.append(str(e))
     except OperationalError as e:
-        verdict, message, hint = "error", str(e), e.hint
+        run.verdict, run.message, run.hint = "error", str(e), e.hint
     finally:
         if not opts.keep_work and run.work.exists():
             shutil.rmtree(run.work, ignore_errors=True)
-
     # Step 5: attest (with a key), Step 6: publish (with a log). The verdict is
     # a fact about the build: a failure here is reported beside it (exit 2), it
     # never replaces it.
-    attestation: Path | None = None
-    log_entry: LogEntryRef | None = None
-    step_error: StepError | None = None
-    if opts.signing_key is None:
-        run.skip("attest", "no --key")
-    else:
-        try:
-            with run.step("attest"):
-                attestation = _attest(
-                    run,
-                    verdict=verdict,
-                    rebuilt_sha=rebuilt_sha,
-                    diff_sha=diff_sha,
-                    normalized=normalized,
-                    env_name=env_name,
-                    env_lock=env_lock,
-                )
-        except OperationalError as e:
-            step_error = StepError("attest", str(e), e.hint)
-    if opts.log_url is None:
-        run.skip("publish", "no --log")
-    elif attestation is None:
-        run.skip("publish", "no attestation to publish")
-    else:
-        try:
-            with run.step("publish") as note:
-                log_entry = attest.publish(opts.log_url, attestation, ca_bundle=opts.log_ca_bundle)
-                note.append(f"index {log_entry.index}")
-                if log_entry.proof is None:
-                    note.append("no proof yet: " + attest.prove_later(opts.log_url, attestation))
-        except OperationalError as e:
-            step_error = StepError(
-                "publish",
-                f"the attestation was not published: {e}",
-                "publish it later: " + attest.publish_later(opts.log_url, attestation),
-            )
+    _attest_step(run)
+    _publish_step(run)
+    result = _result(run)
+    atomic_write(
+        opts.report_dir / "result.json",
+        (json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n").encode(),
+    )
+    return result
 
+
+def _rebuild(run: _Run) -> None:
+    """Steps 1 to 4; sets the verdict, or raises NegativeVerdict / OperationalError."""
+    # Step 1: fetch the upstream artifact and the source; prepare the plan.
+    with run.step("fetch") as note:
+        _fetch(run, note)
     plan = run.p.plan
-    result = VerifyResult(
-        target=target.label,
+    assert plan is not None and run.p.upstream is not None
+    # Step 2: the environment image exists and matches its lock.
+    with run.step("environment") as note:
+        run.env_name, run.env_lock = _environment(run, plan, note)
+    # Step 3: the hermetic build.
+    with run.step("build") as note:
+        run.rebuilt = _build(run, plan, note)
+    # Step 4: compare sha256; diagnose on mismatch.
+    with run.step("compare") as note:
+        run.rebuilt_sha = sha256_file(run.rebuilt)
+        if run.rebuilt_sha == run.p.upstream_sha256:
+            run.verdict = "reproduced"
+            note.append("sha256 equal")
+        else:
+            note.append("sha256 differs")
+            run.diff_report, run.diff_sha, run.normalized = _diagnose(
+                run, run.p.upstream, run.rebuilt
+            )
+            # Never reproduced: identical only after the recorded normalizations.
+            run.verdict = "equivalent" if run.normalized is not None else "mismatch"
+            if run.normalized is not None:
+                note.append("equivalent after " + ", ".join(run.normalized.rules))
+    if run.verdict != "reproduced":
+        # The comparison ran fine, but its row must not read "ok" beside a mismatch.
+        run.steps[-1] = replace(run.steps[-1], status="differs")
+
+
+def _attest_step(run: _Run) -> None:
+    """Step 5: sign the attestation, when there is a key."""
+    if run.opts.signing_key is None:
+        run.skip("attest", "no --key")
+        return
+    try:
+        with run.step("attest"):
+            run.attestation = _attest(run)
+    except OperationalError as e:
+        run.step_error = StepError("attest", str(e), e.hint)
+
+
+def _publish_step(run: _Run) -> None:
+    """Step 6: publish the attestation, when there is a log and an attestation."""
+    log_url, attestation = run.opts.log_url, run.attestation
+    if log_url is None:
+        run.skip("publish", "no --log")
+        return
+    if attestation is None:
+        run.skip("publish", "no attestation to publish")
+        return
+    try:
+        with run.step("publish") as note:
+            run.log_entry = attest.publish(log_url, attestation, ca_bundle=run.opts.log_ca_bundle)
+            note.append(f"index {run.log_entry.index}")
+            if run.log_entry.proof is None:
+                note.append("no proof yet: " + attest.prove_later(log_url, attestation))
+    except OperationalError as e:
+        run.step_error = StepError(
+            "publish",
+            f"the attestation was not published: {e}",
+            "publish it later: " + attest.publish_later(log_url, attestation),
+        )
+
+
+def _result(run: _Run) -> VerifyResult:
+    """The frozen result of the run."""
+    plan, p, verdict, normalized = run.p.plan, run.p, run.verdict, run.normalized
+    return VerifyResult(
+        target=run.target.label,
         verdict=verdict,
-        package=run.p.package,
-        version=run.p.version,
-        artifact=run.p.upstream.name if run.p.upstream else None,
-        upstream_sha256=run.p.upstream_sha256,
-        rebuilt_sha256=rebuilt_sha if verdict in _BUILT else None,
+        package=p.package,
+        version=p.version,
+        artifact=p.upstream.name if p.upstream else None,
+        upstream_sha256=p.upstream_sha256,
+        rebuilt_sha256=run.rebuilt_sha if verdict in _BUILT else None,
         causes=tuple(dict.fromkeys(run.causes)),
         steps=tuple(run.steps),
-        report_dir=str(opts.report_dir),
+        report_dir=str(run.opts.report_dir),
         build_log=str(run.build_log) if run.build_log and run.build_log.exists() else None,
-        rebuilt_artifact=str(rebuilt) if rebuilt else None,
-        diff_report=str(diff_report) if diff_report else None,
-        diff_report_sha256=diff_sha,
-        attestation=str(attestation) if attestation else None,
-        log_entry=log_entry,
-        environment=env_name,
-        environment_lock=env_lock,
-        source=run.p.source.to_dict() if run.p.source is not None else {},
-        recipe_sha256=run.p.recipe_sha256,
+        rebuilt_artifact=str(run.rebuilt) if run.rebuilt else None,
+        diff_report=str(run.diff_report) if run.diff_report else None,
+        diff_report_sha256=run.diff_sha,
+        attestation=str(run.attestation) if run.attestation else None,
+        log_entry=run.log_entry,
+        environment=run.env_name,
+        environment_lock=run.env_lock,
+        source=p.source.to_dict() if p.source is not None else {},
+        recipe_sha256=p.recipe_sha256,
         source_date_epoch=plan.source_date_epoch if plan else None,
         sde_rule=plan.sde_rule if plan else None,
-        message=message,
-        hint=hint,
+        message=run.message,
+        hint=run.hint,
         details={**(plan.details if plan else {}), **run.details},
-        step_error=step_error,
+        step_error=run.step_error,
         normalization=(
             {"rules": list(normalized.rules), "sha256": normalized.expected_sha256}
             if verdict == "equivalent" and normalized is not None
             else None
         ),
     )
-    atomic_write(
-        opts.report_dir / "result.json",
-        (json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n").encode(),
-    )
-    return result
 
 
 # -- step 1: fetch --------------------------------------------------------------------------
@@ -372,7 +307,7 @@ def _environment(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[str, str]
     note.append(f"image {image.removeprefix('sha256:')[:12]}")
     expected = run.p.expected_lock
     if expected is not None and expected.removeprefix("sha256:") != lock_digest:
-        raise _Failed(
+        raise NegativeVerdict(
             f"environment {name}: the recipe pins lock sha256:{expected.removeprefix('sha256:')}"
             f" but this machine's {name} lock is sha256:{lock_digest}"
         )
@@ -411,7 +346,7 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
         note.append(f"again with {', '.join(plan.details.get('knobs', {}).get('asked_for', []))}")
         note.append(outcome.summary)
     if isinstance(produced, str):
-        raise _Failed(produced)
+        raise NegativeVerdict(produced)
     return produced
 
 
@@ -431,17 +366,9 @@ def _diagnose(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str, Norm
 # -- step 5: attest; step 6: publish --------------------------------------------------------
 
 
-def _attest(
-    run: _Run,
-    *,
-    verdict: Verdict,
-    rebuilt_sha: str | None,
-    diff_sha: str | None,
-    normalized: NormalizedPair | None,
-    env_name: str | None,
-    env_lock: str | None,
-) -> Path:
-    p = run.p
+def _attest(run: _Run) -> Path:
+    p, verdict, normalized = run.p, run.verdict, run.normalized
+    rebuilt_sha, diff_sha = run.rebuilt_sha, run.diff_sha
     if p.upstream is None or p.upstream_sha256 is None or p.source is None:
         raise InputError("cannot attest: the upstream artifact or its source was never known")
     data = attest.rebuild_attestation(
@@ -453,8 +380,8 @@ def _attest(
         verdict=verdict,
         source=p.source,
         recipe_sha256=p.recipe_sha256,
-        environment=env_name or (p.plan.environment if p.plan else "unknown"),
-        environment_lock=env_lock or p.expected_lock,
+        environment=run.env_name or (p.plan.environment if p.plan else "unknown"),
+        environment_lock=run.env_lock or p.expected_lock,
         tool_version=f"rebuild/{__version__}",
         started_at=run.started,
         finished_at=int(time.time()),
@@ -470,6 +397,19 @@ def _attest(
     path = run.report_dir / "attestation.dsse.json"
     atomic_write(path, data)
     return path
+
+
+__all__ = [
+    "ProgressFn",
+    "PypiTarget",
+    "RecipeTarget",
+    "StatementTarget",
+    "Target",
+    "VerifyOptions",
+    "default_report_dir",
+    "parse_target",
+    "verify",
+]
 
 
 def default_report_dir(target: Target, base: Path | None = None) -> Path:

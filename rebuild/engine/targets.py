@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from rebuild.engine import runner
 from rebuild.engine.plan import OUTPUT_DIR, BuildPlan
-from rebuild.errors import InputError, NegativeVerdict
+from rebuild.errors import InputError, NegativeVerdict, UsageError
 from rebuild.fetch import fetch_subject, read_release, urls_for
 from rebuild.fsio import atomic_write, read_bounded
 from rebuild.hashing import sha256_file
@@ -32,17 +34,109 @@ from verify.dsse import MAX_ENVELOPE_SIZE, Envelope
 from verify.errors import VerifyError
 from verify.intoto import GitSource, ReleasePredicate, SdistSource, Statement
 
-if TYPE_CHECKING:
-    from rebuild.engine.pipeline import _Prepared
-
 MAX_SDIST = 512 * 1024 * 1024
+
+
+# -- targets --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PypiTarget:
+    """``pypi:NAME==VERSION``: a release on pip's configured index."""
+
+    name: str
+    version: str
+
+    @property
+    def label(self) -> str:
+        return f"pypi:{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class RecipeTarget:
+    """A recipe file and the artifact it claims to build."""
+
+    recipe: Path
+    artifact: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe} {self.artifact}"
+
+
+@dataclass(frozen=True)
+class StatementTarget:
+    """A maintainer's release statement (DSSE envelope) and the released artifact;
+    without the artifact, it is fetched from ``urls`` or the statement's own
+    download locations (rebuild.fetch)."""
+
+    statement: Path
+    artifact: Path | None
+    maintainer_keys: tuple[Path, ...] = ()
+    urls: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.statement} {self.artifact}" if self.artifact else str(self.statement)
+
+
+Target = PypiTarget | RecipeTarget | StatementTarget
+
+
+def parse_target(
+    words: Sequence[str], maintainer_keys: Sequence[Path] = (), urls: Sequence[str] = ()
+) -> Target:
+    """Turn the command line's TARGET words into a target, or raise UsageError."""
+    if len(words) == 1 and words[0].startswith("pypi:"):
+        spec = words[0].removeprefix("pypi:")
+        name, sep, version = spec.partition("==")
+        if not sep or not name.strip() or not version.strip():
+            raise UsageError(f"{words[0]!r}: expected pypi:NAME==VERSION")
+        return PypiTarget(name.strip(), version.strip())
+    if len(words) == 2:
+        first, artifact = Path(words[0]), Path(words[1])
+        if first.suffix == ".toml":
+            if maintainer_keys:
+                raise UsageError("--maintainer-key applies to a release statement, not a recipe")
+            return RecipeTarget(first, artifact)
+        return StatementTarget(first, artifact, tuple(maintainer_keys), tuple(urls))
+    if len(words) == 1 and not words[0].endswith(".toml"):
+        return StatementTarget(Path(words[0]), None, tuple(maintainer_keys), tuple(urls))
+    raise UsageError(
+        "TARGET is pypi:NAME==VERSION, RECIPE.toml ARTIFACT, or STATEMENT ARTIFACT "
+        f"(got {' '.join(words) or 'nothing'})"
+    )
+
+
+@dataclass
+class Prepared:
+    """What step 1 established for one target: its artifact, source, recipe and build plan.
+
+    The ``prepare_*`` functions fill it in as each fact is established, so the
+    result of a run whose fetch failed half-way still names what was known
+    (the package and version, say). ``refine`` may replace ``plan`` (once)
+    after a failed build.
+    """
+
+    package: str | None = None
+    version: str | None = None
+    upstream: Path | None = None
+    upstream_sha256: str | None = None
+    plan: BuildPlan | None = None
+    recipe_text: str | None = None
+    recipe_sha256: str | None = None
+    source: Any = None  # verify.intoto.GitSource | SdistSource
+    expected_lock: str | None = None  # the recipe's environment lock digest, if it names one
+    refine: Callable[[Path], BuildPlan | None] | None = None
+    """A strategy's second plan after a failed build (its log), or None: see _build."""
+    refined: bool = False
 
 
 # -- pypi:NAME==VERSION ---------------------------------------------------------------------
 
 
 def prepare_pypi(
-    p: _Prepared, name: str, version: str, *, report_dir: Path, work: Path, note: list[str]
+    p: Prepared, name: str, version: str, *, report_dir: Path, work: Path, note: list[str]
 ) -> None:
     """Locate both files on the index, verify their sha256, infer the plan."""
     index = PackageIndex.from_pip()
@@ -135,7 +229,7 @@ def inferred_recipe(
 
 
 def prepare_recipe_file(
-    p: _Prepared, recipe_path: Path, artifact: Path, *, work: Path, note: list[str]
+    p: Prepared, recipe_path: Path, artifact: Path, *, work: Path, note: list[str]
 ) -> None:
     recipe = load_recipe(recipe_path)
     _prepare_from_recipe(p, recipe, recipe.source, artifact, work=work, note=note)
@@ -156,7 +250,7 @@ def _output_for(recipe: Recipe, artifact: Path) -> str:
 
 
 def _prepare_from_recipe(
-    p: _Prepared,
+    p: Prepared,
     recipe: Recipe,
     source: GitSource | SdistSource,
     artifact: Path,
@@ -262,7 +356,7 @@ def fetch_released_artifact(
 
 
 def prepare_statement(
-    p: _Prepared,
+    p: Prepared,
     statement: Path,
     artifact: Path,
     maintainer_keys: tuple[Path, ...],

@@ -64,6 +64,7 @@ from rebuild.envs.mirror import Mirrors
 from rebuild.envs.store import PackageStore, file_chunks, hash_stream
 from rebuild.errors import InputError, NegativeVerdict, StorageError, ToolError
 from rebuild.fsio import fsync_dir
+from rebuild.hashing import sha256_file
 
 Progress = Callable[[str], None]
 
@@ -226,35 +227,16 @@ def export_environment(
         stack.callback(tmp.unlink, missing_ok=True)
         progress(f"writing {len(packages)} packages to {out}")
         with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-                tar.addfile(_tarinfo(MANIFEST, len(manifest_bytes)), io.BytesIO(manifest_bytes))
-                for x in locks:
-                    data = x.canonical_bytes()
-                    tar.addfile(_tarinfo(f"locks/{x.name}.json", len(data)), io.BytesIO(data))
-                for p in packages:
-                    with store.path(p).open("rb") as f:
-                        reader = _Hashing(f)
-                        tar.addfile(_tarinfo(f"debs/{p.sha256}.deb", p.size), reader)
-                    if reader.sha256.hexdigest() != p.sha256:
-                        raise StorageError(
-                            f"package store file {store.path(p)} changed while exporting it"
-                        )
-                if image_file is not None:
-                    path, meta = image_file
-                    with path.open("rb") as f:
-                        tar.addfile(_tarinfo(f"image/{meta['sha256']}.tar", meta["size"]), f)
+            _write_archive(raw, manifest_bytes, locks, packages, store=store, image_file=image_file)
             raw.flush()
             os.fsync(raw.fileno())
-        digest = hashlib.sha256()
-        with tmp.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
+        digest = sha256_file(tmp)
         size = tmp.stat().st_size
         os.replace(tmp, out)
         fsync_dir(directory)
     return ExportReport(
         out,
-        digest.hexdigest(),
+        digest,
         size,
         name,
         lock.digest,
@@ -264,6 +246,36 @@ def export_environment(
         image_id,
         time.monotonic() - started,
     )
+
+
+def _write_archive(
+    raw: IO[bytes],
+    manifest_bytes: bytes,
+    locks: list[Lock],
+    packages: list[LockedPackage],
+    *,
+    store: PackageStore,
+    image_file: tuple[Path, dict[str, Any]] | None,
+) -> None:
+    """The ustar stream: manifest, locks, each ``.deb`` (hashed again as it is read), the image.
+
+    Raises StorageError when a store file changed while it was written.
+    """
+    with tarfile.open(fileobj=raw, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(_tarinfo(MANIFEST, len(manifest_bytes)), io.BytesIO(manifest_bytes))
+        for x in locks:
+            data = x.canonical_bytes()
+            tar.addfile(_tarinfo(f"locks/{x.name}.json", len(data)), io.BytesIO(data))
+        for p in packages:
+            with store.path(p).open("rb") as f:
+                reader = _Hashing(f)
+                tar.addfile(_tarinfo(f"debs/{p.sha256}.deb", p.size), reader)
+            if reader.sha256.hexdigest() != p.sha256:
+                raise StorageError(f"package store file {store.path(p)} changed while exporting it")
+        if image_file is not None:
+            path, meta = image_file
+            with path.open("rb") as f:
+                tar.addfile(_tarinfo(f"image/{meta['sha256']}.tar", meta["size"]), f)
 
 
 def _save_image(
@@ -459,6 +471,59 @@ class _Plan:
             chain = [self.locks[n] for n in self.expected_locks]
             self.packages = {p.sha256: p for p in _chain_packages(chain)}
 
+    # Step 3: each .deb is a pinned one, hashed in full.
+    def stage_deb(self, member: _Member, sha256: str, staging: Path) -> Path:
+        """Copy the pinned ``.deb`` into ``staging``, hashing it; where it was written.
+
+        Raises what :func:`hash_stream` raises for a file that is not the pinned one.
+        """
+        package = self.packages[sha256]
+        dest = staging / f"{package.sha256}.deb"
+        with dest.open("wb") as out:
+            hash_stream(
+                file_chunks(member.stream, member.size),
+                package,
+                f"{self.where}: {member.name}",
+                out,
+            )
+        self.seen_debs.add(package.sha256)
+        return dest
+
+    def stage_image(self, member: _Member, staging: Path) -> Path:
+        """Copy the image the manifest names into ``staging``, hashing it; where it was written.
+
+        Raises ArchiveRejectedError when its digest or size is not the manifest's.
+        """
+        assert self.image is not None
+        image_path = staging / "image.tar"
+        digest = hashlib.sha256()
+        with image_path.open("wb") as out:
+            for chunk in file_chunks(member.stream, member.size):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != self.image["sha256"] or member.size != int(self.image["size"]):
+            raise ArchiveRejectedError(
+                f"{self.where}: {member.name} has sha256 {digest.hexdigest()}, not "
+                f"{self.image['sha256']} as its name and manifest say"
+            )
+        self.image_seen = True
+        return image_path
+
+    # Step 4: complete: every lock, every pinned .deb, the image if named.
+    def check_complete(self) -> None:
+        """Raises InputError or ArchiveRejectedError for anything the archive lacks."""
+        if self.manifest is None or len(self.locks) != len(self.expected_locks):
+            raise InputError(f"{self.where}: incomplete (manifest or locks missing)")
+        absent = sorted(set(self.packages) - self.seen_debs)
+        if absent:
+            shown = ", ".join(str(self.packages[d]) for d in absent[:10])
+            raise ArchiveRejectedError(
+                f"{self.where}: lacks {len(absent)} pinned package(s): {shown}; "
+                "refusing a partial import"
+            )
+        if self.image is not None and not self.image_seen:
+            raise InputError(f"{self.where}: the manifest names an image the archive lacks")
+
     def bound(self, name: str) -> int:
         """The size a member of this name may have at this point of the archive."""
         if name == MANIFEST:
@@ -525,47 +590,12 @@ def import_environment(
                 elif m := _LOCK_RE.match(member.name):
                     plan.take_lock(m.group(1), _read_small(member))
                 elif m := _DEB_RE.match(member.name):
-                    # Step 3: each .deb is a pinned one, hashed in full.
-                    package = plan.packages[m.group(1)]
-                    dest = staging / f"{package.sha256}.deb"
-                    with dest.open("wb") as out:
-                        hash_stream(
-                            file_chunks(member.stream, member.size),
-                            package,
-                            f"{where}: {member.name}",
-                            out,
-                        )
-                    plan.seen_debs.add(package.sha256)
-                    staged[package.sha256] = dest
+                    staged[m.group(1)] = plan.stage_deb(member, m.group(1), staging)
                 else:
-                    assert plan.image is not None
-                    image_path = staging / "image.tar"
-                    digest = hashlib.sha256()
-                    with image_path.open("wb") as out:
-                        for chunk in file_chunks(member.stream, member.size):
-                            digest.update(chunk)
-                            out.write(chunk)
-                    if digest.hexdigest() != plan.image["sha256"] or member.size != int(
-                        plan.image["size"]
-                    ):
-                        raise ArchiveRejectedError(
-                            f"{where}: {member.name} has sha256 {digest.hexdigest()}, not "
-                            f"{plan.image['sha256']} as its name and manifest say"
-                        )
-                    plan.image_seen = True
-        # Step 4: complete: every lock, every pinned .deb, the image if named.
-        if plan.manifest is None or len(plan.locks) != len(plan.expected_locks):
-            raise InputError(f"{where}: incomplete (manifest or locks missing)")
-        absent = sorted(set(plan.packages) - plan.seen_debs)
-        if absent:
-            shown = ", ".join(str(plan.packages[d]) for d in absent[:10])
-            raise ArchiveRejectedError(
-                f"{where}: lacks {len(absent)} pinned package(s): {shown}; "
-                "refusing a partial import"
-            )
-        if plan.image is not None and not plan.image_seen:
-            raise InputError(f"{where}: the manifest names an image the archive lacks")
+                    image_path = plan.stage_image(member, staging)
+        plan.check_complete()
         # Step 5: commit. Every package was proven above; adopt re-hashes as it moves.
+        assert plan.manifest is not None
         name = str(plan.manifest["environment"])
         lock = plan.locks[name]
         added = 0

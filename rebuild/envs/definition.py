@@ -299,13 +299,41 @@ def load_definition(name: str, containers_dir: Path | None = None) -> Definition
         template = _read_member(directory, sources_name, path).decode("utf-8", "replace")
         if "@MIRROR@" not in template:
             raise InputError(f"{path}: {sources_name} has no @MIRROR@ placeholder")
-    packages_raw = doc.get("packages", [])
+    packages_raw = _package_names(doc.get("packages", []), path)
+    files = _file_specs(doc.get("files", []), directory, path)
+    return Definition(
+        name=name,
+        directory=directory,
+        description=description,
+        parent=parent,
+        base=base,
+        suite=suite,
+        variant=variant,
+        apt_sources_template=template,
+        packages=tuple(sorted(set(packages_raw))),
+        files=tuple(sorted(files, key=lambda f: f.target)),
+    )
+
+
+def _package_names(packages_raw: object, path: Path) -> list[str]:
+    """The definition's ``packages``: at most MAX_PACKAGES Debian package names.
+
+    Raises InputError otherwise.
+    """
     if not isinstance(packages_raw, list) or len(packages_raw) > MAX_PACKAGES:
         raise InputError(f"{path}: 'packages' must be a list of package names")
     for pkg in packages_raw:
         if not isinstance(pkg, str) or not _PKG_RE.match(pkg):
             raise InputError(f"{path}: bad package name {pkg!r}")
-    files_raw = doc.get("files", [])
+    return packages_raw
+
+
+def _file_specs(files_raw: object, directory: Path, path: Path) -> list[FileSpec]:
+    """The definition's ``[[files]]``, each read from ``directory`` and hashed.
+
+    Raises InputError for more than MAX_FILES, a malformed table, a bad
+    target or a source outside ``directory``.
+    """
     if not isinstance(files_raw, list) or len(files_raw) > MAX_FILES:
         raise InputError(f"{path}: 'files' must be a list of at most {MAX_FILES} tables")
     files: list[FileSpec] = []
@@ -325,18 +353,7 @@ def load_definition(name: str, containers_dir: Path | None = None) -> Definition
                 sha256=hashlib.sha256(data).hexdigest(),
             )
         )
-    return Definition(
-        name=name,
-        directory=directory,
-        description=description,
-        parent=parent,
-        base=base,
-        suite=suite,
-        variant=variant,
-        apt_sources_template=template,
-        packages=tuple(sorted(set(packages_raw))),
-        files=tuple(sorted(files, key=lambda f: f.target)),
-    )
+    return files
 
 
 def _read_member(directory: Path, relative: str, where: Path) -> bytes:

@@ -22,14 +22,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker.errors
 import requests
 
-from rebuild.envs import _docker, localrepo
+from rebuild.envs._docker import client as docker_client
+from rebuild.envs._docker import engine_errors
 from rebuild.envs.deb822 import parse_stanzas
 from rebuild.envs.definition import (
     IMAGE_REPOSITORY_PREFIX,
@@ -44,10 +45,24 @@ from rebuild.envs.definition import (
     make_lock,
     read_pinned_versions,
 )
+from rebuild.envs.drift import (
+    CONTENTS_SCRIPT,
+    Drift,
+    ImageContents,
+    IndexRecords,
+    check_parent_lock,
+    check_relocked_contents,
+    drift_from_lock,
+    own_packages,
+    parse_contents,
+    parse_index_records,
+    pin_packages,
+)
 from rebuild.envs.fetch import FetchReport, ensure_in_store
+from rebuild.envs.localrepo import POOL, stage, staged_name, write_repository
 from rebuild.envs.mirror import Mirrors, render_sources
 from rebuild.envs.store import PackageStore
-from rebuild.errors import InputError, ToolError, UsageError
+from rebuild.errors import ToolError
 from rebuild.fsio import atomic_write
 
 Progress = Callable[[str], None]
@@ -61,8 +76,6 @@ INDEX_TIMEOUT_S = 600
 # leaves in the image is never seen by a build.
 _DEBS_MOUNT = "/tmp/rebuild-debs"  # noqa: S108 - a path inside the container
 BUILD_LABEL = "org.rebuild.env.helper"
-_FILES_MARK = "--rebuild-files--"
-_ARCH_MARK = "--rebuild-arch--"
 _MISSING_VERSION_RE = re.compile(r"Version '([^']+)' for '([^']+)' was not found")
 
 
@@ -125,46 +138,6 @@ def record_check(image_id: str, lock_digest: str) -> None:
 # ----------------------------------------------------------------- inspection
 
 
-@dataclass(frozen=True)
-class Drift:
-    """How an image's contents differ from its lock."""
-
-    missing: tuple[str, ...] = ()  # locked, not installed
-    extra: tuple[str, ...] = ()  # installed, not locked
-    changed: tuple[str, ...] = ()  # installed at another version
-    files: tuple[str, ...] = ()  # definition files missing or different
-    architecture: str | None = None  # set when the architecture differs
-
-    @property
-    def empty(self) -> bool:
-        return not (self.missing or self.extra or self.changed or self.files or self.architecture)
-
-    def lines(self) -> list[str]:
-        out = [f"missing {m}" for m in self.missing]
-        out += [f"extra {e}" for e in self.extra]
-        out += [f"changed {c}" for c in self.changed]
-        out += [f"file {f}" for f in self.files]
-        if self.architecture:
-            out.append(f"architecture {self.architecture}")
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "missing": list(self.missing),
-            "extra": list(self.extra),
-            "changed": list(self.changed),
-            "files": list(self.files),
-            "architecture": self.architecture,
-        }
-
-
-@dataclass(frozen=True)
-class ImageContents:
-    architecture: str
-    packages: tuple[InstalledPackage, ...]
-    file_digests: dict[str, str | None] = field(default_factory=dict)
-
-
 def run_capture(
     image: str,
     argv: list[str],
@@ -179,10 +152,10 @@ def run_capture(
     file system and ``tmpfs`` the only writable places). The container is
     removed whatever happens (error, timeout, Ctrl-C).
     """
-    c = _docker.client()
+    c = docker_client()
     container = None
     try:
-        with _docker.engine_errors(f"running {argv[0]} in {image}"):
+        with engine_errors(f"running {argv[0]} in {image}"):
             container = c.containers.create(
                 image,
                 argv,
@@ -215,53 +188,16 @@ def run_capture(
 
 def inspect_contents(image: str, file_targets: list[str]) -> ImageContents:
     """The installed Debian packages (dpkg-query) and file digests inside ``image``."""
-    script = (
-        "set -e; dpkg --print-architecture; "
-        f"echo {_ARCH_MARK}; "
-        "dpkg-query -W -f='${db:Status-Abbrev}\\t${Package}\\t${Version}\\t${Architecture}\\n'; "
-        f'echo {_FILES_MARK}; for f in "$@"; do sha256sum "$f" 2>/dev/null || true; done'
-    )
-    raw = run_capture(image, ["sh", "-c", script, "sh", *file_targets])
-    text = raw.decode("utf-8", "replace")
-    arch_part, _, rest = text.partition(f"{_ARCH_MARK}\n")
-    pkg_part, _, files_part = rest.partition(f"{_FILES_MARK}\n")
-    packages: list[InstalledPackage] = []
-    for line in pkg_part.splitlines():
-        parts = line.split("\t")
-        if len(parts) != 4:
-            continue
-        status, name, version, arch = parts
-        # Only fully installed packages count; 'rc' (removed, config left) does not.
-        if status.strip() == "ii":
-            packages.append(InstalledPackage(name, version, arch))
-    digests: dict[str, str | None] = dict.fromkeys(file_targets)
-    for line in files_part.splitlines():
-        digest, _, path = line.partition("  ")
-        if path in digests:
-            digests[path] = digest
-    return ImageContents(arch_part.strip(), tuple(sorted(packages)), digests)
+    raw = run_capture(image, ["sh", "-c", CONTENTS_SCRIPT, "sh", *file_targets])
+    return parse_contents(raw.decode("utf-8", "replace"), file_targets)
 
 
-def compare(lock: Lock, contents: ImageContents) -> Drift:
-    want = lock.package_map()
-    have = {(p.name, p.architecture): p.version for p in contents.packages}
-    missing = sorted(f"{n}={v} ({a})" for (n, a), v in want.items() if (n, a) not in have)
-    extra = sorted(f"{n}={v} ({a})" for (n, a), v in have.items() if (n, a) not in want)
-    changed = sorted(
-        f"{n} ({a}): locked {want[(n, a)]}, installed {have[(n, a)]}"
-        for (n, a) in want.keys() & have.keys()
-        if want[(n, a)] != have[(n, a)]
-    )
-    files = sorted(
-        f"{f.target}: locked sha256 {f.sha256[:12]}…, image has "
-        f"{(contents.file_digests.get(f.target) or 'none')[:12]}"
-        for f in lock.files
-        if contents.file_digests.get(f.target) != f.sha256
-    )
-    arch = None
-    if contents.architecture != lock.architecture:
-        arch = f"locked {lock.architecture}, image is {contents.architecture}"
-    return Drift(tuple(missing), tuple(extra), tuple(changed), tuple(files), arch)
+def _check_against_lock(image_id: str, lock: Lock) -> Drift:
+    """How the image differs from ``lock``; a match is recorded in the check cache."""
+    drift = drift_from_lock(lock, inspect_contents(image_id, [f.target for f in lock.files]))
+    if drift.empty:
+        record_check(image_id, lock.digest)
+    return drift
 
 
 @dataclass(frozen=True)
@@ -273,8 +209,8 @@ class ImageRef:
 
 def find_image(lock: Lock) -> ImageRef | None:
     """The image tagged for ``lock`` and labelled with its full digest, if any."""
-    c = _docker.client()
-    with _docker.engine_errors(f"looking up {lock.image_tag}"):
+    c = docker_client()
+    with engine_errors(f"looking up {lock.image_tag}"):
         try:
             image = c.images.get(lock.image_tag)
         except docker.errors.ImageNotFound:
@@ -305,11 +241,7 @@ def check_environment(definition: Definition, *, use_cache: bool = False) -> Che
         return CheckReport(definition.name, lock.digest, None, None)
     if use_cache and is_check_cached(image.id, lock.digest):
         return CheckReport(definition.name, lock.digest, image, Drift())
-    contents = inspect_contents(image.id, [f.target for f in lock.files])
-    drift = compare(lock, contents)
-    if drift.empty:
-        record_check(image.id, lock.digest)
-    return CheckReport(definition.name, lock.digest, image, drift)
+    return CheckReport(definition.name, lock.digest, image, _check_against_lock(image.id, lock))
 
 
 _verified: dict[str, ImageRef] = {}
@@ -339,13 +271,12 @@ def verified_image(
             f"{lock.digest}); run: rebuild env build {name}"
         )
     if not is_check_cached(image.id, lock.digest):
-        drift = compare(lock, inspect_contents(image.id, [f.target for f in lock.files]))
+        drift = _check_against_lock(image.id, lock)
         if not drift.empty:
             raise DriftError(
                 f"environment {name!r}: image {image.id[:19]} does not match its lock "
                 f"{lock.digest[:19]}; refusing to build with it: " + "; ".join(drift.lines()[:10])
             )
-        record_check(image.id, lock.digest)
     with _checked_lock:
         _verified[lock.digest] = image
     return lock, image
@@ -464,8 +395,8 @@ def _debootstrap_rootfs(
         if tar.returncode != 0:
             raise ToolError(f"tar of the root file system failed: {tar.stderr[-500:]!r}")
         repo, _, t = tag.rpartition(":")
-        c = _docker.client()
-        with _docker.engine_errors("docker import of the root file system"):
+        c = docker_client()
+        with engine_errors("docker import of the root file system"):
             c.api.import_image_from_file(str(tarball), repository=repo, tag=t)
             image_id: str = c.images.get(tag).id
         return image_id, installed
@@ -496,11 +427,11 @@ def _docker_build(
 ) -> tuple[str, list[str]]:
     """Build ``dockerfile`` in ``context``; returns (image id, log lines)."""
     (context / "Dockerfile").write_text(dockerfile, encoding="utf-8")
-    c = _docker.client()
+    c = docker_client()
     log: list[str] = []
     image_id = None
     error = None
-    with _docker.engine_errors(f"docker build of {tag}"):
+    with engine_errors(f"docker build of {tag}"):
         for chunk in c.api.build(
             path=str(context),
             tag=tag,
@@ -587,7 +518,7 @@ def _parent_image(definition: Definition) -> tuple[str, Lock]:
 
 
 def _untag(tag: str) -> None:
-    c = _docker.client()
+    c = docker_client()
     with contextlib.suppress(Exception):
         c.images.remove(tag, noprune=True)
 
@@ -604,12 +535,12 @@ def _install_debs(from_ref: str, debs: Path, count: int, progress: Progress) -> 
         "apt-get install -y -q --no-install-recommends --allow-downgrades "
         f"-o Dpkg::Use-Pty=0 {_DEBS_MOUNT}/*.deb; {_APT_CLEAN}"
     )
-    c = _docker.client()
+    c = docker_client()
     container = None
     name = f"rebuild-env-install-{secrets.token_hex(6)}"
     progress(f"installing {count} pinned packages from the package store (no network)")
     try:
-        with _docker.engine_errors(f"installing packages on {from_ref[:19]}"):
+        with engine_errors(f"installing packages on {from_ref[:19]}"):
             container = c.containers.create(
                 from_ref,
                 ["sh", "-c", script],
@@ -635,26 +566,6 @@ def _install_debs(from_ref: str, debs: Path, count: int, progress: Progress) -> 
         # By name too: Ctrl-C may land before the SDK returned the handle.
         with contextlib.suppress(Exception):
             (container or c.containers.get(name)).remove(force=True)
-
-
-def _check_inherited(lock: Lock, parent_lock: Lock, where: Path) -> None:
-    """A builder's copy of a parent package must pin the parent's very file."""
-    parent = {p.key: p for p in parent_lock.packages}
-    for p in lock.packages:
-        q = parent.get(p.key)
-        if q is not None and (q.sha256, q.size) != (p.sha256, p.size):
-            raise InputError(
-                f"{where}: {p} pins sha256 {p.sha256} but the parent "
-                f"{parent_lock.name} pins {q.sha256} for the same version; re-lock"
-            )
-
-
-def own_packages(lock: Lock, parent_lock: Lock | None) -> list[LockedPackage]:
-    """The packages a build of ``lock`` installs itself (not inherited from the parent)."""
-    if parent_lock is None:
-        return list(lock.packages)
-    inherited = {p.key for p in parent_lock.packages}
-    return [p for p in lock.packages if p.key not in inherited]
 
 
 def build_environment(
@@ -685,48 +596,23 @@ def build_environment(
     parent_lock = None
     if definition.parent is not None:
         parent_lock = load_lock(load_definition(definition.parent, definition.directory.parent))
-        if lock.parent_lock_digest != parent_lock.digest:
-            raise UsageError(
-                f"{definition.lock_path}: made on parent {definition.parent} lock "
-                f"{lock.parent_lock_digest}, but that parent is now {parent_lock.digest}; "
-                f"re-lock with: rebuild env lock {definition.name}"
-            )
-        _check_inherited(lock, parent_lock, definition.lock_path)
+        check_parent_lock(definition, lock, parent_lock)
     own = own_packages(lock, parent_lock)
     # Step 2: every package in the store.
     fetched = ensure_in_store(own, store, mirrors_for, progress)
     rootfs_tag = f"{IMAGE_REPOSITORY_PREFIX}{definition.name}-rootfs:{lock.short_digest}"
     labels = {LABEL_NAME: definition.name, LABEL_LOCK_DIGEST: lock.digest}
     try:
-        with _workdir("rebuild-debs-") as repo:
-            # Step 3: verified copies.
-            progress(f"staging {len(own)} packages from the package store")
-            localrepo.stage(own, store, repo)
-            # Step 4: install them, with no network.
-            if definition.parent is not None:
-                from_ref, _ = _parent_image(definition)
-                remaining = own
-            elif definition.is_debootstrap:
-                assert definition.suite is not None
-                localrepo.write_repository(repo, own, definition.suite, lock.architecture)
-                from_ref, installed = _debootstrap_rootfs(
-                    definition,
-                    repo.resolve().as_uri(),
-                    mirrors_for(),
-                    rootfs_tag,
-                    progress,
-                    from_local_repository=True,
-                )
-                remaining = [p for p in own if p.installed() not in installed]
-            else:
-                assert definition.base is not None
-                from_ref, remaining = definition.base, own
-            if remaining:
-                names = {localrepo.staged_name(p) for p in remaining}
-                for f in (repo / localrepo.POOL).iterdir():
-                    if f.name not in names:
-                        f.unlink()
-                from_ref = _install_debs(from_ref, repo / localrepo.POOL, len(remaining), progress)
+        # Steps 3 and 4.
+        from_ref = _install_locked(
+            definition,
+            lock,
+            own,
+            store=store,
+            mirrors_for=mirrors_for,
+            rootfs_tag=rootfs_tag,
+            progress=progress,
+        )
         # Step 5: the definition's files and the labels.
         with _workdir("rebuild-ctx-") as ctx:
             _prepare_context(ctx, definition)
@@ -742,32 +628,73 @@ def build_environment(
         _untag(rootfs_tag)
     # Step 6: the image against the lock.
     progress("checking the image against the lock")
-    drift = compare(lock, inspect_contents(image_id, [f.target for f in lock.files]))
+    drift = _check_against_lock(image_id, lock)
     if not drift.empty:
         _untag(lock.image_tag)
         raise DriftError(
             f"the image built for {definition.name} does not match its lock; re-lock with "
             f"`rebuild env lock {definition.name}`: " + "; ".join(drift.lines()[:15])
         )
-    record_check(image_id, lock.digest)
     if existing is not None and existing.id != image_id:
         # --force replaced it; drop the old copy unless something still uses it.
         with contextlib.suppress(Exception):
-            _docker.client().images.remove(existing.id)
+            docker_client().images.remove(existing.id)
+    elapsed = time.monotonic() - started
     return BuildOutcome(
-        definition.name,
-        lock.digest,
-        image_id,
-        lock.image_tag,
-        True,
-        time.monotonic() - started,
-        fetched,
+        definition.name, lock.digest, image_id, lock.image_tag, True, elapsed, fetched
     )
+
+
+def _install_locked(
+    definition: Definition,
+    lock: Lock,
+    own: list[LockedPackage],
+    *,
+    store: PackageStore,
+    mirrors_for: Callable[[], Mirrors],
+    rootfs_tag: str,
+    progress: Progress,
+) -> str:
+    """Stage the verified ``.deb`` files and install them with no network; the image made.
+
+    The base is debootstrapped from a local repository of them (tagged
+    ``rootfs_tag``); a builder installs them on its parent's image.
+    """
+    with _workdir("rebuild-debs-") as repo:
+        # Step 3: verified copies.
+        progress(f"staging {len(own)} packages from the package store")
+        stage(own, store, repo)
+        # Step 4: install them, with no network.
+        if definition.parent is not None:
+            from_ref, _ = _parent_image(definition)
+            remaining = own
+        elif definition.is_debootstrap:
+            assert definition.suite is not None
+            write_repository(repo, own, definition.suite, lock.architecture)
+            from_ref, installed = _debootstrap_rootfs(
+                definition,
+                repo.resolve().as_uri(),
+                mirrors_for(),
+                rootfs_tag,
+                progress,
+                from_local_repository=True,
+            )
+            remaining = [p for p in own if p.installed() not in installed]
+        else:
+            assert definition.base is not None
+            from_ref, remaining = definition.base, own
+        if remaining:
+            names = {staged_name(p) for p in remaining}
+            for f in (repo / POOL).iterdir():
+                if f.name not in names:
+                    f.unlink()
+            from_ref = _install_debs(from_ref, repo / POOL, len(remaining), progress)
+    return from_ref
 
 
 def _index_records(
     image_id: str, packages: list[InstalledPackage], *, pinned: bool
-) -> dict[tuple[str, str, str], tuple[str, int, str]]:
+) -> IndexRecords:
     """(sha256, size, filename) of each package's ``.deb``, from apt's index in ``image_id``.
 
     apt reads the index through the archive's signed Release file, so the
@@ -790,15 +717,7 @@ def _index_records(
         network=True,
         tmpfs={"/var/lib/apt/lists": "", "/var/cache/apt": "", "/tmp": ""},  # noqa: S108
     )
-    records: dict[tuple[str, str, str], tuple[str, int, str]] = {}
-    for f in parse_stanzas(raw.decode("utf-8", "replace")):
-        try:
-            key = (f["Package"], f["Version"], f["Architecture"])
-            value = (f["SHA256"], int(f["Size"]), f["Filename"])
-        except (KeyError, ValueError):
-            continue  # a record of an installed package no archive offers
-        records.setdefault(key, value)
-    return records
+    return parse_index_records(raw.decode("utf-8", "replace"))
 
 
 def lock_environment(
@@ -821,18 +740,8 @@ def lock_environment(
     keep = read_pinned_versions(definition) if keep_versions else None
     rootfs_tag = f"{IMAGE_REPOSITORY_PREFIX}{definition.name}-rootfs:unlocked"
     unlocked_tag = f"{IMAGE_REPOSITORY_PREFIX}{definition.name}:unlocked"
-    parent_lock: Lock | None = None
     try:
-        if definition.parent is not None:
-            from_ref, parent_lock = _parent_image(definition)
-        elif definition.is_debootstrap:
-            mirrors = mirrors_for()
-            from_ref, _ = _debootstrap_rootfs(
-                definition, mirrors.archive, mirrors, rootfs_tag, progress
-            )
-        else:
-            assert definition.base is not None
-            from_ref = definition.base
+        from_ref, parent_lock = _unlocked_base(definition, mirrors_for, rootfs_tag, progress)
         inherited = {p.key: p for p in parent_lock.packages} if parent_lock else {}
         if keep is None:
             install = list(definition.packages)
@@ -857,31 +766,11 @@ def lock_environment(
                 nocache=True,
             )
         contents = inspect_contents(image_id, [f.target for f in definition.files])
-        for f in definition.files:
-            if contents.file_digests.get(f.target) != f.sha256:
-                raise ToolError(f"{f.target} did not land in the image as defined")
-        if keep is not None and set(contents.packages) != set(keep):
-            kept = sorted(set(keep) ^ set(contents.packages))
-            raise ToolError(
-                f"{definition.name}: could not keep the locked versions; the mirror "
-                f"installed a different set: {', '.join(map(str, kept[:10]))}"
-            )
+        check_relocked_contents(definition, contents, keep)
         progress("reading the packages' sha256 from the apt index")
         own = [p for p in contents.packages if p.key not in inherited]
         records = _index_records(image_id, own, pinned=keep is not None)
-        locked = [inherited[p.key] for p in contents.packages if p.key in inherited]
-        unknown = []
-        for p in own:
-            record = records.get(p.key)
-            if record is None:
-                unknown.append(str(p))
-                continue
-            locked.append(LockedPackage(*p.key, *record).check("the apt index"))
-        if unknown:
-            raise ToolError(
-                f"{definition.name}: no apt index offers {', '.join(unknown[:10])}; "
-                "cannot pin their .deb files"
-            )
+        locked = pin_packages(definition.name, contents.packages, inherited, records)
         lock = make_lock(definition, locked, contents.architecture, parent_lock)
         fetched = ensure_in_store(own_packages(lock, parent_lock), store, mirrors_for, progress)
         labels = {LABEL_NAME: definition.name, LABEL_LOCK_DIGEST: lock.digest}
@@ -895,15 +784,30 @@ def lock_environment(
         _untag(unlocked_tag)
     atomic_write(definition.lock_path, lock.canonical_bytes())
     record_check(labelled_id, lock.digest)
+    elapsed = time.monotonic() - started
     return lock, BuildOutcome(
-        definition.name,
-        lock.digest,
-        labelled_id,
-        lock.image_tag,
-        True,
-        time.monotonic() - started,
-        fetched,
+        definition.name, lock.digest, labelled_id, lock.image_tag, True, elapsed, fetched
     )
+
+
+def _unlocked_base(
+    definition: Definition, mirrors_for: Callable[[], Mirrors], rootfs_tag: str, progress: Progress
+) -> tuple[str, Lock | None]:
+    """The image a (re)lock installs on, and the parent's lock for a builder.
+
+    The parent's image for a builder, a fresh debootstrap from the mirror
+    (tagged ``rootfs_tag``) for a base, else the definition's base image.
+    """
+    if definition.parent is not None:
+        return _parent_image(definition)
+    if definition.is_debootstrap:
+        mirrors = mirrors_for()
+        from_ref, _ = _debootstrap_rootfs(
+            definition, mirrors.archive, mirrors, rootfs_tag, progress
+        )
+        return from_ref, None
+    assert definition.base is not None
+    return definition.base, None
 
 
 def image_summary(lock: Lock) -> dict[str, Any]:

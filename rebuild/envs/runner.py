@@ -22,18 +22,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import docker.errors
 import requests
 
-from rebuild.envs import _docker
+from rebuild.engine.plan import BUILD_DIR, OUTPUT_DIR
+from rebuild.envs._docker import client as docker_client
+from rebuild.envs._docker import engine_errors
 from rebuild.envs.images import verified_image
 from rebuild.errors import StorageError, ToolError, UsageError
 from rebuild.fsio import atomic_write
 
-BUILD_DIR = "/build"
-OUT_DIR = "/out"
+OUT_DIR: Final = OUTPUT_DIR  # the name rebuild.envs exports
 SRC_DIR = "/src"
 TMP_DIR = "/tmp"  # noqa: S108 - a path inside the container (a private tmpfs)
 BUILD_UID = 1000
@@ -50,8 +51,8 @@ FIXED_ENV = ("PATH", "HOME", "TZ", "LC_ALL", "LANG", "SOURCE_DATE_EPOCH", "TMPDI
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _MOUNT_RE = re.compile(r"^/[a-z][a-z0-9_-]{0,31}$")
 _RESERVED_MOUNTS = {
-    "/bin", "/boot", "/build", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt",
-    "/opt", "/out", "/proc", "/root", "/run", "/sbin", "/src", "/srv", "/sys", TMP_DIR,
+    "/bin", "/boot", BUILD_DIR, "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt",
+    "/opt", OUT_DIR, "/proc", "/root", "/run", "/sbin", SRC_DIR, "/srv", "/sys", TMP_DIR,
     "/usr", "/var",
 }  # fmt: skip
 MAX_ENV = 64
@@ -382,14 +383,14 @@ class _Ran:
 def _run_container(spec: BuildSpec, log_path: Path, containers_dir: Path | None) -> _Ran:
     """Create, start and wait for the build container; write its log; always remove it."""
     lock, image = verified_image(spec.environment, containers_dir)
-    c = _docker.client()
+    c = docker_client()
     # A unique name lets the cleanup find the container even when Ctrl-C lands
     # between the engine creating it and the SDK returning its handle.
     name = f"rebuild-build-{uuid.uuid4().hex[:16]}"
     options = container_options(spec, name)
     container: Any = None
     try:
-        with _docker.engine_errors(f"starting the build in {spec.environment}"):
+        with engine_errors(f"starting the build in {spec.environment}"):
             try:
                 container = c.containers.create(image.id, **options)
             except docker.errors.ImageNotFound:
@@ -398,7 +399,7 @@ def _run_container(spec: BuildSpec, log_path: Path, containers_dir: Path | None)
                 container = c.containers.create(image.id, **options)
             container.start()
         exit_code, timed_out, duration = _wait(container, spec.limits)
-        with _docker.engine_errors("reading the build log"):
+        with engine_errors("reading the build log"):
             oom = False
             if not timed_out and exit_code != 0:
                 # Only a failed build can have been OOM-killed; spare the inspect otherwise.
@@ -418,7 +419,7 @@ def _wait(container: Any, limits: Limits) -> tuple[int | None, bool, float]:
     started = time.monotonic()
     exit_code: int | None = None
     timed_out = False
-    with _docker.engine_errors("waiting for the build"):
+    with engine_errors("waiting for the build"):
         try:
             status = container.wait(timeout=limits.timeout_s)
             exit_code = int(status.get("StatusCode", -1))

@@ -13,7 +13,6 @@ else; it does no I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
@@ -22,6 +21,7 @@ from typing import Any, Final, Literal, TypeAlias, get_args
 
 from verify.errors import VerifyError
 from verify.intoto import GitSource, Normalization, SdistSource, Source, source_from_dict
+from verify.parsing import decode_base64
 
 JOB_FORMAT: Final = "rebuild-fleet-job/v1"
 RESULT_FORMAT: Final = "rebuild-fleet-result/v1"
@@ -244,11 +244,8 @@ class Job:
         if doc.get("kind") == "release":
             extra = {"statement", "log_index", "artifact_sources", "maintainer_keys"}
             d = _fields(doc, "job", common | extra)
-            try:
-                text = _text(d["statement"], "job.statement", 1 << 17)
-                statement = base64.b64decode(text, validate=True)
-            except binascii.Error:
-                raise _fail("job.statement", "is not base64") from None
+            text = _text(d["statement"], "job.statement", 1 << 17)
+            statement = decode_base64(text, "job.statement", MessageError)
             return cls(
                 kind="release",
                 package=_text(d["package"], "job.package"),

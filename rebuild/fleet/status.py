@@ -147,46 +147,13 @@ def render_html(doc: dict[str, Any]) -> str:
         [_e(q), *(_e(d.get(k, 0)) for k in ("waiting", "in_flight", "delayed", "dead"))]
         for q, d in doc["queues"].items()
     ]
-    worker_rows = [
-        [
-            f"<code>{_e(w['id'])}</code>",
-            "alive" if w["alive"] else "gone",
-            _e(w["done"]),
-            _e(w["rebuilds_per_minute"]),
-            _e(w["seconds_per_rebuild"] if w["seconds_per_rebuild"] is not None else "-"),
-            _e(w["current"]),
-            _e(_time(w["last_seen"])),
-        ]
-        for w in doc["workers"]
-    ]
+    worker_rows = [_worker_row(w) for w in doc["workers"]]
     running_rows = [
         [_e(r.get("label", "")), f"<code>{_e(r.get('worker', ''))}</code>",
          _e(r.get("step", "")), _e(r.get("attempt", "")), _e(_time(r.get("since")))]
         for r in doc["running"]
     ]  # fmt: skip
-    latest_rows = []
-    for d in doc["latest"]:
-        verdict = str(d.get("verdict", ""))
-        reports = d.get("reports") if isinstance(d.get("reports"), list) else []
-        links = " ".join(
-            _link(r.get("href"), str(r.get("kind", "report")))
-            for r in reports
-            if isinstance(r, dict)
-        )
-        causes = d.get("causes") if isinstance(d.get("causes"), list) else []
-        latest_rows.append(
-            [
-                _e(d.get("package", "")),
-                _e(d.get("version", "")),
-                f'<span class="{_e(verdict if verdict in VERDICTS else "error")}">'
-                f"{_e(verdict)}</span>",
-                _e("; ".join(str(c) for c in causes)),
-                _e(d.get("log_index", "")),
-                _e(d.get("attempts", "")),
-                _e(_time(d.get("finished_at"))),
-                links or '<span class="muted">none</span>',
-            ]
-        )
+    latest_rows = [_latest_row(d) for d in doc["latest"]]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -220,6 +187,39 @@ def render_html(doc: dict[str, Any]) -> str:
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _worker_row(w: dict[str, Any]) -> list[str]:
+    """One worker's row of the Workers table."""
+    return [
+        f"<code>{_e(w['id'])}</code>",
+        "alive" if w["alive"] else "gone",
+        _e(w["done"]),
+        _e(w["rebuilds_per_minute"]),
+        _e(w["seconds_per_rebuild"] if w["seconds_per_rebuild"] is not None else "-"),
+        _e(w["current"]),
+        _e(_time(w["last_seen"])),
+    ]
+
+
+def _latest_row(d: dict[str, Any]) -> list[str]:
+    """One package version's row of the latest-verdict table, linking its reports."""
+    verdict = str(d.get("verdict", ""))
+    reports: list[Any] = d["reports"] if isinstance(d.get("reports"), list) else []
+    links = " ".join(
+        _link(r.get("href"), str(r.get("kind", "report"))) for r in reports if isinstance(r, dict)
+    )
+    causes: list[Any] = d["causes"] if isinstance(d.get("causes"), list) else []
+    return [
+        _e(d.get("package", "")),
+        _e(d.get("version", "")),
+        f'<span class="{_e(verdict if verdict in VERDICTS else "error")}">{_e(verdict)}</span>',
+        _e("; ".join(str(c) for c in causes)),
+        _e(d.get("log_index", "")),
+        _e(d.get("attempts", "")),
+        _e(_time(d.get("finished_at"))),
+        links or '<span class="muted">none</span>',
+    ]
 
 
 def write_html(doc: dict[str, Any], directory: Path) -> Path:

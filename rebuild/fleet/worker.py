@@ -66,6 +66,7 @@ from rebuild.fsio import atomic_write
 from rebuild.hashing import sha256_file
 from verify.errors import VerifyError
 from verify.intoto import Normalization, source_from_dict
+from verify.parsing import parse_decimal
 
 log = logging.getLogger("rebuild.fleet.worker")
 
@@ -91,6 +92,14 @@ class WorkerOptions:
             raise OperationalError(f"--max-attempts must be in 1..{MAX_ATTEMPTS}")
         if not 0 <= self.retry_backoff <= MAX_BACKOFF_SECONDS:
             raise OperationalError(f"--retry-backoff must be in 0..{MAX_BACKOFF_SECONDS:.0f}")
+
+
+def _decimal_or_none(text: str) -> int | None:
+    """``text`` as an ASCII decimal, None when it is not one."""
+    try:
+        return parse_decimal(text, "pid", ValueError)
+    except ValueError:
+        return None
 
 
 class Stats:
@@ -126,7 +135,7 @@ class Stats:
         with self._lock:
             return {
                 "host": host,
-                "pid": int(pid) if pid.isdigit() else None,
+                "pid": _decimal_or_none(pid),
                 "started_at": self.started,
                 "last_seen": now(),
                 "concurrency": self.concurrency,

@@ -258,110 +258,146 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     await sequencer.start()
-    socks: list[socket.socket] = []
-    links: list[FrontendLink] = []
-    failure: list[str] = []
-    stop = asyncio.Event()
-    http: web.Server | None = None
-    api: HttpApi | None = None
-    listener: asyncio.Server | None = None
-    watchers: list[asyncio.Task[None]] = []
-
-    restarts: collections.deque[float] = collections.deque()
-
-    async def watch(n: int) -> None:
-        """Serve front-end ``n``'s frames; restart it when it dies (bounded)."""
-        while True:
-            link = links[n]
-            try:
-                await link.run()
-            except ipc.IpcError as e:
-                if link.stopping or stop.is_set():
-                    return
-                code = await asyncio.to_thread(link.process.wait)
-                link.close()
-                sequencer.off_state(link.state)
-                now = loop.time()
-                while restarts and now - restarts[0] > RESTART_WINDOW_SECONDS:
-                    restarts.popleft()
-                what = f"front-end process {n} exited ({code}): {e}"
-                if len(restarts) >= MAX_RESTARTS:
-                    failure.append(
-                        f"{what}; {len(restarts)} restarts in {RESTART_WINDOW_SECONDS:g} s "
-                        "already, giving up"
-                    )
-                    log.error("%s", failure[-1])
-                    stop.set()
-                    return
-                restarts.append(now)
-                log.error("%s; restarting it", what)
-                try:
-                    links[n] = await _spawn(n, sequencer, socks[n], tls)
-                except StorageError as spawn_error:
-                    failure.append(f"{what}; cannot restart it: {spawn_error}")
-                    stop.set()
-                    return
-
+    run = _Serving(sequencer, tls, loop)
     try:
-        socks = listen_sockets(host, port, max(workers, 1))
+        run.socks = listen_sockets(host, port, max(workers, 1))
         if workers == 0:
-            api = HttpApi(sequencer, sequencer.options)
-            http = GuardedServer(api.handle, sequencer.options.limits)
-            listener = await loop.create_server(http, sock=socks[0], ssl=ssl_context, backlog=1024)
+            await run.start_in_process(ssl_context)
         else:
-            for n, sock in enumerate(socks):
-                links.append(await _spawn(n, sequencer, sock, tls))
-                watchers.append(asyncio.create_task(watch(n)))
-            deadline = loop.time() + READY_SECONDS
-            for link in links:
-                started = asyncio.create_task(link.ready.wait())
-                stopped = asyncio.create_task(stop.wait())
-                await asyncio.wait(
-                    (started, stopped),
-                    timeout=max(0.0, deadline - loop.time()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                started.cancel()
-                stopped.cancel()
-                if stop.is_set():
-                    break
-                if not link.ready.is_set():
-                    failure.append(f"front-end process {link.number} did not start in time")
-                    break
-            if failure:
-                raise StorageError(failure[0])
+            await run.start_frontends()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, run.stop.set)
         if ready is not None:
-            bound = socks[0].getsockname()[1]
+            bound = run.socks[0].getsockname()[1]
             shown = f"[{host}]" if ":" in host else host
             ready(f"{'https' if ssl_context else 'http'}://{shown}:{bound}")
-        await stop.wait()
+        await run.stop.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        if listener is not None:
-            listener.close()
-        if api is not None and http is not None:
-            api.closing = True
+        await run.shut_down()
+    if run.failure:
+        raise StorageError(run.failure[0])
+
+
+class _Serving:
+    """What :func:`serve` runs: its sockets, front-end processes (or in-process API) and stop."""
+
+    def __init__(
+        self,
+        sequencer: Sequencer,
+        tls: tuple[Path, Path] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.sequencer = sequencer
+        self.tls = tls
+        self.loop = loop
+        self.socks: list[socket.socket] = []
+        self.links: list[FrontendLink] = []
+        self.failure: list[str] = []
+        self.stop = asyncio.Event()
+        self.http: web.Server | None = None
+        self.api: HttpApi | None = None
+        self.listener: asyncio.Server | None = None
+        self.watchers: list[asyncio.Task[None]] = []
+        self.restarts: collections.deque[float] = collections.deque()
+
+    async def start_in_process(self, ssl_context: ssl.SSLContext | None) -> None:
+        """``--workers 0``: the HTTP API in this process, on the one socket."""
+        self.api = HttpApi(self.sequencer, self.sequencer.options)
+        self.http = GuardedServer(self.api.handle, self.sequencer.options.limits)
+        self.listener = await self.loop.create_server(
+            self.http, sock=self.socks[0], ssl=ssl_context, backlog=1024
+        )
+
+    async def start_frontends(self) -> None:
+        """One front-end process per socket, each watched; wait until all are ready.
+
+        Raises StorageError when one did not start within READY_SECONDS or failed.
+        """
+        for n, sock in enumerate(self.socks):
+            self.links.append(await _spawn(n, self.sequencer, sock, self.tls))
+            self.watchers.append(asyncio.create_task(self.watch(n)))
+        deadline = self.loop.time() + READY_SECONDS
+        for link in self.links:
+            started = asyncio.create_task(link.ready.wait())
+            stopped = asyncio.create_task(self.stop.wait())
+            await asyncio.wait(
+                (started, stopped),
+                timeout=max(0.0, deadline - self.loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            started.cancel()
+            stopped.cancel()
+            if self.stop.is_set():
+                break
+            if not link.ready.is_set():
+                self.failure.append(f"front-end process {link.number} did not start in time")
+                break
+        if self.failure:
+            raise StorageError(self.failure[0])
+
+    async def watch(self, n: int) -> None:
+        """Serve front-end ``n``'s frames; restart it when it dies (bounded)."""
+        while True:
+            link = self.links[n]
+            try:
+                await link.run()
+            except ipc.IpcError as e:
+                if link.stopping or self.stop.is_set():
+                    return
+                if not await self._restart(n, link, e):
+                    return
+
+    async def _restart(self, n: int, link: FrontendLink, e: ipc.IpcError) -> bool:
+        """Replace dead front-end ``n``; False (and stop) past MAX_RESTARTS or on failure."""
+        code = await asyncio.to_thread(link.process.wait)
+        link.close()
+        self.sequencer.off_state(link.state)
+        now = self.loop.time()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW_SECONDS:
+            self.restarts.popleft()
+        what = f"front-end process {n} exited ({code}): {e}"
+        if len(self.restarts) >= MAX_RESTARTS:
+            self.failure.append(
+                f"{what}; {len(self.restarts)} restarts in {RESTART_WINDOW_SECONDS:g} s "
+                "already, giving up"
+            )
+            log.error("%s", self.failure[-1])
+            self.stop.set()
+            return False
+        self.restarts.append(now)
+        log.error("%s; restarting it", what)
+        try:
+            self.links[n] = await _spawn(n, self.sequencer, self.socks[n], self.tls)
+        except StorageError as spawn_error:
+            self.failure.append(f"{what}; cannot restart it: {spawn_error}")
+            self.stop.set()
+            return False
+        return True
+
+    async def shut_down(self) -> None:
+        """Finish the requests in flight, stop every process and task, close the sequencer."""
+        if self.listener is not None:
+            self.listener.close()
+        if self.api is not None and self.http is not None:
+            self.api.closing = True
             # answer what is in flight (its batch completes), then stop the tasks
-            await http.shutdown(timeout=30)
+            await self.http.shutdown(timeout=30)
         # Front-ends finish their requests in flight while the sequencer still runs.
-        for link in links:
+        for link in self.links:
             link.stop()
-        for link in links:
+        for link in self.links:
             try:
                 await asyncio.wait_for(asyncio.to_thread(link.process.wait), SHUTDOWN_SECONDS)
             except TimeoutError:
                 link.process.kill()
                 await asyncio.to_thread(link.process.wait)
             link.close()
-        for w in watchers:
+        for w in self.watchers:
             w.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await w
-        for s in socks:
+        for s in self.socks:
             s.close()
-        await sequencer.close()
-    if failure:
-        raise StorageError(failure[0])
+        await self.sequencer.close()

@@ -60,6 +60,7 @@ from rebuild.log.witnessing import WitnessPool
 from verify import merkle
 from verify.cosignature import verify_cosignatures
 from verify.errors import VerifyError
+from verify.parsing import parse_decimal as decode_decimal
 from verify.tiles import ENTRIES, TILE_WIDTH, parse_tile_path, tile_for
 from verify.tlogproof import TlogProof
 
@@ -553,12 +554,7 @@ _KEY_ID_HEX: Final = frozenset("0123456789abcdef")
 
 def parse_decimal(text: str, what: str) -> int:
     """A decimal in 0..2**63-1 without sign, spaces or leading zeros (ValueError)."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or text != str(int(text)):
-        raise ValueError(f"{what} must be a decimal number without leading zeros")
-    value = int(text)
-    if value > (1 << 63) - 1:
-        raise ValueError(f"{what} is beyond 2**63-1")
-    return value
+    return decode_decimal(text, what, ValueError)
 
 
 def parse_lookup_query(query: str) -> tuple[int, list[bytes]]:

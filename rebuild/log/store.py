@@ -58,6 +58,7 @@ from verify import merkle
 from verify.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
 from verify.errors import FormatError, ProofError, TileFormatError, VerifyError
 from verify.keys import SigningKey
+from verify.parsing import parse_decimal
 from verify.tiles import (
     ENTRIES,
     TILE_WIDTH,
@@ -163,6 +164,14 @@ def edge_root(levels: Sequence[Sequence[bytes]]) -> bytes:
     for p in reversed(peaks[:-1]):
         acc = merkle.node_hash(p, acc)
     return acc
+
+
+def _partial_width(name: str) -> int:
+    """The width a partial tile's file name spells; past any width when it spells none."""
+    try:
+        return parse_decimal(name, "partial tile width", ValueError, maximum=TILE_WIDTH)
+    except ValueError:
+        return TILE_WIDTH + 1
 
 
 class TileDirectory:
@@ -483,7 +492,7 @@ class LogStore:
                 pdir = full.with_name(full.name + ".p")
                 if pdir.is_dir():
                     for child in pdir.iterdir():
-                        keep = n == first and child.name.isdigit() and int(child.name) <= width
+                        keep = n == first and _partial_width(child.name) <= width
                         if not keep:
                             child.unlink()
                             touched.add(pdir)

@@ -46,7 +46,12 @@ from packaging.version import Version
 
 from rebuild.engine.plan import BUILD_DIR, OUTPUT_DIR, BuildPlan, InputMount
 from rebuild.errors import InputError
-from rebuild.sources.pypi import PackageIndex, install_wheelhouse, resolve_wheelhouse
+from rebuild.sources.pypi import (
+    PackageIndex,
+    Wheelhouse,
+    install_wheelhouse,
+    resolve_wheelhouse,
+)
 from rebuild.sources.unpack import unpack_tar, unpack_zip
 
 ENVIRONMENT = "python-3.11"
@@ -629,15 +634,7 @@ def plan_pypi_wheel(
     wh = resolve_wheelhouse(
         reqs, work / "wheelhouse", index=index, before=wheel_uploaded, index_url=index_url
     )
-    site_dir = work / "site"
-    if site_dir.exists():
-        shutil.rmtree(site_dir)
-    bin_dir = work / "bin"
-    if bin_dir.exists():
-        shutil.rmtree(bin_dir)
-    install_wheelhouse(wh, site_dir, bin_dir)  # binaries such as uv-build
-    write_console_scripts(site_dir, bin_dir)  # launchers such as meson
-    scripts = sorted(p.name for p in bin_dir.iterdir())
+    site_dir, bin_dir, scripts = _install_tools(wh, work)
     epoch = choose_source_date_epoch(sd, facts)
     # -S: no site-packages of the image; the pinned wheelhouse is the only one.
     command: tuple[str, ...] = (
@@ -651,46 +648,10 @@ def plan_pypi_wheel(
     if scripts:
         command += ("--path", BIN_MOUNT)
         inputs.append(InputMount(bin_dir, BIN_MOUNT))
-    knobs: dict[str, Any] = {}
-    if asked is not None:
-        command += ("--skip-requires-check",)
-        knobs["asked_for"] = dynamic
-    if epoch.unset:
-        command += ("--unset-source-date-epoch",)
-        # Entry times are local-time renderings of the mtimes: use the
-        # maintainer's time zone (the build otherwise runs with TZ=UTC).
-        tz = infer_time_zone(sd, facts)
-        if tz:
-            command += ("--tz", tz)
-            knobs["tz"] = tz
-    hints: list[str] = []
-    if facts.uniform_time is None and not epoch.unset:
-        # Mixed entry times and no backend fallback that explains them: the
-        # maintainer built without SOURCE_DATE_EPOCH, so generated files carry
-        # their build clock, which nothing published records.
-        hints.append("published wheel built without SOURCE_DATE_EPOCH (mixed entry times)")
-    if facts.group_writable:
-        # setuptools copies build files with the process umask; the published
-        # modes show the maintainer's (the runner defaults to 022).
-        command += ("--umask", "002")
-        knobs["umask"] = "002"
-    if facts.generator.family == "setuptools" and ".py2.py3-" in f".{wheel.name.split('-', 2)[2]}":
-        # A universal wheel comes from `bdist_wheel --universal` given on the
-        # maintainer's command line; setuptools >= 64 takes it as a build
-        # option, older ones as a trailing global option.
-        setuptools = next((e for e in wh.entries if e.name.lower() == "setuptools"), None)
-        key = "--build-option"
-        if setuptools is not None and Version(setuptools.version) < Version("64"):
-            key = "--global-option"
-        command += ("--config-setting", f"{key}=--universal")
-        knobs["universal"] = key
-    role = in_tree_role(facts.generator, sd.build_system)
-    if role == "released":
-        # The released backend named by Generator built it, not the in-tree copy.
-        command += ("--ignore-backend-path",)
-        knobs["ignore_backend_path"] = True
-    elif role != "none":
-        knobs["in_tree_backend"] = role
+    flags, knobs, hints = _frontend_flags(
+        facts, sd, wh, wheel.name, epoch=epoch, asked=asked, dynamic=dynamic
+    )
+    command += flags
     return BuildPlan(
         environment=ENVIRONMENT,
         command=command,
@@ -710,3 +671,75 @@ def plan_pypi_wheel(
             "mismatch_hints": hints,
         },
     )
+
+
+def _install_tools(wh: Wheelhouse, work: Path) -> tuple[Path, Path, list[str]]:
+    """Install the wheelhouse into fresh ``work/site`` and ``work/bin``; the scripts in bin."""
+    site_dir = work / "site"
+    if site_dir.exists():
+        shutil.rmtree(site_dir)
+    bin_dir = work / "bin"
+    if bin_dir.exists():
+        shutil.rmtree(bin_dir)
+    install_wheelhouse(wh, site_dir, bin_dir)  # binaries such as uv-build
+    write_console_scripts(site_dir, bin_dir)  # launchers such as meson
+    return site_dir, bin_dir, sorted(p.name for p in bin_dir.iterdir())
+
+
+def _frontend_flags(
+    facts: WheelFacts,
+    sd: SdistFacts,
+    wh: Wheelhouse,
+    wheel_name: str,
+    *,
+    epoch: EpochChoice,
+    asked: Sequence[str] | None,
+    dynamic: list[str],
+) -> tuple[tuple[str, ...], dict[str, Any], list[str]]:
+    """The frontend's flags that reproduce how the published wheel was built.
+
+    Returns the flags, the knobs they set (for the plan's details) and hints
+    for a mismatch nothing published explains.
+    """
+    flags: tuple[str, ...] = ()
+    knobs: dict[str, Any] = {}
+    if asked is not None:
+        flags += ("--skip-requires-check",)
+        knobs["asked_for"] = dynamic
+    if epoch.unset:
+        flags += ("--unset-source-date-epoch",)
+        # Entry times are local-time renderings of the mtimes: use the
+        # maintainer's time zone (the build otherwise runs with TZ=UTC).
+        tz = infer_time_zone(sd, facts)
+        if tz:
+            flags += ("--tz", tz)
+            knobs["tz"] = tz
+    hints: list[str] = []
+    if facts.uniform_time is None and not epoch.unset:
+        # Mixed entry times and no backend fallback that explains them: the
+        # maintainer built without SOURCE_DATE_EPOCH, so generated files carry
+        # their build clock, which nothing published records.
+        hints.append("published wheel built without SOURCE_DATE_EPOCH (mixed entry times)")
+    if facts.group_writable:
+        # setuptools copies build files with the process umask; the published
+        # modes show the maintainer's (the runner defaults to 022).
+        flags += ("--umask", "002")
+        knobs["umask"] = "002"
+    if facts.generator.family == "setuptools" and ".py2.py3-" in f".{wheel_name.split('-', 2)[2]}":
+        # A universal wheel comes from `bdist_wheel --universal` given on the
+        # maintainer's command line; setuptools >= 64 takes it as a build
+        # option, older ones as a trailing global option.
+        setuptools = next((e for e in wh.entries if e.name.lower() == "setuptools"), None)
+        key = "--build-option"
+        if setuptools is not None and Version(setuptools.version) < Version("64"):
+            key = "--global-option"
+        flags += ("--config-setting", f"{key}=--universal")
+        knobs["universal"] = key
+    role = in_tree_role(facts.generator, sd.build_system)
+    if role == "released":
+        # The released backend named by Generator built it, not the in-tree copy.
+        flags += ("--ignore-backend-path",)
+        knobs["ignore_backend_path"] = True
+    elif role != "none":
+        knobs["in_tree_backend"] = role
+    return flags, knobs, hints
