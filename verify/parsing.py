@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import binascii
 import re
-import tomllib
 import unicodedata
 from collections.abc import Callable, Set
 from typing import Any, Final
@@ -126,6 +125,8 @@ def load_toml(data: bytes, where: str, limit: int, error: ErrorFactory) -> dict[
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"{where}: not UTF-8 text (byte {e.start})") from None
+    import tomllib  # noqa: PLC0415  (only the policy needs it; the CLI starts without it)
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
