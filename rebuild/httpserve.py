@@ -52,8 +52,14 @@ from rebuild.errors import UsageError
 log = logging.getLogger(__name__)
 
 # File descriptors kept free for everything that is not a client connection
-# (tiles, SQLite, the socket pair, the listening socket, TLS, logs).
-RESERVED_FDS: Final = 256
+# (tiles, SQLite, the socket pair, the listening socket, TLS, logs, the
+# witness's state files), plus one accept burst: asyncio accepts up to the
+# listen backlog (256 for the witness) in one turn of the loop before the
+# connections it refuses or evicts are closed, so at the cap those sockets
+# must not take the descriptors a state write needs (a witness flooded at
+# its file limit answered an honest cosign request 500 once).
+ACCEPT_BURST: Final = 256
+RESERVED_FDS: Final = 128 + ACCEPT_BURST
 DEFAULT_MAX_CONNECTIONS: Final = 16384
 DEFAULT_MAX_PER_CLIENT: Final = 1024
 DEFAULT_HEADER_TIMEOUT: Final = 15.0
@@ -360,7 +366,7 @@ async def start_app(
     """Start serving ``app``; returns once the socket listens."""
     runner = web.AppRunner(app, access_log=access_log)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=256)
+    site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=ACCEPT_BURST)
     try:
         await site.start()
     except OSError as e:
@@ -381,7 +387,7 @@ async def start_guarded(
     http = GuardedServer(handler, limits)
     try:
         server = await asyncio.get_running_loop().create_server(
-            http, host, port, ssl=tls, backlog=256
+            http, host, port, ssl=tls, backlog=ACCEPT_BURST
         )
     except OSError as e:
         raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
