@@ -160,8 +160,8 @@ def open_idle(host: str, port: int, sources: Sequence[str], n: int) -> list[sock
     return socks
 
 
-def closed_port() -> int:
-    """A loopback port where nothing listens (a connection is refused)."""
+def free_port() -> int:
+    """A loopback port nothing listens on: free to bind, and a connection to it is refused."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

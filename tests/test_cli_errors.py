@@ -11,13 +11,13 @@ import subprocess
 from pathlib import Path
 
 from tests import clijson
-from tests.logutil import PYTHON, RECIPE, cli_env, closed_port, make_key, run_cli
+from tests.logutil import PYTHON, RECIPE, cli_env, free_port, make_key, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_broker_that_refuses_says_which_and_how_to_start_one() -> None:
-    broker = f"redis://127.0.0.1:{closed_port()}/0"
+    broker = f"redis://127.0.0.1:{free_port()}/0"
     r = run_cli("fleet", "status", "--broker", broker, "--json")
     doc = clijson.envelope(r.stdout, 2, "fleet status")
     assert doc["error"]["message"].startswith(f"cannot reach the broker at {broker}")
@@ -35,7 +35,7 @@ def test_a_mirror_that_refuses_says_which_url(tmp_path: Path) -> None:
         ).returncode
         == 0
     )
-    url = f"http://127.0.0.1:{closed_port()}/"
+    url = f"http://127.0.0.1:{free_port()}/"
     r = run_cli(
         "fetch", str(tmp_path / "hello.phar.release.json"), "--url", url,
         "--out", str(tmp_path / "got"), "--json",

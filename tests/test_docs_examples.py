@@ -11,12 +11,12 @@ free ones, so tables keep their width).
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from tests import docexample
+from tests.logutil import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = {
@@ -25,18 +25,12 @@ PAGES = {
 }
 
 
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("page_name", sorted(PAGES))
 def test_the_worked_example_runs_as_written(page_name: str, tmp_path: Path) -> None:
     page = (REPO / page_name).read_text()
     for port in PAGES[page_name]:
         assert f"127.0.0.1:{port}" in page
-        page = page.replace(f"127.0.0.1:{port}", f"127.0.0.1:{_free_port()}")
+        page = page.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_port()}")
     steps = docexample.parse(page)
     assert len(steps) > 10
     docexample.run(steps, tmp_path, REPO)

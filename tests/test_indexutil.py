@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.indexutil import package_index_problem, require_package_index
+from tests.logutil import free_port
 
 
 def test_an_index_that_does_not_answer_is_named_as_not_reachable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again once the block ends: nothing listens
+    port = free_port()
     monkeypatch.setenv("REBUILD_INDEX_URL", f"http://127.0.0.1:{port}/simple")
     problem = package_index_problem("attrs")
     assert problem is not None

@@ -25,8 +25,8 @@ from tests.logutil import (
     RECIPE,
     Server,
     cli_env,
-    closed_port,
     envelope,
+    free_port,
     make_key,
     run_cli,
     start_log,
@@ -243,7 +243,7 @@ def test_log_status_says_the_witnesses_are_down_and_the_log_says_it_once(
     wkey = make_key(tmp_path, "w1.cli.test")
     wvkey = witness_key(load_signing_key(wkey)).encode()
     log_key = make_key(tmp_path, "log.cli.test")
-    down = f"http://127.0.0.1:{closed_port()}"
+    down = f"http://127.0.0.1:{free_port()}"
     policy = _policy(tmp_path, log_key, f"witness w1 {wvkey} {down}", quorum="w1")
     server = start_log(
         tmp_path / "logdir", log_key, tmp_path / "serve.out",
@@ -297,7 +297,7 @@ def test_log_status_says_the_witnesses_are_down_and_the_log_says_it_once(
 
 
 def test_a_refused_connection_says_what_was_reached_and_what_to_try(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     doc = _json("log", "status", "--log", url, code=2, command="log status")
     assert doc["error"] == {
         "kind": "TransportError",
@@ -307,7 +307,7 @@ def test_a_refused_connection_says_what_was_reached_and_what_to_try(tmp_path: Pa
 
 
 def test_the_old_ca_bundle_spelling_still_works_with_a_warning(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     r = run_cli("log", "status", "--log", url, "--ca-bundle", str(tmp_path / "ca.pem"))
     assert r.returncode == 2
     assert "warning: --ca-bundle is now --log-ca-bundle" in r.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import Server, closed_port, envelope, make_key, run_cli, start_log
+from tests.logutil import Server, envelope, free_port, make_key, run_cli, start_log
 from verify.cosignature import verify_cosignatures, witness_key
 
 
@@ -61,7 +61,7 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
     try:
         wvk = witness_key(load_signing_key(wk))
         other = witness_key(load_signing_key(make_key(tmp_path, "w2.quorum.test")))
-        down = f"http://127.0.0.1:{closed_port()}"
+        down = f"http://127.0.0.1:{free_port()}"
         strict = tmp_path / "strict.policy"
         strict.write_text(
             f"witness W1 {wvk} {w1.url}\nwitness W2 {other} {down}\n"

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rebuild.keystore import load_signing_key
 from rebuild.log.client import LogClient
-from tests.fleet.fleetutil import free_port, wait_for
-from tests.logutil import Server, envelope, make_key, start_log
+from tests.fleet.fleetutil import wait_for
+from tests.logutil import Server, envelope, free_port, make_key, start_log
 from verify.cosignature import witness_key
 
 

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -38,7 +37,7 @@ import pytest
 
 from rebuild.engine.runner import environment_image
 from tests.gatesim import World
-from tests.logutil import ROOT
+from tests.logutil import ROOT, free_port
 from tests.updaterutil import (
     Daemon,
     Releases,
@@ -56,13 +55,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 APP = ROOT / "fixtures" / "php-app"
 TOKEN = "correct-horse-battery-staple"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _http(url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
@@ -177,7 +169,7 @@ def test_the_php_app_asks_through_the_daemon_and_is_served_from_the_new_release(
         daemon = Daemon(updater, base / "daemon.log", "--spool", str(spool), *common)
 
         # the application, as the web user, in the pinned php-8.2 environment
-        port = _free_port()
+        port = free_port()
         launcher = base / "python"
         launcher.mkdir(mode=0o755)
         subprocess.run(

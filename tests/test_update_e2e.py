@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from rebuild.keystore import load_signing_key
-from tests.logutil import Server, closed_port, make_key, start_log
+from tests.logutil import Server, free_port, make_key, start_log
 from tests.updaterutil import TLS, installed, report, update_cli
 from tests.updaterutil import cli_json as _json
 from tests.updaterutil import logged_release as _release
@@ -145,7 +145,7 @@ def test_a_release_signed_logged_and_witnessed_is_installed_from_https_mirrors(
         r = update_cli(policy, install, [urls["honest"]], *ca)
         assert r.returncode == 0 and report(r)["status"] == "up-to-date"
         # a freeze: every mirror cut off is a failure, never "up to date"
-        dead = f"https://127.0.0.1:{closed_port()}"
+        dead = f"https://127.0.0.1:{free_port()}"
         r = update_cli(policy, install, [dead], *ca)
         doc = report(r)
         assert r.returncode == 1 and doc["status"] == "failed", r.stdout + r.stderr

@@ -42,7 +42,7 @@ from rebuild.updater.mirror import publish
 from rebuild.updater.serve import make_app, resolve
 from tests import clijson
 from tests.gatesim import COMMIT, RECIPE, RECIPE_SHA256, World
-from tests.logutil import ROOT, cli_env, run_cli
+from tests.logutil import ROOT, cli_env, free_port, run_cli
 from verify.intoto import (
     GitSource,
     RebuildPredicate,
@@ -331,12 +331,7 @@ async def endless_body(request: web.Request) -> web.StreamResponse:
 
 def dead_url() -> str:
     """A loopback HTTPS URL where nothing listens (connection refused)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"https://127.0.0.1:{port}"
+    return f"https://127.0.0.1:{free_port()}"
 
 
 def update_cli(

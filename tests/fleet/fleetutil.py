@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,7 @@ from rebuild.log.monitor import CheckpointVerifier
 from rebuild.log.tree import TreeReader
 from rebuild.recipe import parse_recipe
 from rebuild.release import release_statement, sign_release
-from tests.logutil import PYTHON, cli_env
+from tests.logutil import PYTHON, cli_env, free_port
 from verify.intoto import RebuildPredicate, Statement, verify_statement
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -48,12 +47,6 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float = 180.0) -
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

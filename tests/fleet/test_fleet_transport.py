@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.fleet.fleetutil import RedisServer, free_port, run_fleet
-from tests.logutil import PYTHON, cli_env
+from tests.fleet.fleetutil import RedisServer, run_fleet
+from tests.logutil import PYTHON, cli_env, free_port
 
 
 def _status(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
