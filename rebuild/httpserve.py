@@ -6,7 +6,8 @@ serve``, both built on aiohttp's low-level server. What it decides:
 1. **Connection caps.** At most ``max_connections`` open connections per
    process (default: below the open-file limit, so ``accept`` never fails
    with "Too many open files"), and at most ``max_per_client`` from one
-   address (127.0.0.2 and 127.0.0.3 are different addresses). A connection
+   address (127.0.0.2 and 127.0.0.3 are different addresses), decided the
+   moment a connection is accepted (:class:`GuardedListener`). A connection
    beyond the per-address cap is closed at once. At the process cap the
    connection idle for longest (no request in progress) is closed to make
    room; if none is idle the new one is closed.
@@ -35,12 +36,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
+import functools
 import logging
 import resource
 import signal
+import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -48,18 +52,22 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from rebuild.errors import UsageError
+from rebuild.listen import listen_sockets
 
 log = logging.getLogger(__name__)
 
-# File descriptors kept free for everything that is not a client connection
+# A connection is admitted or closed the moment it is accepted
+# (:class:`GuardedListener`), at most ACCEPT_BURST per turn of the event loop.
+# The descriptors kept free for everything that is not a client connection
 # (tiles, SQLite, the socket pair, the listening socket, TLS, logs, the
-# witness's state files), plus one accept burst: asyncio accepts up to the
-# listen backlog (256 for the witness) in one turn of the loop before the
-# connections it refuses or evicts are closed, so at the cap those sockets
-# must not take the descriptors a state write needs (a witness flooded at
-# its file limit answered an honest cosign request 500 once).
-ACCEPT_BURST: Final = 256
+# witness's state files) include one burst: an evicted connection's socket
+# is closed by asyncio on the next turn, so up to one burst of them is still
+# open beyond the cap.
+ACCEPT_BURST: Final = 64
+LISTEN_BACKLOG: Final = 1024
 RESERVED_FDS: Final = 128 + ACCEPT_BURST
+# Out of descriptors or memory at accept(): stop accepting for this long.
+ACCEPT_PAUSE: Final = 0.1
 DEFAULT_MAX_CONNECTIONS: Final = 16384
 DEFAULT_MAX_PER_CLIENT: Final = 1024
 DEFAULT_HEADER_TIMEOUT: Final = 15.0
@@ -200,6 +208,17 @@ def quiet_aiohttp_errors() -> None:
         logger.addFilter(OneLineErrors())
 
 
+def _uncount(counter: collections.Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+def _client(addr: object) -> str:
+    """The address part of a peer name (``?`` when there is none)."""
+    return str(addr[0]) if isinstance(addr, tuple) and addr else "?"
+
+
 class GuardedServer(web.Server):
     """aiohttp's low-level server with the bounds of the module docstring."""
 
@@ -220,6 +239,12 @@ class GuardedServer(web.Server):
         self._recent: collections.OrderedDict[asyncio.Transport, str] = collections.OrderedDict()
         self._busy: collections.Counter[asyncio.Transport] = collections.Counter()
         self._per_client: collections.Counter[str] = collections.Counter()
+        # Admitted at accept(), transport not made yet (a TLS handshake, a
+        # turn), oldest first, and how many of those per client.
+        self._accepting: collections.OrderedDict[asyncio.Task[None], str] = (
+            collections.OrderedDict()
+        )
+        self._pending: collections.Counter[str] = collections.Counter()
         self.refused = 0
         self.evicted = 0
         self._last_report = 0.0
@@ -257,16 +282,35 @@ class GuardedServer(web.Server):
 
         return guarded
 
+    def admit(self, client: str) -> bool:
+        """Whether a connection just accepted from ``client`` may stay (False: close it now).
+
+        Called by :class:`GuardedListener` before the connection has a
+        transport; it then reports the connection with :meth:`accepted`.
+        """
+        if self._per_client[client] + self._pending[client] >= self.limits.max_per_client:
+            self._refuse(f"more than {self.limits.max_per_client} from {client}")
+            return False
+        opened = len(self._recent) + len(self._accepting)
+        if opened >= self.max_connections and not self._evict_idle():
+            self._refuse(f"{self.max_connections} connections, none idle")
+            return False
+        return True
+
+    def accepted(self, task: asyncio.Task[None], client: str) -> None:
+        """``task`` gives an admitted connection its transport (a TLS handshake, a turn)."""
+        self._accepting[task] = client
+        self._pending[client] += 1
+
+    def settle(self, task: asyncio.Task[None]) -> None:
+        """``task`` ended: its connection is counted by its transport now, or is gone."""
+        client = self._accepting.pop(task, None)
+        if client is not None:
+            _uncount(self._pending, client)
+
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
-        peer = transport.get_extra_info("peername")
-        client = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        if self._per_client[client] >= self.limits.max_per_client:
-            self._refuse(transport, f"more than {self.limits.max_per_client} from {client}")
-            return
-        if len(self._recent) >= self.max_connections and not self._evict_idle():
-            self._refuse(transport, f"{self.max_connections} connections, none idle")
-            return
+        client = _client(transport.get_extra_info("peername"))
         self._recent[transport] = client
         self._per_client[client] += 1
 
@@ -277,28 +321,29 @@ class GuardedServer(web.Server):
             return
         client = self._recent.pop(transport, None)
         if client is not None:
-            self._per_client[client] -= 1
-            if self._per_client[client] <= 0:
-                del self._per_client[client]
+            _uncount(self._per_client, client)
         self._busy.pop(transport, None)
 
     def _evict_idle(self) -> bool:
+        """Close the connection idle for longest, else the oldest still handshaking."""
         for transport in self._recent:
             if transport not in self._busy:
                 self.evicted += 1
                 self._report()
-                client = self._recent.pop(transport)
-                self._per_client[client] -= 1
-                if self._per_client[client] <= 0:
-                    del self._per_client[client]
+                _uncount(self._per_client, self._recent.pop(transport))
                 transport.abort()
                 return True
+        for task in self._accepting:
+            self.evicted += 1
+            self._report()
+            _uncount(self._pending, self._accepting.pop(task))
+            task.cancel()
+            return True
         return False
 
-    def _refuse(self, transport: asyncio.Transport, why: str) -> None:
+    def _refuse(self, why: str) -> None:
         self.refused += 1
         self._report(why)
-        transport.abort()
 
     def _report(self, why: str = "") -> None:
         now = time.monotonic()
@@ -314,6 +359,103 @@ class GuardedServer(web.Server):
     @property
     def open_connections(self) -> int:
         return len(self._recent)
+
+
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class GuardedListener:
+    """Accepts connections for a :class:`GuardedServer` on listening sockets.
+
+    Each connection is admitted or closed the moment it is accepted, at most
+    :data:`ACCEPT_BURST` per turn of the event loop. asyncio's own accept
+    loop takes up to a listen backlog per turn and makes the transports a
+    turn later, so the connections a flood gets refused were still open
+    turns after the cap: at the open-file limit accept() failed with
+    "Too many open files", asyncio stopped accepting for a second (honest
+    clients waited out SYN retries) and the witness's state writes could
+    fail. Closes the sockets it was given on :meth:`close`.
+    """
+
+    def __init__(
+        self, http: GuardedServer, socks: Sequence[socket.socket], tls: ssl.SSLContext | None
+    ) -> None:
+        self.http = http
+        self.socks = list(socks)
+        self.tls = tls
+        self._loop = asyncio.get_running_loop()
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._errors = RateLimitedLog(log, per_minute=6)
+        self._closed = False
+        for sock in self.socks:
+            sock.setblocking(False)
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BURST):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as e:
+                self._pause(sock, e)
+                return
+            client = _client(addr)
+            if not self.http.admit(client):
+                conn.close()
+                continue
+            conn.setblocking(False)
+            task = self._loop.create_task(self._connect(conn))
+            self._connecting.add(task)
+            self.http.accepted(task, client)
+            task.add_done_callback(functools.partial(self._connected, conn))
+
+    def _pause(self, sock: socket.socket, e: OSError) -> None:
+        """accept() failed: stop accepting on ``sock`` for :data:`ACCEPT_PAUSE` seconds."""
+        why = "out of resources" if e.errno in _OUT_OF_RESOURCES else "failed"
+        self._errors.error("accept() %s (%s); pausing %g s", why, e.strerror, ACCEPT_PAUSE)
+        self._loop.remove_reader(sock.fileno())
+        self._loop.call_later(ACCEPT_PAUSE, self._resume, sock)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if not self._closed:
+            self._loop.add_reader(sock.fileno(), self._accept, sock)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        await self._loop.connect_accepted_socket(
+            self.http,
+            conn,
+            ssl=self.tls,
+            ssl_handshake_timeout=self.http.limits.header_timeout if self.tls else None,
+        )
+
+    def _connected(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
+        """The connection has its transport, or failed or was evicted (closed here)."""
+        self._connecting.discard(task)
+        self.http.settle(task)
+        if task.cancelled() or task.exception() is not None:
+            conn.close()  # the client went away, or its TLS handshake failed or timed out
+
+    async def close(self, grace: float = 1.0) -> None:
+        """Stop accepting, close the listening sockets, and settle the connections accepted.
+
+        A connection accepted just before is given ``grace`` seconds to get
+        its transport (a TLS handshake), so that the server's shutdown sees
+        it; then it is dropped. Open connections stay (``http.shutdown``).
+        """
+        self._closed = True
+        for sock in self.socks:
+            if sock.fileno() >= 0:
+                self._loop.remove_reader(sock.fileno())
+                sock.close()
+        if self._connecting:
+            await asyncio.wait(set(self._connecting), timeout=grace)
+        for task in set(self._connecting):
+            task.cancel()
+        if self._connecting:
+            await asyncio.wait(set(self._connecting))
 
 
 # --- starting and stopping ------------------------------------------------------
@@ -340,14 +482,13 @@ class Running:
 class RunningGuarded:
     """A :class:`GuardedServer` being served (:func:`start_guarded`)."""
 
-    server: asyncio.Server
+    listener: GuardedListener
     http: GuardedServer
     url: str
 
     async def stop(self) -> None:
-        self.server.close()
+        await self.listener.close()
         await self.http.shutdown(timeout=10)
-        await self.server.wait_closed()
 
 
 def _url(host: str, port: int, tls: ssl.SSLContext | None) -> str:
@@ -366,7 +507,7 @@ async def start_app(
     """Start serving ``app``; returns once the socket listens."""
     runner = web.AppRunner(app, access_log=access_log)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=ACCEPT_BURST)
+    site = web.TCPSite(runner, host, port, ssl_context=tls, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except OSError as e:
@@ -383,16 +524,14 @@ async def start_guarded(
     port: int,
     tls: ssl.SSLContext | None = None,
 ) -> RunningGuarded:
-    """Start serving ``handler`` with the module's bounds; returns once the socket listens."""
+    """Start serving ``handler`` with the module's bounds; returns once the socket listens.
+
+    Raises UsageError when ``host:port`` cannot be bound.
+    """
     http = GuardedServer(handler, limits)
-    try:
-        server = await asyncio.get_running_loop().create_server(
-            http, host, port, ssl=tls, backlog=ACCEPT_BURST
-        )
-    except OSError as e:
-        raise UsageError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    bound = int(server.sockets[0].getsockname()[1]) if server.sockets else port
-    return RunningGuarded(server, http, _url(host, bound, tls))
+    socks = listen_sockets(host, port, 1, LISTEN_BACKLOG)
+    bound = int(socks[0].getsockname()[1])
+    return RunningGuarded(GuardedListener(http, socks, tls), http, _url(host, bound, tls))
 
 
 async def serve_until_signalled(running: Stoppable, on_ready: Callable[[str], None]) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from rebuild.errors import OperationalError, StorageError
-from rebuild.httpserve import ConnectionLimits, GuardedServer
+from rebuild.httpserve import ConnectionLimits, GuardedListener, GuardedServer
 from rebuild.log import ipc
 from rebuild.log.server import (
     HttpApi,
@@ -242,7 +242,7 @@ async def _serve(args: argparse.Namespace) -> None:
     api = HttpApi(backend, ServerOptions(wait_timeout=args.wait_timeout, limits=limits))
     tls = server_ssl_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     http = GuardedServer(api.handle, limits)
-    listener = await loop.create_server(http, sock=listener_sock, ssl=tls, backlog=1024)
+    listener = GuardedListener(http, [listener_sock], tls)
     # Ctrl-C reaches the whole process group: the sequencer process handles
     # it and tells each front-end to stop, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -250,7 +250,7 @@ async def _serve(args: argparse.Namespace) -> None:
     reading = asyncio.create_task(backend.run())
     writer.write(ipc.frame(ipc.READY))
     await backend.stop_requested.wait()
-    listener.close()
+    await listener.close()
     api.closing = True
     # Finish what is in flight (its entries are already with the sequencer),
     # unless the sequencer is gone: then nothing more can be acknowledged.

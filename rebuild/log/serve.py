@@ -32,10 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from aiohttp import web
-
 from rebuild.errors import StorageError
-from rebuild.httpserve import GuardedServer
+from rebuild.httpserve import LISTEN_BACKLOG, GuardedListener, GuardedServer
+from rebuild.listen import listen_sockets
 from rebuild.log import ipc
 from rebuild.log.server import HttpApi, LogBusyError, LogClosingError, Sequencer
 from rebuild.log.store import Pending
@@ -56,34 +55,6 @@ def default_workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n = cores or 1
     return 0 if n < 2 else min(n, 16)
-
-
-def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` listening sockets on one address (the first resolves port 0)."""
-    where = f"{host}:{port}"
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise StorageError(f"cannot listen on {where}: {e.strerror}") from None
-    family, kind, proto, _, addr = infos[0]
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(family, kind, proto)
-            socks.append(s)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if count > 1:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            s.bind(addr)
-            addr = (addr[0], s.getsockname()[1], *addr[2:])
-            s.listen(1024)
-    except OSError as e:
-        for s in socks:
-            s.close()
-        raise StorageError(f"cannot listen on {where}: {e.strerror}") from None
-    return socks
 
 
 class FrontendLink:
@@ -253,14 +224,14 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM or SIGINT; then finish the requests in flight and stop.
 
-    Raises StorageError when it cannot listen, or when a front-end process
-    failed (after stopping the rest cleanly).
+    Raises UsageError when it cannot listen, StorageError when a front-end
+    process failed (after stopping the rest cleanly).
     """
     loop = asyncio.get_running_loop()
     await sequencer.start()
     run = _Serving(sequencer, tls, loop)
     try:
-        run.socks = listen_sockets(host, port, max(workers, 1))
+        run.socks = listen_sockets(host, port, max(workers, 1), LISTEN_BACKLOG)
         if workers == 0:
             await run.start_in_process(ssl_context)
         else:
@@ -296,9 +267,9 @@ class _Serving:
         self.links: list[FrontendLink] = []
         self.failure: list[str] = []
         self.stop = asyncio.Event()
-        self.http: web.Server | None = None
+        self.http: GuardedServer | None = None
         self.api: HttpApi | None = None
-        self.listener: asyncio.Server | None = None
+        self.listener: GuardedListener | None = None
         self.watchers: list[asyncio.Task[None]] = []
         self.restarts: collections.deque[float] = collections.deque()
 
@@ -306,9 +277,7 @@ class _Serving:
         """``--workers 0``: the HTTP API in this process, on the one socket."""
         self.api = HttpApi(self.sequencer, self.sequencer.options)
         self.http = GuardedServer(self.api.handle, self.sequencer.options.limits)
-        self.listener = await self.loop.create_server(
-            self.http, sock=self.socks[0], ssl=ssl_context, backlog=1024
-        )
+        self.listener = GuardedListener(self.http, self.socks[:1], ssl_context)
 
     async def start_frontends(self) -> None:
         """One front-end process per socket, each watched; wait until all are ready.
@@ -379,7 +348,7 @@ class _Serving:
     async def shut_down(self) -> None:
         """Finish the requests in flight, stop every process and task, close the sequencer."""
         if self.listener is not None:
-            self.listener.close()
+            await self.listener.close()
         if self.api is not None and self.http is not None:
             self.api.closing = True
             # answer what is in flight (its batch completes), then stop the tasks
