@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rebuild.engine.build_env import environment_image
 from rebuild.engine.pipeline import StatementTarget, VerifyOptions, verify
-from rebuild.engine.runner import environment_image
 from rebuild.fleet.broker import BrokerConfig, Fleet
 from rebuild.fleet.state import StateDir
 from rebuild.fleet.watch import POSITION_FILE, Watcher, WatchOptions

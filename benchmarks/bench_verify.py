@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from rebuild.engine.build_env import environment_image, lock_digest
 from rebuild.engine.fixtures import materialize
 from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
-from rebuild.engine.runner import environment_image, lock_digest
 from rebuild.envs import run_build
 from rebuild.hashing import sha256_file
 from rebuild.recipe import load_recipe

@@ -106,6 +106,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.engine.build_env import lock_digest  # noqa: PLC0415
     from rebuild.engine.fixtures import materialize  # noqa: PLC0415
     from rebuild.engine.pipeline import (  # noqa: PLC0415
         RecipeTarget,
@@ -114,7 +115,6 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         parse_target,
         verify,
     )
-    from rebuild.engine.runner import lock_digest  # noqa: PLC0415
     from rebuild.keystore import load_signing_key  # noqa: PLC0415
 
     if args.timeout <= 0 or args.timeout > 24 * 3600:

@@ -25,7 +25,7 @@ from typing import Any
 
 from rebuild import __version__
 from rebuild.compare._normalize import NormalizedPair
-from rebuild.engine import attest, diagnose, runner, targets
+from rebuild.engine import attest, build_env, diagnose, targets
 from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
 from rebuild.engine.result import (
     LogEntryRef,
@@ -303,7 +303,7 @@ def _fetch(run: _Run, note: list[str]) -> None:
 
 
 def _environment(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[str, str]:
-    name, lock_digest, image = runner.environment_image(plan.environment)
+    name, lock_digest, image = build_env.environment_image(plan.environment)
     note.append(f"image {image.removeprefix('sha256:')[:12]}")
     expected = run.p.expected_lock
     if expected is not None and expected.removeprefix("sha256:") != lock_digest:
@@ -321,7 +321,7 @@ def _environment(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[str, str]
 def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
     log_path = run.report_dir / "build.log"
     run.build_log = log_path  # referenced by the result even when the build fails
-    outcome, produced = runner.build_output(
+    outcome, produced = build_env.build_output(
         plan,
         out_dir=run.report_dir / "rebuilt",
         log_path=log_path,
@@ -336,7 +336,7 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
         # once more with its new plan. The first log is kept beside it.
         plan = refined
         log_path.replace(run.report_dir / "build-1.log")
-        outcome, produced = runner.build_output(
+        outcome, produced = build_env.build_output(
             plan,
             out_dir=run.report_dir / "rebuilt",
             log_path=log_path,

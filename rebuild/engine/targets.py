@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rebuild.engine import runner
+from rebuild.engine import build_env
 from rebuild.engine.plan import OUTPUT_DIR, BuildPlan
 from rebuild.errors import InputError, NegativeVerdict, UsageError
 from rebuild.fetch import fetch_subject, read_release, urls_for
@@ -156,7 +156,7 @@ def prepare_pypi(
             work=work,
             asked=asked,
         )
-        lock = runner.lock_digest(plan.environment)
+        lock = build_env.lock_digest(plan.environment)
         text = inferred_recipe(name, version, rel.sdist, plan, lock)
         data = text.encode("utf-8")
         recipe = parse_recipe(data, "inferred recipe")  # the inferred recipe is a valid recipe

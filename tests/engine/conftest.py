@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from rebuild.engine.build_env import environment_image, lock_digest
 from rebuild.engine.fixtures import MaterializedFixture, materialize
 from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
 from rebuild.engine.result import VerifyResult
-from rebuild.engine.runner import environment_image, lock_digest
 from rebuild.errors import ToolError
 from tests.indexutil import require_package_index
 
