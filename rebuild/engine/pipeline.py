@@ -25,7 +25,7 @@ from typing import Any
 
 from rebuild import __version__
 from rebuild.compare._normalize import NormalizedPair
-from rebuild.engine import attest, build_env, diagnose, targets
+from rebuild.engine import attest, build_env, explain, targets
 from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
 from rebuild.engine.result import (
     LogEntryRef,
@@ -180,7 +180,7 @@ def _rebuild(run: _Run) -> None:
     # Step 3: the hermetic build.
     with run.step("build") as note:
         run.rebuilt = _build(run, plan, note)
-    # Step 4: compare sha256; diagnose on mismatch.
+    # Step 4: compare sha256; explain the difference on mismatch.
     with run.step("compare") as note:
         run.rebuilt_sha = sha256_file(run.rebuilt)
         if run.rebuilt_sha == run.p.upstream_sha256:
@@ -188,7 +188,7 @@ def _rebuild(run: _Run) -> None:
             note.append("sha256 equal")
         else:
             note.append("sha256 differs")
-            run.diff_report, run.diff_sha, run.normalized = _diagnose(
+            run.diff_report, run.diff_sha, run.normalized = _explain(
                 run, run.p.upstream, run.rebuilt
             )
             # Never reproduced: identical only after the recorded normalizations.
@@ -350,11 +350,11 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
     return produced
 
 
-# -- step 4: diagnose -----------------------------------------------------------------------
+# -- step 4: explain the difference ---------------------------------------------------------
 
 
-def _diagnose(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str, NormalizedPair | None]:
-    why = diagnose.explain(upstream, rebuilt, run.report_dir)
+def _explain(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str, NormalizedPair | None]:
+    why = explain.explain(upstream, rebuilt, run.report_dir)
     run.causes.extend(why.causes)
     # What the strategy already knew would stop a bit-identical rebuild.
     if run.p.plan is not None:
