@@ -80,7 +80,7 @@ class VerifyOptions:
 class _Run:
     """The one state of a run: the target, what each step established, and the step timings.
 
-    Every step reads and writes it; :func:`verify` makes the result from it.
+    Every step reads and writes it; :func:`run_verification` makes the result from it.
     """
 
     def __init__(self, target: Target, opts: VerifyOptions, progress: ProgressFn | None) -> None:
@@ -135,7 +135,9 @@ class _Run:
         self.progress(name, "skipped", 0.0)
 
 
-def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = None) -> VerifyResult:
+def run_verification(
+    target: Target, opts: VerifyOptions, progress: ProgressFn | None = None
+) -> VerifyResult:
     """Run the whole pipeline for ``target`` and return its result.
 
     Operational failures after the target is understood become verdict
@@ -408,7 +410,7 @@ __all__ = [
     "VerifyOptions",
     "default_report_dir",
     "parse_target",
-    "verify",
+    "run_verification",
 ]
 
 

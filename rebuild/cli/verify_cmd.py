@@ -113,7 +113,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         VerifyOptions,
         default_report_dir,
         parse_target,
-        verify,
+        run_verification,
     )
     from rebuild.keystore import load_signing_key  # noqa: PLC0415
 
@@ -147,7 +147,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     )
 
     with _progress(out) as progress:
-        result = verify(target, opts, progress)
+        result = run_verification(target, opts, progress)
     out.result(result.to_json(), lambda c: _render(c, result))
     if result.step_error is not None:
         e = result.step_error
