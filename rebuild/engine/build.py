@@ -44,9 +44,10 @@ def build_recipe(
     recipe = load_recipe(recipe_path)
     if len(recipe.outputs) != 1:
         raise InputError(f"{recipe_path}: build_recipe needs exactly one output pattern")
-    note: list[str] = []
+    remarks: list[str] = []
     try:
-        plan = targets.recipe_plan(recipe, recipe.source, recipe.outputs[0], work=work, note=note)
+        output = recipe.outputs[0]
+        plan = targets.recipe_plan(recipe, recipe.source, output, work=work, remarks=remarks)
         name, lock, _image = build_env.environment_image(plan.environment)
         if recipe.environment.lock_sha256.removeprefix("sha256:") != lock:
             raise ToolError(
