@@ -83,7 +83,7 @@ def _index_keys(witness_keys: Iterable[VerifierKey]) -> dict[tuple[str, int], Ve
     return index
 
 
-def _verify(
+def _trusted_cosignatures(
     text: str, sigs: Iterable[Signature], witness_keys: Iterable[VerifierKey]
 ) -> list[Cosignature]:
     """Every valid line by a trusted key, in order, whatever its date."""
@@ -144,7 +144,7 @@ def verify_cosignatures(
     """
     _check_now(now)
     text, sigs = split_note(note)
-    valid = _verify(text, sigs, witness_keys)
+    valid = _trusted_cosignatures(text, sigs, witness_keys)
     _refuse_future(valid, now)
     return _distinct(valid)
 
@@ -175,7 +175,7 @@ def date_cosignatures(
     """
     _check_now(now)
     text, sigs = split_note(note)
-    cosigs = _distinct(_verify(text, sigs, witness_keys))
+    cosigs = _distinct(_trusted_cosignatures(text, sigs, witness_keys))
     return DatedCosignatures(
         tuple(c for c in cosigs if c.timestamp <= now),
         tuple(c for c in cosigs if c.timestamp > now),
@@ -220,7 +220,7 @@ def verify_witness_response(
     KeyFormatError and ValueError as :func:`verify_cosignatures`.
     """
     _check_now(now)
-    valid = _verify(body, parse_signature_lines(response), witness_keys)
+    valid = _trusted_cosignatures(body, parse_signature_lines(response), witness_keys)
     _refuse_future(valid, now)
     cosigs = _distinct(valid)
     if not cosigs:
