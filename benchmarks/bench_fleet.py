@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rebuild.engine.pipeline import StatementTarget, VerifyOptions, verify
-from rebuild.engine.runner import environment_image
+from rebuild.engine.build_env import environment_image
+from rebuild.engine.pipeline import StatementTarget, VerifyOptions, run_verification
 from rebuild.fleet.broker import BrokerConfig, Fleet
 from rebuild.fleet.state import StateDir
 from rebuild.fleet.watch import POSITION_FILE, Watcher, WatchOptions
@@ -51,7 +51,7 @@ def run_loop(tmp: Path, keys: dict[str, Path], log_url: str, n: int) -> float:
     key = load_signing_key(keys["rebuilder"])
     t0 = time.perf_counter()
     for i, rel in enumerate(rels):
-        r = verify(
+        r = run_verification(
             StatementTarget(rel.statement, rel.artifact),
             VerifyOptions(report_dir=tmp / f"loop-report-{i}", signing_key=key, log_url=log_url),
         )

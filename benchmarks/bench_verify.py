@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from rebuild.engine.build_env import environment_image, lock_digest
 from rebuild.engine.fixtures import materialize
-from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
-from rebuild.engine.runner import environment_image, lock_digest
+from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, run_verification
 from rebuild.envs import run_build
 from rebuild.hashing import sha256_file
 from rebuild.recipe import load_recipe
@@ -35,7 +35,9 @@ from rebuild.sources.git import fetch_tagged_tree
 def bench_verify(tmp: Path, i: int) -> float:
     made = materialize("python-wheel", tmp / "fixture", lock_for=lock_digest)
     t0 = time.perf_counter()
-    r = verify(RecipeTarget(made.recipe, made.artifact), VerifyOptions(report_dir=tmp / f"rep{i}"))
+    r = run_verification(
+        RecipeTarget(made.recipe, made.artifact), VerifyOptions(report_dir=tmp / f"rep{i}")
+    )
     elapsed = time.perf_counter() - t0
     assert r.verdict == "reproduced", r.message
     return elapsed

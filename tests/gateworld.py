@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from rebuild.bundle import read_entries
+from rebuild.engine.build_env import lock_digest
 from rebuild.engine.fixtures import _git, materialize
-from rebuild.engine.runner import lock_digest
 from rebuild.keystore import load_signing_key
 from rebuild.log.client import LogClient
 from tests.logutil import ROOT, Server, envelope, run_cli, start_log

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.cli import build_parser, commands
-from rebuild.engine.runner import environment_image
+from rebuild.engine.build_env import environment_image
 from rebuild.keystore import load_signing_key
 from tests import clijson
 from tests.fleet.fleetutil import RedisServer

@@ -40,7 +40,9 @@ def _checkpoint() -> None:
 
 
 def _witness_response() -> None:
-    verify_witness_response(BODY, cosign(BODY, SIGNER, 1_700_000_000), [witness_key(TRUSTED)])
+    verify_witness_response(
+        BODY, cosign(BODY, SIGNER, 1_700_000_000), [witness_key(TRUSTED)], now=1_700_000_000
+    )
 
 
 NOBODY_TRUSTED_SIGNED: list[Callable[[], None]] = [

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from rebuild.engine.build_env import lock_digest
 from rebuild.engine.fixtures import materialize
-from rebuild.engine.runner import lock_digest
 from tests.engine.conftest import docker_envs  # noqa: F401 (session fixture)
 from tests.engine.test_equivalent_verify import LATER, rezip
 from tests.gateworld import RealWorld, vkey

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,7 @@ def test_entries_from_concurrent_clients_verify_against_witness_cosigned_checkpo
         assert r.returncode == 0, r.stderr
         state = json.loads(r.stdout)
         assert state["status"] == "initial" and state["size"] == CLIENTS * PER_CLIENT
-        cosigs = verify_cosignatures(state["checkpoint"], wvkeys)
+        cosigs = verify_cosignatures(state["checkpoint"], wvkeys, now=int(time.time()))
         assert {c.key for c in cosigs} == set(wvkeys)
 
         # `log prove` finds the entry by its leaf hash and writes a proof that verifies.

@@ -101,7 +101,9 @@ def test_witness_quorum_gates_publication_and_restart_recovers_through_409(
         )
         servers.append(log)
         note = _wait_for_size(log.url, 1)
-        assert {c.key for c in verify_cosignatures(note, [wvk, other])} == {wvk}
+        assert {c.key for c in verify_cosignatures(note, [wvk, other], now=int(time.time()))} == {
+            wvk
+        }
         log.wait_for(r"(?m)published checkpoint 1 cosigned by W1$")  # names, not a tuple
         entry2 = tmp_path / "e2.json"
         entry2.write_bytes(envelope("after restart"))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.engine.runner import environment_image
+from rebuild.engine.build_env import environment_image
 from tests.gatesim import World
 from tests.logutil import ROOT, free_port
 from tests.updaterutil import (

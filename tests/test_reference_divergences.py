@@ -57,14 +57,15 @@ def test_one_witness_key_under_two_names_counts_once() -> None:
     body = "log.example\n1\n" + base64.b64encode(hashlib.sha256(b"x").digest()).decode() + "\n"
     alias_a = SigningKey("a.witness.example", WITNESS_SEED)
     alias_b = SigningKey("b.witness.example", WITNESS_SEED)
+    NOW = 1_700_000_000  # the cosignatures' own time
     note = sign_note(body, [LOG]) + cosign(body, alias_a, 1_700_000_000)
     note += cosign(body, alias_b, 1_700_000_000)
-    cosigs = verify_cosignatures(note, [witness_key(alias_a), witness_key(alias_b)])
+    cosigs = verify_cosignatures(note, [witness_key(alias_a), witness_key(alias_b)], now=NOW)
     assert len(cosigs) == 1
     other = SigningKey("c.witness.example", b"\x03" * 32)
     note += cosign(body, other, 1_700_000_000)
     keys = [witness_key(alias_a), witness_key(alias_b), witness_key(other)]
-    assert len(verify_cosignatures(note, keys)) == 2
+    assert len(verify_cosignatures(note, keys, now=NOW)) == 2
 
 
 @pytest.mark.parametrize(

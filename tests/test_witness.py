@@ -78,12 +78,13 @@ def test_first_checkpoint_is_cosigned_and_persisted(tmp_path: Path) -> None:
         status, text, _ = await post(s, url, body(0, 10))
         assert status == 200
         cp_body, _ = checkpoint(10)
-        (cosig,) = verify_witness_response(cp_body, text, [witness_key(WKEY)])
+        (cosig,) = verify_witness_response(cp_body, text, [witness_key(WKEY)], now=1_700_000_000)
         assert cosig.timestamp == 1_700_000_000
         async with s.get(f"{url}/{origin_hash(ORIGIN)}/checkpoint") as r:
             assert r.status == 200
             served = await r.text()
-        assert verify_cosignatures(served, [witness_key(WKEY)])[0].timestamp == 1_700_000_000
+        now = 1_700_000_000  # the witness's clock in run_witness
+        assert verify_cosignatures(served, [witness_key(WKEY)], now=now)[0].timestamp == now
         assert served.startswith(cp_body)
 
     run_witness(tmp_path, scenario)
@@ -356,7 +357,7 @@ def test_cli_serves_https_and_stops_cleanly(tmp_path: Path) -> None:
 
         status, text = asyncio.run(go())
         assert status == 200
-        verify_witness_response(checkpoint(7)[0], text, [witness_key(WKEY)])
+        verify_witness_response(checkpoint(7)[0], text, [witness_key(WKEY)], now=int(time.time()))
         # Plain HTTP to the TLS port gets no HTTP answer at all (a plain server
         # would say "HTTP/1.1 404"): the connection closes, at most after a TLS alert.
         host, port = doc["url"].removeprefix("https://").split(":")

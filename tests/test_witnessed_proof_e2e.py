@@ -65,7 +65,7 @@ def test_entries_verify_against_checkpoints_cosigned_by_two_witnesses(tmp_path: 
                         ) as r:
                             assert r.status == 200, await r.text()
                             cosigs = verify_witness_response(
-                                cp.body(), await r.text(), [witness_key(key)]
+                                cp.body(), await r.text(), [witness_key(key)], now=int(time.time())
                             )
                         note = add_signatures(note, [c.signature for c in cosigs])
                     witnessed = len(leaves)

@@ -139,7 +139,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "InstalledRelease": ("verify.state", "InstalledRelease"),
     "TrustedState": ("verify.state", "TrustedState"),
     "parse_state": ("verify.state", "parse_state"),
-    "MAX_CLOCK_SKEW": ("verify.gate", "MAX_CLOCK_SKEW"),
+    "MAX_CLOCK_SKEW": ("verify.cosignature", "MAX_CLOCK_SKEW"),
     "Decision": ("verify.gate", "Decision"),
     "decide": ("verify.gate", "decide"),
     "Version": ("verify.version", "Version"),
@@ -247,7 +247,13 @@ if TYPE_CHECKING:  # the same names, for type checkers (tests/test_verify_api.py
     from verify.bundle import Bundle, parse_bundle
     from verify.checkpoint import Checkpoint, open_checkpoint, sign_checkpoint
     from verify.checkpoint import parse as parse_checkpoint
-    from verify.cosignature import Cosignature, cosign, verify_cosignatures, witness_key
+    from verify.cosignature import (
+        MAX_CLOCK_SKEW,
+        Cosignature,
+        cosign,
+        verify_cosignatures,
+        witness_key,
+    )
     from verify.dsse import (
         PAYLOAD_TYPE_INTOTO,
         Envelope,
@@ -278,7 +284,7 @@ if TYPE_CHECKING:  # the same names, for type checkers (tests/test_verify_api.py
         VerifyError,
         VersionError,
     )
-    from verify.gate import MAX_CLOCK_SKEW, Decision, decide
+    from verify.gate import Decision, decide
     from verify.intoto import (
         REBUILD_PREDICATE_TYPE,
         RELEASE_PREDICATE_TYPE,

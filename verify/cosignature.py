@@ -6,7 +6,12 @@ module produces such lines for a witness and verifies them against the
 witness keys a caller trusts, returning one :class:`Cosignature` per
 *distinct* trusted key. It decides nothing about how many cosignatures are
 enough (that is :mod:`verify.tlog_policy`) and never reads files or clocks:
-the signing time is always passed in.
+the signing time is always passed in, and so is the reference time ``now``
+that every verification needs (POSIX seconds, fixed once by the caller, as
+python-tuf and sigstore-python fix theirs): a cosignature dated after it is
+refused. There is no default, so the future-timestamp check cannot be left
+out by accident; a caller that tolerates clock skew adds
+:data:`MAX_CLOCK_SKEW` to its clock.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from verify.note import (
 
 MAX_TIMESTAMP: Final = (1 << 63) - 1
 MAX_RESPONSE_LINES: Final = 16
+MAX_CLOCK_SKEW: Final = 300
+"""Seconds a cosignature may be dated after ``now`` (clocks differ a little)."""
 
 
 @dataclass(frozen=True)
@@ -64,12 +71,7 @@ def witness_key(key: SigningKey) -> VerifierKey:
     return key.verifier_key(ALG_COSIGNATURE_V1)
 
 
-def _verify(
-    text: str,
-    sigs: Iterable[Signature],
-    witness_keys: Iterable[VerifierKey],
-    max_timestamp: int | None,
-) -> tuple[Cosignature, ...]:
+def _index_keys(witness_keys: Iterable[VerifierKey]) -> dict[tuple[str, int], VerifierKey]:
     index: dict[tuple[str, int], VerifierKey] = {}
     for k in witness_keys:
         if k.algorithm != ALG_COSIGNATURE_V1:
@@ -78,9 +80,15 @@ def _verify(
         if ident in index and index[ident] != k:
             raise KeyFormatError(f"ambiguous witness keys for {k.name}+{k.key_id}")
         index[ident] = k
-    # Keyed by public key: one witness key listed under two names (two
-    # verifier keys, two key IDs) is still one witness, as in verify.dsse.
-    found: dict[bytes, Cosignature] = {}
+    return index
+
+
+def _trusted_cosignatures(
+    text: str, sigs: Iterable[Signature], witness_keys: Iterable[VerifierKey]
+) -> list[Cosignature]:
+    """Every valid line by a trusted key, in order, whatever its date."""
+    index = _index_keys(witness_keys)
+    valid: list[Cosignature] = []
     for sig in sigs:
         key = index.get((sig.name, sig.key_hash))
         if key is None:
@@ -92,27 +100,86 @@ def _verify(
         ts = cosignature_timestamp(sig)
         if ts == 0 or ts > MAX_TIMESTAMP:
             raise SignatureError(f"cosignature by {key.name} has timestamp {ts} out of range")
-        if max_timestamp is not None and ts > max_timestamp:
-            raise SignatureError(f"cosignature by {key.name} is from the future ({ts})")
-        if key.public_key not in found:  # one witness counts once, however often it signed
-            found[key.public_key] = Cosignature(key, ts, sig)
+        valid.append(Cosignature(key, ts, sig))
+    return valid
+
+
+def _distinct(cosigs: Iterable[Cosignature]) -> tuple[Cosignature, ...]:
+    # Keyed by public key: one witness key listed under two names (two
+    # verifier keys, two key IDs) is still one witness, as in verify.dsse.
+    found: dict[bytes, Cosignature] = {}
+    for c in cosigs:
+        found.setdefault(c.key.public_key, c)  # one witness counts once, however often
     return tuple(found.values())
+
+
+def _check_now(now: int) -> None:
+    if type(now) is not int or now < 0:
+        raise ValueError("now must be a non-negative integer (POSIX seconds)")
+
+
+def _refuse_future(cosigs: Iterable[Cosignature], now: int) -> None:
+    for c in cosigs:
+        if c.timestamp > now:
+            raise SignatureError(f"cosignature by {c.key.name} is from the future ({c.timestamp})")
 
 
 def verify_cosignatures(
     note: str | bytes,
     witness_keys: Iterable[VerifierKey],
     *,
-    max_timestamp: int | None = None,
+    now: int,
 ) -> tuple[Cosignature, ...]:
     """Verify every cosignature in a signed checkpoint by a trusted witness key.
 
     Returns one Cosignature per distinct trusted key that signed (possibly
-    none). Raises SignatureError when a line names a trusted key but its
-    signature is bad or its timestamp is zero or beyond ``max_timestamp``.
+    none). ``now`` (POSIX seconds) is required: a cosignature dated after it
+    is refused.
+
+    Raises SignatureError when a line names a trusted key but its signature
+    is bad or its timestamp is zero or after ``now``; KeyFormatError for a
+    witness key that is not a 0x04 key or two different keys under one name
+    and key ID; NoteFormatError for a malformed note; ValueError only for a
+    programming error (``now`` not a non-negative int).
     """
+    _check_now(now)
     text, sigs = split_note(note)
-    return _verify(text, sigs, witness_keys, max_timestamp)
+    valid = _trusted_cosignatures(text, sigs, witness_keys)
+    _refuse_future(valid, now)
+    return _distinct(valid)
+
+
+@dataclass(frozen=True)
+class DatedCosignatures:
+    """A note's verified cosignatures, split by whether they are dated after ``now``."""
+
+    current: tuple[Cosignature, ...]
+    future: tuple[Cosignature, ...]
+
+
+def date_cosignatures(
+    note: str | bytes,
+    witness_keys: Iterable[VerifierKey],
+    *,
+    now: int,
+) -> DatedCosignatures:
+    """:func:`verify_cosignatures` for a caller that reports each future-dated one.
+
+    Instead of refusing the whole note, returns the distinct trusted
+    cosignatures dated at or before ``now`` apart from those dated after it
+    (:mod:`verify.gate` names every witness whose clock is ahead). The
+    caller must treat a non-empty ``future`` as a failure.
+
+    Raises what :func:`verify_cosignatures` raises, except for a future
+    timestamp.
+    """
+    _check_now(now)
+    text, sigs = split_note(note)
+    cosigs = _distinct(_trusted_cosignatures(text, sigs, witness_keys))
+    return DatedCosignatures(
+        tuple(c for c in cosigs if c.timestamp <= now),
+        tuple(c for c in cosigs if c.timestamp > now),
+    )
 
 
 def parse_signature_lines(data: str | bytes) -> list[Signature]:
@@ -140,14 +207,22 @@ def verify_witness_response(
     response: str | bytes,
     witness_keys: Iterable[VerifierKey],
     *,
-    max_timestamp: int | None = None,
+    now: int,
 ) -> tuple[Cosignature, ...]:
     """Verify a witness's add-checkpoint response for checkpoint ``body``.
 
-    Returns the valid cosignatures by trusted keys; raises SignatureError
-    when none of the trusted keys cosigned.
+    Returns the valid cosignatures by trusted keys. ``now`` (POSIX seconds)
+    is required: a cosignature dated after it is refused.
+
+    Raises UnsignedError when none of the trusted keys cosigned;
+    SignatureError for a bad signature by a trusted key or a timestamp that
+    is zero or after ``now``; NoteFormatError for a malformed response;
+    KeyFormatError and ValueError as :func:`verify_cosignatures`.
     """
-    cosigs = _verify(body, parse_signature_lines(response), witness_keys, max_timestamp)
+    _check_now(now)
+    valid = _trusted_cosignatures(body, parse_signature_lines(response), witness_keys)
+    _refuse_future(valid, now)
+    cosigs = _distinct(valid)
     if not cosigs:
         raise UnsignedError("witness response has no cosignature by a trusted witness key")
     return cosigs

@@ -59,7 +59,7 @@ from verify.bundle import MAX_BUNDLE_SIZE, Bundle, ConsistencyProof, LoggedEnvel
 from verify.bundle import parse_bundle as _parse_bundle
 from verify.checkpoint import Checkpoint
 from verify.checkpoint import parse as parse_checkpoint
-from verify.cosignature import Cosignature, verify_cosignatures
+from verify.cosignature import MAX_CLOCK_SKEW, DatedCosignatures, date_cosignatures
 from verify.dsse import PAYLOAD_TYPE_INTOTO, Envelope, check_signatures, key_hint
 from verify.errors import (
     BundleFormatError,
@@ -82,8 +82,6 @@ from verify.policy import PackagePolicy, UpdatePolicy
 from verify.state import InstalledRelease, TrustedState
 from verify.version import parse_version
 
-MAX_CLOCK_SKEW: Final = 300
-"""Seconds a cosignature may be dated after ``now`` (clocks differ a little)."""
 DISSENTING_VERDICTS: Final = ("mismatch", "failed")
 
 StepStatus = Literal["passed", "failed", "skipped"]
@@ -767,21 +765,23 @@ class _Gate:
                 self.log_signed = True
             except (SignatureError, KeyFormatError) as e:
                 s.fail("log-signature", f"the checkpoint is not signed by the log's key: {e}")
-        cosigs: tuple[Cosignature, ...] = ()
+        dated = DatedCosignatures((), ())
         try:
-            cosigs = verify_cosignatures(bundle.checkpoint, tlog.witness_keys())
+            # Each future-dated cosignature is reported by witness name (and
+            # not counted) rather than refusing the note at the first one.
+            dated = date_cosignatures(
+                bundle.checkpoint, tlog.witness_keys(), now=self.now + MAX_CLOCK_SKEW
+            )
         except (SignatureError, FormatError) as e:
             s.fail("cosignature-invalid", f"a trusted witness's cosignature is invalid: {e}")
         names = {w.key: w.name for w in tlog.witnesses}
-        limit = self.now + MAX_CLOCK_SKEW
-        future = [c for c in cosigs if c.timestamp > limit]
-        for c in future:
+        for c in dated.future:
             s.fail(
                 "cosignature-future",
                 f"witness {names[c.key]} cosigned at {c.timestamp}, {c.timestamp - self.now} s "
                 f"after now ({self.now}); at most {MAX_CLOCK_SKEW} s of clock skew is allowed",
             )
-        valid = [c for c in cosigs if c.timestamp <= limit]
+        valid = dated.current
         quorum = tlog.evaluate(c.key for c in valid)
         if not quorum.satisfied:
             policy_keys = {(k.name, k.key_hash) for k in (*tlog.witness_keys(), *tlog.log_keys())}

@@ -175,7 +175,7 @@ def verify_tlog_proof_leaf(
 
     # Step 3: verify every cosignature by a policy witness (unknown signers
     # are ignored), then require the quorum over distinct witnesses.
-    cosigs = verify_cosignatures(tp.checkpoint, policy.witness_keys(), max_timestamp=now)
+    cosigs = verify_cosignatures(tp.checkpoint, policy.witness_keys(), now=now)
     quorum = policy.require_quorum(c.key for c in cosigs)
 
     # Step 4: the inclusion proof binds the leaf to the checkpoint's root. An

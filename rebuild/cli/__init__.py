@@ -32,7 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rebuild.cli.diff",
     "rebuild.cli.env",
     "rebuild.cli.log",
-    "rebuild.cli.verify",
+    "rebuild.cli.verify_cmd",
     "rebuild.cli.fetch",
     "rebuild.cli.completion",
     "rebuild.cli.fleet",

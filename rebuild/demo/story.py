@@ -178,7 +178,7 @@ class Story:
             "php-8.2 environment (Docker, no network).",
         )
         with self.step("the pinned php-8.2 build environment (Docker)") as lines:
-            from rebuild.engine.runner import environment_image  # noqa: PLC0415
+            from rebuild.engine.build_env import environment_image  # noqa: PLC0415
 
             name, lock, image = environment_image("php-8.2")
             lines.append(
@@ -387,8 +387,8 @@ class Story:
         return tree
 
     def _recipe(self, version: str, repo: Path, commit: str, out: Path) -> Path:
+        from rebuild.engine.build_env import lock_digest  # noqa: PLC0415
         from rebuild.engine.fixtures import load_fixture, recipe_text  # noqa: PLC0415
-        from rebuild.engine.runner import lock_digest  # noqa: PLC0415
         from rebuild.recipe import parse_recipe  # noqa: PLC0415
 
         text = recipe_text(

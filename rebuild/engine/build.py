@@ -1,7 +1,7 @@
 """Build a recipe's artifact in its pinned environment: the maintainer's side of a release.
 
 The same source fetch (:func:`rebuild.engine.targets.recipe_plan`) and the same
-hermetic runner (:func:`rebuild.engine.runner.run_plan`) that ``rebuild
+hermetic runner (:func:`rebuild.engine.build_env.run_plan`) that ``rebuild
 verify`` uses, so what a maintainer builds is exactly what rebuilders rebuild.
 It decides nothing and compares nothing: a build that fails, or produces
 anything but one output file, is a :class:`~rebuild.errors.ToolError`.
@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from rebuild.engine import runner, targets
+from rebuild.engine import build_env, targets
 from rebuild.engine.plan import DEFAULT_TIMEOUT
 from rebuild.errors import InputError, ToolError
 from rebuild.hashing import sha256_file
@@ -44,10 +44,11 @@ def build_recipe(
     recipe = load_recipe(recipe_path)
     if len(recipe.outputs) != 1:
         raise InputError(f"{recipe_path}: build_recipe needs exactly one output pattern")
-    note: list[str] = []
+    remarks: list[str] = []
     try:
-        plan = targets.recipe_plan(recipe, recipe.source, recipe.outputs[0], work=work, note=note)
-        name, lock, _image = runner.environment_image(plan.environment)
+        output = recipe.outputs[0]
+        plan = targets.recipe_plan(recipe, recipe.source, output, work=work, remarks=remarks)
+        name, lock, _image = build_env.environment_image(plan.environment)
         if recipe.environment.lock_sha256.removeprefix("sha256:") != lock:
             raise ToolError(
                 f"{recipe_path}: the recipe pins {name} lock "
@@ -56,7 +57,7 @@ def build_recipe(
             )
         built = out_dir / "built"
         log_path = out_dir / "build.log"
-        outcome, produced = runner.build_output(
+        outcome, produced = build_env.build_output(
             plan, out_dir=built, log_path=log_path, timeout=timeout, staging=work / "inputs"
         )
         if isinstance(produced, str):

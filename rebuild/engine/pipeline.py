@@ -25,7 +25,7 @@ from typing import Any
 
 from rebuild import __version__
 from rebuild.compare._normalize import NormalizedPair
-from rebuild.engine import attest, diagnose, runner, targets
+from rebuild.engine import attest, build_env, explain, targets
 from rebuild.engine.plan import DEFAULT_TIMEOUT, BuildPlan
 from rebuild.engine.result import (
     LogEntryRef,
@@ -80,7 +80,7 @@ class VerifyOptions:
 class _Run:
     """The one state of a run: the target, what each step established, and the step timings.
 
-    Every step reads and writes it; :func:`verify` makes the result from it.
+    Every step reads and writes it; :func:`run_verification` makes the result from it.
     """
 
     def __init__(self, target: Target, opts: VerifyOptions, progress: ProgressFn | None) -> None:
@@ -115,10 +115,10 @@ class _Run:
         """Time one step; record how it ended; let the exception through."""
         t0 = time.monotonic()
         self.progress(name, "start", 0.0)
-        note: list[str] = []
+        remarks: list[str] = []
         status: StepStatus = "ok"
         try:
-            yield note
+            yield remarks
         except NegativeVerdict:
             status = "failed"
             raise
@@ -127,7 +127,7 @@ class _Run:
             raise
         finally:
             elapsed = time.monotonic() - t0
-            self.steps.append(StepTiming(name, status, elapsed, "; ".join(note)))
+            self.steps.append(StepTiming(name, status, elapsed, "; ".join(remarks)))
             self.progress(name, status, elapsed)
 
     def skip(self, name: str, why: str) -> None:
@@ -135,7 +135,9 @@ class _Run:
         self.progress(name, "skipped", 0.0)
 
 
-def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = None) -> VerifyResult:
+def run_verification(
+    target: Target, opts: VerifyOptions, progress: ProgressFn | None = None
+) -> VerifyResult:
     """Run the whole pipeline for ``target`` and return its result.
 
     Operational failures after the target is understood become verdict
@@ -170,31 +172,31 @@ def verify(target: Target, opts: VerifyOptions, progress: ProgressFn | None = No
 def _rebuild(run: _Run) -> None:
     """Steps 1 to 4; sets the verdict, or raises NegativeVerdict / OperationalError."""
     # Step 1: fetch the upstream artifact and the source; prepare the plan.
-    with run.step("fetch") as note:
-        _fetch(run, note)
+    with run.step("fetch") as remarks:
+        _fetch(run, remarks)
     plan = run.p.plan
     assert plan is not None and run.p.upstream is not None
     # Step 2: the environment image exists and matches its lock.
-    with run.step("environment") as note:
-        run.env_name, run.env_lock = _environment(run, plan, note)
+    with run.step("environment") as remarks:
+        run.env_name, run.env_lock = _environment(run, plan, remarks)
     # Step 3: the hermetic build.
-    with run.step("build") as note:
-        run.rebuilt = _build(run, plan, note)
-    # Step 4: compare sha256; diagnose on mismatch.
-    with run.step("compare") as note:
+    with run.step("build") as remarks:
+        run.rebuilt = _build(run, plan, remarks)
+    # Step 4: compare sha256; explain the difference on mismatch.
+    with run.step("compare") as remarks:
         run.rebuilt_sha = sha256_file(run.rebuilt)
         if run.rebuilt_sha == run.p.upstream_sha256:
             run.verdict = "reproduced"
-            note.append("sha256 equal")
+            remarks.append("sha256 equal")
         else:
-            note.append("sha256 differs")
-            run.diff_report, run.diff_sha, run.normalized = _diagnose(
+            remarks.append("sha256 differs")
+            run.diff_report, run.diff_sha, run.normalized = _explain(
                 run, run.p.upstream, run.rebuilt
             )
             # Never reproduced: identical only after the recorded normalizations.
             run.verdict = "equivalent" if run.normalized is not None else "mismatch"
             if run.normalized is not None:
-                note.append("equivalent after " + ", ".join(run.normalized.rules))
+                remarks.append("equivalent after " + ", ".join(run.normalized.rules))
     if run.verdict != "reproduced":
         # The comparison ran fine, but its row must not read "ok" beside a mismatch.
         run.steps[-1] = replace(run.steps[-1], status="differs")
@@ -222,11 +224,11 @@ def _publish_step(run: _Run) -> None:
         run.skip("publish", "no attestation to publish")
         return
     try:
-        with run.step("publish") as note:
+        with run.step("publish") as remarks:
             run.log_entry = attest.publish(log_url, attestation, ca_bundle=run.opts.log_ca_bundle)
-            note.append(f"index {run.log_entry.index}")
+            remarks.append(f"index {run.log_entry.index}")
             if run.log_entry.proof is None:
-                note.append("no proof yet: " + attest.prove_later(log_url, attestation))
+                remarks.append("no proof yet: " + attest.prove_later(log_url, attestation))
     except OperationalError as e:
         run.step_error = StepError(
             "publish",
@@ -276,23 +278,23 @@ def _result(run: _Run) -> VerifyResult:
 # -- step 1: fetch --------------------------------------------------------------------------
 
 
-def _fetch(run: _Run, note: list[str]) -> None:
+def _fetch(run: _Run, remarks: list[str]) -> None:
     t = run.target
     run.work.mkdir(parents=True, exist_ok=True)
     if isinstance(t, PypiTarget):
         targets.prepare_pypi(
-            run.p, t.name, t.version, report_dir=run.report_dir, work=run.work, note=note
+            run.p, t.name, t.version, report_dir=run.report_dir, work=run.work, remarks=remarks
         )
     elif isinstance(t, RecipeTarget):
-        targets.prepare_recipe_file(run.p, t.recipe, t.artifact, work=run.work, note=note)
+        targets.prepare_recipe_file(run.p, t.recipe, t.artifact, work=run.work, remarks=remarks)
     else:
         artifact = t.artifact
         if artifact is None:
             artifact = targets.fetch_released_artifact(
-                t.statement, t.maintainer_keys, t.urls, run.report_dir / "upstream", note
+                t.statement, t.maintainer_keys, t.urls, run.report_dir / "upstream", remarks
             )
         targets.prepare_statement(
-            run.p, t.statement, artifact, t.maintainer_keys, work=run.work, note=note
+            run.p, t.statement, artifact, t.maintainer_keys, work=run.work, remarks=remarks
         )
     if run.p.upstream is None or run.p.plan is None:
         raise InputError(f"{t.label}: nothing to rebuild")
@@ -302,33 +304,33 @@ def _fetch(run: _Run, note: list[str]) -> None:
 # -- step 2: environment --------------------------------------------------------------------
 
 
-def _environment(run: _Run, plan: BuildPlan, note: list[str]) -> tuple[str, str]:
-    name, lock_digest, image = runner.environment_image(plan.environment)
-    note.append(f"image {image.removeprefix('sha256:')[:12]}")
+def _environment(run: _Run, plan: BuildPlan, remarks: list[str]) -> tuple[str, str]:
+    name, lock_digest, image = build_env.environment_image(plan.environment)
+    remarks.append(f"image {image.removeprefix('sha256:')[:12]}")
     expected = run.p.expected_lock
     if expected is not None and expected.removeprefix("sha256:") != lock_digest:
         raise NegativeVerdict(
             f"environment {name}: the recipe pins lock sha256:{expected.removeprefix('sha256:')}"
             f" but this machine's {name} lock is sha256:{lock_digest}"
         )
-    note.append(f"{name} lock sha256:{lock_digest[:12]}")
+    remarks.append(f"{name} lock sha256:{lock_digest[:12]}")
     return name, lock_digest
 
 
 # -- step 3: build --------------------------------------------------------------------------
 
 
-def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
+def _build(run: _Run, plan: BuildPlan, remarks: list[str]) -> Path:
     log_path = run.report_dir / "build.log"
     run.build_log = log_path  # referenced by the result even when the build fails
-    outcome, produced = runner.build_output(
+    outcome, produced = build_env.build_output(
         plan,
         out_dir=run.report_dir / "rebuilt",
         log_path=log_path,
         timeout=run.opts.timeout,
         staging=run.work / "inputs",
     )
-    note.append(outcome.summary)
+    remarks.append(outcome.summary)
     refined = run.p.refine(log_path) if not outcome.ok and run.p.refine else None
     if refined is not None:
         # The strategy learned something from the failed attempt (a backend
@@ -336,25 +338,26 @@ def _build(run: _Run, plan: BuildPlan, note: list[str]) -> Path:
         # once more with its new plan. The first log is kept beside it.
         plan = refined
         log_path.replace(run.report_dir / "build-1.log")
-        outcome, produced = runner.build_output(
+        outcome, produced = build_env.build_output(
             plan,
             out_dir=run.report_dir / "rebuilt",
             log_path=log_path,
             timeout=run.opts.timeout,
             staging=run.work / "inputs",
         )
-        note.append(f"again with {', '.join(plan.details.get('knobs', {}).get('asked_for', []))}")
-        note.append(outcome.summary)
+        asked = plan.details.get("knobs", {}).get("asked_for", [])
+        remarks.append(f"again with {', '.join(asked)}")
+        remarks.append(outcome.summary)
     if isinstance(produced, str):
         raise NegativeVerdict(produced)
     return produced
 
 
-# -- step 4: diagnose -----------------------------------------------------------------------
+# -- step 4: explain the difference ---------------------------------------------------------
 
 
-def _diagnose(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str, NormalizedPair | None]:
-    why = diagnose.explain(upstream, rebuilt, run.report_dir)
+def _explain(run: _Run, upstream: Path, rebuilt: Path) -> tuple[Path, str, NormalizedPair | None]:
+    why = explain.explain(upstream, rebuilt, run.report_dir)
     run.causes.extend(why.causes)
     # What the strategy already knew would stop a bit-identical rebuild.
     if run.p.plan is not None:
@@ -408,7 +411,7 @@ __all__ = [
     "VerifyOptions",
     "default_report_dir",
     "parse_target",
-    "verify",
+    "run_verification",
 ]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rebuild.engine import runner
+from rebuild.engine import build_env
 from rebuild.engine.plan import OUTPUT_DIR, BuildPlan
 from rebuild.errors import InputError, NegativeVerdict, UsageError
 from rebuild.fetch import fetch_subject, read_release, urls_for
@@ -136,7 +136,7 @@ class Prepared:
 
 
 def prepare_pypi(
-    p: Prepared, name: str, version: str, *, report_dir: Path, work: Path, note: list[str]
+    p: Prepared, name: str, version: str, *, report_dir: Path, work: Path, remarks: list[str]
 ) -> None:
     """Locate both files on the index, verify their sha256, infer the plan."""
     index = PackageIndex.from_pip()
@@ -145,7 +145,9 @@ def prepare_pypi(
     upstream.mkdir(parents=True, exist_ok=True)
     wheel = index.download(rel.wheel, upstream)
     sdist = index.download(rel.sdist, upstream)
-    note.append(f"{rel.wheel.filename} + {rel.sdist.filename} (sha256 checked against the index)")
+    remarks.append(
+        f"{rel.wheel.filename} + {rel.sdist.filename} (sha256 checked against the index)"
+    )
 
     def adopt(asked: list[str] | None) -> BuildPlan:
         plan = pywheel.plan_pypi_wheel(
@@ -156,7 +158,7 @@ def prepare_pypi(
             work=work,
             asked=asked,
         )
-        lock = runner.lock_digest(plan.environment)
+        lock = build_env.lock_digest(plan.environment)
         text = inferred_recipe(name, version, rel.sdist, plan, lock)
         data = text.encode("utf-8")
         recipe = parse_recipe(data, "inferred recipe")  # the inferred recipe is a valid recipe
@@ -179,7 +181,7 @@ def prepare_pypi(
     p.upstream = wheel
     plan = adopt(None)
     p.refine = refine
-    note.append(f"backend {plan.details['generator']}")
+    remarks.append(f"backend {plan.details['generator']}")
 
 
 def inferred_recipe(
@@ -229,10 +231,10 @@ def inferred_recipe(
 
 
 def prepare_recipe_file(
-    p: Prepared, recipe_path: Path, artifact: Path, *, work: Path, note: list[str]
+    p: Prepared, recipe_path: Path, artifact: Path, *, work: Path, remarks: list[str]
 ) -> None:
     recipe = load_recipe(recipe_path)
-    _prepare_from_recipe(p, recipe, recipe.source, artifact, work=work, note=note)
+    _prepare_from_recipe(p, recipe, recipe.source, artifact, work=work, remarks=remarks)
 
 
 def _artifact(artifact: Path) -> Path:
@@ -256,10 +258,10 @@ def _prepare_from_recipe(
     artifact: Path,
     *,
     work: Path,
-    note: list[str],
+    remarks: list[str],
 ) -> None:
     artifact = _artifact(artifact)
-    plan = recipe_plan(recipe, source, _output_for(recipe, artifact), work=work, note=note)
+    plan = recipe_plan(recipe, source, _output_for(recipe, artifact), work=work, remarks=remarks)
     p.package, p.version = recipe.package, recipe.version
     p.upstream = artifact
     p.recipe_text, p.recipe_sha256 = recipe.text, recipe.sha256
@@ -274,7 +276,7 @@ def recipe_plan(
     output: str,
     *,
     work: Path,
-    note: list[str],
+    remarks: list[str],
 ) -> BuildPlan:
     """Fetch ``source`` into ``work`` and return the plan that builds ``output`` from it.
 
@@ -285,12 +287,12 @@ def recipe_plan(
     if isinstance(source, GitSource):
         git = fetch_tagged_tree(source.url, source.tag, source.commit, work / "git")
         tree, sde_auto, rule = git.tree, git.commit_time, "commit time"
-        note.append(f"git {source.tag} = {source.commit[:12]}")
+        remarks.append(f"git {source.tag} = {source.commit[:12]}")
     else:
         sdist = fetch_sdist_url(source.url, source.sha256, work / "download")
         facts = pywheel.unpack_sdist(sdist, work / "sdist")
         tree, sde_auto, rule = facts.root, facts.max_mtime, "newest sdist member mtime"
-        note.append(f"sdist {sdist.name} sha256 checked")
+        remarks.append(f"sdist {sdist.name} sha256 checked")
     if isinstance(recipe.source_date_epoch, int):
         sde, rule = recipe.source_date_epoch, "fixed by the recipe"
     else:
@@ -336,7 +338,7 @@ def fetch_released_artifact(
     maintainer_keys: tuple[Path, ...],
     urls: tuple[str, ...],
     dest: Path,
-    note: list[str],
+    remarks: list[str],
 ) -> Path:
     """The artifact of ``statement`` its recipe builds, fetched into ``dest`` (its
     sha256 checked); with maintainer keys, only after the signature verified."""
@@ -351,7 +353,7 @@ def fetch_released_artifact(
     if not built:
         raise NegativeVerdict(f"{statement}: no artifact it releases is one the recipe builds")
     fetched = fetch_subject(built[0], urls_for(built[0], urls, one=True), dest)
-    note.append(f"fetched {fetched.name} from {fetched.url or 'the report directory'}")
+    remarks.append(f"fetched {fetched.name} from {fetched.url or 'the report directory'}")
     return fetched.path
 
 
@@ -362,7 +364,7 @@ def prepare_statement(
     maintainer_keys: tuple[Path, ...],
     *,
     work: Path,
-    note: list[str],
+    remarks: list[str],
 ) -> None:
     """A release statement: verify the maintainer (when keys are given), then its recipe."""
     artifact = _artifact(artifact)
@@ -375,7 +377,7 @@ def prepare_statement(
             # cover is a negative verdict: refuse before fetching anything.
             raise NegativeVerdict(f"release statement refused: {e}") from None
         predicate = check.predicate
-        note.append(f"maintainer signature by {check.signers[0].name} verified")
+        remarks.append(f"maintainer signature by {check.signers[0].name} verified")
     else:
         try:
             env = Envelope.parse(read_bounded(statement, MAX_ENVELOPE_SIZE))
@@ -387,11 +389,11 @@ def prepare_statement(
         predicate = stmt.predicate
         if stmt.subject_for(sha256_file(artifact)) is None:
             raise NegativeVerdict(f"{artifact}: not an artifact {statement} releases")
-        note.append("maintainer signature NOT checked (no --maintainer-key)")
+        remarks.append("maintainer signature NOT checked (no --maintainer-key)")
     recipe = parse_recipe(predicate.recipe.encode("utf-8"), f"{statement} recipe")
     if recipe.source != predicate.source:
         raise NegativeVerdict(
             f"{statement}: the statement's source {predicate.source.to_dict()} differs from "
             f"its recipe's {recipe.source.to_dict()}"
         )
-    _prepare_from_recipe(p, recipe, predicate.source, artifact, work=work, note=note)
+    _prepare_from_recipe(p, recipe, predicate.source, artifact, work=work, remarks=remarks)

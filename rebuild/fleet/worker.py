@@ -11,8 +11,8 @@ A worker holds no signing key. For each delivery of a job it:
    worker or fails forever ends on the record instead of looping;
 4. fetches the inputs (the release statement travels with the job; the
    artifact comes from the job's sources and must have the statement's
-   sha256) and runs :func:`rebuild.engine.pipeline.verify` without key or
-   log, on this machine's Docker engine;
+   sha256) and runs :func:`rebuild.engine.pipeline.run_verification` without
+   key or log, on this machine's Docker engine;
 5. ``reproduced``, ``equivalent`` or ``mismatch`` is final; ``failed`` or
    ``error`` is tried again after a back-off until the last attempt;
 6. sends the result to the publisher's queue, then returns, and only then is
@@ -46,7 +46,7 @@ from rebuild.engine.pipeline import (
     StatementTarget,
     Target,
     VerifyOptions,
-    verify,
+    run_verification,
 )
 from rebuild.engine.result import VerifyResult
 from rebuild.engine.targets import fetch_sdist_url
@@ -239,7 +239,7 @@ class BuildHandler:
                 self._running(job, attempt, step, job_dir)
 
         try:
-            vr = verify(
+            vr = run_verification(
                 target,
                 VerifyOptions(report_dir=job_dir / "report", timeout=self.opts.timeout),
                 progress,

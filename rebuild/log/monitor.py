@@ -29,7 +29,7 @@ from rebuild.log.client import LogClient
 from verify import merkle
 from verify.checkpoint import Checkpoint, open_checkpoint
 from verify.checkpoint import parse as parse_checkpoint
-from verify.cosignature import verify_cosignatures
+from verify.cosignature import MAX_CLOCK_SKEW, verify_cosignatures
 from verify.errors import ProofError, TrustError, VerifyError
 from verify.keys import VerifierKey
 from verify.note import open_note, split_note
@@ -60,8 +60,8 @@ class CheckpointVerifier:
                 raise TrustError(
                     f"checkpoint origin {cp.origin!r} is not the name of the log key that signed it"
                 )
-            now = int(time.time()) + 300
-            cosigs = verify_cosignatures(note, self.policy.witness_keys(), max_timestamp=now)
+            now = int(time.time()) + MAX_CLOCK_SKEW
+            cosigs = verify_cosignatures(note, self.policy.witness_keys(), now=now)
             self.policy.require_quorum(c.key for c in cosigs)
             return cp
         if self.log_key is None:

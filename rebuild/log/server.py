@@ -58,7 +58,7 @@ from rebuild.log.entry import (
 from rebuild.log.store import MAX_BATCH, LogStore, Pending, Sequenced
 from rebuild.log.witnessing import WitnessPool
 from verify import merkle
-from verify.cosignature import verify_cosignatures
+from verify.cosignature import MAX_CLOCK_SKEW, verify_cosignatures
 from verify.errors import VerifyError
 from verify.parsing import parse_decimal as decode_decimal
 from verify.tiles import ENTRIES, TILE_WIDTH, parse_tile_path, tile_for
@@ -360,11 +360,18 @@ class Sequencer:
     # --- witnessing -------------------------------------------------------
 
     def _cosigned_at(self) -> float:
-        """Wall-clock time of the newest witness cosignature on the published checkpoint."""
+        """Wall-clock time of the newest witness cosignature on the published checkpoint.
+
+        0 when there is none that verifies now: a cosignature dated in the
+        future must not postpone the next re-cosigning (the checkpoint
+        would go stale for updaters in the meantime).
+        """
         if self.witnesses is None or not self._published_note:
             return 0.0
+        keys = self.witnesses.policy.witness_keys()
+        now = int(time.time()) + MAX_CLOCK_SKEW
         try:
-            cosigs = verify_cosignatures(self._published_note, self.witnesses.policy.witness_keys())
+            cosigs = verify_cosignatures(self._published_note, keys, now=now)
         except VerifyError:
             return 0.0
         return float(max((c.timestamp for c in cosigs), default=0))

@@ -24,7 +24,7 @@ import aiohttp
 
 from rebuild.errors import TransportError, UsageError
 from rebuild.log.urls import check_url
-from verify.cosignature import add_signatures, verify_witness_response
+from verify.cosignature import MAX_CLOCK_SKEW, add_signatures, verify_witness_response
 from verify.errors import VerifyError
 from verify.note import Signature
 from verify.tlog_policy import Policy, PolicyWitness
@@ -122,8 +122,12 @@ class _Witness:
             if len(payload) > MAX_RESPONSE:
                 raise WitnessError(f"witness {self.spec.name}: response too large")
             if status == 200:
+                # The log's own clock now, plus the skew every verifier here
+                # allows: a witness whose clock runs ahead cannot vouch for
+                # a checkpoint's freshness it has not seen yet.
+                now = int(time.time()) + MAX_CLOCK_SKEW
                 try:
-                    cosigs = verify_witness_response(text, payload, [self.spec.key])
+                    cosigs = verify_witness_response(text, payload, [self.spec.key], now=now)
                 except VerifyError as e:
                     raise WitnessError(f"witness {self.spec.name}: bad cosignature: {e}") from None
                 self.known_size = size

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from rebuild.engine.build_env import environment_image, lock_digest
 from rebuild.engine.fixtures import MaterializedFixture, materialize
-from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
+from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, run_verification
 from rebuild.engine.result import VerifyResult
-from rebuild.engine.runner import environment_image, lock_digest
 from rebuild.errors import ToolError
 from tests.indexutil import require_package_index
 
@@ -50,7 +50,7 @@ def verify_fixture(
     keep_work: bool = False,
 ) -> VerifyResult:
     made = make_fixture(name, tmp, variant)
-    return verify(
+    return run_verification(
         RecipeTarget(made.recipe, made.artifact),
         VerifyOptions(
             report_dir=tmp / "report", timeout=timeout, signing_key=key, keep_work=keep_work

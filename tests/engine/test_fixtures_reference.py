@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from rebuild.engine.build_env import environment_image
 from rebuild.engine.fixtures import load_fixture, make_repository
-from rebuild.engine.runner import environment_image
 from rebuild.hashing import sha256_file
 from tests.engine.conftest import verify_fixture
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rebuild.engine.fixtures import load_fixture, make_repository
-from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
+from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, run_verification
 from rebuild.errors import InputError, NegativeVerdict
 from rebuild.sources.git import fetch_tagged_tree
 
@@ -67,7 +67,7 @@ source_date_epoch = "commit"
     )
     artifact = tmp_path / "hello_wheel-0.1.0-py3-none-any.whl"
     artifact.write_bytes(b"published")
-    r = verify(RecipeTarget(recipe, artifact), VerifyOptions(report_dir=tmp_path / "rep"))
+    r = run_verification(RecipeTarget(recipe, artifact), VerifyOptions(report_dir=tmp_path / "rep"))
     assert r.verdict == "failed"
     assert r.exit_code == 1
     assert "resolves to commit" in r.message

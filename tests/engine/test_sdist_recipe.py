@@ -7,7 +7,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, verify
+from rebuild.engine.pipeline import RecipeTarget, VerifyOptions, run_verification
 
 
 def _recipe(tmp: Path, sdist: Path, sha256: str) -> Path:
@@ -48,7 +48,7 @@ def _artifact(tmp: Path) -> Path:
 
 def test_sdist_with_another_digest_than_the_recipe_is_refused(tmp_path: Path) -> None:
     sdist = _sdist(tmp_path / "demo-1.0.tar.gz", "demo-1.0/x.py")
-    r = verify(
+    r = run_verification(
         RecipeTarget(_recipe(tmp_path, sdist, "ab" * 32), _artifact(tmp_path)),
         VerifyOptions(report_dir=tmp_path / "rep"),
     )
@@ -60,7 +60,7 @@ def test_sdist_with_another_digest_than_the_recipe_is_refused(tmp_path: Path) ->
 def test_path_traversal_sdist_named_by_a_recipe_is_refused(tmp_path: Path) -> None:
     sdist = _sdist(tmp_path / "demo-1.0.tar.gz", "demo-1.0/../../../escaped.py")
     digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
-    r = verify(
+    r = run_verification(
         RecipeTarget(_recipe(tmp_path, sdist, digest), _artifact(tmp_path)),
         VerifyOptions(report_dir=tmp_path / "rep"),
     )

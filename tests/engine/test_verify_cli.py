@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rebuild.engine.pipeline import StatementTarget, VerifyOptions, verify
+from rebuild.engine.pipeline import StatementTarget, VerifyOptions, run_verification
 from rebuild.keystore import generate_key_files
 from rebuild.recipe import load_recipe
 from rebuild.release import release_statement, sign_release
@@ -30,7 +30,7 @@ def _signed_release(tmp_path: Path, signer: str) -> tuple[Path, Path]:
 def test_release_signed_by_an_untrusted_key_is_refused_before_fetching(tmp_path: Path) -> None:
     envelope, artifact = _signed_release(tmp_path, "mallory.test")
     _, trusted_pub = generate_key_files("maintainer.test", tmp_path / "maintainer.key", None)
-    r = verify(
+    r = run_verification(
         StatementTarget(envelope, artifact, (trusted_pub,)),
         VerifyOptions(report_dir=tmp_path / "report"),
     )
@@ -44,7 +44,7 @@ def test_artifact_not_covered_by_the_release_is_refused(tmp_path: Path) -> None:
     envelope, _ = _signed_release(tmp_path, "maintainer.test")
     other = tmp_path / "hello_wheel-0.1.0-py3-none-any.whl"
     other.write_bytes(b"a trojaned wheel")
-    r = verify(StatementTarget(envelope, other), VerifyOptions(report_dir=tmp_path / "r"))
+    r = run_verification(StatementTarget(envelope, other), VerifyOptions(report_dir=tmp_path / "r"))
     assert r.verdict == "failed"
     assert "not an artifact" in r.message
 
@@ -54,7 +54,7 @@ def test_artifact_not_covered_by_the_release_is_refused(tmp_path: Path) -> None:
 def test_release_signed_by_the_maintainer_rebuilds_bit_for_bit(tmp_path: Path) -> None:
     envelope, artifact = _signed_release(tmp_path, "maintainer.test")
     pub = tmp_path / "maintainer.test.key.pub"
-    r = verify(
+    r = run_verification(
         StatementTarget(envelope, artifact, (pub,)),
         VerifyOptions(report_dir=tmp_path / "report"),
     )

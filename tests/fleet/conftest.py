@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rebuild.engine.runner import environment_image
+from rebuild.engine.build_env import environment_image
 from rebuild.keystore import generate_key_files
 from tests.fleet.fleetutil import FleetProcess, RedisServer, run_fleet
 from tests.logutil import Server, start_log

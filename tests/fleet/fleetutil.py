@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import redis
 
+from rebuild.engine.build_env import lock_digest
 from rebuild.engine.fixtures import materialize
-from rebuild.engine.runner import lock_digest
 from rebuild.keystore import load_signing_key, load_verifier_key
 from rebuild.log.client import LogClient
 from rebuild.log.monitor import CheckpointVerifier

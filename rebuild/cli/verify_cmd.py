@@ -106,15 +106,15 @@ def register(sub: Any) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from rebuild.engine.build_env import lock_digest  # noqa: PLC0415
     from rebuild.engine.fixtures import materialize  # noqa: PLC0415
     from rebuild.engine.pipeline import (  # noqa: PLC0415
         RecipeTarget,
         VerifyOptions,
         default_report_dir,
         parse_target,
-        verify,
+        run_verification,
     )
-    from rebuild.engine.runner import lock_digest  # noqa: PLC0415
     from rebuild.keystore import load_signing_key  # noqa: PLC0415
 
     if args.timeout <= 0 or args.timeout > 24 * 3600:
@@ -147,7 +147,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     )
 
     with _progress(out) as progress:
-        result = verify(target, opts, progress)
+        result = run_verification(target, opts, progress)
     out.result(result.to_json(), lambda c: _render(c, result))
     if result.step_error is not None:
         e = result.step_error
