@@ -18,7 +18,7 @@ import http.client
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -163,28 +163,30 @@ def test_headers_that_never_end_are_cut_off_by_the_header_timeout(tmp_path: Path
         server.stop()
 
 
-def test_witness_keeps_cosigning_while_flooded(tmp_path: Path) -> None:
+def _flood_a_witness(tmp_path: Path, ask: Callable[[str, bytes], int], *extra: str) -> None:
+    """Flood a witness under the file limit; ``ask(url, body)`` 10 cosignatures meanwhile."""
     log_key = load_signing_key(make_key(tmp_path, "flood.log.test"))
     wkey = make_key(tmp_path, "w.flood.test")
     witness = Server(
         ["witness", "serve", "--key", str(wkey), "--state", str(tmp_path / "ws"),
          "--listen", "127.0.0.1:0", "--log-key", f"{tmp_path / 'flood.log.test'}.pub",
-         "--max-per-client", "300"],
+         "--max-per-client", "300", *extra],
         tmp_path / "w.out",
         prefix=FD_LIMIT,
     )  # fmt: skip
     note = sign_checkpoint(Checkpoint("flood.log.test", 0, EMPTY_ROOT), log_key)
     try:
         with _flood(witness.url):
-            statuses = [
-                _honest(witness.url, "POST", "/add-checkpoint", f"old 0\n\n{note}".encode())
-                for _ in range(10)
-            ]
+            statuses = [ask(witness.url, f"old 0\n\n{note}".encode()) for _ in range(10)]
         assert statuses == [200] * 10, statuses
     finally:
         witness.stop()
     assert witness.proc.returncode == 0
     _never_ran_out_of_descriptors(witness)
+
+
+def test_witness_keeps_cosigning_while_flooded(tmp_path: Path) -> None:
+    _flood_a_witness(tmp_path, lambda url, body: _honest(url, "POST", "/add-checkpoint", body))
 
 
 def test_tls_handshakes_that_never_start_do_not_starve_a_witness(tmp_path: Path) -> None:
@@ -204,22 +206,8 @@ def test_tls_handshakes_that_never_start_do_not_starve_a_witness(tmp_path: Path)
     cert.private_key_pem.write_to_path(str(key_file))
     trust = ssl.create_default_context()
     ca.configure_trust(trust)
-    log_key = load_signing_key(make_key(tmp_path, "flood.log.test"))
-    wkey = make_key(tmp_path, "w.flood.test")
-    witness = Server(
-        ["witness", "serve", "--key", str(wkey), "--state", str(tmp_path / "ws"),
-         "--listen", "127.0.0.1:0", "--log-key", f"{tmp_path / 'flood.log.test'}.pub",
-         "--max-per-client", "300", "--tls-cert", str(cert_file), "--tls-key", str(key_file)],
-        tmp_path / "w.out",
-        prefix=FD_LIMIT,
+    _flood_a_witness(
+        tmp_path,
+        lambda url, body: _honest_tls(url, trust, "/add-checkpoint", body),
+        "--tls-cert", str(cert_file), "--tls-key", str(key_file),
     )  # fmt: skip
-    note = sign_checkpoint(Checkpoint("flood.log.test", 0, EMPTY_ROOT), log_key)
-    try:
-        with _flood(witness.url):
-            body = f"old 0\n\n{note}".encode()
-            statuses = [_honest_tls(witness.url, trust, "/add-checkpoint", body) for _ in range(10)]
-        assert statuses == [200] * 10, statuses
-    finally:
-        witness.stop()
-    assert witness.proc.returncode == 0
-    _never_ran_out_of_descriptors(witness)
