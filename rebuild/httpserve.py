@@ -356,6 +356,16 @@ class GuardedServer(web.Server):
                 f" (last: {why})" if why else "",
             )
 
+    async def drain(self, timeout: float) -> None:
+        """Close idle connections at once; give requests in flight ``timeout`` seconds.
+
+        ``shutdown`` alone waited the full ``timeout`` for a keep-alive
+        connection that was between requests: a client holding one open
+        kept ``witness serve`` from stopping for 10 s.
+        """
+        self.pre_shutdown()
+        await self.shutdown(timeout)
+
     @property
     def open_connections(self) -> int:
         return len(self._recent)
@@ -488,7 +498,7 @@ class RunningGuarded:
 
     async def stop(self) -> None:
         await self.listener.close()
-        await self.http.shutdown(timeout=10)
+        await self.http.drain(timeout=10)
 
 
 def _url(host: str, port: int, tls: ssl.SSLContext | None) -> str:

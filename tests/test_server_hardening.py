@@ -275,3 +275,38 @@ def test_hostile_key_id_hint_cannot_break_lookups(log: Server) -> None:
     assert status == 200 and json.loads(data)["indexes"] == []
     status, data = http_request(log.url, "GET", f"/lookup/sha256/{digest}")
     assert len(json.loads(data)["indexes"]) == 5
+
+
+# --- stopping -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("server", ["witness", "log, front-ends", "log, one process"])
+def test_a_client_holding_an_idle_connection_does_not_delay_the_stop(
+    tmp_path: Path, server: str
+) -> None:
+    """SIGTERM closes idle keep-alive connections at once.
+
+    Before, the server waited its whole drain timeout (10 s for the witness,
+    30 s for the log) for a connection that was between requests.
+    """
+    key = make_key(tmp_path, "stop.log.test")
+    if server == "witness":
+        wkey = make_key(tmp_path, "w.stop.test")
+        args = ["witness", "serve", "--key", str(wkey), "--state", str(tmp_path / "ws"),
+                "--listen", "127.0.0.1:0", "--log-key", f"{key}.pub"]  # fmt: skip
+        running = Server(args, tmp_path / "out")
+    else:
+        workers = ["--workers", "2" if "front-ends" in server else "0"]
+        running = start_log(tmp_path / "log", key, tmp_path / "out", *workers)
+    parts = urlsplit(running.url)
+    held = socket.create_connection((parts.hostname or "", parts.port or 0), timeout=30)
+    try:
+        held.sendall(b"GET /no-such-path HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert held.recv(65536).startswith(b"HTTP/1.1 404")  # answered, kept alive
+        start = time.monotonic()
+        running.stop()
+        stopped_in = time.monotonic() - start
+    finally:
+        held.close()
+    assert running.proc.returncode == 0
+    assert stopped_in < 8, f"stopping took {stopped_in:.1f} s"

@@ -254,7 +254,7 @@ async def _serve(args: argparse.Namespace) -> None:
     api.closing = True
     # Finish what is in flight (its entries are already with the sequencer),
     # unless the sequencer is gone: then nothing more can be acknowledged.
-    await http.shutdown(timeout=1.0 if backend.gone else 30.0)
+    await http.drain(timeout=1.0 if backend.gone else 30.0)
     writer.close()
     reading.cancel()
     with contextlib.suppress(asyncio.CancelledError, ConnectionError):

@@ -352,7 +352,7 @@ class _Serving:
         if self.api is not None and self.http is not None:
             self.api.closing = True
             # answer what is in flight (its batch completes), then stop the tasks
-            await self.http.shutdown(timeout=30)
+            await self.http.drain(timeout=30)
         # Front-ends finish their requests in flight while the sequencer still runs.
         for link in self.links:
             link.stop()
