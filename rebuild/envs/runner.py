@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,8 @@ import requests
 from rebuild.engine.plan import BUILD_DIR, OUTPUT_DIR
 from rebuild.envs._docker import client as docker_client
 from rebuild.envs._docker import engine_errors
-from rebuild.envs.images import verified_image
+from rebuild.envs.definition import Lock
+from rebuild.envs.images import ImageRef, verified_image
 from rebuild.errors import StorageError, ToolError, UsageError
 from rebuild.fsio import atomic_write
 
@@ -42,6 +44,8 @@ BUILD_GID = 1000
 HOSTNAME = "rebuild"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RUN_LABEL = "org.rebuild.run"
+# After Ctrl-C, how long to wait for the engine calls in flight to end.
+INTERRUPT_GRACE_S = 30.0
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -381,12 +385,65 @@ class _Ran:
 
 
 def _run_container(spec: BuildSpec, log_path: Path, containers_dir: Path | None) -> _Ran:
-    """Create, start and wait for the build container; write its log; always remove it."""
+    """Create, start and wait for the build container; write its log; always remove it.
+
+    The engine calls run in a worker thread while this one only waits, so a
+    Ctrl-C never lands inside one of them (it left that call's socket open
+    and the call's outcome unknown). On Ctrl-C the container is removed by
+    its unique name, which ends the worker's wait, and the interrupt is
+    raised once the worker is done (or after INTERRUPT_GRACE_S).
+    """
     lock, image = verified_image(spec.environment, containers_dir)
-    c = docker_client()
-    # A unique name lets the cleanup find the container even when Ctrl-C lands
-    # between the engine creating it and the SDK returning its handle.
+    # A unique name lets the cleanup find the container even when it is
+    # removed before the SDK returned its handle.
     name = f"rebuild-build-{uuid.uuid4().hex[:16]}"
+    interrupted = threading.Event()
+    outcome: list[_Ran | BaseException] = []
+
+    def work() -> None:
+        try:
+            verified = (lock, image)
+            outcome.append(
+                _lifecycle(spec, log_path, containers_dir, verified, name=name, stop=interrupted)
+            )
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append(e)
+
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except KeyboardInterrupt:
+        interrupted.set()
+        _remove(name)
+        worker.join(timeout=INTERRUPT_GRACE_S)
+        raise
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _remove(name: str) -> None:
+    with contextlib.suppress(Exception):
+        docker_client().api.remove_container(name, force=True)
+
+
+def _lifecycle(
+    spec: BuildSpec,
+    log_path: Path,
+    containers_dir: Path | None,
+    verified: tuple[Lock, ImageRef],
+    *,
+    name: str,
+    stop: threading.Event,
+) -> _Ran:
+    """The worker's part of :func:`_run_container`: the container from creation to removal.
+
+    ``verified`` is the lock and image :func:`verified_image` returned.
+    """
+    lock, image = verified
+    c = docker_client()
     options = container_options(spec, name)
     container: Any = None
     try:
@@ -397,6 +454,8 @@ def _run_container(spec: BuildSpec, log_path: Path, containers_dir: Path | None)
                 # The remembered image was deleted (e.g. rebuilt): look it up again.
                 lock, image = verified_image(spec.environment, containers_dir, refresh=True)
                 container = c.containers.create(image.id, **options)
+            if stop.is_set():  # Ctrl-C: removed by name before it existed
+                raise ToolError("interrupted before the build started")
             container.start()
         exit_code, timed_out, duration = _wait(container, spec.limits)
         with engine_errors("reading the build log"):
@@ -407,10 +466,7 @@ def _run_container(spec: BuildSpec, log_path: Path, containers_dir: Path | None)
                 oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
             _write_log(container, log_path, spec.limits, timed_out, duration)
     finally:
-        with contextlib.suppress(Exception):
-            if container is None:
-                container = c.containers.get(name)
-            container.remove(force=True)
+        _remove(name)
     return _Ran(lock.digest, image.id, exit_code, timed_out, oom, duration)
 
 
