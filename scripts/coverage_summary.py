@@ -22,6 +22,7 @@ from pathlib import Path
 
 import coverage
 from coverage.data import CoverageData
+from coverage.exceptions import CoverageException
 
 
 def _pct(hit: int, total: int) -> str:
@@ -36,11 +37,20 @@ def main() -> int:
     # Processes run as other users write theirs into .coverage-other-users/
     # (tests/updaterutil.py).
     found = glob.glob(".coverage.*") + glob.glob(".coverage-other-users/.coverage.*")
-    parts = [p for p in found if not p.endswith(".json")]
-    with_code = 0
-    for part in parts:
+    parts = []
+    with_code = unreadable = 0
+    for part in (p for p in found if not p.endswith(".json")):
         data = CoverageData(basename=part)
-        data.read()
+        try:
+            data.read()
+        except CoverageException:
+            # A process the tests SIGKILL (the crash tests do, at chosen
+            # points) can die while coverage creates its file: it measured
+            # nothing that can be read.
+            unreadable += 1
+            Path(part).unlink()
+            continue
+        parts.append(part)
         with_code += bool(data.measured_files())
     cov = coverage.Coverage()
     if parts:
@@ -63,6 +73,8 @@ def main() -> int:
         row[3] += s["num_branches"]
     t = report["totals"]
     print(f"coverage: {len(parts)} processes measured, {with_code} of them ran rebuild/verify code")
+    if unreadable:
+        print(f"coverage: {unreadable} data file(s) left unreadable by a killed process, skipped")
     print(f"{'':10} {'lines':>22} {'branches':>22}")
     for name, (lh, lt, bh, bt) in sorted(packages.items()):
         print(f"{name:10} {_pct(lh, lt):>22} {_pct(bh, bt):>22}")
