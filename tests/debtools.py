@@ -14,7 +14,6 @@ import hashlib
 import http.server
 import shutil
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from rebuild.envs.deb822 import parse_stanzas
 from rebuild.envs.definition import LockedPackage
+from tests.staticweb import serving
 
 SUITE = "bookworm"
 ARCH = "amd64"
@@ -136,20 +136,6 @@ class TestMirror:
         with serving(Handler) as url:
             self.url = url
             yield url
-
-
-@contextmanager
-def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    """An HTTP server on 127.0.0.1 answering with ``handler``; yields its URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def probe_mirror(tmp_path: Path) -> tuple[TestMirror, Path, Path]:

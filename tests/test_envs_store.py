@@ -31,7 +31,8 @@ from rebuild.envs.fetch import PackagesUnavailableError, ensure_in_store
 from rebuild.envs.mirror import Mirrors
 from rebuild.envs.store import DigestMismatchError, PackageStore, default_store_dir
 from rebuild.errors import InputError, NegativeVerdict
-from tests.debtools import TestMirror, make_deb, probe_mirror, serving
+from tests.debtools import TestMirror, make_deb, probe_mirror
+from tests.staticweb import serving
 
 REPO_LOCK = load_lock(load_definition("python-3.11"))
 
