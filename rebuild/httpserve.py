@@ -453,7 +453,7 @@ class GuardedListener:
 
         A connection accepted just before is given ``grace`` seconds to get
         its transport (a TLS handshake), so that the server's shutdown sees
-        it; then it is dropped. Open connections stay (``http.shutdown``).
+        it; then it is dropped. Open connections stay (``http.drain`` ends them).
         """
         self._closed = True
         for sock in self.socks:
